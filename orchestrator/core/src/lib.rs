@@ -1,0 +1,343 @@
+//! The replicated state machine of the edgeplane orchestrator.
+//!
+//! Everything here is pure and deterministic: no IO, no clock, no randomness and no iteration
+//! over hash maps inside [`ClusterState::apply`]. Every orchestrator applies the same committed
+//! commands in the same order and must end in the same state; anything time-dependent (a
+//! timestamp, a chosen node) is decided by the leader and written into the command.
+//!
+//! # Layout
+//! - [`Command`]: what a log entry asks the state machine to do.
+//! - [`ClusterState`]: the objects, keyed by [`ObjectKey`], each with a resourceVersion that is
+//!   the log index of the write that last changed it.
+//! - [`ApplyError`]: a command that was committed but refused (e.g. a stale precondition).
+//!   Refusal is deterministic too, so it is a result, not a failure of the log.
+//! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies an object: its kind, namespace (empty for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey { kind: kind.into(), namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A stored object with its versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub value: serde_json::Value,
+    /// Log index of the write that last changed this object.
+    pub resource_version: u64,
+    /// Log index of the write that created this object.
+    pub created_version: u64,
+}
+
+/// A condition a write must meet to take effect (optimistic concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Precondition {
+    /// Write unconditionally (create or replace).
+    #[default]
+    None,
+    /// Create only: fail if the object exists.
+    MustNotExist,
+    /// Compare-and-swap: the object must exist with exactly this resourceVersion.
+    ResourceVersion(u64),
+}
+
+/// A command carried by one log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Put { key: ObjectKey, value: serde_json::Value, precondition: Precondition },
+    Delete { key: ObjectKey, precondition: Precondition },
+}
+
+impl Command {
+    /// Encodes the command for a log entry.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing these plain data types cannot fail.
+        serde_json::to_vec(self).expect("commands are always serializable")
+    }
+
+    /// Decodes a command from a log entry.
+    pub fn decode(bytes: &[u8]) -> Result<Command, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// What an applied command did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The object after the write; `created` tells whether it did not exist before.
+    Put { key: ObjectKey, object: StoredObject, created: bool },
+    /// The object as it was before it was deleted.
+    Deleted { key: ObjectKey, previous: StoredObject },
+}
+
+/// A committed command that the state machine refused. Every replica refuses it the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{key} does not exist")]
+    NotFound { key: ObjectKey },
+    #[error("{key} already exists (resourceVersion {current})")]
+    AlreadyExists { key: ObjectKey, current: u64 },
+    #[error("{key} has resourceVersion {current}, the write expected {expected}")]
+    Conflict { key: ObjectKey, expected: u64, current: u64 },
+    #[error("log entry {index} does not hold a valid command")]
+    Undecodable { index: u64 },
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterState {
+    objects: BTreeMap<ObjectKey, StoredObject>,
+    applied_index: u64,
+}
+
+impl ClusterState {
+    /// The index of the last log entry applied (including entries that carry no command).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Applies the entry at `index`. Entries must be applied in log order, each exactly once.
+    ///
+    /// `data` is the entry's payload; an empty payload (the no-op a new leader commits) only
+    /// advances the applied index.
+    pub fn apply_entry(&mut self, index: u64, data: &[u8]) -> Option<Result<Applied, ApplyError>> {
+        assert!(
+            index > self.applied_index,
+            "entry {index} applied twice or out of order (applied index {})",
+            self.applied_index
+        );
+        self.applied_index = index;
+        if data.is_empty() {
+            return None;
+        }
+        Some(match Command::decode(data) {
+            Ok(command) => self.apply(index, command),
+            Err(_) => Err(ApplyError::Undecodable { index }),
+        })
+    }
+
+    fn apply(&mut self, index: u64, command: Command) -> Result<Applied, ApplyError> {
+        match command {
+            Command::Put { key, value, precondition } => {
+                let current = self.objects.get(&key);
+                check_precondition(&key, current, precondition)?;
+                let created_version = current.map_or(index, |o| o.created_version);
+                let object = StoredObject { value, resource_version: index, created_version };
+                let created = self.objects.insert(key.clone(), object.clone()).is_none();
+                Ok(Applied::Put { key, object, created })
+            }
+            Command::Delete { key, precondition } => {
+                let current = self.objects.get(&key);
+                if current.is_none() {
+                    return Err(ApplyError::NotFound { key });
+                }
+                check_precondition(&key, current, precondition)?;
+                let previous = self.objects.remove(&key).expect("checked above");
+                Ok(Applied::Deleted { key, previous })
+            }
+        }
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {
+        self.objects.get(key)
+    }
+
+    /// Objects of one kind, in key order; `namespace: None` lists every namespace.
+    pub fn list<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a StoredObject)> + 'a {
+        self.objects
+            .iter()
+            .filter(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Serializes the whole state for a Raft snapshot.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let image = SnapshotImage { applied_index: self.applied_index, objects: self.objects.iter().collect() };
+        serde_json::to_vec(&image).expect("the state is always serializable")
+    }
+
+    /// Restores a state from [`ClusterState::to_snapshot`] output.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState, serde_json::Error> {
+        let image: SnapshotImageOwned = serde_json::from_slice(bytes)?;
+        Ok(ClusterState { applied_index: image.applied_index, objects: image.objects.into_iter().collect() })
+    }
+
+    /// A digest of the whole state, equal on two replicas exactly when their states are equal.
+    /// For checks in tests and simulations; FNV-1a over the snapshot encoding.
+    pub fn digest(&self) -> u64 {
+        self.to_snapshot()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    }
+}
+
+/// The snapshot encoding: JSON maps need string keys, so objects travel as a list of pairs.
+#[derive(Serialize)]
+struct SnapshotImage<'a> {
+    applied_index: u64,
+    objects: Vec<(&'a ObjectKey, &'a StoredObject)>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotImageOwned {
+    applied_index: u64,
+    objects: Vec<(ObjectKey, StoredObject)>,
+}
+
+fn check_precondition(
+    key: &ObjectKey,
+    current: Option<&StoredObject>,
+    precondition: Precondition,
+) -> Result<(), ApplyError> {
+    match (precondition, current) {
+        (Precondition::None, _) => Ok(()),
+        (Precondition::MustNotExist, None) => Ok(()),
+        (Precondition::MustNotExist, Some(o)) => {
+            Err(ApplyError::AlreadyExists { key: key.clone(), current: o.resource_version })
+        }
+        (Precondition::ResourceVersion(_), None) => Err(ApplyError::NotFound { key: key.clone() }),
+        (Precondition::ResourceVersion(expected), Some(o)) if o.resource_version == expected => Ok(()),
+        (Precondition::ResourceVersion(expected), Some(o)) => Err(ApplyError::Conflict {
+            key: key.clone(),
+            expected,
+            current: o.resource_version,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn put(name: &str, value: serde_json::Value, precondition: Precondition) -> Vec<u8> {
+        Command::Put { key: ObjectKey::new("thing", "", name), value, precondition }.encode()
+    }
+
+    fn delete(name: &str, precondition: Precondition) -> Vec<u8> {
+        Command::Delete { key: ObjectKey::new("thing", "", name), precondition }.encode()
+    }
+
+    #[test]
+    fn resource_version_is_the_index_of_the_last_write() {
+        let mut state = ClusterState::default();
+        state.apply_entry(1, &put("a", json!(1), Precondition::None));
+        state.apply_entry(2, &[]);
+        state.apply_entry(3, &put("a", json!(2), Precondition::None));
+        let a = state.get(&ObjectKey::new("thing", "", "a")).expect("a exists");
+        assert_eq!((a.resource_version, a.created_version, &a.value), (3, 1, &json!(2)));
+        assert_eq!(state.applied_index(), 3);
+    }
+
+    #[test]
+    fn compare_and_swap_accepts_only_the_current_version() {
+        let mut state = ClusterState::default();
+        state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist));
+        let stale = state.apply_entry(2, &put("a", json!(2), Precondition::ResourceVersion(7)));
+        assert!(
+            matches!(stale, Some(Err(ApplyError::Conflict { expected: 7, current: 1, .. }))),
+            "stale CAS must conflict, got {stale:?}"
+        );
+        let fresh = state.apply_entry(3, &put("a", json!(3), Precondition::ResourceVersion(1)));
+        assert!(matches!(fresh, Some(Ok(Applied::Put { created: false, .. }))), "got {fresh:?}");
+        let again = state.apply_entry(4, &put("a", json!(4), Precondition::MustNotExist));
+        assert!(matches!(again, Some(Err(ApplyError::AlreadyExists { current: 3, .. }))), "got {again:?}");
+        assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| o.value.clone()), Some(json!(3)));
+    }
+
+    #[test]
+    fn refused_commands_change_nothing_but_the_applied_index() {
+        let mut state = ClusterState::default();
+        state.apply_entry(1, &put("a", json!(1), Precondition::None));
+        let before = state.objects.clone();
+        assert!(matches!(state.apply_entry(2, &delete("b", Precondition::None)), Some(Err(ApplyError::NotFound { .. }))));
+        assert!(matches!(
+            state.apply_entry(3, &delete("a", Precondition::ResourceVersion(9))),
+            Some(Err(ApplyError::Conflict { .. }))
+        ));
+        assert!(matches!(state.apply_entry(4, b"not json"), Some(Err(ApplyError::Undecodable { index: 4 }))));
+        assert_eq!(state.objects, before);
+        assert_eq!(state.applied_index(), 4);
+    }
+
+    #[test]
+    fn delete_returns_the_previous_object() {
+        let mut state = ClusterState::default();
+        state.apply_entry(1, &put("a", json!("x"), Precondition::None));
+        let deleted = state.apply_entry(2, &delete("a", Precondition::ResourceVersion(1)));
+        assert!(
+            matches!(&deleted, Some(Ok(Applied::Deleted { previous, .. })) if previous.value == json!("x")),
+            "got {deleted:?}"
+        );
+        assert!(state.is_empty());
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_digest_tracks_content() {
+        let mut state = ClusterState::default();
+        for i in 1..=20 {
+            state.apply_entry(i, &put(&format!("k{}", i % 7), json!({ "i": i }), Precondition::None));
+        }
+        let restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("valid snapshot");
+        assert_eq!(restored, state);
+        assert_eq!(restored.digest(), state.digest());
+        let mut changed = restored.clone();
+        changed.apply_entry(21, &put("k1", json!(0), Precondition::None));
+        assert_ne!(changed.digest(), state.digest());
+    }
+
+    #[test]
+    fn list_filters_by_kind_and_namespace_in_key_order() {
+        let mut state = ClusterState::default();
+        let cmds = [("b", "ns1"), ("a", "ns1"), ("c", "ns2")];
+        for (i, (name, ns)) in cmds.iter().enumerate() {
+            let key = ObjectKey::new("thing", *ns, *name);
+            state.apply_entry(i as u64 + 1, &Command::Put { key, value: json!(i), precondition: Precondition::None }.encode());
+        }
+        state.apply_entry(4, &Command::Put { key: ObjectKey::new("other", "ns1", "z"), value: json!(0), precondition: Precondition::None }.encode());
+        let names: Vec<_> = state.list("thing", Some("ns1")).map(|(k, _)| k.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(state.list("thing", None).count(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "applied twice or out of order")]
+    fn applying_out_of_order_is_a_bug() {
+        let mut state = ClusterState::default();
+        state.apply_entry(2, &[]);
+        state.apply_entry(2, &[]);
+    }
+}

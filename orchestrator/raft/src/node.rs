@@ -1,0 +1,450 @@
+//! The node actor: one tokio task that owns an [`Engine`] and does its IO.
+//!
+//! Everything that touches the engine goes through the actor's bounded mailboxes (client
+//! requests from [`NodeHandle`]s, events from the transport), so there is no lock around
+//! Raft state. Each loop turn takes whatever is queued, then handles the Ready in one place
+//! ([`Actor::process_ready`]). While one batch is being fsynced on a blocking thread, new
+//! requests wait in the mailbox and go into the next batch together: group commit falls out
+//! of the structure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgeplane_api::Consistency;
+use edgeplane_core::{Applied, ApplyError, ClusterState, Command};
+use raft::prelude::ReadState;
+use raft::StateRole;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::disk::{DiskError, DiskLog};
+use crate::engine::{Engine, EngineStatus, Proposals, ProposeError, ReadyOutput, RequestId};
+use crate::metrics::RaftMetrics;
+use crate::transport::{PeerEvent, Transport};
+
+/// Timing of the node actor.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Wall-clock length of one Raft tick.
+    pub tick: Duration,
+    /// How long a caller waits for its write to be committed and applied.
+    pub write_timeout: Duration,
+    /// How long a caller waits for a linearizable read.
+    pub read_timeout: Duration,
+    /// A ReadIndex round that has not completed in this long is started again (its messages
+    /// may have been lost, or the leader changed).
+    pub read_retry: Duration,
+    pub mailbox: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            tick: Duration::from_millis(50),
+            write_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            read_retry: Duration::from_millis(500),
+            mailbox: 16 * 1024,
+        }
+    }
+}
+
+/// Why a write did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// Not proposed: safe to retry, here or elsewhere.
+    #[error("no leader is known; the cluster may be electing one or this node is cut off")]
+    NoLeader,
+    /// Not proposed: safe to retry later.
+    #[error("the orchestrator is overloaded")]
+    Overloaded,
+    /// Proposed but not seen applied in time: the write may or may not have taken effect.
+    #[error("the write was not confirmed in time; it may or may not have taken effect")]
+    Timeout,
+    /// Committed, and refused by the state machine (e.g. a stale resourceVersion).
+    #[error(transparent)]
+    Rejected(ApplyError),
+    #[error("the orchestrator is shutting down")]
+    Stopped,
+}
+
+/// Why a read did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("no leader is known, so the read cannot be confirmed current")]
+    NoLeader,
+    #[error("the read could not be confirmed with a quorum in time")]
+    Timeout,
+    #[error("the orchestrator is overloaded")]
+    Overloaded,
+    #[error("the orchestrator is shutting down")]
+    Stopped,
+}
+
+/// The node stopped because its log could not be persisted; continuing would risk the
+/// cluster's safety, so the process must stop.
+#[derive(Debug, thiserror::Error)]
+#[error("the Raft log could not be persisted")]
+pub struct NodeFailed(#[source] pub DiskError);
+
+type ReadFn = Box<dyn FnOnce(Result<&ClusterState, ReadError>) + Send>;
+
+enum Request {
+    Write { command: Command, reply: oneshot::Sender<Result<Applied, WriteError>> },
+    Read { consistency: Consistency, query: ReadFn },
+    Status { reply: oneshot::Sender<EngineStatus> },
+}
+
+/// A cheap, cloneable handle to a running node.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    mailbox: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Write { command, .. } => f.debug_struct("Write").field("command", command).finish(),
+            Request::Read { consistency, .. } => f.debug_struct("Read").field("consistency", consistency).finish(),
+            Request::Status { .. } => f.write_str("Status"),
+        }
+    }
+}
+
+impl NodeHandle {
+    /// Replicates a command and waits until this node has applied it.
+    pub async fn write(&self, command: Command) -> Result<Applied, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.mailbox.try_send(Request::Write { command, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
+        })?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Runs `query` against the state machine, after confirming with a quorum that this node's
+    /// state is current (`Linearizable`) or at once (`Stale`).
+    pub async fn read<R, F>(&self, consistency: Consistency, query: F) -> Result<R, ReadError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&ClusterState) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let query: ReadFn = Box::new(move |state| {
+            let _ = tx.send(state.map(query));
+        });
+        self.mailbox.try_send(Request::Read { consistency, query }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ReadError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => ReadError::Stopped,
+        })?;
+        rx.await.map_err(|_| ReadError::Stopped)?
+    }
+
+    pub async fn status(&self) -> Option<EngineStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.mailbox.send(Request::Status { reply }).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Starts the actor. It runs until every [`NodeHandle`] is dropped (then returns `Ok`) or its
+/// disk fails.
+pub fn spawn(
+    engine: Engine,
+    disk: Arc<DiskLog>,
+    transport: Transport,
+    peer_events: mpsc::Receiver<PeerEvent>,
+    config: NodeConfig,
+    metrics: RaftMetrics,
+    boot_nonce: u64,
+) -> (NodeHandle, tokio::task::JoinHandle<Result<(), NodeFailed>>) {
+    let (tx, rx) = mpsc::channel(config.mailbox);
+    let actor = Actor {
+        engine,
+        disk,
+        transport,
+        metrics,
+        config,
+        writes: Proposals::default(),
+        next_request: 0,
+        boot_nonce,
+        reads: Reads::default(),
+        last_leader: None,
+    };
+    let task = tokio::spawn(actor.run(rx, peer_events));
+    (NodeHandle { mailbox: tx }, task)
+}
+
+struct PendingWrite {
+    reply: oneshot::Sender<Result<Applied, WriteError>>,
+    deadline: Instant,
+}
+
+struct PendingRead {
+    query: ReadFn,
+    deadline: Instant,
+}
+
+/// Linearizable reads in their three stages. Reads are batched: every read that arrives
+/// while a ReadIndex round is in flight joins the next round, so a thousand concurrent reads
+/// cost one quorum heartbeat, not a thousand.
+#[derive(Default)]
+struct Reads {
+    /// Waiting for a round to start.
+    queued: Vec<PendingRead>,
+    /// The round in flight: its context, when it started, and its reads.
+    in_flight: Option<(u64, Instant, Vec<PendingRead>)>,
+    /// Confirmed by a quorum; served once the state machine reaches the index.
+    confirmed: Vec<(u64, Vec<PendingRead>)>,
+    next_round: u64,
+}
+
+struct Actor {
+    engine: Engine,
+    disk: Arc<DiskLog>,
+    transport: Transport,
+    metrics: RaftMetrics,
+    config: NodeConfig,
+    writes: Proposals<PendingWrite>,
+    next_request: u64,
+    /// Distinguishes this process's request ids from those of earlier runs still in the log.
+    boot_nonce: u64,
+    reads: Reads,
+    last_leader: Option<u64>,
+}
+
+const DRAIN_LIMIT: usize = 4096;
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut mailbox: mpsc::Receiver<Request>,
+        mut peer_events: mpsc::Receiver<PeerEvent>,
+    ) -> Result<(), NodeFailed> {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requests = Vec::with_capacity(DRAIN_LIMIT);
+        let mut events = Vec::with_capacity(DRAIN_LIMIT);
+        loop {
+            tokio::select! {
+                n = mailbox.recv_many(&mut requests, DRAIN_LIMIT) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for request in requests.drain(..) {
+                        self.on_request(request);
+                    }
+                }
+                n = peer_events.recv_many(&mut events, DRAIN_LIMIT) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for event in events.drain(..) {
+                        self.on_peer_event(event);
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.engine.tick();
+                    self.expire(Instant::now());
+                }
+            }
+            self.start_read_round();
+            while self.engine.has_ready() {
+                self.process_ready().await?;
+            }
+            self.serve_confirmed_reads();
+            self.observe();
+        }
+        // Persist what is still pending (a commit index, a snapshot) before stopping.
+        let pending = self.engine.take_pending_writes();
+        self.persist(pending).await?;
+        Ok(())
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Write { command, reply } => {
+                self.next_request += 1;
+                let id = RequestId((u128::from(self.boot_nonce) << 64) | u128::from(self.next_request));
+                match self.engine.propose(id, command.encode()) {
+                    Ok(()) => {
+                        let deadline = Instant::now() + self.config.write_timeout;
+                        self.writes.insert(id, PendingWrite { reply, deadline });
+                    }
+                    Err(e) => {
+                        self.count_write(match e {
+                            ProposeError::NoLeader => "no_leader",
+                            ProposeError::Overloaded => "overloaded",
+                        });
+                        let _ = reply.send(Err(match e {
+                            ProposeError::NoLeader => WriteError::NoLeader,
+                            ProposeError::Overloaded => WriteError::Overloaded,
+                        }));
+                    }
+                }
+            }
+            Request::Read { consistency: Consistency::Stale, query } => {
+                self.count_read("stale", "ok");
+                query(Ok(self.engine.state()));
+            }
+            Request::Read { consistency: Consistency::Linearizable, query } => {
+                let deadline = Instant::now() + self.config.read_timeout;
+                self.reads.queued.push(PendingRead { query, deadline });
+            }
+            Request::Status { reply } => {
+                let _ = reply.send(self.engine.status());
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Message(m) => self.engine.step(*m),
+            PeerEvent::Unreachable(peer) => self.engine.report_unreachable(peer),
+            PeerEvent::SnapshotSent { peer, delivered } => self.engine.report_snapshot(peer, delivered),
+        }
+    }
+
+    /// Handles one Ready; see [`crate::engine`] for the order of its steps.
+    async fn process_ready(&mut self) -> Result<(), NodeFailed> {
+        let Some((early, batch, unpersisted)) = self.engine.begin_ready() else {
+            return Ok(());
+        };
+        self.transport.send(early.messages);
+        self.complete(early.applied, early.read_states, early.restored_snapshot, None);
+        self.persist(batch).await?;
+        let late = self.engine.finish_ready(unpersisted);
+        self.transport.send(late.messages);
+        let ReadyOutput { applied, read_states, restored_snapshot, took_snapshot, .. } = late;
+        self.complete(applied, read_states, restored_snapshot, took_snapshot);
+        Ok(())
+    }
+
+    async fn persist(&mut self, batch: crate::storage::WriteBatch) -> Result<(), NodeFailed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let entries = batch.entries.len();
+        let disk = Arc::clone(&self.disk);
+        let started = std::time::Instant::now();
+        // fsync blocks for milliseconds: never on the reactor.
+        let result = tokio::task::spawn_blocking(move || disk.persist(&batch))
+            .await
+            .expect("the persist task does not panic");
+        self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_entries.observe(entries as f64);
+        result.map_err(|e| {
+            tracing::error!(error = %e, "cannot persist the Raft log; stopping this node");
+            NodeFailed(e)
+        })
+    }
+
+    fn complete(
+        &mut self,
+        applied: Vec<crate::engine::AppliedEntry>,
+        read_states: Vec<ReadState>,
+        restored: Option<u64>,
+        took: Option<u64>,
+    ) {
+        if let Some(index) = restored {
+            self.metrics.snapshots_restored.inc();
+            tracing::info!(index, "restored a snapshot from the leader");
+        }
+        if let Some(index) = took {
+            self.metrics.snapshots_taken.inc();
+            tracing::debug!(index, "took a snapshot and compacted the log");
+        }
+        for entry in applied {
+            let (Some(id), Some(outcome)) = (entry.request, entry.outcome) else { continue };
+            if let Some(waiter) = self.writes.take(id) {
+                self.count_write(if outcome.is_ok() { "committed" } else { "rejected" });
+                let _ = waiter.reply.send(outcome.map_err(WriteError::Rejected));
+            }
+        }
+        for rs in read_states {
+            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
+            if let Some((round, _, _)) = &self.reads.in_flight {
+                if *round == u64::from_be_bytes(ctx) {
+                    let (_, _, reads) = self.reads.in_flight.take().expect("checked above");
+                    self.reads.confirmed.push((rs.index, reads));
+                }
+            }
+        }
+    }
+
+    fn start_read_round(&mut self) {
+        if self.reads.in_flight.is_some() || self.reads.queued.is_empty() {
+            return;
+        }
+        self.reads.next_round += 1;
+        let round = self.reads.next_round;
+        self.engine.read_index(round.to_be_bytes().to_vec());
+        let reads = std::mem::take(&mut self.reads.queued);
+        self.reads.in_flight = Some((round, Instant::now(), reads));
+    }
+
+    fn serve_confirmed_reads(&mut self) {
+        let applied = self.engine.state().applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads.confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads.confirmed = waiting;
+        for (_, reads) in ready {
+            for read in reads {
+                self.count_read("linearizable", "ok");
+                (read.query)(Ok(self.engine.state()));
+            }
+        }
+    }
+
+    /// Fails requests past their deadline and restarts a stalled ReadIndex round.
+    fn expire(&mut self, now: Instant) {
+        for waiter in self.writes.drain_expired(|w| w.deadline <= now) {
+            self.count_write("timeout");
+            let _ = waiter.reply.send(Err(WriteError::Timeout));
+        }
+        if let Some((_, started, _)) = &self.reads.in_flight {
+            if now.duration_since(*started) >= self.config.read_retry {
+                let (_, _, reads) = self.reads.in_flight.take().expect("checked above");
+                self.reads.queued.extend(reads);
+            }
+        }
+        let no_leader = self.engine.leader_id().is_none();
+        let reads = &mut self.reads;
+        let mut expired = Vec::new();
+        for list in std::iter::once(&mut reads.queued).chain(reads.confirmed.iter_mut().map(|(_, r)| r)) {
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|r| r.deadline <= now);
+            *list = keep;
+            expired.extend(gone);
+        }
+        for read in expired {
+            let error = if no_leader { ReadError::NoLeader } else { ReadError::Timeout };
+            self.count_read("linearizable", "timeout");
+            (read.query)(Err(error));
+        }
+    }
+
+    fn observe(&mut self) {
+        let status = self.engine.status();
+        if status.leader_id != self.last_leader {
+            if let Some(leader) = status.leader_id {
+                tracing::info!(leader, term = status.term, "leader changed");
+            }
+            self.metrics.leader_changes.inc();
+            self.last_leader = status.leader_id;
+        }
+        self.metrics.term.set(status.term as i64);
+        self.metrics.is_leader.set(i64::from(status.role == StateRole::Leader));
+        self.metrics.commit_index.set(status.commit_index as i64);
+        self.metrics.applied_index.set(status.applied_index as i64);
+        self.metrics.snapshot_index.set(status.snapshot_index as i64);
+    }
+
+    fn count_write(&self, outcome: &'static str) {
+        self.metrics.proposals.get_or_create(&vec![("outcome", outcome)]).inc();
+    }
+
+    fn count_read(&self, consistency: &'static str, outcome: &'static str) {
+        self.metrics.reads.get_or_create(&vec![("consistency", consistency), ("outcome", outcome)]).inc();
+    }
+}
