@@ -1,1 +1,438 @@
+//! Harness for end-to-end tests and benchmarks that drive the real edgeplane binaries.
+//!
+//! # Layout
+//! - [`Cluster`]: starts orchestrator processes on 127.0.0.x, kills, stops, restarts and
+//!   partitions them, and cleans up on drop (no process outlives a test).
+//! - [`PeerProxy`]: sits on every Raft peer link so a test can cut links (a partition that
+//!   leaves the API reachable, which SIGSTOP cannot model).
+//! - [`Api`]: a small JSON client for one orchestrator.
+//! - [`bin_path`]: finds the binaries `cargo build` produced.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeplane_api::ClusterStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Directory holding the binaries under test: `EDGEPLANE_BIN_DIR`, else the cargo target
+/// directory this test executable was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("EDGEPLANE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> or target/debug/<bin>
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+}
+
+/// Path of a workspace binary, with a clear message when it has not been built.
+pub fn bin_path(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: build the binaries first (cargo build --workspace), or set EDGEPLANE_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on `ip`. The port is released before use, so another process could take
+/// it in between; distinct 127.0.0.x addresses per test make that unlikely.
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    let listener = StdListener::bind((ip, 0)).expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Settings of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub size: u64,
+    pub tick_ms: u64,
+    pub election_ticks: u64,
+    pub snapshot_every: u64,
+    pub write_timeout_ms: u64,
+    /// Second octet of the 127.x.y.z addresses, so concurrent tests use distinct IPs.
+    pub subnet: u8,
+    pub log: String,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            size: 3,
+            tick_ms: 50,
+            election_ticks: 10,
+            snapshot_every: 10_000,
+            write_timeout_ms: 5_000,
+            subnet: 0,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct NodeProc {
+    pub id: u64,
+    /// The API address clients use.
+    pub api: SocketAddr,
+    /// The peer address other members dial (the proxy in front of the node).
+    pub peer_public: SocketAddr,
+    /// Where the node itself listens for peers.
+    pub peer_private: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster of orchestrator processes.
+#[derive(Debug)]
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub nodes: Vec<NodeProc>,
+    pub proxy: PeerProxy,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(spec: ClusterSpec) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for id in 1..=spec.size {
+            let ip = Ipv4Addr::new(127, spec.subnet, 0, id as u8);
+            let api = SocketAddr::from((ip, free_port(ip)));
+            let peer_public = SocketAddr::from((ip, free_port(ip)));
+            let peer_private = SocketAddr::from((ip, free_port(ip)));
+            nodes.push(NodeProc {
+                id,
+                api,
+                peer_public,
+                peer_private,
+                data_dir: dir.path().join(format!("node{id}")),
+                log_path: dir.path().join(format!("node{id}.log")),
+                child: None,
+            });
+        }
+        let routes = nodes.iter().map(|n| (n.id, n.peer_public, n.peer_private)).collect();
+        let proxy = PeerProxy::start(routes).await;
+        let mut cluster = Cluster { spec, nodes, proxy, _dir: dir };
+        for id in 1..=cluster.spec.size {
+            cluster.launch(id);
+        }
+        cluster
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// The command line shared by every member.
+    fn member_args(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| ["--member".to_owned(), format!("{}={},{}", n.id, n.peer_public, n.api)])
+            .collect()
+    }
+
+    fn launch(&mut self, id: u64) {
+        let members = self.member_args();
+        let spec = self.spec.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
+        let child = Command::new(bin_path("orchestrator"))
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--peer-listen")
+            .arg(node.peer_private.to_string())
+            .args(&members)
+            .args(["--tick-ms", &spec.tick_ms.to_string()])
+            .args(["--election-ticks", &spec.election_ticks.to_string()])
+            .args(["--snapshot-every", &spec.snapshot_every.to_string()])
+            .args(["--write-timeout-ms", &spec.write_timeout_ms.to_string()])
+            .args(["--log", &spec.log])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn orchestrator");
+        node.child = Some(child);
+    }
+
+    pub fn api(&self, id: u64) -> Api {
+        Api::new(self.node(id).api)
+    }
+
+    pub fn api_addr(&self, id: u64) -> SocketAddr {
+        self.node(id).api
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes[(id - 1) as usize].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.launch(id);
+    }
+
+    /// Sends a signal to a running node (e.g. SIGTERM for a graceful stop).
+    pub fn signal(&self, id: u64, signal: i32) {
+        if let Some(child) = &self.node(id).child {
+            // The workspace denies unsafe code, so signal through kill(1), not libc::kill.
+            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Waits for a node to exit by itself, returning its exit code.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let node = &mut self.nodes[(id - 1) as usize];
+        let child = node.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The last lines of a node's log, for failure messages.
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, self.log_tail(n.id))).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits until every node in `among` reports the same leader, itself in `among`.
+    pub async fn wait_for_leader_among(&self, among: &[u64], timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = BTreeMap::new();
+        while Instant::now() < deadline {
+            last.clear();
+            for &id in among {
+                if let Ok(s) = self.api(id).cluster().await {
+                    last.insert(id, s);
+                }
+            }
+            let leaders: BTreeSet<Option<u64>> = last.values().map(|s| s.leader_id).collect();
+            if last.len() == among.len() && leaders.len() == 1 {
+                if let Some(Some(leader)) = leaders.into_iter().next() {
+                    if among.contains(&leader) {
+                        return leader;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no leader agreed on by nodes {among:?} within {timeout:?}; last statuses: {last:#?}\n{}", self.all_logs());
+    }
+
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        self.wait_for_leader_among(&self.running(), timeout).await
+    }
+
+    /// Cuts every peer link between `a` and `b` in both directions.
+    pub fn cut(&self, a: &[u64], b: &[u64]) {
+        for &x in a {
+            for &y in b {
+                self.proxy.cut(x, y);
+                self.proxy.cut(y, x);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.proxy.heal();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A TCP proxy in front of every node's peer listener that can cut directed links.
+///
+/// The Raft transport opens each connection with a hello naming the sender, so the proxy
+/// knows which link (`from` -> `to`) a connection carries. A cut link's connections are
+/// closed and new ones are refused until the cut heals; Raft sees exactly what a network
+/// partition looks like.
+#[derive(Debug, Clone)]
+pub struct PeerProxy {
+    cuts: Arc<Mutex<BTreeSet<(u64, u64)>>>,
+    changed: watch::Sender<u64>,
+}
+
+const HELLO_LEN: usize = 16 + 8 + 8;
+
+impl PeerProxy {
+    /// `routes`: (node id, address peers dial, address the node listens on).
+    pub async fn start(routes: Vec<(u64, SocketAddr, SocketAddr)>) -> PeerProxy {
+        let (changed, _) = watch::channel(0);
+        let proxy = PeerProxy { cuts: Arc::default(), changed };
+        for (to, public, private) in routes {
+            let listener = TcpListener::bind(public).await.expect("bind proxy");
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let proxy = proxy.clone();
+                    tokio::spawn(async move { proxy.relay(inbound, to, private).await });
+                }
+            });
+        }
+        proxy
+    }
+
+    pub fn cut(&self, from: u64, to: u64) {
+        self.cuts.lock().expect("lock").insert((from, to));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn heal(&self) {
+        self.cuts.lock().expect("lock").clear();
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn is_cut(&self, from: u64, to: u64) -> bool {
+        self.cuts.lock().expect("lock").contains(&(from, to))
+    }
+
+    async fn relay(&self, mut inbound: TcpStream, to: u64, private: SocketAddr) {
+        let mut hello = [0u8; HELLO_LEN];
+        if inbound.read_exact(&mut hello).await.is_err() {
+            return;
+        }
+        let from = u64::from_be_bytes(hello[24..32].try_into().expect("8 bytes"));
+        if self.is_cut(from, to) {
+            return;
+        }
+        let Ok(mut outbound) = TcpStream::connect(private).await else { return };
+        let _ = outbound.set_nodelay(true);
+        if outbound.write_all(&hello).await.is_err() {
+            return;
+        }
+        let mut changes = self.changed.subscribe();
+        let (mut ir, mut iw) = inbound.split();
+        let (mut or, mut ow) = outbound.split();
+        let pump = async {
+            tokio::select! {
+                _ = tokio::io::copy(&mut ir, &mut ow) => {}
+                _ = tokio::io::copy(&mut or, &mut iw) => {}
+            }
+        };
+        let watch_cut = async {
+            loop {
+                if changes.changed().await.is_err() || self.is_cut(from, to) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = pump => {}
+            _ = watch_cut => {}
+        }
+    }
+}
+
+/// A JSON client for one orchestrator's API.
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A response: status code and JSON body (`Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub body: serde_json::Value,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        Api { base: format!("http://{addr}"), http }
+    }
+
+    pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> Api {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(timeout)
+            .build()
+            .expect("http client");
+        Api { base: format!("http://{addr}"), http }
+    }
+
+    pub async fn cluster(&self) -> Result<ClusterStatus, reqwest::Error> {
+        self.http.get(format!("{}/v1/cluster", self.base)).send().await?.json().await
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<Reply, reqwest::Error> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path_and_query));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await?;
+        let code = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok(Reply { code, body })
+    }
+
+    pub async fn put(&self, path_and_query: &str, value: &serde_json::Value) -> Result<Reply, reqwest::Error> {
+        self.request(reqwest::Method::PUT, path_and_query, Some(value.to_string().into_bytes())).await
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> Result<Reply, reqwest::Error> {
+        self.request(reqwest::Method::GET, path_and_query, None).await
+    }
+
+    pub async fn delete(&self, path_and_query: &str) -> Result<Reply, reqwest::Error> {
+        self.request(reqwest::Method::DELETE, path_and_query, None).await
+    }
+
+    /// The value of one Prometheus sample, e.g. `edgeplane_raft_snapshots_restored_total`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+}

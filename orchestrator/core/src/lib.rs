@@ -88,8 +88,8 @@ impl Command {
 pub enum Applied {
     /// The object after the write; `created` tells whether it did not exist before.
     Put { key: ObjectKey, object: StoredObject, created: bool },
-    /// The object as it was before it was deleted.
-    Deleted { key: ObjectKey, previous: StoredObject },
+    /// The object as it was before it was deleted, and the index of the deletion.
+    Deleted { key: ObjectKey, previous: StoredObject, index: u64 },
 }
 
 /// A committed command that the state machine refused. Every replica refuses it the same way.
@@ -155,7 +155,7 @@ impl ClusterState {
                 }
                 check_precondition(&key, current, precondition)?;
                 let previous = self.objects.remove(&key).expect("checked above");
-                Ok(Applied::Deleted { key, previous })
+                Ok(Applied::Deleted { key, previous, index })
             }
         }
     }

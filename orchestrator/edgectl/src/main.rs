@@ -1,1 +1,387 @@
-fn main() {}
+//! `edgectl`: the command-line client of edgeplane orchestrators.
+//!
+//! It knows several orchestrator addresses (--server, repeated or comma-separated, or
+//! EDGEPLANE_SERVERS) and fails over between them: a server that cannot be reached, or that
+//! answers 503 (no leader, overloaded), is skipped in favour of the next, or of the leader it
+//! names. Exit codes: 0 success, 1 the orchestrator refused the request, 2 bad usage,
+//! 3 no orchestrator could be reached.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use edgeplane_api::{paths, ClusterStatus, Deleted, ObjectList, ObjectView, Status};
+use reqwest::{Method, StatusCode};
+
+#[derive(Debug, Parser)]
+#[command(name = "edgectl", version, about = "Control an edgeplane cluster")]
+struct Cli {
+    /// Orchestrator API addresses (host:port or URL); repeat or separate with commas.
+    #[arg(long = "server", short = 's', env = "EDGEPLANE_SERVERS", value_delimiter = ',', default_value = "127.0.0.1:8001")]
+    servers: Vec<String>,
+    /// Give up after this many seconds of failing over between servers.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Print JSON instead of a table.
+    #[arg(long, short = 'o', value_parser = ["table", "json"], default_value = "table")]
+    output: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The cluster as each orchestrator sees it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// The generic replicated object store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Members, roles, terms, leader and log positions.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create or replace an object.
+    Put {
+        kind: String,
+        name: String,
+        /// The value as JSON.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        value: Option<String>,
+        /// Read the value (JSON) from a file, or - for stdin.
+        #[arg(long, short = 'f')]
+        file: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
+        /// Only replace the object if its resourceVersion is this (compare-and-swap).
+        #[arg(long, conflicts_with = "if_absent")]
+        if_version: Option<u64>,
+        /// Only create; fail if the object exists.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Show one object.
+    Get {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        /// Read this server's possibly stale copy instead of a linearizable read.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// List the objects of a kind.
+    List {
+        kind: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete an object.
+    Delete {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Scope {
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+}
+
+/// Why a command failed, mapped to the exit code a script can rely on.
+#[derive(Debug)]
+enum Failure {
+    Refused(Status),
+    Unreachable(String),
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgectl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(status)) => {
+            eprintln!("edgectl: {status}");
+            if let Some(v) = status.details.current_resource_version {
+                eprintln!("  current resourceVersion: {v}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("edgectl: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Unreachable(msg)) => {
+            eprintln!("edgectl: {msg}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::new(&cli.servers, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
+    let json = cli.output == "json";
+    match cli.command {
+        Command::Cluster { command: ClusterCommand::Status } => cluster_status(&client, json).await,
+        Command::Store { command } => store(&client, command, json).await,
+    }
+}
+
+async fn cluster_status(client: &Client, json: bool) -> Result<(), Failure> {
+    let mut rows = Vec::new();
+    for server in &client.servers {
+        let status = client.get_from::<ClusterStatus>(server, paths::CLUSTER).await;
+        rows.push((server.clone(), status));
+    }
+    if json {
+        let list: Vec<_> = rows.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("serializable"));
+    } else {
+        println!("{:<28} {:>4} {:<13} {:>6} {:>7} {:>10} {:>10} {:>10}", "SERVER", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "SNAPSHOT");
+        for (server, status) in &rows {
+            match status {
+                Ok(s) => println!(
+                    "{:<28} {:>4} {:<13} {:>6} {:>7} {:>10} {:>10} {:>10}",
+                    server,
+                    s.node_id,
+                    format!("{:?}", s.role).to_lowercase(),
+                    s.term,
+                    s.leader_id.map_or("-".to_owned(), |l| l.to_string()),
+                    s.commit_index,
+                    s.applied_index,
+                    s.snapshot_index
+                ),
+                Err(e) => println!("{server:<28} unreachable: {e}"),
+            }
+        }
+    }
+    if rows.iter().all(|(_, s)| s.is_err()) {
+        return Err(Failure::Unreachable("no orchestrator answered".to_owned()));
+    }
+    Ok(())
+}
+
+async fn store(client: &Client, command: StoreCommand, json: bool) -> Result<(), Failure> {
+    match command {
+        StoreCommand::Put { kind, name, value, file, scope, if_version, if_absent } => {
+            let body = match (value, file) {
+                (Some(v), _) => v,
+                (None, Some(f)) => read_input(&f)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            serde_json::from_str::<serde_json::Value>(&body)
+                .map_err(|e| Failure::Usage(format!("the value is not valid JSON: {e}")))?;
+            let mut query = scope.query();
+            if let Some(v) = if_version {
+                query.push(("ifVersion", v.to_string()));
+            }
+            if if_absent {
+                query.push(("ifAbsent", "true".to_owned()));
+            }
+            let (code, object): (_, ObjectView) =
+                client.call(Method::PUT, &paths::object(&kind, &name), &query, Some(body)).await?;
+            if json {
+                print_json(&object);
+            } else {
+                let verb = if code == StatusCode::CREATED { "created" } else { "replaced" };
+                println!("{kind}/{name} {verb} (resourceVersion {})", object.resource_version);
+            }
+        }
+        StoreCommand::Get { kind, name, scope, stale } => {
+            let query = scope.read_query(stale);
+            let (_, object): (_, ObjectView) = client.call(Method::GET, &paths::object(&kind, &name), &query, None).await?;
+            if json {
+                print_json(&object);
+            } else {
+                print_table(&[object]);
+            }
+        }
+        StoreCommand::List { kind, scope, stale } => {
+            let query = scope.read_query(stale);
+            let (_, list): (_, ObjectList) = client.call(Method::GET, &paths::kind(&kind), &query, None).await?;
+            if json {
+                print_json(&list);
+            } else {
+                print_table(&list.items);
+            }
+        }
+        StoreCommand::Delete { kind, name, scope, if_version } => {
+            let mut query = scope.query();
+            if let Some(v) = if_version {
+                query.push(("ifVersion", v.to_string()));
+            }
+            let (_, deleted): (_, Deleted) = client.call(Method::DELETE, &paths::object(&kind, &name), &query, None).await?;
+            if json {
+                print_json(&deleted);
+            } else {
+                println!("{kind}/{name} deleted (at index {})", deleted.deleted_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Scope {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        self.namespace.iter().map(|ns| ("namespace", ns.clone())).collect()
+    }
+
+    fn read_query(&self, stale: bool) -> Vec<(&'static str, String)> {
+        let mut q = self.query();
+        if stale {
+            q.push(("consistency", "stale".to_owned()));
+        }
+        q
+    }
+}
+
+fn read_input(file: &str) -> Result<String, Failure> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+}
+
+fn print_table(objects: &[ObjectView]) {
+    println!("{:<16} {:<32} {:>8}  VALUE", "NAMESPACE", "NAME", "VERSION");
+    for o in objects {
+        let ns = if o.namespace.is_empty() { "-" } else { &o.namespace };
+        let mut value = o.value.to_string();
+        if value.len() > 60 {
+            value.truncate(57);
+            value.push_str("...");
+        }
+        println!("{:<16} {:<32} {:>8}  {}", ns, o.name, o.resource_version, value);
+    }
+}
+
+/// An HTTP client that fails over between orchestrators.
+struct Client {
+    servers: Vec<String>,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Client {
+    fn new(servers: &[String], timeout: Duration) -> Result<Client, Failure> {
+        let servers: Vec<String> = servers
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| if s.contains("://") { s.trim_end_matches('/').to_owned() } else { format!("http://{s}") })
+            .collect();
+        if servers.is_empty() {
+            return Err(Failure::Usage("no --server given".to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Client { servers, http, timeout })
+    }
+
+    async fn get_from<T: serde::de::DeserializeOwned>(&self, server: &str, path: &str) -> Result<T, String> {
+        let resp = self.http.get(format!("{server}{path}")).send().await.map_err(|e| short_error(&e))?;
+        resp.json().await.map_err(|e| e.to_string())
+    }
+
+    /// Sends a request to the first server that can answer it. Unreachable servers and 503s
+    /// (nothing was proposed) move on to the next server, preferring a leader hint; other
+    /// answers, including 504 (outcome unknown), are final.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<String>,
+    ) -> Result<(StatusCode, T), Failure> {
+        let deadline = Instant::now() + self.timeout;
+        let mut order: Vec<String> = self.servers.clone();
+        let mut last_problem = String::new();
+        loop {
+            let mut hint = None;
+            for server in &order {
+                let mut req = self.http.request(method.clone(), format!("{server}{path}")).query(query);
+                if let Some(b) = &body {
+                    req = req.header("content-type", "application/json").body(b.clone());
+                }
+                let resp = match req.send().await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        last_problem = format!("{server}: {}", short_error(&e));
+                        continue;
+                    }
+                };
+                let code = resp.status();
+                let bytes = resp.bytes().await.map_err(|e| Failure::Unreachable(format!("{server}: {e}")))?;
+                if code.is_success() {
+                    let value = serde_json::from_slice(&bytes)
+                        .map_err(|e| Failure::Unreachable(format!("{server} sent an unexpected answer: {e}")))?;
+                    return Ok((code, value));
+                }
+                let status: Status = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                    Status::new(code.as_u16(), edgeplane_api::StatusReason::InternalError, String::from_utf8_lossy(&bytes))
+                });
+                if code != StatusCode::SERVICE_UNAVAILABLE {
+                    return Err(Failure::Refused(status));
+                }
+                last_problem = format!("{server}: {}", status.message);
+                hint = hint.or(status.details.leader_api_addr.clone());
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Unreachable(format!(
+                    "no orchestrator could serve the request within {:?}; last problem: {last_problem}",
+                    self.timeout
+                )));
+            }
+            if let Some(h) = hint.map(|h| format!("http://{h}")) {
+                order.retain(|s| s != &h);
+                order.insert(0, h);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn short_error(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused or unreachable".to_owned()
+    } else if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
+    }
+}

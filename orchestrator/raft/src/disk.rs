@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use raft::prelude::{ConfState, HardState, Snapshot};
 use redb::{Database, Durability, TableDefinition};
 
 use crate::storage::{LogState, WriteBatch};
@@ -155,6 +154,7 @@ fn u64_from(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
         Entry { index, term, data: data.as_bytes().to_vec().into(), ..Default::default() }

@@ -48,7 +48,7 @@ impl slog::Serializer for KeyValues {
     }
 }
 
-/// The logger to hand to raft-rs for node `id`.
-pub fn raft_logger(id: u64) -> slog::Logger {
-    slog::Logger::root(TracingDrain, slog::o!("raft_id" => id))
+/// The logger to hand to raft-rs (which tags every record with its `raft_id` itself).
+pub fn raft_logger() -> slog::Logger {
+    slog::Logger::root(TracingDrain, slog::o!())
 }

@@ -1,1 +1,191 @@
-fn main() {}
+//! `orchestrator`: one member of the edgeplane control plane.
+//!
+//! Wires the parts together and owns the process lifecycle: configuration (all errors
+//! reported before anything starts), the durable log, the Raft node actor, the peer
+//! transport, and the REST API; SIGINT/SIGTERM shut it down gracefully.
+
+mod api;
+mod config;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use edgeplane_raft::disk::DiskLog;
+use edgeplane_raft::metrics::RaftMetrics;
+use edgeplane_raft::net::{Listener, Network, Stream};
+use edgeplane_raft::transport::{self, Transport};
+use edgeplane_raft::{node, Engine, EngineConfig, NodeConfig};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+
+use crate::config::{Args, Config};
+
+fn main() -> ExitCode {
+    let config = match Config::load(Args::parse()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("orchestrator: the configuration has {} problem(s):", errors.len());
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orchestrator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("orchestrator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("raft.redb");
+    let (disk, log) = tokio::task::spawn_blocking(move || DiskLog::open(&path)).await??;
+    tracing::info!(
+        first = log.first_index(),
+        last = log.last_index(),
+        snapshot = log.snapshot_index(),
+        "opened the Raft log"
+    );
+
+    let mut engine_config = EngineConfig::new(config.id, config.members.iter().map(|m| m.id).collect());
+    engine_config.election_ticks = config.election_ticks;
+    engine_config.heartbeat_ticks = config.heartbeat_ticks;
+    engine_config.snapshot_every = config.snapshot_every;
+    engine_config.snapshot_trailing = (config.snapshot_every / 10).max(1);
+    let engine = Engine::new(engine_config, log, &edgeplane_raft::logging::raft_logger())
+        .context("cannot start the Raft engine")?;
+
+    let mut registry = Registry::default();
+    let metrics = RaftMetrics::new(&mut registry);
+    let network = Network::plaintext();
+    let peer_listener = network
+        .bind(config.peer_listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
+    let api_listener = network
+        .bind(config.api_listen)
+        .await
+        .with_context(|| format!("cannot serve the API on {}", config.api_listen))?;
+
+    let members: Vec<(u64, SocketAddr)> = config.members.iter().map(|m| (m.id, m.peer)).collect();
+    let cluster = transport::cluster_id(&members);
+    let (events_tx, events_rx) = mpsc::channel(16 * 1024);
+    let peers = members.iter().copied().filter(|(id, _)| *id != config.id);
+    let transport = Transport::start(config.id, cluster, peers, network.clone(), events_tx.clone(), metrics.clone());
+    let peer_server = tokio::spawn(transport::serve_peers(peer_listener, cluster, events_tx));
+
+    let node_config = NodeConfig {
+        tick: config.tick,
+        write_timeout: config.write_timeout,
+        read_timeout: config.write_timeout,
+        read_retry: config.tick * config.election_ticks as u32,
+        ..NodeConfig::default()
+    };
+    let boot_nonce = boot_nonce();
+    let (node, mut node_task) =
+        node::spawn(engine, Arc::new(disk), transport, events_rx, node_config, metrics, boot_nonce);
+
+    tracing::info!(
+        id = config.id,
+        api = %config.api_listen,
+        peer = %config.peer_listen,
+        members = config.members.len(),
+        "orchestrator started"
+    );
+    let app = api::router(api::AppState { node, config: Arc::clone(&config), registry: Arc::new(registry) });
+    let server = axum::serve(ApiListener(api_listener), app).with_graceful_shutdown(shutdown_signal());
+    let result = tokio::select! {
+        served = server => served.context("the API server failed"),
+        stopped = &mut node_task => match stopped {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e)),
+            Err(e) => Err(anyhow::Error::new(e).context("the Raft node crashed")),
+        },
+    };
+    peer_server.abort();
+    // The router (and with it the last node handle) is gone: the node flushes and stops.
+    if !node_task.is_finished() {
+        match tokio::time::timeout(Duration::from_secs(5), node_task).await {
+            Ok(Ok(Err(e))) => return Err(e.into()),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the Raft node did not stop within 5 s"),
+        }
+    }
+    tracing::info!("orchestrator stopped");
+    result
+}
+
+/// Distinguishes this process's request ids from those of earlier runs of the same node.
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the orchestrator");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Serves the API through the listener built in `edgeplane_raft::net`.
+struct ApiListener(Listener);
+
+impl axum::serve::Listener for ApiListener {
+    type Io = Stream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Stream, SocketAddr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                Err(e) => {
+                    // Typically out of file descriptors; back off rather than spin.
+                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

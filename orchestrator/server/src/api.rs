@@ -1,0 +1,379 @@
+//! The REST API: cluster status, metrics, and the generic replicated object store.
+//!
+//! Handlers validate everything about a request before it reaches Raft, so a bad request
+//! changes nothing; every failure is a [`Status`] with a reason and, where a field is at
+//! fault, its path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use edgeplane_api::{
+    paths, ClusterStatus, Consistency, Deleted, MemberStatus, ObjectList, ObjectView, Role, Status, StatusCause,
+    StatusReason,
+};
+use edgeplane_core::{Applied, ApplyError, Command, ObjectKey, Precondition, StoredObject};
+use edgeplane_raft::{EngineStatus, NodeHandle, ReadError, WriteError};
+use prometheus_client::registry::Registry;
+use raft::StateRole;
+
+use crate::config::Config;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: NodeHandle,
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(paths::HEALTHZ, get(|| async { "ok\n" }))
+        .route(paths::METRICS, get(metrics))
+        .route(paths::CLUSTER, get(cluster_status))
+        .route("/v1/store/{kind}", get(list_objects))
+        .route("/v1/store/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
+        .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, "no such API path") })
+        // The body limit is enforced again when reading (to answer with a Status); this layer
+        // stops oversized bodies before they are buffered.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A failed request, rendered as a [`Status`] body.
+#[derive(Debug)]
+pub struct ApiError(Status);
+
+impl ApiError {
+    fn status(code: StatusCode, reason: StatusReason, message: impl Into<String>) -> ApiError {
+        ApiError(Status::new(code.as_u16(), reason, message))
+    }
+
+    fn invalid(causes: Vec<StatusCause>) -> ApiError {
+        let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let mut status = Status::new(400, StatusReason::Invalid, format!("invalid request: {}", summary.join("; ")));
+        status.details.causes = causes;
+        ApiError(status)
+    }
+
+    fn leader_hint(mut self, hint: Option<String>) -> ApiError {
+        self.0.details.leader_api_addr = hint;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (code, Json(self.0)).into_response()
+    }
+}
+
+fn cause(field: impl Into<String>, message: impl Into<String>) -> StatusCause {
+    StatusCause { field: field.into(), message: message.into() }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, "encoding metrics failed")
+            .into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn engine_status(state: &AppState) -> Result<EngineStatus, ApiError> {
+    state.node.status().await.ok_or_else(|| {
+        ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, "the orchestrator is shutting down")
+    })
+}
+
+async fn cluster_status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
+    let s = engine_status(&state).await?;
+    let matched: BTreeMap<u64, u64> = s.matched.iter().flatten().copied().collect();
+    let members = state
+        .config
+        .members
+        .iter()
+        .map(|m| MemberStatus {
+            id: m.id,
+            peer_addr: m.peer.to_string(),
+            api_addr: m.api.to_string(),
+            match_index: matched.get(&m.id).copied(),
+        })
+        .collect();
+    Ok(Json(ClusterStatus {
+        node_id: s.id,
+        role: match s.role {
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Leader => Role::Leader,
+        },
+        term: s.term,
+        leader_id: s.leader_id,
+        leader_api_addr: s.leader_id.and_then(|id| state.config.member(id)).map(|m| m.api.to_string()),
+        commit_index: s.commit_index,
+        applied_index: s.applied_index,
+        first_log_index: s.first_index,
+        last_log_index: s.last_index,
+        snapshot_index: s.snapshot_index,
+        members,
+    }))
+}
+
+/// Query parameters each route accepts; anything else is an error, not silently ignored.
+struct StoreQuery {
+    namespace: String,
+    consistency: Consistency,
+    precondition: Precondition,
+}
+
+fn parse_query(
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<StoreQuery, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::invalid(vec![cause("query", e.body_text())]))?;
+    let mut causes = Vec::new();
+    let mut out = StoreQuery { namespace: String::new(), consistency: Consistency::Linearizable, precondition: Precondition::None };
+    for (key, value) in &params {
+        let field = format!("query.{key}");
+        if !allowed.contains(&key.as_str()) {
+            causes.push(cause(field, format!("unknown parameter; this route accepts: {}", allowed.join(", "))));
+            continue;
+        }
+        match key.as_str() {
+            "namespace" => match validate_name(value, 63, false) {
+                Ok(()) => out.namespace = value.clone(),
+                Err(e) => causes.push(cause(field, e)),
+            },
+            "consistency" => match value.as_str() {
+                "linearizable" => out.consistency = Consistency::Linearizable,
+                "stale" => out.consistency = Consistency::Stale,
+                _ => causes.push(cause(field, format!("must be \"linearizable\" or \"stale\", got {value:?}"))),
+            },
+            "ifVersion" => match value.parse::<u64>() {
+                Ok(v) if v > 0 => out.precondition = Precondition::ResourceVersion(v),
+                _ => causes.push(cause(field, format!("must be a resourceVersion (a positive integer), got {value:?}"))),
+            },
+            "ifAbsent" => match value.as_str() {
+                "true" => out.precondition = Precondition::MustNotExist,
+                "false" => {}
+                _ => causes.push(cause(field, format!("must be true or false, got {value:?}"))),
+            },
+            _ => unreachable!("only allowed keys reach here"),
+        }
+    }
+    if params.contains_key("ifVersion") && params.get("ifAbsent").is_some_and(|v| v == "true") {
+        causes.push(cause("query.ifAbsent", "cannot be combined with ifVersion"));
+    }
+    if causes.is_empty() { Ok(out) } else { Err(ApiError::invalid(causes)) }
+}
+
+/// Names follow Kubernetes: lowercase alphanumerics, '-' (and '.' where `dots`), starting and
+/// ending alphanumeric.
+fn validate_name(value: &str, max: usize, dots: bool) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if value.len() > max {
+        return Err(format!("must be at most {max} characters, got {}", value.len()));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !value.chars().all(ok_char) || !value.starts_with(alnum) || !value.ends_with(alnum) {
+        let allowed = if dots { "'-' and '.'" } else { "'-'" };
+        return Err(format!(
+            "{value:?} must consist of lowercase letters, digits, {allowed}, and start and end with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn object_key(kind: &str, name: &str, namespace: &str) -> Result<ObjectKey, ApiError> {
+    let mut causes = Vec::new();
+    if let Err(e) = validate_name(kind, 63, false) {
+        causes.push(cause("path.kind", e));
+    }
+    if let Err(e) = validate_name(name, 253, true) {
+        causes.push(cause("path.name", e));
+    }
+    if causes.is_empty() { Ok(ObjectKey::new(kind, namespace, name)) } else { Err(ApiError::invalid(causes)) }
+}
+
+fn view(key: &ObjectKey, object: &StoredObject) -> ObjectView {
+    ObjectView {
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        resource_version: object.resource_version,
+        created_version: object.created_version,
+        value: object.value.clone(),
+    }
+}
+
+async fn get_object(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<ObjectView>, ApiError> {
+    let q = parse_query(query, &["namespace", "consistency"])?;
+    let key = object_key(&kind, &name, &q.namespace)?;
+    let lookup = key.clone();
+    let found = match state.node.read(q.consistency, move |s| s.get(&lookup).cloned()).await {
+        Ok(found) => found,
+        Err(e) => return Err(read_error(&state, e).await),
+    };
+    match found {
+        Some(object) => Ok(Json(view(&key, &object))),
+        None => Err(ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{key} not found"))),
+    }
+}
+
+async fn list_objects(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<ObjectList>, ApiError> {
+    let q = parse_query(query, &["namespace", "consistency"])?;
+    if let Err(e) = validate_name(&kind, 63, false) {
+        return Err(ApiError::invalid(vec![cause("path.kind", e)]));
+    }
+    let namespace = (!q.namespace.is_empty()).then_some(q.namespace);
+    let listed = state
+        .node
+        .read(q.consistency, move |s| ObjectList {
+            resource_version: s.applied_index(),
+            items: s.list(&kind, namespace.as_deref()).map(|(k, o)| view(k, o)).collect(),
+        })
+        .await;
+    let list = match listed {
+        Ok(list) => list,
+        Err(e) => return Err(read_error(&state, e).await),
+    };
+    Ok(Json(list))
+}
+
+async fn put_object(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(query, &["namespace", "ifVersion", "ifAbsent"])?;
+    let key = object_key(&kind, &name, &q.namespace)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusReason::RequestEntityTooLarge,
+                format!("the body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::invalid(vec![cause("body", e.body_text())])
+        }
+    })?;
+    if body.is_empty() {
+        return Err(ApiError::invalid(vec![cause("body", "required: the object's value as JSON")]));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid JSON: {e}"))]))?;
+    let applied = match state.node.write(Command::Put { key, value, precondition: q.precondition }).await {
+        Ok(applied) => applied,
+        Err(e) => return Err(write_error(&state, e).await),
+    };
+    match applied {
+        Applied::Put { key, object, created } => {
+            let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((code, Json(view(&key, &object))).into_response())
+        }
+        Applied::Deleted { .. } => unreachable!("a put never deletes"),
+    }
+}
+
+async fn delete_object(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<Deleted>, ApiError> {
+    let q = parse_query(query, &["namespace", "ifVersion"])?;
+    let key = object_key(&kind, &name, &q.namespace)?;
+    let applied = match state.node.write(Command::Delete { key, precondition: q.precondition }).await {
+        Ok(applied) => applied,
+        Err(e) => return Err(write_error(&state, e).await),
+    };
+    match applied {
+        Applied::Deleted { key, previous, index } => Ok(Json(Deleted { deleted_at: index, object: view(&key, &previous) })),
+        Applied::Put { .. } => unreachable!("a delete never puts"),
+    }
+}
+
+/// The API address of the leader this node knows of, if any.
+async fn leader_hint(state: &AppState) -> Option<String> {
+    let s = state.node.status().await?;
+    state.config.member(s.leader_id?).map(|m| m.api.to_string())
+}
+
+/// Maps a failed write to its Status. Answers that invite a retry (503, 504) name the leader
+/// this node knows of, so a client can go there directly.
+async fn write_error(state: &AppState, e: WriteError) -> ApiError {
+    let message = e.to_string();
+    let conflict = |reason, current| {
+        let mut err = ApiError::status(StatusCode::CONFLICT, reason, message.clone());
+        err.0.details.current_resource_version = Some(current);
+        err
+    };
+    match e {
+        WriteError::Rejected(ApplyError::NotFound { .. }) => {
+            ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, message)
+        }
+        WriteError::Rejected(ApplyError::AlreadyExists { current, .. }) => conflict(StatusReason::AlreadyExists, current),
+        WriteError::Rejected(ApplyError::Conflict { current, .. }) => conflict(StatusReason::Conflict, current),
+        WriteError::Rejected(ApplyError::Undecodable { .. }) => {
+            ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, message)
+        }
+        WriteError::Timeout => {
+            let mut err = ApiError::status(StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout, message);
+            err.0.details.outcome_unknown = true;
+            err.leader_hint(leader_hint(state).await)
+        }
+        WriteError::NoLeader | WriteError::Overloaded | WriteError::Stopped => {
+            ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, message)
+                .leader_hint(leader_hint(state).await)
+        }
+    }
+}
+
+async fn read_error(state: &AppState, e: ReadError) -> ApiError {
+    let (code, reason) = match e {
+        ReadError::Timeout => (StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout),
+        ReadError::NoLeader | ReadError::Overloaded | ReadError::Stopped => {
+            (StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable)
+        }
+    };
+    ApiError::status(code, reason, e.to_string()).leader_hint(leader_hint(state).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        assert!(validate_name("line-a.sensor-1", 253, true).is_ok());
+        assert!(validate_name("Line", 253, true).is_err());
+        assert!(validate_name("-a", 253, true).is_err());
+        assert!(validate_name("a.b", 63, false).is_err());
+        assert!(validate_name(&"a".repeat(64), 63, false).is_err());
+        assert!(validate_name("", 63, false).is_err());
+    }
+}

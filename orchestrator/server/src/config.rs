@@ -1,0 +1,322 @@
+//! The orchestrator's configuration: flags, an optional TOML file, and one validation pass
+//! that reports every problem at once, before anything starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// One orchestrator of an edgeplane control plane.
+///
+/// Every member of a cluster is started with the same --member list. Flags override values
+/// from --config.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version, about)]
+pub struct Args {
+    /// TOML file with any of the settings below (keys as the flags, with underscores).
+    #[arg(long, short = 'c', env = "EDGEPLANE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id: one of the --member ids.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Directory for the Raft log and snapshots.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A cluster member as ID=PEER_ADDR,API_ADDR, e.g. 1=127.0.0.1:7001,127.0.0.1:8001.
+    /// Repeat for every member, including this one.
+    #[arg(long = "member", value_name = "ID=PEER,API")]
+    pub members: Vec<String>,
+    /// Address to listen on for peers (default: this member's PEER_ADDR).
+    #[arg(long)]
+    pub peer_listen: Option<String>,
+    /// Address to serve the REST API on (default: this member's API_ADDR).
+    #[arg(long)]
+    pub api_listen: Option<String>,
+    /// Length of one Raft tick in milliseconds.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Ticks without a leader before an election starts (randomised up to twice this).
+    #[arg(long)]
+    pub election_ticks: Option<u64>,
+    /// Ticks between leader heartbeats.
+    #[arg(long)]
+    pub heartbeat_ticks: Option<u64>,
+    /// Snapshot the state and compact the log every this many entries.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// How long a request waits for its write to commit, in milliseconds.
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+    /// Log filter, e.g. info or edgeplane=debug,raft=info (RUST_LOG wins when set).
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+/// The file form of [`Args`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    members: Vec<String>,
+    peer_listen: Option<String>,
+    api_listen: Option<String>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<u64>,
+    heartbeat_ticks: Option<u64>,
+    snapshot_every: Option<u64>,
+    write_timeout_ms: Option<u64>,
+    log: Option<String>,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub members: Vec<Member>,
+    pub peer_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub snapshot_every: u64,
+    pub write_timeout: Duration,
+    pub log: String,
+}
+
+impl Config {
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Merges the file (if any) under the flags and validates the result. Every problem
+    /// found is returned, each naming the setting it concerns.
+    pub fn load(args: Args) -> Result<Config, Vec<String>> {
+        let file = match &args.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| vec![format!("config: cannot read {}: {e}", path.display())])?;
+                toml::from_str(&text).map_err(|e| vec![format!("config: {} is not valid: {e}", path.display())])?
+            }
+        };
+        let mut errors = Vec::new();
+        let id = args.id.or(file.id);
+        let data_dir = args.data_dir.or(file.data_dir);
+        let member_specs = if args.members.is_empty() { file.members } else { args.members };
+        let tick_ms = args.tick_ms.or(file.tick_ms).unwrap_or(50);
+        let election_ticks = args.election_ticks.or(file.election_ticks).unwrap_or(10);
+        let heartbeat_ticks = args.heartbeat_ticks.or(file.heartbeat_ticks).unwrap_or(2);
+        let snapshot_every = args.snapshot_every.or(file.snapshot_every).unwrap_or(10_000);
+        let write_timeout_ms = args.write_timeout_ms.or(file.write_timeout_ms).unwrap_or(5_000);
+        let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
+
+        match id {
+            None => errors.push("id: required (this node's id, one of the --member ids)".to_owned()),
+            Some(0) => errors.push("id: must be >= 1 (0 means \"no node\" in Raft)".to_owned()),
+            Some(_) => {}
+        }
+        match &data_dir {
+            None => errors.push("data-dir: required (where the Raft log is kept)".to_owned()),
+            Some(d) if d.exists() && !d.is_dir() => {
+                errors.push(format!("data-dir: {} exists and is not a directory", d.display()))
+            }
+            Some(_) => {}
+        }
+        let mut members = Vec::new();
+        if member_specs.is_empty() {
+            errors.push("member: at least one required, as ID=PEER_ADDR,API_ADDR".to_owned());
+        }
+        for spec in &member_specs {
+            match parse_member(spec) {
+                Ok(m) => members.push(m),
+                Err(e) => errors.push(format!("member {spec:?}: {e}")),
+            }
+        }
+        check_unique(&members, |m| m.id.to_string(), "id", &mut errors);
+        check_unique(&members, |m| m.peer.to_string(), "peer address", &mut errors);
+        check_unique(&members, |m| m.api.to_string(), "API address", &mut errors);
+        let me = id.and_then(|id| members.iter().find(|m| m.id == id)).cloned();
+        if let (Some(id), None, false) = (id, &me, members.is_empty()) {
+            if id != 0 {
+                let ids: Vec<String> = members.iter().map(|m| m.id.to_string()).collect();
+                errors.push(format!("id: {id} is not among the members ({})", ids.join(", ")));
+            }
+        }
+        let peer_listen = listen_addr(args.peer_listen.or(file.peer_listen), me.as_ref().map(|m| m.peer), "peer-listen", &mut errors);
+        let api_listen = listen_addr(args.api_listen.or(file.api_listen), me.as_ref().map(|m| m.api), "api-listen", &mut errors);
+        if !(1..=60_000).contains(&tick_ms) {
+            errors.push(format!("tick-ms: must be between 1 and 60000, got {tick_ms}"));
+        }
+        if heartbeat_ticks == 0 {
+            errors.push("heartbeat-ticks: must be >= 1".to_owned());
+        }
+        if election_ticks <= heartbeat_ticks {
+            errors.push(format!(
+                "election-ticks: must be greater than heartbeat-ticks ({heartbeat_ticks}), got {election_ticks}"
+            ));
+        }
+        if snapshot_every == 0 {
+            errors.push("snapshot-every: must be >= 1".to_owned());
+        }
+        if write_timeout_ms == 0 {
+            errors.push("write-timeout-ms: must be >= 1".to_owned());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            errors.push(format!("log: {log:?} is not a valid filter: {e}"));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (Some(id), Some(data_dir), Some(peer_listen), Some(api_listen)) = (id, data_dir, peer_listen, api_listen) else {
+            unreachable!("every missing value was reported above");
+        };
+        members.sort_by_key(|m| m.id);
+        Ok(Config {
+            id,
+            data_dir,
+            members,
+            peer_listen,
+            api_listen,
+            tick: Duration::from_millis(tick_ms),
+            election_ticks: election_ticks as usize,
+            heartbeat_ticks: heartbeat_ticks as usize,
+            snapshot_every,
+            write_timeout: Duration::from_millis(write_timeout_ms),
+            log,
+        })
+    }
+}
+
+fn parse_member(spec: &str) -> Result<Member, String> {
+    let (id, addrs) = spec.split_once('=').ok_or("expected ID=PEER_ADDR,API_ADDR")?;
+    let id: u64 = id.trim().parse().map_err(|_| format!("id {:?} is not a positive integer", id.trim()))?;
+    if id == 0 {
+        return Err("id must be >= 1".to_owned());
+    }
+    let (peer, api) = addrs.split_once(',').ok_or("expected ID=PEER_ADDR,API_ADDR (two addresses)")?;
+    let peer: SocketAddr = peer.trim().parse().map_err(|_| format!("peer address {:?} is not IP:PORT", peer.trim()))?;
+    let api: SocketAddr = api.trim().parse().map_err(|_| format!("API address {:?} is not IP:PORT", api.trim()))?;
+    for (what, addr) in [("peer", peer), ("API", api)] {
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(format!("{what} address {addr} must be a concrete IP and port that other members can reach"));
+        }
+    }
+    Ok(Member { id, peer, api })
+}
+
+fn listen_addr(flag: Option<String>, default: Option<SocketAddr>, name: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
+    match flag {
+        Some(s) => match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(format!("{name}: {s:?} is not IP:PORT"));
+                None
+            }
+        },
+        None => default,
+    }
+}
+
+fn check_unique(members: &[Member], key: impl Fn(&Member) -> String, what: &str, errors: &mut Vec<String>) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for m in members {
+        *seen.entry(key(m)).or_default() += 1;
+    }
+    for (value, n) in seen {
+        if n > 1 {
+            errors.push(format!("member: {what} {value} is used by {n} members"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("orchestrator").chain(list.iter().copied())).expect("flags parse")
+    }
+
+    #[test]
+    fn a_valid_three_node_config_defaults_listen_addresses_to_the_member_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_str().expect("utf-8");
+        let config = Config::load(args(&[
+            "--id", "2", "--data-dir", d,
+            "--member", "1=127.0.0.1:7001,127.0.0.1:8001",
+            "--member", "2=127.0.0.2:7001,127.0.0.2:8001",
+            "--member", "3=127.0.0.3:7001,127.0.0.3:8001",
+        ]))
+        .expect("valid");
+        assert_eq!(config.peer_listen, "127.0.0.2:7001".parse().expect("addr"));
+        assert_eq!(config.api_listen, "127.0.0.2:8001".parse().expect("addr"));
+        assert_eq!(config.members.len(), 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errors = Config::load(args(&[
+            "--id", "0",
+            "--member", "1=127.0.0.1:7001,127.0.0.1:8001",
+            "--member", "1=127.0.0.2:7001,127.0.0.1:8001",
+            "--member", "x=nowhere",
+            "--election-ticks", "2", "--heartbeat-ticks", "2",
+            "--tick-ms", "0",
+        ]))
+        .expect_err("invalid");
+        let all = errors.join("\n");
+        for expected in [
+            "id: must be >= 1",
+            "data-dir: required",
+            "member \"x=nowhere\"",
+            "member: id 1 is used by 2 members",
+            "member: API address 127.0.0.1:8001 is used by 2 members",
+            "election-ticks: must be greater than heartbeat-ticks",
+            "tick-ms: must be between 1 and 60000, got 0",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn the_node_must_be_a_member() {
+        let errors = Config::load(args(&["--id", "4", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"]))
+            .expect_err("invalid");
+        assert_eq!(errors, ["id: 4 is not among the members (1)"]);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.toml");
+        std::fs::write(&path, "id = 1\ndata_dir = \"/tmp/x\"\nmembers = [\"1=127.0.0.1:7001,127.0.0.1:8001\"]\nelection_tiks = 5\n")
+            .expect("write");
+        let errors = Config::load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("invalid");
+        assert!(errors[0].contains("unknown field `election_tiks`"), "{errors:?}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.toml");
+        std::fs::write(&path, "id = 1\ndata_dir = \"/tmp/x\"\nmembers = [\"1=127.0.0.1:7001,127.0.0.1:8001\"]\ntick_ms = 20\n")
+            .expect("write");
+        let config = Config::load(args(&["--config", path.to_str().expect("utf-8"), "--tick-ms", "30"])).expect("valid");
+        assert_eq!(config.tick, Duration::from_millis(30));
+        assert_eq!(config.id, 1);
+    }
+}

@@ -1,0 +1,293 @@
+//! The replicated store end to end: real orchestrator processes on 127.0.0.x.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::{bin_path, Api, Cluster, ClusterSpec};
+use serde_json::json;
+
+const KIND: &str = "e2e";
+
+/// Writers that stream unique keys through every live node, recording what was acknowledged.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<String, u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(cluster: &Cluster, per_node: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let apis: Vec<Api> = cluster.running().into_iter().map(|id| Api::with_timeout(cluster.api_addr(id), Duration::from_secs(3))).collect();
+        let mut tasks = Vec::new();
+        for w in 0..apis.len() * per_node {
+            let apis = apis.clone();
+            let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+            tasks.push(tokio::spawn(async move {
+                // Each writer starts on its own node and moves to the next when one fails.
+                let mut target = w % apis.len();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-{i}");
+                    match apis[target].put(&format!("/v1/store/{KIND}/{key}"), &json!({ "writer": w, "seq": i })).await {
+                        Ok(r) if r.code == 201 => {
+                            let rv = r.body["resourceVersion"].as_u64().expect("resourceVersion in reply");
+                            acked.lock().expect("lock").insert(key, rv);
+                            i += 1;
+                        }
+                        // Anything else: not acknowledged. A fresh key next time keeps every
+                        // acknowledged key's value unambiguous.
+                        _ => {
+                            i += 1;
+                            target = (target + 1) % apis.len();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Writers { stop, acked, tasks }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().expect("lock").len()
+    }
+
+    async fn wait_for_acks(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.acked_count() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} writes acknowledged within {timeout:?}", self.acked_count());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> BTreeMap<String, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("writer task");
+        }
+        Arc::try_unwrap(self.acked).expect("writers stopped").into_inner().expect("lock")
+    }
+}
+
+/// Asserts that `node` holds every acknowledged write, reading with `consistency`.
+async fn assert_has_all(cluster: &Cluster, node: u64, acked: &BTreeMap<String, u64>, consistency: &str) {
+    let reply = cluster.api(node).get(&format!("/v1/store/{KIND}?consistency={consistency}")).await.expect("list");
+    assert_eq!(reply.code, 200, "listing on node {node} failed: {}", reply.body);
+    let held: BTreeMap<String, u64> = reply.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| (o["name"].as_str().expect("name").to_owned(), o["resourceVersion"].as_u64().expect("rv")))
+        .collect();
+    let missing: Vec<_> = acked.iter().filter(|(k, v)| held.get(*k) != Some(v)).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "node {node} lacks acknowledged writes (key, resourceVersion), e.g. {missing:?}; it holds {} of {} keys",
+        held.len(),
+        acked.len()
+    );
+}
+
+async fn wait_until_applied(cluster: &Cluster, node: u64, index: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let applied = cluster.api(node).cluster().await.map(|s| s.applied_index).unwrap_or(0);
+        if applied >= index {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} applied only up to {applied}, not {index}, within {timeout:?}\n{}",
+            cluster.log_tail(node)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_leader_kill_and_the_killed_node_catches_up_from_a_snapshot() {
+    // Snapshots every 40 entries: the killed node falls behind the compacted log and must be
+    // sent a snapshot.
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 11, snapshot_every: 40, ..Default::default() }).await;
+    let old_leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+
+    let writers = Writers::start(&cluster, 2);
+    writers.wait_for_acks(100, Duration::from_secs(20)).await;
+    cluster.kill(old_leader);
+    let killed_at = writers.acked_count();
+
+    let survivors = cluster.running();
+    let new_leader = cluster.wait_for_leader_among(&survivors, Duration::from_secs(10)).await;
+    assert_ne!(new_leader, old_leader, "a killed node cannot still be leader");
+    writers.wait_for_acks(killed_at + 200, Duration::from_secs(30)).await;
+    let acked = writers.stop().await;
+
+    for &node in &survivors {
+        assert_has_all(&cluster, node, &acked, "linearizable").await;
+    }
+
+    cluster.restart(old_leader);
+    let commit = cluster.api(new_leader).cluster().await.expect("status").commit_index;
+    wait_until_applied(&cluster, old_leader, commit, Duration::from_secs(20)).await;
+    // Its own (possibly stale) copy must now hold everything.
+    assert_has_all(&cluster, old_leader, &acked, "stale").await;
+    let restored = cluster.api(old_leader).metric("edgeplane_raft_snapshots_restored_total").await.unwrap_or(0.0);
+    assert!(restored >= 1.0, "the restarted node should have caught up through a snapshot (restored {restored})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_old_leader_never_serves_a_stale_linearizable_read() {
+    let cluster =
+        Cluster::start(ClusterSpec { subnet: 12, write_timeout_ms: 1_500, ..Default::default() }).await;
+    let old = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let path = format!("/v1/store/{KIND}/k");
+    let first = cluster.api(old).put(&path, &json!("v1")).await.expect("put v1");
+    assert_eq!(first.code, 201, "{}", first.body);
+
+    // Cut the leader off from its peers; clients can still reach it.
+    let others: Vec<u64> = cluster.running().into_iter().filter(|&id| id != old).collect();
+    cluster.cut(&[old], &others);
+    let new = cluster.wait_for_leader_among(&others, Duration::from_secs(10)).await;
+    let second = cluster.api(new).put(&path, &json!("v2")).await.expect("put v2");
+    assert_eq!(second.code, 200, "writing through the new leader failed: {}", second.body);
+
+    // The old leader may still believe it leads; its linearizable reads must fail, never
+    // return v1. Its stale reads may.
+    for attempt in 0..3 {
+        let read = cluster.api(old).get(&path).await.expect("read");
+        assert!(
+            read.code == 503 || read.code == 504,
+            "attempt {attempt}: an isolated node answered a linearizable read with {} {}",
+            read.code,
+            read.body
+        );
+    }
+    let stale = cluster.api(old).get(&format!("{path}?consistency=stale")).await.expect("stale read");
+    assert_eq!(stale.code, 200, "a stale read is served locally: {}", stale.body);
+    assert_eq!(stale.body["value"], json!("v1"), "the isolated node cannot have seen v2");
+
+    cluster.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = cluster.api(old).get(&path).await.expect("read");
+        if read.code == 200 {
+            assert_eq!(read.body["value"], json!("v2"), "after healing, a linearizable read must see v2");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the healed node never served the read: {} {}", read.code, read.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_a_status_and_change_nothing() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 13, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let created = api.put(&format!("/v1/store/{KIND}/keep"), &json!({ "a": 1 })).await.expect("put");
+    assert_eq!(created.code, 201);
+    let before = api.cluster().await.expect("status").commit_index;
+
+    let raw = |method: reqwest::Method, path: &str, body: Option<&[u8]>| {
+        let api = api.clone();
+        let path = path.to_owned();
+        let body = body.map(<[u8]>::to_vec);
+        async move { api.request(method, &path, body).await.expect("request") }
+    };
+    use reqwest::Method;
+    let cases: Vec<(&str, edgeplane_tests::Reply, u16, &str, Option<&str>)> = vec![
+        ("uppercase kind", raw(Method::PUT, "/v1/store/Thing/a", Some(b"1")).await, 400, "Invalid", Some("path.kind")),
+        ("bad name", raw(Method::PUT, "/v1/store/thing/-a", Some(b"1")).await, 400, "Invalid", Some("path.name")),
+        ("unknown parameter", raw(Method::PUT, "/v1/store/thing/a?replicas=3", Some(b"1")).await, 400, "Invalid", Some("query.replicas")),
+        ("bad ifVersion", raw(Method::PUT, "/v1/store/thing/a?ifVersion=-1", Some(b"1")).await, 400, "Invalid", Some("query.ifVersion")),
+        ("bad consistency", raw(Method::GET, "/v1/store/thing/a?consistency=eventual", None).await, 400, "Invalid", Some("query.consistency")),
+        ("invalid JSON", raw(Method::PUT, "/v1/store/thing/a", Some(b"{\"a\":")).await, 400, "Invalid", Some("body")),
+        ("empty body", raw(Method::PUT, "/v1/store/thing/a", Some(b"")).await, 400, "Invalid", Some("body")),
+        (
+            "oversized body",
+            raw(Method::PUT, "/v1/store/thing/a", Some(format!("\"{}\"", "x".repeat(2 * 1024 * 1024)).as_bytes())).await,
+            413,
+            "RequestEntityTooLarge",
+            None,
+        ),
+        ("stale compare-and-swap", raw(Method::PUT, &format!("/v1/store/{KIND}/keep?ifVersion=1"), Some(b"2")).await, 409, "Conflict", None),
+        ("create existing", raw(Method::PUT, &format!("/v1/store/{KIND}/keep?ifAbsent=true"), Some(b"2")).await, 409, "AlreadyExists", None),
+        ("delete missing", raw(Method::DELETE, &format!("/v1/store/{KIND}/nope"), None).await, 404, "NotFound", None),
+        ("unknown path", raw(Method::GET, "/v2/nothing", None).await, 404, "NotFound", None),
+    ];
+    for (what, reply, code, reason, field) in &cases {
+        assert_eq!(reply.code, *code, "{what}: expected {code}, got {} {}", reply.code, reply.body);
+        assert_eq!(reply.body["kind"], "Status", "{what}: the error body must be a Status: {}", reply.body);
+        assert_eq!(reply.body["reason"], *reason, "{what}: {}", reply.body);
+        if let Some(field) = field {
+            let causes = reply.body["details"]["causes"].as_array().cloned().unwrap_or_default();
+            assert!(causes.iter().any(|c| c["field"] == *field), "{what}: no cause names {field}: {}", reply.body);
+        }
+    }
+    // Refused writes that reached Raft (the conflicts) are committed as refusals; nothing else
+    // was proposed, and the stored object is untouched.
+    let kept = api.get(&format!("/v1/store/{KIND}/keep")).await.expect("get");
+    assert_eq!(kept.body["value"], json!({ "a": 1 }));
+    assert_eq!(kept.body["resourceVersion"], created.body["resourceVersion"]);
+    let listed = api.get("/v1/store/thing").await.expect("list");
+    assert_eq!(listed.body["items"], json!([]), "no invalid request may have created anything");
+    let after = api.cluster().await.expect("status").commit_index;
+    assert!(after <= before + 3, "only the three precondition failures may have been committed ({before} -> {after})");
+}
+
+#[test]
+fn impossible_configurations_are_reported_whole_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("never-created");
+    let output = std::process::Command::new(bin_path("orchestrator"))
+        .args(["--id", "4", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--member", "1=127.0.0.1:7001,127.0.0.1:8001", "--member", "2=127.0.0.1:7001,nowhere"])
+        .args(["--election-ticks", "1", "--heartbeat-ticks", "1", "--tick-ms", "0"])
+        .output()
+        .expect("run orchestrator");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a bad configuration exits with 2; stderr:\n{stderr}");
+    for expected in [
+        "id: 4 is not among the members",
+        "API address \"nowhere\" is not IP:PORT",
+        "election-ticks: must be greater than heartbeat-ticks",
+        "tick-ms: must be between 1 and 60000, got 0",
+    ] {
+        assert!(stderr.contains(expected), "stderr lacks {expected:?}:\n{stderr}");
+    }
+    assert!(!data_dir.exists(), "a refused configuration must not create the data directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_in_use_is_refused_and_a_restart_keeps_the_data() {
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 14, size: 1, ..Default::default() }).await;
+    cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let put = cluster.api(1).put(&format!("/v1/store/{KIND}/durable"), &json!(42)).await.expect("put");
+    assert_eq!(put.code, 201, "{}", put.body);
+
+    // A second process on the same data directory must refuse to start, not share the log.
+    let node = &cluster.nodes[0];
+    let output = std::process::Command::new(bin_path("orchestrator"))
+        .args(["--id", "1", "--data-dir"])
+        .arg(&node.data_dir)
+        .args(["--member", &format!("1={},{}", node.peer_public, "127.0.0.1:1")])
+        .args(["--peer-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run second orchestrator");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("raft.redb"), "the error should name the log file in use:\n{stderr}");
+
+    // SIGTERM: a graceful stop; the data is still there after the restart.
+    cluster.signal(1, 15);
+    assert_eq!(cluster.wait_exit(1, Duration::from_secs(10)), Some(0), "graceful shutdown exits 0\n{}", cluster.log_tail(1));
+    cluster.restart(1);
+    cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let got = cluster.api(1).get(&format!("/v1/store/{KIND}/durable")).await.expect("get");
+    assert_eq!((got.code, &got.body["value"]), (200, &json!(42)), "{}", got.body);
+}
