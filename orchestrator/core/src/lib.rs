@@ -11,10 +11,15 @@
 //!   the log index of the write that last changed it.
 //! - [`ApplyError`]: a command that was committed but refused (e.g. a stale precondition).
 //!   Refusal is deterministic too, so it is a result, not a failure of the log.
-//! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`].
+//! - Request deduplication: an entry may carry the id of the client request that proposed
+//!   it. A node re-proposes a request whose fate a leader change left unknown; the state
+//!   machine remembers the ids of the last [`DEDUP_WINDOW`] log entries and applies a repeated
+//!   id as a no-op, so every request takes effect at most once.
+//! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
+//!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
+//!   thread that applies entries.
 
-use std::collections::BTreeMap;
-
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 /// Identifies an object: its kind, namespace (empty for cluster-scoped kinds) and name.
@@ -105,11 +110,19 @@ pub enum ApplyError {
     Undecodable { index: u64 },
 }
 
-/// The whole replicated state.
+/// How many log entries a request id is remembered for. A re-proposal arrives within a few
+/// elections of the original, far inside this window.
+pub const DEDUP_WINDOW: u64 = 100_000;
+
+/// The whole replicated state. Cloning is O(1) (persistent maps share structure).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
-    objects: BTreeMap<ObjectKey, StoredObject>,
+    objects: OrdMap<ObjectKey, StoredObject>,
     applied_index: u64,
+    /// Request ids applied within the last [`DEDUP_WINDOW`] entries, by the index that
+    /// applied them, and the same ids as a set for lookup.
+    recent_requests: OrdMap<u64, u128>,
+    seen_requests: OrdSet<u128>,
 }
 
 impl ClusterState {
@@ -121,16 +134,24 @@ impl ClusterState {
     /// Applies the entry at `index`. Entries must be applied in log order, each exactly once.
     ///
     /// `data` is the entry's payload; an empty payload (the no-op a new leader commits) only
-    /// advances the applied index.
-    pub fn apply_entry(&mut self, index: u64, data: &[u8]) -> Option<Result<Applied, ApplyError>> {
+    /// advances the applied index. `request` is the id of the client request that proposed
+    /// the entry: an id already applied within the window makes the entry a no-op (`None`).
+    pub fn apply_entry(&mut self, index: u64, data: &[u8], request: Option<u128>) -> Option<Result<Applied, ApplyError>> {
         assert!(
             index > self.applied_index,
             "entry {index} applied twice or out of order (applied index {})",
             self.applied_index
         );
         self.applied_index = index;
+        self.forget_requests_before(index.saturating_sub(DEDUP_WINDOW));
         if data.is_empty() {
             return None;
+        }
+        if let Some(id) = request {
+            if self.seen_requests.insert(id).is_some() {
+                return None;
+            }
+            self.recent_requests.insert(index, id);
         }
         Some(match Command::decode(data) {
             Ok(command) => self.apply(index, command),
@@ -160,6 +181,16 @@ impl ClusterState {
         }
     }
 
+    fn forget_requests_before(&mut self, index: u64) {
+        while let Some((oldest, id)) = self.recent_requests.get_min().map(|(i, id)| (*i, *id)) {
+            if oldest >= index {
+                break;
+            }
+            self.recent_requests.remove(&oldest);
+            self.seen_requests.remove(&id);
+        }
+    }
+
     pub fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {
         self.objects.get(key)
     }
@@ -185,14 +216,23 @@ impl ClusterState {
 
     /// Serializes the whole state for a Raft snapshot.
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let image = SnapshotImage { applied_index: self.applied_index, objects: self.objects.iter().collect() };
+        let image = SnapshotImage {
+            applied_index: self.applied_index,
+            objects: self.objects.iter().collect(),
+            recent_requests: self.recent_requests.iter().map(|(i, id)| (*i, *id)).collect(),
+        };
         serde_json::to_vec(&image).expect("the state is always serializable")
     }
 
     /// Restores a state from [`ClusterState::to_snapshot`] output.
     pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState, serde_json::Error> {
         let image: SnapshotImageOwned = serde_json::from_slice(bytes)?;
-        Ok(ClusterState { applied_index: image.applied_index, objects: image.objects.into_iter().collect() })
+        Ok(ClusterState {
+            applied_index: image.applied_index,
+            objects: image.objects.into_iter().collect(),
+            seen_requests: image.recent_requests.iter().map(|(_, id)| *id).collect(),
+            recent_requests: image.recent_requests.into_iter().collect(),
+        })
     }
 
     /// A digest of the whole state, equal on two replicas exactly when their states are equal.
@@ -209,12 +249,14 @@ impl ClusterState {
 struct SnapshotImage<'a> {
     applied_index: u64,
     objects: Vec<(&'a ObjectKey, &'a StoredObject)>,
+    recent_requests: Vec<(u64, u128)>,
 }
 
 #[derive(Deserialize)]
 struct SnapshotImageOwned {
     applied_index: u64,
     objects: Vec<(ObjectKey, StoredObject)>,
+    recent_requests: Vec<(u64, u128)>,
 }
 
 fn check_precondition(
@@ -254,9 +296,9 @@ mod tests {
     #[test]
     fn resource_version_is_the_index_of_the_last_write() {
         let mut state = ClusterState::default();
-        state.apply_entry(1, &put("a", json!(1), Precondition::None));
-        state.apply_entry(2, &[]);
-        state.apply_entry(3, &put("a", json!(2), Precondition::None));
+        state.apply_entry(1, &put("a", json!(1), Precondition::None), None);
+        state.apply_entry(2, &[], None);
+        state.apply_entry(3, &put("a", json!(2), Precondition::None), None);
         let a = state.get(&ObjectKey::new("thing", "", "a")).expect("a exists");
         assert_eq!((a.resource_version, a.created_version, &a.value), (3, 1, &json!(2)));
         assert_eq!(state.applied_index(), 3);
@@ -265,15 +307,15 @@ mod tests {
     #[test]
     fn compare_and_swap_accepts_only_the_current_version() {
         let mut state = ClusterState::default();
-        state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist));
-        let stale = state.apply_entry(2, &put("a", json!(2), Precondition::ResourceVersion(7)));
+        state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist), None);
+        let stale = state.apply_entry(2, &put("a", json!(2), Precondition::ResourceVersion(7)), None);
         assert!(
             matches!(stale, Some(Err(ApplyError::Conflict { expected: 7, current: 1, .. }))),
             "stale CAS must conflict, got {stale:?}"
         );
-        let fresh = state.apply_entry(3, &put("a", json!(3), Precondition::ResourceVersion(1)));
+        let fresh = state.apply_entry(3, &put("a", json!(3), Precondition::ResourceVersion(1)), None);
         assert!(matches!(fresh, Some(Ok(Applied::Put { created: false, .. }))), "got {fresh:?}");
-        let again = state.apply_entry(4, &put("a", json!(4), Precondition::MustNotExist));
+        let again = state.apply_entry(4, &put("a", json!(4), Precondition::MustNotExist), None);
         assert!(matches!(again, Some(Err(ApplyError::AlreadyExists { current: 3, .. }))), "got {again:?}");
         assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| o.value.clone()), Some(json!(3)));
     }
@@ -281,14 +323,14 @@ mod tests {
     #[test]
     fn refused_commands_change_nothing_but_the_applied_index() {
         let mut state = ClusterState::default();
-        state.apply_entry(1, &put("a", json!(1), Precondition::None));
+        state.apply_entry(1, &put("a", json!(1), Precondition::None), None);
         let before = state.objects.clone();
-        assert!(matches!(state.apply_entry(2, &delete("b", Precondition::None)), Some(Err(ApplyError::NotFound { .. }))));
+        assert!(matches!(state.apply_entry(2, &delete("b", Precondition::None), None), Some(Err(ApplyError::NotFound { .. }))));
         assert!(matches!(
-            state.apply_entry(3, &delete("a", Precondition::ResourceVersion(9))),
+            state.apply_entry(3, &delete("a", Precondition::ResourceVersion(9)), None),
             Some(Err(ApplyError::Conflict { .. }))
         ));
-        assert!(matches!(state.apply_entry(4, b"not json"), Some(Err(ApplyError::Undecodable { index: 4 }))));
+        assert!(matches!(state.apply_entry(4, b"not json", None), Some(Err(ApplyError::Undecodable { index: 4 }))));
         assert_eq!(state.objects, before);
         assert_eq!(state.applied_index(), 4);
     }
@@ -296,8 +338,8 @@ mod tests {
     #[test]
     fn delete_returns_the_previous_object() {
         let mut state = ClusterState::default();
-        state.apply_entry(1, &put("a", json!("x"), Precondition::None));
-        let deleted = state.apply_entry(2, &delete("a", Precondition::ResourceVersion(1)));
+        state.apply_entry(1, &put("a", json!("x"), Precondition::None), None);
+        let deleted = state.apply_entry(2, &delete("a", Precondition::ResourceVersion(1)), None);
         assert!(
             matches!(&deleted, Some(Ok(Applied::Deleted { previous, .. })) if previous.value == json!("x")),
             "got {deleted:?}"
@@ -309,13 +351,13 @@ mod tests {
     fn snapshot_round_trips_and_digest_tracks_content() {
         let mut state = ClusterState::default();
         for i in 1..=20 {
-            state.apply_entry(i, &put(&format!("k{}", i % 7), json!({ "i": i }), Precondition::None));
+            state.apply_entry(i, &put(&format!("k{}", i % 7), json!({ "i": i }), Precondition::None), None);
         }
         let restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("valid snapshot");
         assert_eq!(restored, state);
         assert_eq!(restored.digest(), state.digest());
         let mut changed = restored.clone();
-        changed.apply_entry(21, &put("k1", json!(0), Precondition::None));
+        changed.apply_entry(21, &put("k1", json!(0), Precondition::None), None);
         assert_ne!(changed.digest(), state.digest());
     }
 
@@ -325,19 +367,38 @@ mod tests {
         let cmds = [("b", "ns1"), ("a", "ns1"), ("c", "ns2")];
         for (i, (name, ns)) in cmds.iter().enumerate() {
             let key = ObjectKey::new("thing", *ns, *name);
-            state.apply_entry(i as u64 + 1, &Command::Put { key, value: json!(i), precondition: Precondition::None }.encode());
+            state.apply_entry(i as u64 + 1, &Command::Put { key, value: json!(i), precondition: Precondition::None }.encode(), None);
         }
-        state.apply_entry(4, &Command::Put { key: ObjectKey::new("other", "ns1", "z"), value: json!(0), precondition: Precondition::None }.encode());
+        state.apply_entry(4, &Command::Put { key: ObjectKey::new("other", "ns1", "z"), value: json!(0), precondition: Precondition::None }.encode(), None);
         let names: Vec<_> = state.list("thing", Some("ns1")).map(|(k, _)| k.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(state.list("thing", None).count(), 3);
     }
 
     #[test]
+    fn a_repeated_request_id_takes_effect_once_within_the_window() {
+        let mut state = ClusterState::default();
+        let first = state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist), Some(7));
+        assert!(matches!(first, Some(Ok(Applied::Put { created: true, .. }))), "got {first:?}");
+        state.apply_entry(2, &put("a", json!(2), Precondition::None), Some(8));
+        // The re-proposal of request 7 must not clobber the later write of request 8.
+        assert_eq!(state.apply_entry(3, &put("a", json!(1), Precondition::MustNotExist), Some(7)), None);
+        assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| o.value.clone()), Some(json!(2)));
+        // The window survives a snapshot...
+        let mut restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("snapshot");
+        assert_eq!(restored.apply_entry(4, &put("b", json!(0), Precondition::None), Some(8)), None);
+        // ...and forgets ids once they fall out of it.
+        let later = 2 + DEDUP_WINDOW + 1;
+        restored.apply_entry(later, &[], None);
+        assert!(matches!(restored.apply_entry(later + 1, &put("b", json!(0), Precondition::None), Some(8)), Some(Ok(_))));
+        assert!(!restored.seen_requests.contains(&7), "ids older than the window are forgotten");
+    }
+
+    #[test]
     #[should_panic(expected = "applied twice or out of order")]
     fn applying_out_of_order_is_a_bug() {
         let mut state = ClusterState::default();
-        state.apply_entry(2, &[]);
-        state.apply_entry(2, &[]);
+        state.apply_entry(2, &[], None);
+        state.apply_entry(2, &[], None);
     }
 }

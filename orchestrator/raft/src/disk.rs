@@ -1,13 +1,21 @@
-//! The durable copy of a node's Raft state, in a redb database.
+//! The durable copy of a node's Raft state: a redb database and snapshot files.
 //!
 //! One redb write transaction per [`WriteBatch`], committed with `Durability::Immediate`: a
-//! whole Ready (every entry, the hard state, a snapshot) costs one fsync, and a crash leaves
-//! either all of a batch or none of it. Every call blocks on disk IO, so async callers run it
-//! on a blocking thread (see [`crate::node`]), never on the reactor.
+//! whole Ready (every entry, the hard state) costs one fsync, and a crash leaves either all of
+//! a batch or none of it. Snapshots are large and rare, so they live outside the B-tree in
+//! their own files (written and fsynced before the transaction that points at them commits);
+//! the database keeps only their metadata. Compaction moves a mark at once and deletes the
+//! rows behind it a bounded number per batch, so no single batch pays for deleting thousands
+//! of entries. Every call blocks on disk IO: async callers run it on a blocking thread (see
+//! [`crate::node`]), never on the reactor.
 
+use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, Durability, TableDefinition};
+use raft::prelude::Snapshot;
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use crate::storage::{LogState, WriteBatch};
 
@@ -16,8 +24,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
-const SNAPSHOT: &str = "snapshot";
+/// Metadata of the current snapshot; its data is in the snapshot file of that index.
+const SNAPSHOT_META: &str = "snapshot_meta";
 const COMPACTED: &str = "compacted";
+
+/// Rows behind the compaction mark deleted per batch.
+const TRIM_PER_BATCH: u64 = 512;
 
 /// Why the durable log could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +48,12 @@ pub enum DiskError {
         #[source]
         source: protobuf::ProtobufError,
     },
+    #[error("snapshot file {path}")]
+    SnapshotFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn db_err(e: impl Into<redb::Error>) -> DiskError {
@@ -46,19 +64,27 @@ fn db_err(e: impl Into<redb::Error>) -> DiskError {
 #[derive(Debug)]
 pub struct DiskLog {
     db: Database,
+    snapshot_dir: PathBuf,
+    /// The compaction mark as last committed; rows at or below it are garbage.
+    compacted: AtomicU64,
 }
 
 impl DiskLog {
-    /// Opens (or creates) the log at `path` and reads the state it holds.
-    pub fn open(path: &Path) -> Result<(DiskLog, LogState), DiskError> {
-        let db = Database::create(path).map_err(|source| DiskError::Open { path: path.to_owned(), source })?;
+    /// Opens (or creates) the log in `dir` (`raft.redb` and `snapshots/`) and reads the state
+    /// it holds.
+    pub fn open(dir: &Path) -> Result<(DiskLog, LogState), DiskError> {
+        let path = dir.join("raft.redb");
+        let snapshot_dir = dir.join("snapshots");
+        fs::create_dir_all(&snapshot_dir).map_err(|source| DiskError::SnapshotFile { path: snapshot_dir.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| DiskError::Open { path: path.clone(), source })?;
         // Create both tables up front so that reads never meet a missing table.
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(ENTRIES).map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        let disk = DiskLog { db };
+        let disk = DiskLog { db, snapshot_dir, compacted: AtomicU64::new(0) };
         let state = disk.load()?;
+        disk.compacted.store(state.compacted.0, Ordering::Relaxed);
         Ok((disk, state))
     }
 
@@ -72,8 +98,11 @@ impl DiskLog {
         if let Some(v) = meta.get(CONF_STATE).map_err(db_err)? {
             state.conf_state = decode(v.value(), "conf state")?;
         }
-        if let Some(v) = meta.get(SNAPSHOT).map_err(db_err)? {
-            state.snapshot = decode(v.value(), "snapshot")?;
+        if let Some(v) = meta.get(SNAPSHOT_META).map_err(db_err)? {
+            let m: raft::prelude::SnapshotMetadata = decode(v.value(), "snapshot metadata")?;
+            let path = self.snapshot_path(m.index);
+            let bytes = fs::read(&path).map_err(|source| DiskError::SnapshotFile { path, source })?;
+            state.snapshot = decode(&bytes, "snapshot file")?;
         }
         if let Some(v) = meta.get(COMPACTED).map_err(db_err)? {
             let bytes: [u8; 16] = v.value().try_into().map_err(|_| DiskError::Corrupt {
@@ -84,6 +113,7 @@ impl DiskLog {
             state.compacted = (u64_from(index), u64_from(term));
         }
         let entries = txn.open_table(ENTRIES).map_err(db_err)?;
+        // Rows at or below the mark may still exist (they are deleted lazily); skip them.
         for row in entries.range(state.compacted.0 + 1..).map_err(db_err)? {
             let (_, v) = row.map_err(db_err)?;
             state.entries.push_back(decode(v.value(), "log entry")?);
@@ -91,11 +121,41 @@ impl DiskLog {
         Ok(state)
     }
 
-    /// Makes a batch durable: one transaction, one fsync.
+    fn snapshot_path(&self, index: u64) -> PathBuf {
+        self.snapshot_dir.join(format!("{index:020}.snap"))
+    }
+
+    /// Writes a snapshot's file durably (temporary file, fsync, rename, fsync of the
+    /// directory). Done before any transaction refers to it; idempotent.
+    pub fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), DiskError> {
+        let path = self.snapshot_path(snapshot.get_metadata().index);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        let io = |source| DiskError::SnapshotFile { path: path.clone(), source };
+        let mut file = fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&encode(snapshot)).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        fs::File::open(&self.snapshot_dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    /// Makes a batch durable: one transaction, one fsync (plus the snapshot file's, if the
+    /// batch brings a snapshot whose file is not written yet).
     pub fn persist(&self, batch: &WriteBatch) -> Result<(), DiskError> {
         if batch.is_empty() {
             return Ok(());
         }
+        let new_snapshot = batch.own_snapshot.as_ref().or(batch.snapshot.as_ref());
+        if let (Some(received), Some(own)) = (&batch.snapshot, &batch.own_snapshot) {
+            self.write_snapshot_file(received)?;
+            self.write_snapshot_file(own)?;
+        } else if let Some(snapshot) = new_snapshot {
+            self.write_snapshot_file(snapshot)?;
+        }
+        let mut compacted = self.compacted.load(Ordering::Relaxed);
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate);
         {
@@ -103,10 +163,13 @@ impl DiskLog {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             if let Some(snapshot) = &batch.snapshot {
                 let m = snapshot.get_metadata();
-                entries.retain(|_, _| false).map_err(db_err)?;
-                meta.insert(SNAPSHOT, encode(snapshot).as_slice()).map_err(db_err)?;
+                // The snapshot replaces the whole log: everything after it goes now, everything
+                // up to it becomes garbage behind the mark.
+                entries.retain_in(m.index + 1.., |_, _| false).map_err(db_err)?;
+                meta.insert(SNAPSHOT_META, encode(m).as_slice()).map_err(db_err)?;
                 meta.insert(CONF_STATE, encode(m.get_conf_state()).as_slice()).map_err(db_err)?;
                 meta.insert(COMPACTED, compaction_mark(m.index, m.term).as_slice()).map_err(db_err)?;
+                compacted = m.index;
             }
             if let Some(first) = batch.entries.first() {
                 entries.retain_in(first.index.., |_, _| false).map_err(db_err)?;
@@ -121,14 +184,40 @@ impl DiskLog {
                 meta.insert(CONF_STATE, encode(cs).as_slice()).map_err(db_err)?;
             }
             if let Some(snapshot) = &batch.own_snapshot {
-                meta.insert(SNAPSHOT, encode(snapshot).as_slice()).map_err(db_err)?;
+                meta.insert(SNAPSHOT_META, encode(snapshot.get_metadata()).as_slice()).map_err(db_err)?;
             }
             if let Some((index, term)) = batch.compact_through {
-                entries.retain_in(..=index, |_, _| false).map_err(db_err)?;
-                meta.insert(COMPACTED, compaction_mark(index, term).as_slice()).map_err(db_err)?;
+                if index > compacted {
+                    meta.insert(COMPACTED, compaction_mark(index, term).as_slice()).map_err(db_err)?;
+                    compacted = index;
+                }
+            }
+            // Delete a bounded number of rows behind the mark.
+            let first = entries.first().map_err(db_err)?.map(|(k, _)| k.value());
+            if let Some(first) = first.filter(|&f| f <= compacted) {
+                let last = compacted.min(first + TRIM_PER_BATCH - 1);
+                entries.retain_in(first..=last, |_, _| false).map_err(db_err)?;
             }
         }
-        txn.commit().map_err(db_err)
+        txn.commit().map_err(db_err)?;
+        self.compacted.store(compacted, Ordering::Relaxed);
+        if let Some(snapshot) = new_snapshot {
+            self.remove_snapshot_files_except(snapshot.get_metadata().index);
+        }
+        Ok(())
+    }
+
+    /// Deletes snapshot files other than the current one. Best effort: a leftover file is
+    /// only wasted space.
+    fn remove_snapshot_files_except(&self, keep: u64) {
+        let keep = self.snapshot_path(keep);
+        let Ok(dir) = fs::read_dir(&self.snapshot_dir) else { return };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path != keep && path.extension().is_some_and(|e| e == "snap") {
+                let _ = fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -154,7 +243,7 @@ fn u64_from(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+    use raft::prelude::{ConfState, Entry, HardState};
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
         Entry { index, term, data: data.as_bytes().to_vec().into(), ..Default::default() }
@@ -174,7 +263,7 @@ mod tests {
     #[test]
     fn reopened_disk_equals_the_reference_state() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("raft.redb");
+        let path = dir.path().to_owned();
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().index = 2;
         snapshot.mut_metadata().term = 1;
@@ -208,7 +297,7 @@ mod tests {
     #[test]
     fn a_received_snapshot_replaces_the_log_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("raft.redb");
+        let path = dir.path().to_owned();
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().index = 50;
         snapshot.mut_metadata().term = 4;
@@ -222,5 +311,46 @@ mod tests {
         let (_, s) = DiskLog::open(&path).expect("reopen");
         assert_eq!((s.first_index(), s.last_index(), s.term(50)), (51, 50, Some(4)));
         assert_eq!(s.conf_state.voters, [1, 2, 3]);
+    }
+
+    /// Compaction deletes old rows a bounded number per batch; whatever has not been deleted
+    /// yet must never reappear after a reopen. Snapshot files other than the current one go.
+    #[test]
+    fn lazily_trimmed_rows_stay_invisible_and_old_snapshot_files_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        let snapshot_at = |index: u64| {
+            let mut s = Snapshot::default();
+            s.mut_metadata().index = index;
+            s.mut_metadata().term = 1;
+            s.data = format!("state@{index}").into_bytes().into();
+            s
+        };
+        let mut reference = LogState::default();
+        {
+            let (disk, _) = DiskLog::open(&path).expect("open");
+            let all: Vec<Entry> = (1..=3000).map(|i| entry(i, 1, "x")).collect();
+            let b = WriteBatch { entries: all, ..Default::default() };
+            reference.apply(&b);
+            disk.persist(&b).expect("persist");
+            for (snap, compact) in [(1000, 900), (2500, 2400)] {
+                let b = WriteBatch { own_snapshot: Some(snapshot_at(snap)), compact_through: Some((compact, 1)), ..Default::default() };
+                reference.apply(&b);
+                disk.persist(&b).expect("persist");
+            }
+        }
+        let (disk, reopened) = DiskLog::open(&path).expect("reopen");
+        assert_eq!(summary(&reopened), summary(&reference));
+        assert_eq!(reopened.snapshot.data.as_ref(), b"state@2500");
+        let files: Vec<_> = std::fs::read_dir(path.join("snapshots")).expect("dir").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(files.len(), 1, "only the current snapshot file remains: {files:?}");
+        // Each further batch trims up to TRIM_PER_BATCH garbage rows; the mark never moves back.
+        for i in 0..6 {
+            disk.persist(&WriteBatch { hard_state: Some(HardState { commit: 3000 - i, ..Default::default() }), ..Default::default() })
+                .expect("persist");
+        }
+        drop(disk);
+        let (_, again) = DiskLog::open(&path).expect("reopen");
+        assert_eq!((again.first_index(), again.last_index()), (2401, 3000));
     }
 }

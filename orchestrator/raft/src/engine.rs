@@ -102,7 +102,8 @@ pub struct AppliedEntry {
     pub term: u64,
     /// The request that proposed it, when it came with one.
     pub request: Option<RequestId>,
-    /// `None` for entries that carry no command (a new leader's no-op, a conf change).
+    /// `None` for entries that carry no command (a new leader's no-op, a conf change) and for
+    /// a repeated request (a re-proposal of one that was already applied).
     pub outcome: Option<Result<Applied, ApplyError>>,
 }
 
@@ -117,8 +118,37 @@ pub struct ReadyOutput {
     pub read_states: Vec<ReadState>,
     /// Set when a snapshot from the leader replaced the state machine.
     pub restored_snapshot: Option<u64>,
-    /// Set when the engine took a snapshot of its own state.
-    pub took_snapshot: Option<u64>,
+    /// A snapshot is due: serialize it (off the hot path) and hand the result to
+    /// [`Engine::install_snapshot`].
+    pub snapshot_job: Option<SnapshotJob>,
+}
+
+/// The state to snapshot, captured at an applied index. Building the snapshot serializes the
+/// whole state, which takes long enough (tens of ms for 100k objects) to stall the node, so
+/// the engine only captures it (an O(1) clone) and the caller builds it elsewhere.
+#[derive(Debug)]
+pub struct SnapshotJob {
+    index: u64,
+    term: u64,
+    conf_state: ConfState,
+    state: ClusterState,
+}
+
+impl SnapshotJob {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Serializes the captured state. Pure; run it on any thread.
+    pub fn build(self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.data = self.state.to_snapshot().into();
+        let meta = snapshot.mut_metadata();
+        meta.index = self.index;
+        meta.term = self.term;
+        meta.set_conf_state(self.conf_state);
+        snapshot
+    }
 }
 
 /// A Ready whose write batch is not yet durable. Pass it back to [`Engine::finish_ready`] once
@@ -153,6 +183,8 @@ pub struct Engine {
     /// Changes decided outside a Ready (a snapshot we took, a commit index advance), already
     /// applied to memory and persisted with the next batch.
     pending: WriteBatch,
+    /// A [`SnapshotJob`] was handed out and not yet installed.
+    snapshot_in_flight: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -199,7 +231,7 @@ impl Engine {
         };
         raft_config.validate().map_err(EngineError::Raft)?;
         let raw = RawNode::new(&raft_config, LogStore::new(log), logger).map_err(EngineError::Raft)?;
-        Ok(Engine { raw, state, config, pending })
+        Ok(Engine { raw, state, config, pending, snapshot_in_flight: false })
     }
 
     pub fn id(&self) -> u64 {
@@ -261,6 +293,7 @@ impl Engine {
 
     /// Proposes a command (already encoded) for the log. On a follower raft-rs forwards it to
     /// the leader; the proposer learns the outcome when an applied entry carries `request`.
+    /// Proposing the same request again is safe: the state machine applies it once.
     pub fn propose(&mut self, request: RequestId, command: Vec<u8>) -> Result<(), ProposeError> {
         if self.leader_id().is_none() {
             return Err(ProposeError::NoLeader);
@@ -365,7 +398,7 @@ impl Engine {
         self.pending.merge(own);
         // 7. Tell raft-rs everything handed out is applied.
         self.raw.advance_apply();
-        out.took_snapshot = self.maybe_snapshot();
+        out.snapshot_job = self.snapshot_job();
         out
     }
 
@@ -375,19 +408,15 @@ impl Engine {
                 // Already contained in a snapshot we restored.
                 continue;
             }
+            let request = RequestId::decode(&entry.context);
             let outcome = match entry.get_entry_type() {
-                EntryType::EntryNormal => self.state.apply_entry(entry.index, &entry.data),
+                EntryType::EntryNormal => self.state.apply_entry(entry.index, &entry.data, request.map(|r| r.0)),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry, batch);
-                    self.state.apply_entry(entry.index, &[])
+                    self.state.apply_entry(entry.index, &[], None)
                 }
             };
-            applied.push(AppliedEntry {
-                index: entry.index,
-                term: entry.term,
-                request: RequestId::decode(&entry.context),
-                outcome,
-            });
+            applied.push(AppliedEntry { index: entry.index, term: entry.term, request, outcome });
         }
     }
 
@@ -402,30 +431,41 @@ impl Engine {
         }
     }
 
-    /// Snapshots the state machine and compacts the log once enough entries were applied.
-    fn maybe_snapshot(&mut self) -> Option<u64> {
+    /// Captures the state for a snapshot once enough entries were applied since the last one.
+    fn snapshot_job(&mut self) -> Option<SnapshotJob> {
         let applied = self.state.applied_index();
         let log = self.raw.store().state();
-        if applied < log.snapshot_index() + self.config.snapshot_every {
+        if self.snapshot_in_flight || applied < log.snapshot_index() + self.config.snapshot_every {
             return None;
         }
-        let term = log.term(applied).expect("applied entries are in the log");
-        let mut snapshot = Snapshot::default();
-        snapshot.data = self.state.to_snapshot().into();
-        let meta = snapshot.mut_metadata();
-        meta.index = applied;
-        meta.term = term;
-        meta.set_conf_state(log.conf_state.clone());
-        let compact_to = applied.saturating_sub(self.config.snapshot_trailing);
-        let change = WriteBatch {
-            own_snapshot: Some(snapshot),
-            compact_through: (compact_to > log.compacted.0)
-                .then(|| (compact_to, log.term(compact_to).expect("compacted entries are in the log"))),
-            ..Default::default()
-        };
+        self.snapshot_in_flight = true;
+        Some(SnapshotJob {
+            index: applied,
+            term: log.term(applied).expect("applied entries are in the log"),
+            conf_state: log.conf_state.clone(),
+            state: self.state.clone(),
+        })
+    }
+
+    /// Installs a snapshot built from a [`SnapshotJob`] and compacts the log behind it,
+    /// keeping `snapshot_trailing` entries for followers that are only slightly behind. The
+    /// change is persisted with the next batch. Returns false (and drops the snapshot) when a
+    /// newer snapshot, e.g. one from the leader, was installed meanwhile.
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        self.snapshot_in_flight = false;
+        let index = snapshot.get_metadata().index;
+        let log = self.raw.store().state();
+        if index <= log.snapshot_index() || index < log.compacted.0 {
+            return false;
+        }
+        let compact_to = index.saturating_sub(self.config.snapshot_trailing);
+        let compact_through = (compact_to > log.compacted.0)
+            .then(|| log.term(compact_to).map(|term| (compact_to, term)))
+            .flatten();
+        let change = WriteBatch { own_snapshot: Some(snapshot), compact_through, ..Default::default() };
         self.raw.mut_store().state.apply(&change);
         self.pending.merge(change);
-        Some(applied)
+        true
     }
 }
 
@@ -459,6 +499,10 @@ impl<T> Proposals<T> {
     }
 
     /// Removes and returns every waiter for which `expired` holds.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&RequestId, &mut T)> {
+        self.waiting.iter_mut()
+    }
+
     pub fn drain_expired(&mut self, mut expired: impl FnMut(&T) -> bool) -> Vec<T> {
         let ids: Vec<RequestId> = self.waiting.iter().filter(|(_, w)| expired(w)).map(|(id, _)| *id).collect();
         ids.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()

@@ -2,7 +2,13 @@
 //!
 //! Everything that touches the engine goes through the actor's bounded mailboxes (client
 //! requests from [`NodeHandle`]s, events from the transport), so there is no lock around
-//! Raft state. Each loop turn takes whatever is queued, then handles the Ready in one place
+//! Raft state.
+//!
+//! A write waits here until it is applied. While no leader is known it is held, not
+//! refused; whenever the leader or term changes, every write not yet applied is proposed
+//! again under its original request id (its first proposal may have died with the old
+//! leader). The state machine applies a request id once, so the retry is safe and a client
+//! sees a leader failover as latency rather than as an error of unknown outcome. Each loop turn takes whatever is queued, then handles the Ready in one place
 //! ([`Actor::process_ready`]). While one batch is being fsynced on a blocking thread, new
 //! requests wait in the mailbox and go into the next batch together: group commit falls out
 //! of the structure.
@@ -40,7 +46,7 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            tick: Duration::from_millis(50),
+            tick: Duration::from_millis(20),
             write_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
             read_retry: Duration::from_millis(500),
@@ -52,8 +58,9 @@ impl Default for NodeConfig {
 /// Why a write did not succeed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WriteError {
-    /// Not proposed: safe to retry, here or elsewhere.
-    #[error("no leader is known; the cluster may be electing one or this node is cut off")]
+    /// No leader was known for the whole timeout, so the write was never proposed: safe to
+    /// retry, here or elsewhere.
+    #[error("no leader was known within the timeout; the cluster may be electing one or this node is cut off")]
     NoLeader,
     /// Not proposed: safe to retry later.
     #[error("the orchestrator is overloaded")]
@@ -159,7 +166,10 @@ pub fn spawn(
     boot_nonce: u64,
 ) -> (NodeHandle, tokio::task::JoinHandle<Result<(), NodeFailed>>) {
     let (tx, rx) = mpsc::channel(config.mailbox);
+    // One snapshot is built at a time, so one slot suffices.
+    let (built_tx, built_rx) = mpsc::channel(1);
     let actor = Actor {
+        built_snapshots: built_tx,
         engine,
         disk,
         transport,
@@ -170,14 +180,18 @@ pub fn spawn(
         boot_nonce,
         reads: Reads::default(),
         last_leader: None,
+        proposals_epoch: None,
     };
-    let task = tokio::spawn(actor.run(rx, peer_events));
+    let task = tokio::spawn(actor.run(rx, peer_events, built_rx));
     (NodeHandle { mailbox: tx }, task)
 }
 
 struct PendingWrite {
     reply: oneshot::Sender<Result<Applied, WriteError>>,
     deadline: Instant,
+    command: Vec<u8>,
+    /// The (term, leader) it was last proposed under; `None` while never proposed.
+    proposed_under: Option<(u64, u64)>,
 }
 
 struct PendingRead {
@@ -211,6 +225,10 @@ struct Actor {
     boot_nonce: u64,
     reads: Reads,
     last_leader: Option<u64>,
+    /// Snapshots built on blocking threads come back here.
+    built_snapshots: mpsc::Sender<raft::prelude::Snapshot>,
+    /// The (term, leader) under which pending writes were last (re-)proposed.
+    proposals_epoch: Option<(u64, u64)>,
 }
 
 const DRAIN_LIMIT: usize = 4096;
@@ -220,6 +238,7 @@ impl Actor {
         mut self,
         mut mailbox: mpsc::Receiver<Request>,
         mut peer_events: mpsc::Receiver<PeerEvent>,
+        mut built_snapshots: mpsc::Receiver<raft::prelude::Snapshot>,
     ) -> Result<(), NodeFailed> {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,7 +266,15 @@ impl Actor {
                     self.engine.tick();
                     self.expire(Instant::now());
                 }
+                Some(snapshot) = built_snapshots.recv() => {
+                    let index = snapshot.get_metadata().index;
+                    if self.engine.install_snapshot(snapshot) {
+                        self.metrics.snapshots_taken.inc();
+                        tracing::debug!(index, "took a snapshot and compacted the log");
+                    }
+                }
             }
+            self.repropose_after_leader_change();
             self.start_read_round();
             while self.engine.has_ready() {
                 self.process_ready().await?;
@@ -266,20 +293,13 @@ impl Actor {
             Request::Write { command, reply } => {
                 self.next_request += 1;
                 let id = RequestId((u128::from(self.boot_nonce) << 64) | u128::from(self.next_request));
-                match self.engine.propose(id, command.encode()) {
-                    Ok(()) => {
-                        let deadline = Instant::now() + self.config.write_timeout;
-                        self.writes.insert(id, PendingWrite { reply, deadline });
-                    }
-                    Err(e) => {
-                        self.count_write(match e {
-                            ProposeError::NoLeader => "no_leader",
-                            ProposeError::Overloaded => "overloaded",
-                        });
-                        let _ = reply.send(Err(match e {
-                            ProposeError::NoLeader => WriteError::NoLeader,
-                            ProposeError::Overloaded => WriteError::Overloaded,
-                        }));
+                let deadline = Instant::now() + self.config.write_timeout;
+                let mut write = PendingWrite { reply, deadline, command: command.encode(), proposed_under: None };
+                match self.propose(id, &mut write) {
+                    Ok(()) => self.writes.insert(id, write),
+                    Err(()) => {
+                        self.count_write("overloaded");
+                        let _ = write.reply.send(Err(WriteError::Overloaded));
                     }
                 }
             }
@@ -297,6 +317,47 @@ impl Actor {
         }
     }
 
+    /// Proposes a write if a leader is known (otherwise it waits for one). Err when the
+    /// leader refuses more uncommitted entries.
+    fn propose(&mut self, id: RequestId, write: &mut PendingWrite) -> Result<(), ()> {
+        let Some(leader) = self.engine.leader_id() else { return Ok(()) };
+        let epoch = (self.engine.term(), leader);
+        match self.engine.propose(id, write.command.clone()) {
+            Ok(()) => {
+                write.proposed_under = Some(epoch);
+                Ok(())
+            }
+            Err(ProposeError::NoLeader) => Ok(()),
+            Err(ProposeError::Overloaded) => Err(()),
+        }
+    }
+
+    /// After a leader or term change, proposes again every write not proposed to the current
+    /// leader: its earlier proposal may have been lost with the old one.
+    fn repropose_after_leader_change(&mut self) {
+        let Some(leader) = self.engine.leader_id() else { return };
+        let epoch = (self.engine.term(), leader);
+        if self.proposals_epoch == Some(epoch) {
+            return;
+        }
+        self.proposals_epoch = Some(epoch);
+        let stale: Vec<RequestId> = self
+            .writes
+            .iter_mut()
+            .filter(|(_, w)| w.proposed_under != Some(epoch))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            let Some(mut write) = self.writes.take(id) else { continue };
+            if write.proposed_under.is_some() {
+                self.count_write("reproposed");
+            }
+            // An overloaded leader refuses it now; it is retried at the next change or times out.
+            let _ = self.propose(id, &mut write);
+            self.writes.insert(id, write);
+        }
+    }
+
     fn on_peer_event(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Message(m) => self.engine.step(*m),
@@ -311,12 +372,26 @@ impl Actor {
             return Ok(());
         };
         self.transport.send(early.messages);
-        self.complete(early.applied, early.read_states, early.restored_snapshot, None);
+        self.complete(early.applied, early.read_states, early.restored_snapshot);
         self.persist(batch).await?;
         let late = self.engine.finish_ready(unpersisted);
         self.transport.send(late.messages);
-        let ReadyOutput { applied, read_states, restored_snapshot, took_snapshot, .. } = late;
-        self.complete(applied, read_states, restored_snapshot, took_snapshot);
+        let ReadyOutput { applied, read_states, restored_snapshot, snapshot_job, .. } = late;
+        self.complete(applied, read_states, restored_snapshot);
+        if let Some(job) = snapshot_job {
+            // Serializing and writing the whole state takes a while: never on the actor.
+            let built = self.built_snapshots.clone();
+            let disk = Arc::clone(&self.disk);
+            tokio::task::spawn_blocking(move || {
+                let snapshot = job.build();
+                if let Err(e) = disk.write_snapshot_file(&snapshot) {
+                    // Persisting the batch that installs it tries again, and stops the node if
+                    // the disk still fails.
+                    tracing::warn!(error = %e, "writing a snapshot file failed");
+                }
+                let _ = built.try_send(snapshot);
+            });
+        }
         Ok(())
     }
 
@@ -339,20 +414,10 @@ impl Actor {
         })
     }
 
-    fn complete(
-        &mut self,
-        applied: Vec<crate::engine::AppliedEntry>,
-        read_states: Vec<ReadState>,
-        restored: Option<u64>,
-        took: Option<u64>,
-    ) {
+    fn complete(&mut self, applied: Vec<crate::engine::AppliedEntry>, read_states: Vec<ReadState>, restored: Option<u64>) {
         if let Some(index) = restored {
             self.metrics.snapshots_restored.inc();
             tracing::info!(index, "restored a snapshot from the leader");
-        }
-        if let Some(index) = took {
-            self.metrics.snapshots_taken.inc();
-            tracing::debug!(index, "took a snapshot and compacted the log");
         }
         for entry in applied {
             let (Some(id), Some(outcome)) = (entry.request, entry.outcome) else { continue };
@@ -400,8 +465,12 @@ impl Actor {
     /// Fails requests past their deadline and restarts a stalled ReadIndex round.
     fn expire(&mut self, now: Instant) {
         for waiter in self.writes.drain_expired(|w| w.deadline <= now) {
-            self.count_write("timeout");
-            let _ = waiter.reply.send(Err(WriteError::Timeout));
+            let (outcome, error) = match waiter.proposed_under {
+                None => ("no_leader", WriteError::NoLeader),
+                Some(_) => ("timeout", WriteError::Timeout),
+            };
+            self.count_write(outcome);
+            let _ = waiter.reply.send(Err(error));
         }
         if let Some((_, started, _)) = &self.reads.in_flight {
             if now.duration_since(*started) >= self.config.read_retry {

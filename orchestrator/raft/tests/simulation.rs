@@ -11,7 +11,8 @@
 //! - a committed entry never changes (every node applies the same term at each index);
 //! - every node's state at applied index `i` equals every other node's at `i` (so each node's
 //!   applied sequence is a prefix of the others');
-//! - a linearizable read (ReadIndex) sees every write acknowledged before it started.
+//! - a linearizable read (ReadIndex) sees every write acknowledged before it started;
+//! - a request proposed more than once (as nodes do after a leader change) takes effect once.
 //!
 //! At the end the faults stop, and the cluster must converge: one leader, new writes commit,
 //! all states equal, and every acknowledged write present on every node.
@@ -22,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use edgeplane_core::{Applied, Command, ObjectKey, Precondition};
-use edgeplane_raft::engine::{AppliedEntry, Engine, EngineConfig, RequestId};
+use edgeplane_raft::engine::{AppliedEntry, Engine, EngineConfig, RequestId, SnapshotJob};
 use edgeplane_raft::storage::LogState;
 use raft::prelude::{Message, MessageType};
 
@@ -84,14 +85,18 @@ struct Sim {
     config: EngineConfig,
     logger: slog::Logger,
     next_request: u128,
-    /// Proposals waiting for their node to apply them: request -> (node, key).
-    proposals: BTreeMap<RequestId, (usize, String)>,
+    /// Proposals waiting for their node to apply them: request -> (node, key, encoded command).
+    proposals: BTreeMap<RequestId, (usize, String, Vec<u8>)>,
+    /// The one log index at which each request took effect; every node must agree.
+    effective_index: BTreeMap<RequestId, u64>,
     /// Writes acknowledged to a client: key -> the highest log index acknowledged for it.
     /// Later reads must see that key at this resourceVersion or a newer one.
     acked: BTreeMap<String, u64>,
     next_value: u64,
     reads: BTreeMap<u64, PendingRead>,
     next_read: u64,
+    /// Snapshot jobs being "built in the background", by node.
+    snapshot_jobs: Vec<(usize, SnapshotJob)>,
     /// Reads confirmed by a quorum, waiting for their node to apply up to the read index.
     pending_serve: Vec<(usize, u64, PendingRead)>,
     // Invariant bookkeeping.
@@ -110,6 +115,7 @@ struct Stats {
     elections: u64,
     acked_writes: u64,
     reads_checked: u64,
+    reproposals: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -121,6 +127,7 @@ impl std::ops::AddAssign for Stats {
         self.elections += o.elections;
         self.acked_writes += o.acked_writes;
         self.reads_checked += o.reads_checked;
+        self.reproposals += o.reproposals;
     }
 }
 
@@ -149,11 +156,13 @@ impl Sim {
             logger,
             next_request: 0,
             proposals: BTreeMap::new(),
+            effective_index: BTreeMap::new(),
             acked: BTreeMap::new(),
             next_value: 0,
             reads: BTreeMap::new(),
             next_read: 0,
             pending_serve: Vec::new(),
+            snapshot_jobs: Vec::new(),
             leader_of_term: BTreeMap::new(),
             committed_term: BTreeMap::new(),
             digest_at: BTreeMap::new(),
@@ -197,15 +206,34 @@ impl Sim {
                     self.nodes[i].engine.as_mut().expect("up").tick();
                 }
             }
-            700..=879 => self.propose_random(),
+            700..=849 => self.propose_random(),
+            850..=879 => self.repropose_random(),
             880..=939 => self.read_random(),
             940..=954 => self.repartition(),
             955..=964 => self.crash_random(),
             _ => self.restart_random(),
         }
+        self.finish_snapshot_jobs(false);
         self.process_all_ready(true);
         self.serve_reads_now();
         self.check_leaders();
+    }
+
+    /// Completes background snapshot jobs: all of them, or (under faults) each with some
+    /// chance, so that a job can race with a snapshot received from the leader.
+    fn finish_snapshot_jobs(&mut self, all: bool) {
+        let jobs = std::mem::take(&mut self.snapshot_jobs);
+        for (node, job) in jobs {
+            if !all && !self.rng.chance(300) {
+                self.snapshot_jobs.push((node, job));
+                continue;
+            }
+            if let Some(engine) = self.nodes[node].engine.as_mut() {
+                if engine.install_snapshot(job.build()) {
+                    self.stats.snapshots_taken += 1;
+                }
+            }
+        }
     }
 
     fn deliver_one(&mut self, faulty: bool) {
@@ -256,9 +284,23 @@ impl Sim {
             precondition: Precondition::None,
         };
         let engine = self.nodes[node].engine.as_mut()?;
-        engine.propose(id, command.encode()).ok()?;
-        self.proposals.insert(id, (node, key));
+        let encoded = command.encode();
+        engine.propose(id, encoded.clone()).ok()?;
+        self.proposals.insert(id, (node, key, encoded));
         Some(id)
+    }
+
+    /// Proposes a pending request again, as a node does when the leader changes.
+    fn repropose_random(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let pick = self.rng.below(self.proposals.len());
+        let (id, (node, _, encoded)) = self.proposals.iter().nth(pick).map(|(i, p)| (*i, p.clone())).expect("in range");
+        if let Some(engine) = self.nodes[node].engine.as_mut() {
+            let _ = engine.propose(id, encoded);
+            self.stats.reproposals += 1;
+        }
     }
 
     fn read_random(&mut self) {
@@ -310,8 +352,10 @@ impl Sim {
     fn crash(&mut self, node: usize) {
         self.nodes[node].engine = None;
         self.stats.crashes += 1;
+        // A job being built dies with its process.
+        self.snapshot_jobs.retain(|(n, _)| *n != node);
         // Its waiting clients and reads are gone with it.
-        self.proposals.retain(|_, (n, _)| *n != node);
+        self.proposals.retain(|_, (n, _, _)| *n != node);
         self.pending_serve.retain(|(n, _, _)| *n != node);
         self.reads.retain(|_, r| r.node != node);
     }
@@ -350,8 +394,9 @@ impl Sim {
                 self.nodes[node].disk.apply(&batch);
                 let engine = self.nodes[node].engine.as_mut().expect("still up");
                 let late = engine.finish_ready(unpersisted);
-                if late.took_snapshot.is_some() {
-                    self.stats.snapshots_taken += 1;
+                if let Some(job) = late.snapshot_job {
+                    // Built elsewhere in production: it comes back now or some steps later.
+                    self.snapshot_jobs.push((node, job));
                 }
                 self.send(late.messages);
                 self.on_applied(node, late.applied, false);
@@ -382,8 +427,18 @@ impl Sim {
                     self.committed_term.insert(entry.index, entry.term);
                 }
             }
+            if let (Some(id), Some(_)) = (entry.request, &entry.outcome) {
+                let first = *self.effective_index.entry(id).or_insert(entry.index);
+                if first != entry.index {
+                    self.fail(&format!(
+                        "request {id:?} took effect at index {first} and again on node {} at index {}",
+                        node + 1,
+                        entry.index
+                    ));
+                }
+            }
             if let Some(id) = entry.request {
-                if let Some((proposer, key)) = self.proposals.get(&id).cloned() {
+                if let Some((proposer, key, _)) = self.proposals.get(&id).cloned() {
                     if proposer == node {
                         self.proposals.remove(&id);
                         if let Some(Ok(Applied::Put { object, .. })) = &entry.outcome {
@@ -499,6 +554,7 @@ impl Sim {
                 self.deliver_one(false);
                 self.process_all_ready(false);
             }
+            self.finish_snapshot_jobs(true);
             self.process_all_ready(false);
             self.serve_reads_now();
             self.check_leaders();
@@ -597,6 +653,7 @@ fn assert_exercised(stats: Stats, seeds_run_alone: bool) {
     assert!(stats.crashes > 0 && stats.crashes_mid_ready > 0, "no crashes were simulated: {stats:?}");
     assert!(stats.snapshots_taken > 0 && stats.snapshots_restored > 0, "no snapshot was taken and installed: {stats:?}");
     assert!(stats.reads_checked > 0, "no linearizable read was checked: {stats:?}");
+    assert!(stats.reproposals > 0, "no request was proposed twice: {stats:?}");
 }
 
 #[test]

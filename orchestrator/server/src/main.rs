@@ -63,8 +63,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let path = config.data_dir.join("raft.redb");
-    let (disk, log) = tokio::task::spawn_blocking(move || DiskLog::open(&path)).await??;
+    let dir = config.data_dir.clone();
+    let (disk, log) = tokio::task::spawn_blocking(move || DiskLog::open(&dir)).await??;
     tracing::info!(
         first = log.first_index(),
         last = log.last_index(),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the seeded Raft simulation, and end-to-end tests that start
+# the real binaries. Installs what it needs first. This is the command in README.md and the
+# one CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=setup.sh
+. scripts/setup.sh
+
+# The end-to-end tests run the binaries from target/debug, which `cargo test` alone does not
+# rebuild for other packages: build them first so no test runs a stale binary.
+cargo build --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+
+# cargo ends on the last crate's doc-tests (often "0 passed"); close with the whole count.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "Total: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
