@@ -11,10 +11,12 @@
 //!   the log index of the write that last changed it.
 //! - [`ApplyError`]: a command that was committed but refused (e.g. a stale precondition).
 //!   Refusal is deterministic too, so it is a result, not a failure of the log.
-//! - Request deduplication: an entry may carry the id of the client request that proposed
-//!   it. A node re-proposes a request whose fate a leader change left unknown; the state
-//!   machine remembers the ids of the last [`DEDUP_WINDOW`] log entries and applies a repeated
-//!   id as a no-op, so every request takes effect at most once.
+//! - Request deduplication: an entry may carry a [`RequestTag`]: the id of the client request
+//!   that proposed it and the commit index when it was issued. A node re-proposes a request
+//!   whose fate a leader change left unknown; the state machine remembers the ids of the last
+//!   [`DEDUP_WINDOW`] log entries and applies a repeated id as a no-op, and refuses a request
+//!   that reaches the log more than a window after it was issued (its earlier copy might have
+//!   been forgotten). Together: every request takes effect at most once.
 //! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
@@ -108,11 +110,23 @@ pub enum ApplyError {
     Conflict { key: ObjectKey, expected: u64, current: u64 },
     #[error("log entry {index} does not hold a valid command")]
     Undecodable { index: u64 },
+    #[error("the request was issued at index {issued_at} and reached the log only at {index}, too late to deduplicate; it had no effect")]
+    Expired { issued_at: u64, index: u64 },
 }
 
-/// How many log entries a request id is remembered for. A re-proposal arrives within a few
-/// elections of the original, far inside this window.
+/// How many log entries a request id is remembered for, and so how far from the commit index
+/// at which it was issued a request may still be applied.
 pub const DEDUP_WINDOW: u64 = 100_000;
+
+/// Identifies the client request behind a log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTag {
+    /// Unique per request (the proposing node's id, its boot nonce, a counter).
+    pub id: u128,
+    /// The commit index the proposing node knew when it accepted the request. Every copy of
+    /// the request lands after it, which bounds how far apart two copies can be.
+    pub issued_at: u64,
+}
 
 /// The whole replicated state. Cloning is O(1) (persistent maps share structure).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -134,9 +148,10 @@ impl ClusterState {
     /// Applies the entry at `index`. Entries must be applied in log order, each exactly once.
     ///
     /// `data` is the entry's payload; an empty payload (the no-op a new leader commits) only
-    /// advances the applied index. `request` is the id of the client request that proposed
-    /// the entry: an id already applied within the window makes the entry a no-op (`None`).
-    pub fn apply_entry(&mut self, index: u64, data: &[u8], request: Option<u128>) -> Option<Result<Applied, ApplyError>> {
+    /// advances the applied index. `request` tags the client request that proposed the entry:
+    /// an id already applied within the window makes the entry a no-op (`None`); a request
+    /// arriving more than a window after it was issued is refused ([`ApplyError::Expired`]).
+    pub fn apply_entry(&mut self, index: u64, data: &[u8], request: Option<RequestTag>) -> Option<Result<Applied, ApplyError>> {
         assert!(
             index > self.applied_index,
             "entry {index} applied twice or out of order (applied index {})",
@@ -147,10 +162,14 @@ impl ClusterState {
         if data.is_empty() {
             return None;
         }
-        if let Some(id) = request {
-            if self.seen_requests.insert(id).is_some() {
+        if let Some(RequestTag { id, issued_at }) = request {
+            if self.seen_requests.contains(&id) {
                 return None;
             }
+            if index.saturating_sub(issued_at) > DEDUP_WINDOW {
+                return Some(Err(ApplyError::Expired { issued_at, index }));
+            }
+            self.seen_requests.insert(id);
             self.recent_requests.insert(index, id);
         }
         Some(match Command::decode(data) {
@@ -189,6 +208,11 @@ impl ClusterState {
             self.recent_requests.remove(&oldest);
             self.seen_requests.remove(&id);
         }
+    }
+
+    /// Whether a request with this id was applied within the window.
+    pub fn has_applied_request(&self, id: u128) -> bool {
+        self.seen_requests.contains(&id)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {
@@ -378,20 +402,25 @@ mod tests {
     #[test]
     fn a_repeated_request_id_takes_effect_once_within_the_window() {
         let mut state = ClusterState::default();
-        let first = state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist), Some(7));
+        let tag = |id| Some(RequestTag { id, issued_at: 0 });
+        let first = state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist), tag(7));
         assert!(matches!(first, Some(Ok(Applied::Put { created: true, .. }))), "got {first:?}");
-        state.apply_entry(2, &put("a", json!(2), Precondition::None), Some(8));
+        state.apply_entry(2, &put("a", json!(2), Precondition::None), tag(8));
         // The re-proposal of request 7 must not clobber the later write of request 8.
-        assert_eq!(state.apply_entry(3, &put("a", json!(1), Precondition::MustNotExist), Some(7)), None);
+        assert_eq!(state.apply_entry(3, &put("a", json!(1), Precondition::MustNotExist), tag(7)), None);
         assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| o.value.clone()), Some(json!(2)));
         // The window survives a snapshot...
         let mut restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("snapshot");
-        assert_eq!(restored.apply_entry(4, &put("b", json!(0), Precondition::None), Some(8)), None);
-        // ...and forgets ids once they fall out of it.
+        assert_eq!(restored.apply_entry(4, &put("b", json!(0), Precondition::None), tag(8)), None);
+        // ...and forgets ids once they fall out of it...
         let later = 2 + DEDUP_WINDOW + 1;
         restored.apply_entry(later, &[], None);
-        assert!(matches!(restored.apply_entry(later + 1, &put("b", json!(0), Precondition::None), Some(8)), Some(Ok(_))));
-        assert!(!restored.seen_requests.contains(&7), "ids older than the window are forgotten");
+        assert!(!restored.has_applied_request(7), "ids older than the window are forgotten");
+        // ...which is safe because a copy issued that long ago is refused, not applied again.
+        let late = restored.apply_entry(later + 1, &put("b", json!(0), Precondition::None), tag(8));
+        assert!(matches!(late, Some(Err(ApplyError::Expired { issued_at: 0, .. }))), "got {late:?}");
+        let fresh = Some(RequestTag { id: 8, issued_at: later });
+        assert!(matches!(restored.apply_entry(later + 2, &put("b", json!(0), Precondition::None), fresh), Some(Ok(_))));
     }
 
     #[test]

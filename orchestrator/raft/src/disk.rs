@@ -28,7 +28,8 @@ const CONF_STATE: &str = "conf_state";
 const SNAPSHOT_META: &str = "snapshot_meta";
 const COMPACTED: &str = "compacted";
 
-/// Rows behind the compaction mark deleted per batch.
+/// Rows behind the compaction mark deleted per batch, at least; a batch that appends more
+/// deletes twice what it appends, so trimming keeps pace with any write rate.
 const TRIM_PER_BATCH: u64 = 512;
 
 /// Why the durable log could not be read or written.
@@ -129,15 +130,16 @@ impl DiskLog {
     /// directory). Done before any transaction refers to it; idempotent.
     pub fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), DiskError> {
         let path = self.snapshot_path(snapshot.get_metadata().index);
-        if path.exists() {
-            return Ok(());
-        }
-        let tmp = path.with_extension("tmp");
         let io = |source| DiskError::SnapshotFile { path: path.clone(), source };
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&encode(snapshot)).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
+        if !path.exists() {
+            let tmp = path.with_extension("tmp");
+            let mut file = fs::File::create(&tmp).map_err(io)?;
+            file.write_all(&encode(snapshot)).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            fs::rename(&tmp, &path).map_err(io)?;
+        }
+        // Also when the file already existed: an earlier attempt may have crashed or failed
+        // between the rename and this sync, leaving the name not yet durable.
         fs::File::open(&self.snapshot_dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
@@ -195,7 +197,8 @@ impl DiskLog {
             // Delete a bounded number of rows behind the mark.
             let first = entries.first().map_err(db_err)?.map(|(k, _)| k.value());
             if let Some(first) = first.filter(|&f| f <= compacted) {
-                let last = compacted.min(first + TRIM_PER_BATCH - 1);
+                let budget = TRIM_PER_BATCH.max(2 * batch.entries.len() as u64);
+                let last = compacted.min(first + budget - 1);
                 entries.retain_in(first..=last, |_, _| false).map_err(db_err)?;
             }
         }

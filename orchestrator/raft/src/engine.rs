@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use edgeplane_core::{Applied, ApplyError, ClusterState};
+use edgeplane_core::{Applied, ApplyError, ClusterState, RequestTag};
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{StateRole, INVALID_ID};
@@ -29,13 +29,38 @@ use crate::storage::{LogState, LogStore, WriteBatch};
 pub struct RequestId(pub u128);
 
 impl RequestId {
-    fn encode(self) -> Vec<u8> {
-        self.0.to_be_bytes().to_vec()
+    /// Unique across the cluster and across restarts: the node's id, a per-process nonce
+    /// and a counter.
+    pub fn new(origin: RequestOrigin, counter: u64) -> RequestId {
+        RequestId((u128::from(origin.0) << 64) | u128::from(counter))
     }
+}
 
-    fn decode(context: &[u8]) -> Option<RequestId> {
-        Some(RequestId(u128::from_be_bytes(context.try_into().ok()?)))
+/// The high half of every request id (and read context) a process issues: node id in the
+/// top 16 bits, a boot nonce below. Two processes never share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOrigin(pub u64);
+
+impl RequestOrigin {
+    /// Node ids are validated to fit in 16 bits.
+    pub fn new(node_id: u64, boot_nonce: u64) -> RequestOrigin {
+        RequestOrigin((node_id << 48) | (boot_nonce & 0xFFFF_FFFF_FFFF))
     }
+}
+
+/// Entry context: request id (16 bytes) and the commit index it was issued at (8 bytes).
+fn encode_context(id: RequestId, issued_at: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&id.0.to_be_bytes());
+    out.extend_from_slice(&issued_at.to_be_bytes());
+    out
+}
+
+fn decode_context(context: &[u8]) -> Option<RequestTag> {
+    let bytes: &[u8; 24] = context.try_into().ok()?;
+    let id = u128::from_be_bytes(bytes[..16].try_into().ok()?);
+    let issued_at = u64::from_be_bytes(bytes[16..].try_into().ok()?);
+    Some(RequestTag { id, issued_at })
 }
 
 /// Tuning of one engine. Ticks are abstract: the caller decides how long one is.
@@ -246,6 +271,10 @@ impl Engine {
         self.raw.store().state()
     }
 
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -293,12 +322,13 @@ impl Engine {
 
     /// Proposes a command (already encoded) for the log. On a follower raft-rs forwards it to
     /// the leader; the proposer learns the outcome when an applied entry carries `request`.
-    /// Proposing the same request again is safe: the state machine applies it once.
-    pub fn propose(&mut self, request: RequestId, command: Vec<u8>) -> Result<(), ProposeError> {
+    /// Proposing the same request again (with the same `issued_at`, the commit index when the
+    /// request was first accepted) is safe: the state machine applies it at most once.
+    pub fn propose(&mut self, request: RequestId, issued_at: u64, command: Vec<u8>) -> Result<(), ProposeError> {
         if self.leader_id().is_none() {
             return Err(ProposeError::NoLeader);
         }
-        self.raw.propose(request.encode(), command).map_err(|e| match e {
+        self.raw.propose(encode_context(request, issued_at), command).map_err(|e| match e {
             raft::Error::ProposalDropped if self.leader_id().is_none() => ProposeError::NoLeader,
             raft::Error::ProposalDropped => ProposeError::Overloaded,
             _ => ProposeError::NoLeader,
@@ -408,9 +438,10 @@ impl Engine {
                 // Already contained in a snapshot we restored.
                 continue;
             }
-            let request = RequestId::decode(&entry.context);
+            let tag = decode_context(&entry.context);
+            let request = tag.map(|t| RequestId(t.id));
             let outcome = match entry.get_entry_type() {
-                EntryType::EntryNormal => self.state.apply_entry(entry.index, &entry.data, request.map(|r| r.0)),
+                EntryType::EntryNormal => self.state.apply_entry(entry.index, &entry.data, tag),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry, batch);
                     self.state.apply_entry(entry.index, &[], None)

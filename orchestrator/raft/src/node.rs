@@ -5,10 +5,11 @@
 //! Raft state.
 //!
 //! A write waits here until it is applied. While no leader is known it is held, not
-//! refused; whenever the leader or term changes, every write not yet applied is proposed
-//! again under its original request id (its first proposal may have died with the old
-//! leader). The state machine applies a request id once, so the retry is safe and a client
-//! sees a leader failover as latency rather than as an error of unknown outcome. Each loop turn takes whatever is queued, then handles the Ready in one place
+//! refused; whenever the leader or term changes, and whenever a write has waited an election
+//! timeout, every write not yet applied is proposed again under its original request id (its
+//! first proposal may have died with the old leader or in a full queue). The state machine
+//! applies a request id once, so the retry is safe and a client sees a leader failover as
+//! latency rather than as an error of unknown outcome. Each loop turn takes whatever is queued, then handles the Ready in one place
 //! ([`Actor::process_ready`]). While one batch is being fsynced on a blocking thread, new
 //! requests wait in the mailbox and go into the next batch together: group commit falls out
 //! of the structure.
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::disk::{DiskError, DiskLog};
-use crate::engine::{Engine, EngineStatus, Proposals, ProposeError, ReadyOutput, RequestId};
+use crate::engine::{Engine, EngineStatus, Proposals, ProposeError, ReadyOutput, RequestId, RequestOrigin};
 use crate::metrics::RaftMetrics;
 use crate::transport::{PeerEvent, Transport};
 
@@ -37,8 +38,8 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// How long a caller waits for a linearizable read.
     pub read_timeout: Duration,
-    /// A ReadIndex round that has not completed in this long is started again (its messages
-    /// may have been lost, or the leader changed).
+    /// A ReadIndex round, or a write proposal, that has not completed in this long is
+    /// started again (its messages may have been lost, or the leader changed).
     pub read_retry: Duration,
     pub mailbox: usize,
 }
@@ -71,6 +72,10 @@ pub enum WriteError {
     /// Committed, and refused by the state machine (e.g. a stale resourceVersion).
     #[error(transparent)]
     Rejected(ApplyError),
+    /// Committed while this node caught up through a snapshot, which carries the effect of
+    /// the write but not its result (applied, or refused by a precondition).
+    #[error("the write was committed, but this node caught up by snapshot and does not know its result; read the object to see it")]
+    CommittedResultUnknown,
     #[error("the orchestrator is shutting down")]
     Stopped,
 }
@@ -163,7 +168,7 @@ pub fn spawn(
     peer_events: mpsc::Receiver<PeerEvent>,
     config: NodeConfig,
     metrics: RaftMetrics,
-    boot_nonce: u64,
+    origin: RequestOrigin,
 ) -> (NodeHandle, tokio::task::JoinHandle<Result<(), NodeFailed>>) {
     let (tx, rx) = mpsc::channel(config.mailbox);
     // One snapshot is built at a time, so one slot suffices.
@@ -177,7 +182,7 @@ pub fn spawn(
         config,
         writes: Proposals::default(),
         next_request: 0,
-        boot_nonce,
+        origin,
         reads: Reads::default(),
         last_leader: None,
         proposals_epoch: None,
@@ -190,8 +195,11 @@ struct PendingWrite {
     reply: oneshot::Sender<Result<Applied, WriteError>>,
     deadline: Instant,
     command: Vec<u8>,
-    /// The (term, leader) it was last proposed under; `None` while never proposed.
+    /// The commit index when the write was accepted; every proposal of it carries this.
+    issued_at: u64,
+    /// The (term, leader) it was last proposed under, and when; `None` while never proposed.
     proposed_under: Option<(u64, u64)>,
+    proposed_at: Instant,
 }
 
 struct PendingRead {
@@ -221,8 +229,9 @@ struct Actor {
     config: NodeConfig,
     writes: Proposals<PendingWrite>,
     next_request: u64,
-    /// Distinguishes this process's request ids from those of earlier runs still in the log.
-    boot_nonce: u64,
+    /// Makes this process's request ids and read contexts unique in the cluster and across
+    /// restarts (earlier runs' ids may still be in the log, or answers to them in flight).
+    origin: RequestOrigin,
     reads: Reads,
     last_leader: Option<u64>,
     /// Snapshots built on blocking threads come back here.
@@ -292,9 +301,16 @@ impl Actor {
         match request {
             Request::Write { command, reply } => {
                 self.next_request += 1;
-                let id = RequestId((u128::from(self.boot_nonce) << 64) | u128::from(self.next_request));
-                let deadline = Instant::now() + self.config.write_timeout;
-                let mut write = PendingWrite { reply, deadline, command: command.encode(), proposed_under: None };
+                let id = RequestId::new(self.origin, self.next_request);
+                let now = Instant::now();
+                let mut write = PendingWrite {
+                    reply,
+                    deadline: now + self.config.write_timeout,
+                    command: command.encode(),
+                    issued_at: self.engine.commit_index(),
+                    proposed_under: None,
+                    proposed_at: now,
+                };
                 match self.propose(id, &mut write) {
                     Ok(()) => self.writes.insert(id, write),
                     Err(()) => {
@@ -322,9 +338,10 @@ impl Actor {
     fn propose(&mut self, id: RequestId, write: &mut PendingWrite) -> Result<(), ()> {
         let Some(leader) = self.engine.leader_id() else { return Ok(()) };
         let epoch = (self.engine.term(), leader);
-        match self.engine.propose(id, write.command.clone()) {
+        match self.engine.propose(id, write.issued_at, write.command.clone()) {
             Ok(()) => {
                 write.proposed_under = Some(epoch);
+                write.proposed_at = Instant::now();
                 Ok(())
             }
             Err(ProposeError::NoLeader) => Ok(()),
@@ -341,12 +358,13 @@ impl Actor {
             return;
         }
         self.proposals_epoch = Some(epoch);
-        let stale: Vec<RequestId> = self
-            .writes
-            .iter_mut()
-            .filter(|(_, w)| w.proposed_under != Some(epoch))
-            .map(|(id, _)| *id)
-            .collect();
+        self.repropose(|w| w.proposed_under != Some(epoch));
+    }
+
+    /// Proposes again every pending write for which `stale` holds.
+    fn repropose(&mut self, stale: impl Fn(&PendingWrite) -> bool) {
+        let stale: Vec<RequestId> =
+            self.writes.iter_mut().filter(|(_, w)| stale(w)).map(|(id, _)| *id).collect();
         for id in stale {
             let Some(mut write) = self.writes.take(id) else { continue };
             if write.proposed_under.is_some() {
@@ -418,6 +436,16 @@ impl Actor {
         if let Some(index) = restored {
             self.metrics.snapshots_restored.inc();
             tracing::info!(index, "restored a snapshot from the leader");
+            // Writes the snapshot already contains will never be seen applied here.
+            let state = self.engine.state();
+            let done: Vec<RequestId> =
+                self.writes.iter_mut().filter(|(id, _)| state.has_applied_request(id.0)).map(|(id, _)| *id).collect();
+            for id in done {
+                if let Some(waiter) = self.writes.take(id) {
+                    self.count_write("committed_result_unknown");
+                    let _ = waiter.reply.send(Err(WriteError::CommittedResultUnknown));
+                }
+            }
         }
         for entry in applied {
             let (Some(id), Some(outcome)) = (entry.request, entry.outcome) else { continue };
@@ -427,9 +455,8 @@ impl Actor {
             }
         }
         for rs in read_states {
-            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
             if let Some((round, _, _)) = &self.reads.in_flight {
-                if *round == u64::from_be_bytes(ctx) {
+                if rs.request_ctx == self.read_context(*round) {
                     let (_, _, reads) = self.reads.in_flight.take().expect("checked above");
                     self.reads.confirmed.push((rs.index, reads));
                 }
@@ -443,9 +470,17 @@ impl Actor {
         }
         self.reads.next_round += 1;
         let round = self.reads.next_round;
-        self.engine.read_index(round.to_be_bytes().to_vec());
+        self.engine.read_index(self.read_context(round));
         let reads = std::mem::take(&mut self.reads.queued);
         self.reads.in_flight = Some((round, Instant::now(), reads));
+    }
+
+    /// A ReadIndex context unique to this process and round: an answer meant for another
+    /// node, or for an earlier run of this one, never matches.
+    fn read_context(&self, round: u64) -> Vec<u8> {
+        let mut ctx = self.origin.0.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&round.to_be_bytes());
+        ctx
     }
 
     fn serve_confirmed_reads(&mut self) {
@@ -462,8 +497,10 @@ impl Actor {
         }
     }
 
-    /// Fails requests past their deadline and restarts a stalled ReadIndex round.
+    /// Fails requests past their deadline, and restarts stalled proposals and ReadIndex rounds.
     fn expire(&mut self, now: Instant) {
+        let retry = self.config.read_retry;
+        self.repropose(|w| w.proposed_under.is_some() && now.duration_since(w.proposed_at) >= retry);
         for waiter in self.writes.drain_expired(|w| w.deadline <= now) {
             let (outcome, error) = match waiter.proposed_under {
                 None => ("no_leader", WriteError::NoLeader),

@@ -184,6 +184,16 @@ impl PeerLink {
 async fn write_frames(w: &mut BufWriter<Stream>, messages: &[Message]) -> io::Result<()> {
     for m in messages {
         let bytes = m.write_to_bytes().map_err(io::Error::other)?;
+        if bytes.len() > MAX_FRAME {
+            // The peer would refuse it; failing here reports the snapshot as undelivered.
+            tracing::error!(
+                to = m.to,
+                bytes = bytes.len(),
+                "a {:?} exceeds the {MAX_FRAME}-byte frame limit and cannot be sent",
+                m.get_msg_type()
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "message exceeds the frame limit"));
+        }
         w.write_u32(bytes.len() as u32).await?;
         w.write_all(&bytes).await?;
     }

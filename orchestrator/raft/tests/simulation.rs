@@ -85,8 +85,9 @@ struct Sim {
     config: EngineConfig,
     logger: slog::Logger,
     next_request: u128,
-    /// Proposals waiting for their node to apply them: request -> (node, key, encoded command).
-    proposals: BTreeMap<RequestId, (usize, String, Vec<u8>)>,
+    /// Proposals waiting for their node to apply them: request -> (node, key, encoded command,
+    /// the commit index it was issued at).
+    proposals: BTreeMap<RequestId, (usize, String, Vec<u8>, u64)>,
     /// The one log index at which each request took effect; every node must agree.
     effective_index: BTreeMap<RequestId, u64>,
     /// Writes acknowledged to a client: key -> the highest log index acknowledged for it.
@@ -285,8 +286,9 @@ impl Sim {
         };
         let engine = self.nodes[node].engine.as_mut()?;
         let encoded = command.encode();
-        engine.propose(id, encoded.clone()).ok()?;
-        self.proposals.insert(id, (node, key, encoded));
+        let issued_at = engine.commit_index();
+        engine.propose(id, issued_at, encoded.clone()).ok()?;
+        self.proposals.insert(id, (node, key, encoded, issued_at));
         Some(id)
     }
 
@@ -296,9 +298,9 @@ impl Sim {
             return;
         }
         let pick = self.rng.below(self.proposals.len());
-        let (id, (node, _, encoded)) = self.proposals.iter().nth(pick).map(|(i, p)| (*i, p.clone())).expect("in range");
+        let (id, (node, _, encoded, issued_at)) = self.proposals.iter().nth(pick).map(|(i, p)| (*i, p.clone())).expect("in range");
         if let Some(engine) = self.nodes[node].engine.as_mut() {
-            let _ = engine.propose(id, encoded);
+            let _ = engine.propose(id, issued_at, encoded);
             self.stats.reproposals += 1;
         }
     }
@@ -355,7 +357,7 @@ impl Sim {
         // A job being built dies with its process.
         self.snapshot_jobs.retain(|(n, _)| *n != node);
         // Its waiting clients and reads are gone with it.
-        self.proposals.retain(|_, (n, _, _)| *n != node);
+        self.proposals.retain(|_, (n, _, _, _)| *n != node);
         self.pending_serve.retain(|(n, _, _)| *n != node);
         self.reads.retain(|_, r| r.node != node);
     }
@@ -438,7 +440,7 @@ impl Sim {
                 }
             }
             if let Some(id) = entry.request {
-                if let Some((proposer, key, _)) = self.proposals.get(&id).cloned() {
+                if let Some((proposer, key, _, _)) = self.proposals.get(&id).cloned() {
                     if proposer == node {
                         self.proposals.remove(&id);
                         if let Some(Ok(Applied::Put { object, .. })) = &entry.outcome {

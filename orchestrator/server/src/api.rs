@@ -341,7 +341,12 @@ async fn write_error(state: &AppState, e: WriteError) -> ApiError {
         WriteError::Rejected(ApplyError::Undecodable { .. }) => {
             ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, message)
         }
-        WriteError::Timeout => {
+        // Definitely without effect: safe to retry.
+        WriteError::Rejected(ApplyError::Expired { .. }) => {
+            ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, message)
+                .leader_hint(leader_hint(state).await)
+        }
+        WriteError::Timeout | WriteError::CommittedResultUnknown => {
             let mut err = ApiError::status(StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout, message);
             err.0.details.outcome_unknown = true;
             err.leader_hint(leader_hint(state).await)

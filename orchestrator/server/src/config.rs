@@ -55,6 +55,9 @@ pub struct Args {
     pub log: Option<String>,
 }
 
+/// Node ids occupy 16 bits of every request id (see `edgeplane_raft::engine::RequestOrigin`).
+pub const MAX_NODE_ID: u64 = 65_535;
+
 /// The file form of [`Args`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +132,7 @@ impl Config {
         match id {
             None => errors.push("id: required (this node's id, one of the --member ids)".to_owned()),
             Some(0) => errors.push("id: must be >= 1 (0 means \"no node\" in Raft)".to_owned()),
+            Some(id) if id > MAX_NODE_ID => errors.push(format!("id: must be <= {MAX_NODE_ID}, got {id}")),
             Some(_) => {}
         }
         match &data_dir {
@@ -206,8 +210,8 @@ impl Config {
 fn parse_member(spec: &str) -> Result<Member, String> {
     let (id, addrs) = spec.split_once('=').ok_or("expected ID=PEER_ADDR,API_ADDR")?;
     let id: u64 = id.trim().parse().map_err(|_| format!("id {:?} is not a positive integer", id.trim()))?;
-    if id == 0 {
-        return Err("id must be >= 1".to_owned());
+    if !(1..=MAX_NODE_ID).contains(&id) {
+        return Err(format!("id must be between 1 and {MAX_NODE_ID}"));
     }
     let (peer, api) = addrs.split_once(',').ok_or("expected ID=PEER_ADDR,API_ADDR (two addresses)")?;
     let peer: SocketAddr = peer.trim().parse().map_err(|_| format!("peer address {:?} is not IP:PORT", peer.trim()))?;
@@ -299,6 +303,15 @@ mod tests {
         let errors = Config::load(args(&["--id", "4", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"]))
             .expect_err("invalid");
         assert_eq!(errors, ["id: 4 is not among the members (1)"]);
+    }
+
+    #[test]
+    fn node_ids_must_fit_in_sixteen_bits() {
+        let errors = Config::load(args(&["--id", "70000", "--data-dir", "/tmp/x", "--member", "70000=127.0.0.1:7001,127.0.0.1:8001"]))
+            .expect_err("invalid");
+        let all = errors.join("\n");
+        assert!(all.contains("id: must be <= 65535, got 70000"), "{all}");
+        assert!(all.contains("id must be between 1 and 65535"), "{all}");
     }
 
     #[test]

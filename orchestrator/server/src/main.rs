@@ -18,6 +18,7 @@ use edgeplane_raft::disk::DiskLog;
 use edgeplane_raft::metrics::RaftMetrics;
 use edgeplane_raft::net::{Listener, Network, Stream};
 use edgeplane_raft::transport::{self, Transport};
+use edgeplane_raft::engine::RequestOrigin;
 use edgeplane_raft::{node, Engine, EngineConfig, NodeConfig};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -106,9 +107,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         read_retry: config.tick * config.election_ticks as u32,
         ..NodeConfig::default()
     };
-    let boot_nonce = boot_nonce();
-    let (node, mut node_task) =
-        node::spawn(engine, Arc::new(disk), transport, events_rx, node_config, metrics, boot_nonce);
+    let origin = RequestOrigin::new(config.id, boot_nonce());
+    let (node, mut node_task) = node::spawn(engine, Arc::new(disk), transport, events_rx, node_config, metrics, origin);
 
     tracing::info!(
         id = config.id,
