@@ -291,3 +291,49 @@ async fn a_data_directory_in_use_is_refused_and_a_restart_keeps_the_data() {
     let got = cluster.api(1).get(&format!("/v1/store/{KIND}/durable")).await.expect("get");
     assert_eq!((got.code, &got.body["value"]), (200, &json!(42)), "{}", got.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_and_metrics_describe_the_cluster() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 15, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let follower = cluster.running().into_iter().find(|&id| id != leader).expect("a follower");
+    for i in 0..5 {
+        let put = cluster.api(follower).put(&format!("/v1/store/{KIND}/m{i}"), &json!(i)).await.expect("put");
+        assert_eq!(put.code, 201, "{}", put.body);
+    }
+    let leader_status = cluster.api(leader).cluster().await.expect("status");
+    wait_until_applied(&cluster, follower, leader_status.commit_index, Duration::from_secs(5)).await;
+
+    for id in cluster.running() {
+        let s = cluster.api(id).cluster().await.expect("status");
+        assert_eq!(s.node_id, id);
+        assert_eq!(s.leader_id, Some(leader), "node {id} disagrees on the leader: {s:?}");
+        assert_eq!(s.term, leader_status.term, "node {id}: {s:?}");
+        assert_eq!(s.members.len(), 3);
+        assert_eq!(s.leader_api_addr, Some(cluster.api_addr(leader).to_string()));
+        assert!(s.applied_index >= 6 && s.commit_index >= s.applied_index, "node {id}: {s:?}");
+    }
+    let on_leader = cluster.api(leader).cluster().await.expect("status");
+    assert!(
+        on_leader.members.iter().all(|m| m.match_index.is_some()),
+        "the leader reports every member's replication progress: {on_leader:?}"
+    );
+
+    // The node that took the writes counts them; every node reports its term and fsyncs.
+    let api = cluster.api(follower);
+    assert_eq!(api.metric("edgeplane_raft_proposals_total{outcome=\"committed\"}").await, Some(5.0));
+    for id in cluster.running() {
+        let api = cluster.api(id);
+        assert_eq!(api.metric("edgeplane_raft_term").await, Some(leader_status.term as f64), "node {id}");
+        assert_eq!(api.metric("edgeplane_raft_is_leader").await, Some(f64::from(u8::from(id == leader))), "node {id}");
+        for name in [
+            "edgeplane_raft_leader_changes_total",
+            "edgeplane_raft_commit_index",
+            "edgeplane_raft_applied_index",
+            "edgeplane_raft_fsync_seconds_count",
+        ] {
+            let v = api.metric(name).await;
+            assert!(v.is_some_and(|v| v >= 1.0), "node {id}: {name} = {v:?}");
+        }
+    }
+}
