@@ -8,8 +8,15 @@
 //! - [`ClusterStatus`] and [`MemberStatus`]: what `GET /v1/cluster` reports.
 //! - [`Status`]: the error body of every failed request (Kubernetes' `Status` shape).
 //! - [`paths`]: the REST paths, so that servers and clients cannot drift apart.
+//! - [`resources`]: EdgeNode, Module, Workload and Model in Kubernetes form, with their CRDs.
+//! - [`manifest`]: parsing YAML manifests, all-or-nothing, every problem with its field path.
+//! - [`validate`]: the semantic rules (names, labels, counts, references).
 
 use serde::{Deserialize, Serialize};
+
+pub mod manifest;
+pub mod resources;
+pub mod validate;
 
 /// REST paths of the orchestrator.
 pub mod paths {

@@ -1,0 +1,362 @@
+//! The edgeplane resources, in Kubernetes form (`apiVersion: edgeplane.io/v1alpha1`, `kind`,
+//! `metadata`, `spec`, `status`), defined with kube's `CustomResource` derive so that the same
+//! types can be served to Kubernetes as CRDs (generated into `manifests/crds/`).
+//!
+//! - [`EdgeNode`] (cluster-scoped): an edge runtime, its capabilities and capacity.
+//! - [`Module`]: a WebAssembly module, content-addressed by its sha256 digest.
+//! - [`Workload`]: what to run where: a module, how many replicas, placement, IO.
+//! - [`Model`]: versioned parameters for inference workloads.
+//!
+//! Every spec rejects unknown fields; [`crate::validate`] checks what types cannot.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "edgeplane.io";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "edgeplane.io/v1alpha1";
+
+/// Where a runtime sits: next to the sensors, aggregating for a site, or in the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[default]
+    Edge,
+    Gateway,
+    Cloud,
+}
+
+/// An edge runtime registered with the orchestrators.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "edgeplane.io",
+    version = "v1alpha1",
+    kind = "EdgeNode",
+    plural = "edgenodes",
+    derive = "PartialEq",
+    shortname = "node",
+    status = "EdgeNodeStatus",
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
+    printcolumn = r#"{"name":"Cordoned","type":"boolean","jsonPath":".spec.cordoned"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeNodeSpec {
+    #[serde(default)]
+    pub tier: Tier,
+    /// What the node offers, e.g. `sensor.temperature`, `accel.gpu`, `wasm.simd`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    pub capacity: Capacity,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+    /// A cordoned node keeps its replicas but receives no new ones.
+    #[serde(default)]
+    pub cordoned: bool,
+}
+
+/// What a node can hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Capacity {
+    pub memory_mib: u64,
+    /// Workload instances the node runs at most.
+    pub instance_slots: u32,
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u32,
+}
+
+/// Keeps workloads off a node unless they tolerate it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    pub effect: TaintEffect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    /// New replicas are not placed here.
+    NoSchedule,
+    /// New replicas avoid the node when another fits.
+    PreferNoSchedule,
+}
+
+/// What the orchestrators know of a node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeNodeStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// RFC 3339 time of the last heartbeat the leader received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<NodeLoad>,
+}
+
+/// A node's reported load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLoad {
+    pub cpu_millis: u32,
+    pub memory_mib: u64,
+    pub instances: u32,
+    pub queue_depth: u64,
+}
+
+/// A Kubernetes-style condition (`Ready`, `Progressing`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// A WebAssembly module. Its bytes live in the module registry under `digest`; versions are
+/// immutable.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "edgeplane.io",
+    version = "v1alpha1",
+    kind = "Module",
+    plural = "modules",
+    derive = "PartialEq",
+    namespaced,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".spec.digest"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModuleSpec {
+    /// Semantic version, e.g. `1.2.0`.
+    pub version: String,
+    /// `sha256:` and 64 lowercase hex digits.
+    pub digest: String,
+    pub size_bytes: u64,
+    /// The guest ABI the module exports (see docs/abi.md), e.g. `edgeplane/v1`.
+    pub abi: String,
+}
+
+/// What to run, how many, where, and on which data.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "edgeplane.io",
+    version = "v1alpha1",
+    kind = "Workload",
+    plural = "workloads",
+    derive = "PartialEq",
+    shortname = "wl",
+    namespaced,
+    status = "WorkloadStatus",
+    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".spec.module"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// `name@version` of a Module in the same namespace, or `sha256:<digest>`.
+    pub module: String,
+    /// How many instances to run; exclusive with `mode: daemon`. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    #[serde(default)]
+    pub mode: WorkloadMode,
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
+    pub resources: WorkloadResources,
+    /// Topics the workload consumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Output>,
+    /// Handed to the module as is (its own schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A Model in the same namespace whose parameters the instances use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ref: Option<String>,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadMode {
+    /// `replicas` instances on the best-fitting nodes.
+    #[default]
+    Replicated,
+    /// One instance on every matching node.
+    Daemon,
+}
+
+/// Which nodes may run the workload, and which are preferred.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Spread replicas across the values of this node label (e.g. `zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by: Option<String>,
+    /// Tiers in order of preference; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_tiers: Vec<Tier>,
+    /// Run on cloud-tier nodes when no preferred node fits, and move back when one does.
+    #[serde(default)]
+    pub cloud_fallback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    pub key: String,
+    /// Tolerates only this value; empty tolerates any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+}
+
+/// What one instance may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadResources {
+    pub memory_mib: u64,
+    /// Time budget for processing one batch; the instance is stopped past it.
+    pub batch_time_ms: u64,
+}
+
+impl Default for WorkloadResources {
+    fn default() -> Self {
+        WorkloadResources { memory_mib: 16, batch_time_ms: 100 }
+    }
+}
+
+/// Where a workload's results go: a topic (to chain workloads) or a sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Output {
+    /// The output name the module emits on.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<Sink>,
+}
+
+/// A destination outside the node's topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sink {
+    #[serde(rename = "type")]
+    pub type_: SinkType,
+    /// The MQTT topic (`type: mqtt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The endpoint (`type: http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    /// Upstream to the orchestrators through the durable outbox.
+    Cloud,
+    Mqtt,
+    Http,
+    Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailurePolicy {
+    /// How long a lost node's replicas wait for it before being placed elsewhere.
+    pub lost_after_seconds: u64,
+    /// First restart delay after a trap; doubles up to 60 s.
+    pub restart_backoff_ms: u64,
+    /// Restarts on one node before the replica is moved to another.
+    pub max_restarts: u32,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy { lost_after_seconds: 0, restart_backoff_ms: 100, max_restarts: 5 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollout {
+    /// Replicas that may be unavailable at once during a rollout or rebalancing.
+    pub max_unavailable: u32,
+    /// A new replica must report healthy within this long.
+    pub health_gate_seconds: u64,
+    pub auto_rollback: bool,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout { max_unavailable: 1, health_gate_seconds: 30, auto_rollback: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    #[serde(default)]
+    pub observed_generation: i64,
+    #[serde(default)]
+    pub replicas: u32,
+    #[serde(default)]
+    pub ready_replicas: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Versioned parameters for inference workloads: the cloud trains, edges infer. Changing it
+/// reaches every instance that references it without a restart.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "edgeplane.io",
+    version = "v1alpha1",
+    kind = "Model",
+    plural = "models",
+    derive = "PartialEq",
+    namespaced,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelSpec {
+    pub version: String,
+    /// How the workload reads the parameters, e.g. `zscore-logistic/v1`.
+    pub format: String,
+    /// Named parameter vectors (weights, biases, thresholds).
+    pub parameters: BTreeMap<String, Vec<f64>>,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
