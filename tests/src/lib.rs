@@ -433,6 +433,20 @@ impl Api {
         self.request(reqwest::Method::DELETE, path_and_query, None).await
     }
 
+    /// A JSON merge patch; returns status code and body.
+    pub async fn http_patch(&self, path: &str, patch: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .patch(format!("{}{}", self.base, path))
+            .header("content-type", "application/merge-patch+json")
+            .body(patch.to_owned())
+            .send()
+            .await
+            .expect("patch");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// The value of one Prometheus sample, e.g. `edgeplane_raft_snapshots_restored_total`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;

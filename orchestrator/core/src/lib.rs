@@ -75,6 +75,23 @@ pub enum Precondition {
 pub enum Command {
     Put { key: ObjectKey, value: serde_json::Value, precondition: Precondition },
     Delete { key: ObjectKey, precondition: Precondition },
+    /// A write of a Kubernetes-style resource (`metadata`, `spec`, `status`), where the state
+    /// machine owns `metadata.generation`, `metadata.uid`, `metadata.creationTimestamp` and,
+    /// outside status writes, `status`.
+    PutResource { key: ObjectKey, resource: serde_json::Value, precondition: Precondition, write: ResourceWrite },
+}
+
+/// Which part of a resource a [`Command::PutResource`] writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceWrite {
+    /// A new resource: generation 1, uid and creation time set, any status dropped. The time
+    /// is decided by the node that accepted the request (apply has no clock).
+    Create { created_at: String },
+    /// New metadata and spec; status and server-owned metadata kept; generation + 1 when the
+    /// spec changed.
+    Replace,
+    /// New status only; everything else kept.
+    Status,
 }
 
 impl Command {
@@ -197,6 +214,33 @@ impl ClusterState {
                 let previous = self.objects.remove(&key).expect("checked above");
                 Ok(Applied::Deleted { key, previous, index })
             }
+            Command::PutResource { key, resource, precondition, write } => {
+                let current = self.objects.get(&key);
+                let value = match (&write, current) {
+                    (ResourceWrite::Create { .. }, Some(o)) => {
+                        return Err(ApplyError::AlreadyExists { key, current: o.resource_version })
+                    }
+                    (ResourceWrite::Replace | ResourceWrite::Status, None) => return Err(ApplyError::NotFound { key }),
+                    (ResourceWrite::Create { created_at }, None) => new_resource(resource, index, created_at),
+                    (ResourceWrite::Replace, Some(o)) => {
+                        check_precondition(&key, current, precondition)?;
+                        replaced_resource(&o.value, resource)
+                    }
+                    (ResourceWrite::Status, Some(o)) => {
+                        check_precondition(&key, current, precondition)?;
+                        let mut value = o.value.clone();
+                        match resource.get("status") {
+                            Some(status) => value["status"] = status.clone(),
+                            None => drop(value.as_object_mut().map(|m| m.remove("status"))),
+                        }
+                        value
+                    }
+                };
+                let created_version = current.map_or(index, |o| o.created_version);
+                let object = StoredObject { value, resource_version: index, created_version };
+                let created = self.objects.insert(key.clone(), object.clone()).is_none();
+                Ok(Applied::Put { key, object, created })
+            }
         }
     }
 
@@ -281,6 +325,53 @@ struct SnapshotImageOwned {
     applied_index: u64,
     objects: Vec<(ObjectKey, StoredObject)>,
     recent_requests: Vec<(u64, u128)>,
+}
+
+/// A created resource: server-owned metadata set, resourceVersion (derived on read) and
+/// status dropped.
+fn new_resource(mut resource: serde_json::Value, index: u64, created_at: &str) -> serde_json::Value {
+    if let Some(map) = resource.as_object_mut() {
+        map.remove("status");
+    }
+    let meta = metadata_mut(&mut resource);
+    meta.remove("resourceVersion");
+    meta.insert("generation".to_owned(), serde_json::json!(1));
+    meta.insert("uid".to_owned(), serde_json::json!(format!("{index:016x}")));
+    meta.insert("creationTimestamp".to_owned(), serde_json::json!(created_at));
+    resource
+}
+
+/// `incoming` replacing `current`: the caller's metadata and spec, the server's status and
+/// server-owned metadata, and a generation bumped when the spec changed.
+fn replaced_resource(current: &serde_json::Value, mut incoming: serde_json::Value) -> serde_json::Value {
+    let spec_changed = current.get("spec") != incoming.get("spec");
+    let generation = current.pointer("/metadata/generation").and_then(serde_json::Value::as_i64).unwrap_or(1);
+    match current.get("status") {
+        Some(status) => incoming["status"] = status.clone(),
+        None => drop(incoming.as_object_mut().map(|m| m.remove("status"))),
+    }
+    let meta = metadata_mut(&mut incoming);
+    meta.remove("resourceVersion");
+    meta.insert("generation".to_owned(), serde_json::json!(generation + i64::from(spec_changed)));
+    for owned in ["uid", "creationTimestamp"] {
+        match current.pointer(&format!("/metadata/{owned}")) {
+            Some(v) => meta.insert(owned.to_owned(), v.clone()),
+            None => meta.remove(owned),
+        };
+    }
+    incoming
+}
+
+fn metadata_mut(resource: &mut serde_json::Value) -> &mut serde_json::Map<String, serde_json::Value> {
+    if !resource.is_object() {
+        *resource = serde_json::json!({});
+    }
+    let map = resource.as_object_mut().expect("made an object above");
+    let meta = map.entry("metadata").or_insert_with(|| serde_json::json!({}));
+    if !meta.is_object() {
+        *meta = serde_json::json!({});
+    }
+    meta.as_object_mut().expect("made an object above")
 }
 
 fn check_precondition(
@@ -421,6 +512,43 @@ mod tests {
         assert!(matches!(late, Some(Err(ApplyError::Expired { issued_at: 0, .. }))), "got {late:?}");
         let fresh = Some(RequestTag { id: 8, issued_at: later });
         assert!(matches!(restored.apply_entry(later + 2, &put("b", json!(0), Precondition::None), fresh), Some(Ok(_))));
+    }
+
+    fn put_resource(name: &str, resource: serde_json::Value, write: ResourceWrite, precondition: Precondition) -> Vec<u8> {
+        Command::PutResource { key: ObjectKey::new("workloads", "ns", name), resource, precondition, write }.encode()
+    }
+
+    #[test]
+    fn resources_get_server_owned_metadata_and_keep_status_across_spec_writes() {
+        let mut state = ClusterState::default();
+        let key = ObjectKey::new("workloads", "ns", "w");
+        let created = ResourceWrite::Create { created_at: "2026-11-22T00:00:00Z".to_owned() };
+        let body = json!({ "metadata": { "name": "w", "resourceVersion": "99" }, "spec": { "replicas": 1 }, "status": { "ready": 5 } });
+        state.apply_entry(1, &put_resource("w", body, created.clone(), Precondition::None), None);
+        let v = &state.get(&key).expect("created").value;
+        assert_eq!(v["metadata"]["generation"], 1);
+        assert_eq!(v["metadata"]["uid"], "0000000000000001");
+        assert_eq!(v["metadata"]["creationTimestamp"], "2026-11-22T00:00:00Z");
+        assert!(v["metadata"].get("resourceVersion").is_none() && v.get("status").is_none(), "{v}");
+
+        state.apply_entry(2, &put_resource("w", json!({ "status": { "ready": 1 } }), ResourceWrite::Status, Precondition::None), None);
+        // A metadata-only change keeps the generation; a spec change bumps it; status survives both.
+        let labels = json!({ "metadata": { "name": "w", "labels": { "a": "b" }, "uid": "forged" }, "spec": { "replicas": 1 } });
+        state.apply_entry(3, &put_resource("w", labels, ResourceWrite::Replace, Precondition::ResourceVersion(2)), None);
+        let v = state.get(&key).expect("exists").value.clone();
+        assert_eq!((v["metadata"]["generation"].clone(), v["status"]["ready"].clone()), (json!(1), json!(1)));
+        assert_eq!(v["metadata"]["uid"], "0000000000000001", "uid is server-owned");
+        let scaled = json!({ "metadata": { "name": "w" }, "spec": { "replicas": 3 }, "status": { "ready": 0 } });
+        state.apply_entry(4, &put_resource("w", scaled, ResourceWrite::Replace, Precondition::None), None);
+        let v = &state.get(&key).expect("exists").value;
+        assert_eq!((v["metadata"]["generation"].clone(), v["status"]["ready"].clone()), (json!(2), json!(1)));
+
+        let again = state.apply_entry(5, &put_resource("w", json!({}), created, Precondition::None), None);
+        assert!(matches!(again, Some(Err(ApplyError::AlreadyExists { current: 4, .. }))), "got {again:?}");
+        let stale = state.apply_entry(6, &put_resource("w", json!({}), ResourceWrite::Replace, Precondition::ResourceVersion(3)), None);
+        assert!(matches!(stale, Some(Err(ApplyError::Conflict { current: 4, .. }))), "got {stale:?}");
+        let missing = state.apply_entry(7, &put_resource("x", json!({}), ResourceWrite::Status, Precondition::None), None);
+        assert!(matches!(missing, Some(Err(ApplyError::NotFound { .. }))), "got {missing:?}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::CLUSTER, get(cluster_status))
         .route("/v1/store/{kind}", get(list_objects))
         .route("/v1/store/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
+        .merge(crate::resources::routes())
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, "no such API path") })
         // The body limit is enforced again when reading (to answer with a Status); this layer
         // stops oversized bodies before they are buffered.
@@ -51,16 +52,26 @@ pub fn router(state: AppState) -> Router {
 
 /// A failed request, rendered as a [`Status`] body.
 #[derive(Debug)]
-pub struct ApiError(Status);
+pub struct ApiError(pub(crate) Status);
 
 impl ApiError {
-    fn status(code: StatusCode, reason: StatusReason, message: impl Into<String>) -> ApiError {
+    pub(crate) fn status(code: StatusCode, reason: StatusReason, message: impl Into<String>) -> ApiError {
         ApiError(Status::new(code.as_u16(), reason, message))
     }
 
-    fn invalid(causes: Vec<StatusCause>) -> ApiError {
+    /// 400: the request itself is malformed (path, query, body syntax).
+    pub(crate) fn invalid(causes: Vec<StatusCause>) -> ApiError {
+        Self::with_causes(StatusCode::BAD_REQUEST, "invalid request", causes)
+    }
+
+    /// 422: a well-formed resource that breaks the rules (Kubernetes' `Invalid`).
+    pub(crate) fn unprocessable(causes: Vec<StatusCause>) -> ApiError {
+        Self::with_causes(StatusCode::UNPROCESSABLE_ENTITY, "invalid resource", causes)
+    }
+
+    fn with_causes(code: StatusCode, what: &str, causes: Vec<StatusCause>) -> ApiError {
         let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let mut status = Status::new(400, StatusReason::Invalid, format!("invalid request: {}", summary.join("; ")));
+        let mut status = Status::new(code.as_u16(), StatusReason::Invalid, format!("{what}: {}", summary.join("; ")));
         status.details.causes = causes;
         ApiError(status)
     }
@@ -78,7 +89,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn cause(field: impl Into<String>, message: impl Into<String>) -> StatusCause {
+pub(crate) fn cause(field: impl Into<String>, message: impl Into<String>) -> StatusCause {
     StatusCause { field: field.into(), message: message.into() }
 }
 
@@ -325,7 +336,7 @@ async fn leader_hint(state: &AppState) -> Option<String> {
 
 /// Maps a failed write to its Status. Answers that invite a retry (503, 504) name the leader
 /// this node knows of, so a client can go there directly.
-async fn write_error(state: &AppState, e: WriteError) -> ApiError {
+pub(crate) async fn write_error(state: &AppState, e: WriteError) -> ApiError {
     let message = e.to_string();
     let conflict = |reason, current| {
         let mut err = ApiError::status(StatusCode::CONFLICT, reason, message.clone());
@@ -358,7 +369,7 @@ async fn write_error(state: &AppState, e: WriteError) -> ApiError {
     }
 }
 
-async fn read_error(state: &AppState, e: ReadError) -> ApiError {
+pub(crate) async fn read_error(state: &AppState, e: ReadError) -> ApiError {
     let (code, reason) = match e {
         ReadError::Timeout => (StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout),
         ReadError::NoLeader | ReadError::Overloaded | ReadError::Stopped => {

@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod resources;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
