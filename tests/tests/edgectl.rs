@@ -62,3 +62,58 @@ async fn edgectl_fails_over_past_a_dead_orchestrator_and_reports_with_exit_codes
     let usage = edgectl(&servers, &["store", "put", "sensor", "x", "--value", "{not json"]);
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 22, ..Default::default() }).await;
+    cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let servers: Vec<String> = cluster.running().iter().map(|&id| cluster.api_addr(id).to_string()).collect();
+    let servers = servers.join(",");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let examples = root.join("manifests/factory");
+    let examples = examples.to_str().expect("utf-8 path");
+
+    let first = edgectl(&servers, &["apply", "-f", examples]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let out = String::from_utf8_lossy(&first.stdout).to_string();
+    assert_eq!(out.matches(" created").count(), 7, "{}", text(&first));
+    assert!(out.contains("workload.edgeplane.io/line-a-temperature-filter created"), "{out}");
+
+    let again = edgectl(&servers, &["apply", "-f", examples]);
+    let out = String::from_utf8_lossy(&again.stdout).to_string();
+    assert_eq!(out.matches(" unchanged").count(), 7, "re-applying changes nothing: {}", text(&again));
+
+    // A changed copy is configured; the rest stays unchanged.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let changed = std::fs::read_to_string(root.join("manifests/factory/vibration.yaml")).expect("read").replace("replicas: 2", "replicas: 4");
+    std::fs::write(dir.path().join("vibration.yaml"), changed).expect("write");
+    let configured = edgectl(&servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
+    let out = String::from_utf8_lossy(&configured.stdout).to_string();
+    assert!(out.contains("workload.edgeplane.io/vibration-aggregates configured"), "{}", text(&configured));
+    assert!(out.contains("model.edgeplane.io/vibration-detector unchanged"), "{}", text(&configured));
+
+    let json_out = edgectl(&servers, &["-o", "json", "get", "wl", "vibration-aggregates", "-n", "factory"]);
+    let w: serde_json::Value = serde_json::from_slice(&json_out.stdout).expect("json");
+    assert_eq!((w["spec"]["replicas"].as_i64(), w["metadata"]["generation"].as_i64()), (Some(4), Some(2)));
+
+    let nodes = edgectl(&servers, &["get", "nodes", "-l", "line"]);
+    let table = String::from_utf8_lossy(&nodes.stdout).to_string();
+    assert!(table.starts_with("NAME") && table.contains("line-a-edge") && !table.contains("cloud-1"), "{}", text(&nodes));
+
+    // An invalid manifest beside valid ones: nothing is applied, every problem is named.
+    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: edgeplane.io/v1alpha1\nkind: Workload\nmetadata: { name: bad, namespace: factory }\nspec: { module: x@1.0.0, replicas: -1 }\n").expect("write");
+    std::fs::write(dir.path().join("new.yaml"), "apiVersion: edgeplane.io/v1alpha1\nkind: Model\nmetadata: { name: fresh, namespace: factory }\nspec: { version: 1.0.0, format: f/v1, parameters: { w: [1.0] } }\n").expect("write");
+    let refused = edgectl(&servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("spec.replicas: must be >= 0, got -1"), "{}", text(&refused));
+    let fresh = edgectl(&servers, &["get", "model", "fresh", "-n", "factory"]);
+    assert_eq!(fresh.status.code(), Some(1), "the valid document must not have been applied: {}", text(&fresh));
+
+    let deleted = edgectl(&servers, &["delete", "workload", "line-a-temperature-filter", "-n", "factory"]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted));
+    let gone = edgectl(&servers, &["get", "workload", "line-a-temperature-filter", "-n", "factory"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
+
+    let completions = edgectl(&servers, &["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("_edgectl"), "{}", text(&completions));
+}

@@ -10,8 +10,10 @@ use std::io::Read as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use edgeplane_api::{paths, ClusterStatus, Deleted, ObjectList, ObjectView, Status};
+
+mod resources;
 use reqwest::{Method, StatusCode};
 
 #[derive(Debug, Parser)]
@@ -23,8 +25,8 @@ struct Cli {
     /// Give up after this many seconds of failing over between servers.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
-    /// Print JSON instead of a table.
-    #[arg(long, short = 'o', value_parser = ["table", "json"], default_value = "table")]
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_parser = ["table", "wide", "json", "yaml"], default_value = "table")]
     output: String,
     #[command(subcommand)]
     command: Command,
@@ -32,6 +34,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create or update resources from manifests (files, directories, or - for stdin).
+    /// Every document is validated first; nothing is applied if any is invalid.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Namespace for documents that name none (default: "default").
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
+    /// List resources, or show one: nodes, workloads, models, modules.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// List across every namespace.
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        /// Label selector, e.g. line=a,zone in (hall-1,hall-2).
+        #[arg(long, short = 'l')]
+        selector: Option<String>,
+    },
+    /// Delete a resource.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions { shell: clap_complete::Shell },
     /// The cluster as each orchestrator sees it.
     Cluster {
         #[command(subcommand)]
@@ -110,6 +143,8 @@ struct Scope {
 #[derive(Debug)]
 enum Failure {
     Refused(Status),
+    /// Manifests that failed validation: nothing was sent.
+    Invalid(Vec<String>),
     Unreachable(String),
     Usage(String),
 }
@@ -132,6 +167,13 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+        Err(Failure::Invalid(problems)) => {
+            eprintln!("edgectl: nothing was applied; the manifests have problems:");
+            for p in problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(1)
+        }
         Err(Failure::Usage(msg)) => {
             eprintln!("edgectl: {msg}");
             ExitCode::from(2)
@@ -144,9 +186,27 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "edgectl", &mut std::io::stdout());
+        return Ok(());
+    }
     let client = Client::new(&cli.servers, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
     let json = cli.output == "json";
     match cli.command {
+        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,
+        Command::Get { kind, name, namespace, all_namespaces, selector } => {
+            let args = resources::GetArgs {
+                kind: &kind,
+                name: name.as_deref(),
+                namespace: namespace.as_deref(),
+                all_namespaces,
+                selector: selector.as_deref(),
+                output: &cli.output,
+            };
+            resources::get(&client, args).await
+        }
+        Command::Delete { kind, name, namespace } => resources::delete(&client, &kind, &name, namespace.as_deref()).await,
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&client, json).await,
         Command::Store { command } => store(&client, command, json).await,
     }

@@ -1,0 +1,281 @@
+//! `edgectl apply | get | delete`: the resource commands.
+
+use std::path::{Path, PathBuf};
+
+use edgeplane_api::manifest::{self, Resource};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::{Client, Failure};
+
+const BASE: &str = "/apis/edgeplane.io/v1alpha1";
+
+/// A resource type as users name it on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    aliases: &'static [&'static str],
+}
+
+pub const KINDS: &[KindInfo] = &[
+    KindInfo { kind: "EdgeNode", plural: "edgenodes", namespaced: false, aliases: &["edgenode", "node", "nodes"] },
+    KindInfo { kind: "Workload", plural: "workloads", namespaced: true, aliases: &["workload", "wl"] },
+    KindInfo { kind: "Model", plural: "models", namespaced: true, aliases: &["model"] },
+    KindInfo { kind: "Module", plural: "modules", namespaced: true, aliases: &["module", "mod"] },
+];
+
+pub fn kind_named(name: &str) -> Result<KindInfo, Failure> {
+    let lower = name.to_lowercase();
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.plural == lower || k.kind.to_lowercase() == lower || k.aliases.contains(&lower.as_str()))
+        .ok_or_else(|| Failure::Usage(format!("unknown resource type {name:?}; use nodes, workloads, models or modules")))
+}
+
+fn kind_of(resource: &Resource) -> KindInfo {
+    KINDS.iter().copied().find(|k| k.kind == resource.kind()).expect("every resource kind is listed")
+}
+
+fn collection(kind: KindInfo, namespace: Option<&str>) -> String {
+    match (kind.namespaced, namespace) {
+        (true, Some(ns)) => format!("{BASE}/namespaces/{ns}/{}", kind.plural),
+        _ => format!("{BASE}/{}", kind.plural),
+    }
+}
+
+/// Every manifest file named: files as given, directories recursively (*.yaml, *.yml,
+/// *.json), `-` for stdin.
+fn manifest_texts(paths: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut texts = Vec::new();
+    for path in paths {
+        if path == "-" {
+            texts.push(("<stdin>".to_owned(), crate::read_input("-")?));
+            continue;
+        }
+        let p = Path::new(path);
+        let mut files = Vec::new();
+        if p.is_dir() {
+            walk(p, &mut files).map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
+        } else {
+            files.push(p.to_owned());
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", f.display())))?;
+            texts.push((f.display().to_string(), text));
+        }
+    }
+    Ok(texts)
+}
+
+/// Validates every document of every file first (nothing is applied if any is invalid),
+/// then creates what is missing and replaces what differs, printing one line per object.
+pub async fn apply(client: &Client, files: &[String], namespace: Option<&str>) -> Result<(), Failure> {
+    let mut resources = Vec::new();
+    let mut problems = Vec::new();
+    for (name, text) in manifest_texts(files)? {
+        match manifest::parse(&text) {
+            Ok(rs) => resources.extend(rs.into_iter().map(|r| (name.clone(), r))),
+            Err(errors) => problems.extend(errors.iter().map(|e| format!("{name}: {e}"))),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Failure::Invalid(problems));
+    }
+    if resources.is_empty() {
+        return Err(Failure::Usage("no resources found in the given files".to_owned()));
+    }
+    for (_, resource) in resources {
+        let kind = kind_of(&resource);
+        let mut value = resource_json(&resource);
+        let ns = value["metadata"]["namespace"].as_str().map(str::to_owned).or(namespace.map(str::to_owned)).unwrap_or_else(|| "default".to_owned());
+        if kind.namespaced {
+            value["metadata"]["namespace"] = Value::String(ns.clone());
+        }
+        let name = resource.name().to_owned();
+        let coll = collection(kind, Some(&ns));
+        let one = format!("{coll}/{name}");
+        let label = format!("{}.edgeplane.io/{name}", kind.kind.to_lowercase());
+        let verb = match client.call::<Value>(Method::GET, &one, &[], None).await {
+            Err(Failure::Refused(s)) if s.code == 404 => {
+                client.call::<Value>(Method::POST, &coll, &[], Some(value.to_string())).await?;
+                "created"
+            }
+            Err(e) => return Err(e),
+            Ok((_, current)) if same_desired_state(&current, &value) => "unchanged",
+            Ok((_, current)) => {
+                value["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+                client.call::<Value>(Method::PUT, &one, &[], Some(value.to_string())).await?;
+                "configured"
+            }
+        };
+        println!("{label} {verb}");
+    }
+    Ok(())
+}
+
+fn resource_json(resource: &Resource) -> Value {
+    match resource {
+        Resource::EdgeNode(r) => serde_json::to_value(r),
+        Resource::Module(r) => serde_json::to_value(r),
+        Resource::Workload(r) => serde_json::to_value(r),
+        Resource::Model(r) => serde_json::to_value(r),
+    }
+    .expect("resources serialize")
+}
+
+/// Whether applying `desired` would change `current`: the spec, labels and annotations.
+fn same_desired_state(current: &Value, desired: &Value) -> bool {
+    let part = |v: &Value, p: &str| v.pointer(p).cloned().filter(|x| !x.is_null() && x != &Value::Object(Default::default()));
+    ["/spec", "/metadata/labels", "/metadata/annotations"].iter().all(|p| part(current, p) == part(desired, p))
+}
+
+pub struct GetArgs<'a> {
+    pub kind: &'a str,
+    pub name: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub all_namespaces: bool,
+    pub selector: Option<&'a str>,
+    pub output: &'a str,
+}
+
+pub async fn get(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
+    let kind = kind_named(args.kind)?;
+    let ns = if args.all_namespaces { None } else { Some(args.namespace.unwrap_or("default")) };
+    let (items, single) = match args.name {
+        Some(name) => {
+            let path = format!("{}/{name}", collection(kind, ns.or(Some("default"))));
+            let (_, v) = client.call::<Value>(Method::GET, &path, &[], None).await?;
+            (vec![v], true)
+        }
+        None => {
+            let query: Vec<(&str, String)> = args.selector.map(|s| ("labelSelector", s.to_owned())).into_iter().collect();
+            let (_, list) = client.call::<Value>(Method::GET, &collection(kind, ns), &query, None).await?;
+            (list["items"].as_array().cloned().unwrap_or_default(), false)
+        }
+    };
+    match args.output {
+        "json" if single => println!("{}", serde_json::to_string_pretty(&items[0]).expect("json")),
+        "json" => println!("{}", serde_json::to_string_pretty(&items).expect("json")),
+        "yaml" => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    println!("---");
+                }
+                print!("{}", serde_yaml::to_string(item).expect("yaml"));
+            }
+        }
+        other => print_table(kind, &items, other == "wide", args.all_namespaces),
+    }
+    Ok(())
+}
+
+fn print_table(kind: KindInfo, items: &[Value], wide: bool, with_namespace: bool) {
+    let s = |v: &Value, p: &str| v.pointer(p).map_or(String::new(), |x| x.as_str().map_or_else(|| x.to_string(), str::to_owned));
+    let join = |v: &Value, p: &str| {
+        v.pointer(p).and_then(Value::as_array).map_or(String::new(), |a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+    };
+    let labels = |v: &Value| {
+        v.pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map_or(String::new(), |m| m.iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+    };
+    let ready = |v: &Value| {
+        v.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map_or("Unknown".to_owned(), |c| if c["status"] == "True" { "Ready".to_owned() } else { "NotReady".to_owned() })
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut header: Vec<&str> = if with_namespace && kind.namespaced { vec!["NAMESPACE", "NAME"] } else { vec!["NAME"] };
+    match kind.plural {
+        "edgenodes" => {
+            header.extend(["TIER", "STATUS", "CORDONED", "CAPABILITIES"]);
+            if wide {
+                header.extend(["MEMORY(MiB)", "SLOTS", "CPU(m)", "LABELS"]);
+            }
+        }
+        "workloads" => {
+            header.extend(["MODULE", "REPLICAS", "READY", "INPUTS"]);
+            if wide {
+                header.extend(["MODEL", "GENERATION", "LABELS"]);
+            }
+        }
+        "models" => header.extend(["VERSION", "FORMAT", "PARAMETERS"]),
+        _ => {
+            header.extend(["VERSION", "ABI", "SIZE"]);
+            if wide {
+                header.push("DIGEST");
+            }
+        }
+    }
+    for v in items {
+        let mut row = Vec::new();
+        if with_namespace && kind.namespaced {
+            row.push(s(v, "/metadata/namespace"));
+        }
+        row.push(s(v, "/metadata/name"));
+        match kind.plural {
+            "edgenodes" => {
+                let tier = s(v, "/spec/tier");
+                row.extend([if tier.is_empty() { "edge".to_owned() } else { tier }, ready(v), s(v, "/spec/cordoned"), join(v, "/spec/capabilities")]);
+                if wide {
+                    row.extend([s(v, "/spec/capacity/memoryMib"), s(v, "/spec/capacity/instanceSlots"), s(v, "/spec/capacity/cpuMillis"), labels(v)]);
+                }
+            }
+            "workloads" => {
+                let replicas = if v.pointer("/spec/mode").and_then(Value::as_str) == Some("daemon") { "daemon".to_owned() } else { s(v, "/spec/replicas") };
+                let ready_replicas = v.pointer("/status/readyReplicas").map_or("0".to_owned(), ToString::to_string);
+                row.extend([s(v, "/spec/module"), replicas, ready_replicas, join(v, "/spec/inputs")]);
+                if wide {
+                    row.extend([s(v, "/spec/modelRef"), s(v, "/metadata/generation"), labels(v)]);
+                }
+            }
+            "models" => {
+                let params = v.pointer("/spec/parameters").and_then(Value::as_object).map_or(0, |m| m.len());
+                row.extend([s(v, "/spec/version"), s(v, "/spec/format"), params.to_string()]);
+            }
+            _ => {
+                row.extend([s(v, "/spec/version"), s(v, "/spec/abi"), s(v, "/spec/sizeBytes")]);
+                if wide {
+                    row.push(s(v, "/spec/digest"));
+                }
+            }
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        eprintln!("No {} found.", kind.plural);
+        return;
+    }
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: Vec<String>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("   ");
+    println!("{}", line(header.iter().map(|h| (*h).to_owned()).collect()).trim_end());
+    for r in rows {
+        println!("{}", line(r).trim_end());
+    }
+}
+
+pub async fn delete(client: &Client, kind: &str, name: &str, namespace: Option<&str>) -> Result<(), Failure> {
+    let kind = kind_named(kind)?;
+    let path = format!("{}/{name}", collection(kind, Some(namespace.unwrap_or("default"))));
+    let (code, _) = client.call::<Value>(Method::DELETE, &path, &[], None).await?;
+    debug_assert_eq!(code, StatusCode::OK);
+    println!("{}.edgeplane.io/{name} deleted", kind.kind.to_lowercase());
+    Ok(())
+}
