@@ -117,3 +117,101 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
     let completions = edgectl(&servers, &["completions", "bash"]);
     assert!(String::from_utf8_lossy(&completions.stdout).contains("_edgectl"), "{}", text(&completions));
 }
+
+/// `edgectl get -w` watches the leader; the leader is SIGKILLed mid-stream; edgectl resumes on
+/// another orchestrator from the last resourceVersion it saw. Every acknowledged change must
+/// appear exactly once, in resourceVersion order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_across_a_leader_failover_without_missing_or_repeating_events() {
+    use std::io::BufRead as _;
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 23, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let followers: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    let mut order = vec![leader];
+    order.extend(&followers);
+    let servers: Vec<String> = order.iter().map(|&id| cluster.api_addr(id).to_string()).collect();
+    let coll = "/apis/edgeplane.io/v1alpha1/namespaces/factory/models";
+    let model = |name: &str, v: u32| {
+        serde_json::json!({ "apiVersion": "edgeplane.io/v1alpha1", "kind": "Model",
+            "metadata": { "name": name }, "spec": { "version": format!("1.0.{v}"), "format": "f/v1", "parameters": { "w": [1.0] } } })
+    };
+    let writer = edgeplane_tests::Api::with_timeout(cluster.api_addr(followers[0]), Duration::from_secs(8));
+    let backup = edgeplane_tests::Api::with_timeout(cluster.api_addr(followers[1]), Duration::from_secs(8));
+    // Existing objects: they arrive as the initial ADDED events.
+    for i in 0..3 {
+        assert_eq!(writer.request(reqwest::Method::POST, coll, Some(model(&format!("m{i}"), 0).to_string().into_bytes())).await.expect("post").code, 201);
+    }
+
+    let mut child = std::process::Command::new(bin_path("edgectl"))
+        .args(["--server", &servers.join(","), "-o", "json", "get", "models", "-n", "factory", "-w"])
+        .env_remove("EDGEPLANE_SERVERS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn edgectl watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut events = Vec::new();
+    let collect_until = |events: &mut Vec<serde_json::Value>, pred: &dyn Fn(&[serde_json::Value]) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pred(events) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "watch output stalled; got {} events: {events:#?}", events.len());
+            if let Ok(v) = rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                events.push(v);
+            }
+        }
+    };
+    collect_until(&mut events, &|e| e.len() >= 3);
+
+    // Changes through a follower while the watch streams from the leader: creates, an update
+    // and a delete, with the leader killed in the middle.
+    let mut acked: Vec<(String, String, u64)> = Vec::new(); // (type, name, resourceVersion)
+    for i in 3..25u32 {
+        if i == 12 {
+            cluster.kill(leader);
+        }
+        let api = if i < 12 { &writer } else { &backup };
+        let name = format!("m{i}");
+        if let Ok(r) = api.request(reqwest::Method::POST, coll, Some(model(&name, 0).to_string().into_bytes())).await {
+            if r.code == 201 {
+                let rv = r.body["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv");
+                acked.push(("ADDED".to_owned(), name, rv));
+            }
+        }
+    }
+    let updated = backup.request(reqwest::Method::PUT, &format!("{coll}/m5"), Some(model("m5", 7).to_string().into_bytes())).await.expect("put");
+    assert_eq!(updated.code, 200, "{}", updated.body);
+    acked.push(("MODIFIED".to_owned(), "m5".to_owned(), updated.body["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv")));
+    let deleted = backup.request(reqwest::Method::DELETE, &format!("{coll}/m3"), None).await.expect("delete");
+    assert_eq!(deleted.code, 200, "{}", deleted.body);
+    assert!(acked.len() >= 15, "too few writes were acknowledged around the failover: {acked:?}");
+    let last_rv = acked.iter().map(|a| a.2).max().expect("acked");
+    collect_until(&mut events, &|e| e.iter().any(|v| v["type"] == "DELETED"));
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("edgectl output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("# lost"), "the watch should have lost the killed leader and resumed elsewhere; stderr:\n{stderr}");
+
+    let seen: Vec<(String, String, u64)> = events
+        .iter()
+        .skip(3) // the initial ADDED events of m0..m2
+        .map(|v| {
+            let rv = v["object"]["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).expect("rv");
+            (v["type"].as_str().expect("type").to_owned(), v["object"]["metadata"]["name"].as_str().expect("name").to_owned(), rv)
+        })
+        .collect();
+    let versions: Vec<u64> = seen.iter().map(|s| s.2).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "events must be in strictly increasing resourceVersion order, once each: {seen:?}");
+    for change in &acked {
+        assert_eq!(seen.iter().filter(|s| *s == change).count(), 1, "acknowledged change {change:?} must be seen exactly once: {seen:?}");
+    }
+    assert!(seen.iter().any(|s| s.0 == "DELETED" && s.1 == "m3" && s.2 > last_rv), "the deletion is seen: {seen:?}");
+}

@@ -147,6 +147,8 @@ pub enum StatusReason {
     NotFound,
     AlreadyExists,
     Conflict,
+    /// The requested resourceVersion is older than the server keeps: list again.
+    Expired,
     RequestEntityTooLarge,
     ServiceUnavailable,
     Timeout,

@@ -55,6 +55,9 @@ enum Command {
         /// Label selector, e.g. line=a,zone in (hall-1,hall-2).
         #[arg(long, short = 'l')]
         selector: Option<String>,
+        /// After listing, follow changes (across orchestrator failover) until interrupted.
+        #[arg(long, short = 'w', conflicts_with = "name")]
+        watch: bool,
     },
     /// Delete a resource.
     Delete {
@@ -195,7 +198,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Completions { .. } => unreachable!("handled above"),
         Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,
-        Command::Get { kind, name, namespace, all_namespaces, selector } => {
+        Command::Get { kind, namespace, all_namespaces, selector, watch: true, .. } => {
+            let args = resources::WatchArgs {
+                kind: &kind,
+                namespace: namespace.as_deref(),
+                all_namespaces,
+                selector: selector.as_deref(),
+                output: &cli.output,
+            };
+            resources::watch(&client, args).await
+        }
+        Command::Get { kind, name, namespace, all_namespaces, selector, watch: false } => {
             let args = resources::GetArgs {
                 kind: &kind,
                 name: name.as_deref(),

@@ -279,3 +279,120 @@ pub async fn delete(client: &Client, kind: &str, name: &str, namespace: Option<&
     println!("{}.edgeplane.io/{name} deleted", kind.kind.to_lowercase());
     Ok(())
 }
+
+pub struct WatchArgs<'a> {
+    pub kind: &'a str,
+    pub namespace: Option<&'a str>,
+    pub all_namespaces: bool,
+    pub selector: Option<&'a str>,
+    pub output: &'a str,
+}
+
+/// Follows changes until interrupted. When a server goes away, resumes on the next one from
+/// the last resourceVersion seen, so no event is missed or repeated; when the history no
+/// longer reaches that far back (410), lists again.
+pub async fn watch(client: &Client, args: WatchArgs<'_>) -> Result<(), Failure> {
+    let kind = kind_named(args.kind)?;
+    let ns = if args.all_namespaces { None } else { Some(args.namespace.unwrap_or("default")) };
+    let path = collection(kind, ns);
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .map_err(|e| Failure::Usage(format!("cannot build an HTTP client: {e}")))?;
+    let mut from: Option<u64> = None;
+    let mut server = 0;
+    let mut failures = 0;
+    loop {
+        let base = &client.servers[server % client.servers.len()];
+        let mut query: Vec<(&str, String)> = vec![("watch", "true".to_owned())];
+        if let Some(v) = from {
+            query.push(("resourceVersion", v.to_string()));
+        }
+        if let Some(s) = args.selector {
+            query.push(("labelSelector", s.to_owned()));
+        }
+        let response = http.get(format!("{base}{path}")).query(&query).send().await;
+        let mut response = match response {
+            Ok(r) if r.status() == StatusCode::GONE => {
+                eprintln!("# {base}: history does not reach resourceVersion {from:?}; listing again");
+                from = None;
+                continue;
+            }
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                let code = r.status();
+                let body = r.text().await.unwrap_or_default();
+                if code.is_client_error() {
+                    let status = serde_json::from_str(&body)
+                        .unwrap_or_else(|_| edgeplane_api::Status::new(code.as_u16(), edgeplane_api::StatusReason::BadRequest, body));
+                    return Err(Failure::Refused(status));
+                }
+                failures += 1;
+                server += 1;
+                continue;
+            }
+            Err(_) => {
+                failures += 1;
+                if failures > client.servers.len() * 50 {
+                    return Err(Failure::Unreachable("no orchestrator could be reached to watch".to_owned()));
+                }
+                server += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let mut buffer = Vec::new();
+        let mut relist = false;
+        'stream: while let Ok(Some(chunk)) = response.chunk().await {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+                let kind_of_event = event["type"].as_str().unwrap_or("");
+                let version = event.pointer("/object/metadata/resourceVersion").and_then(Value::as_str).and_then(|v| v.parse().ok());
+                match kind_of_event {
+                    "ERROR" => {
+                        eprintln!("# {base}: {}; listing again", event.pointer("/object/message").and_then(Value::as_str).unwrap_or("watch ended"));
+                        relist = true;
+                        break 'stream;
+                    }
+                    "BOOKMARK" => {}
+                    _ => print_event(&event, args.output),
+                }
+                if let Some(v) = version {
+                    // Initial ADDED events carry their objects' (older) versions; only the
+                    // bookmark and later events advance the resume point.
+                    if kind_of_event == "BOOKMARK" || from.is_some() {
+                        from = Some(v);
+                    }
+                }
+            }
+        }
+        if relist {
+            from = None;
+        } else {
+            eprintln!("# lost {base}; resuming from resourceVersion {from:?} on the next server");
+            server += 1;
+        }
+    }
+}
+
+fn print_event(event: &Value, output: &str) {
+    if output == "json" {
+        println!("{event}");
+        return;
+    }
+    let o = &event["object"];
+    let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).map(|n| format!("{n}/")).unwrap_or_default();
+    println!(
+        "{:<9} {}/{}{}  rv={}",
+        event["type"].as_str().unwrap_or(""),
+        o["kind"].as_str().unwrap_or("").to_lowercase(),
+        ns,
+        o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
+        o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+}

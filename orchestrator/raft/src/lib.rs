@@ -15,6 +15,7 @@
 //!   proposals to callers by request id, batches ReadIndex rounds, and times requests out.
 //! - [`transport`]: one persistent framed TCP connection per peer with bounded queues.
 //! - [`net`]: where every connection is built (the place mTLS goes).
+//! - [`watch`]: the history and live feed of applied changes, for watchers.
 //! - [`logging`]: raft-rs's slog output bridged into `tracing`.
 //! - [`metrics`]: Prometheus metrics of all of the above.
 
@@ -26,6 +27,7 @@ pub mod net;
 pub mod node;
 pub mod storage;
 pub mod transport;
+pub mod watch;
 
 pub use engine::{Engine, EngineConfig, EngineStatus};
 pub use node::{NodeConfig, NodeHandle, ReadError, WriteError};

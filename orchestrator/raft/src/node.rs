@@ -28,6 +28,7 @@ use crate::disk::{DiskError, DiskLog};
 use crate::engine::{Engine, EngineStatus, Proposals, ProposeError, ReadyOutput, RequestId, RequestOrigin};
 use crate::metrics::RaftMetrics;
 use crate::transport::{PeerEvent, Transport};
+use crate::watch::{WatchEvent, WatchHub};
 
 /// Timing of the node actor.
 #[derive(Debug, Clone)]
@@ -169,11 +170,13 @@ pub fn spawn(
     config: NodeConfig,
     metrics: RaftMetrics,
     origin: RequestOrigin,
+    watch: Arc<WatchHub>,
 ) -> (NodeHandle, tokio::task::JoinHandle<Result<(), NodeFailed>>) {
     let (tx, rx) = mpsc::channel(config.mailbox);
     // One snapshot is built at a time, so one slot suffices.
     let (built_tx, built_rx) = mpsc::channel(1);
     let actor = Actor {
+        watch,
         built_snapshots: built_tx,
         engine,
         disk,
@@ -234,6 +237,8 @@ struct Actor {
     origin: RequestOrigin,
     reads: Reads,
     last_leader: Option<u64>,
+    /// Every applied change is published here for watchers.
+    watch: Arc<WatchHub>,
     /// Snapshots built on blocking threads come back here.
     built_snapshots: mpsc::Sender<raft::prelude::Snapshot>,
     /// The (term, leader) under which pending writes were last (re-)proposed.
@@ -436,6 +441,7 @@ impl Actor {
         if let Some(index) = restored {
             self.metrics.snapshots_restored.inc();
             tracing::info!(index, "restored a snapshot from the leader");
+            self.watch.reset(index);
             // Writes the snapshot already contains will never be seen applied here.
             let state = self.engine.state();
             let done: Vec<RequestId> =
@@ -448,6 +454,9 @@ impl Actor {
             }
         }
         for entry in applied {
+            if let Some(Ok(change)) = &entry.outcome {
+                self.watch.publish(WatchEvent::from_applied(entry.index, change));
+            }
             let (Some(id), Some(outcome)) = (entry.request, entry.outcome) else { continue };
             if let Some(waiter) = self.writes.take(id) {
                 self.count_write(if outcome.is_ok() { "committed" } else { "rejected" });

@@ -31,6 +31,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub node: NodeHandle,
+    pub watch: Arc<edgeplane_raft::watch::WatchHub>,
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
 }

@@ -20,11 +20,15 @@ use edgeplane_raft::metrics::RaftMetrics;
 use edgeplane_raft::net::{Listener, Network, Stream};
 use edgeplane_raft::transport::{self, Transport};
 use edgeplane_raft::engine::RequestOrigin;
+use edgeplane_raft::watch::WatchHub;
 use edgeplane_raft::{node, Engine, EngineConfig, NodeConfig};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::config::{Args, Config};
+
+/// Changes each node keeps for watchers that resume from an older resourceVersion.
+const WATCH_HISTORY: usize = 10_000;
 
 fn main() -> ExitCode {
     let config = match Config::load(Args::parse()) {
@@ -109,7 +113,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     let origin = RequestOrigin::new(config.id, boot_nonce());
-    let (node, mut node_task) = node::spawn(engine, Arc::new(disk), transport, events_rx, node_config, metrics, origin);
+    let watch = Arc::new(WatchHub::new(engine.state().applied_index(), WATCH_HISTORY));
+    let (node, mut node_task) =
+        node::spawn(engine, Arc::new(disk), transport, events_rx, node_config, metrics, origin, Arc::clone(&watch));
 
     tracing::info!(
         id = config.id,
@@ -118,7 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         members = config.members.len(),
         "orchestrator started"
     );
-    let app = api::router(api::AppState { node, config: Arc::clone(&config), registry: Arc::new(registry) });
+    let app = api::router(api::AppState { node, config: Arc::clone(&config), registry: Arc::new(registry), watch });
     let server = axum::serve(ApiListener(api_listener), app).with_graceful_shutdown(shutdown_signal());
     let result = tokio::select! {
         served = server => served.context("the API server failed"),

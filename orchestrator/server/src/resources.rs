@@ -26,7 +26,10 @@ use edgeplane_api::manifest::{self, Resource};
 use edgeplane_api::resources::API_VERSION;
 use edgeplane_api::{Consistency, StatusReason};
 use edgeplane_core::{Applied, ApplyError, ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
+use edgeplane_raft::watch::{EventType, Feed, WatchEvent};
 use edgeplane_raft::WriteError;
+use futures::StreamExt as _;
+use tokio::sync::broadcast;
 use serde_json::{json, Value};
 
 use crate::api::{cause, read_error, write_error, ApiError, AppState, MAX_BODY_BYTES};
@@ -178,22 +181,38 @@ fn not_found(scope: &Scope, name: &str) -> ApiError {
     ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} {name:?} not found{place}", scope.kind.name))
 }
 
-async fn list_all(State(s): State<AppState>, Path(plural): Path<String>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+async fn list_all(State(s): State<AppState>, Path(plural): Path<String>, q: RawQuery) -> Result<Response, ApiError> {
     let kind = kind(&plural)?;
     list(&s, kind, None, q).await
 }
 
-async fn list_namespaced(State(s): State<AppState>, Path((ns, plural)): Path<(String, String)>, q: RawQuery) -> Result<Json<Value>, ApiError> {
+async fn list_namespaced(State(s): State<AppState>, Path((ns, plural)): Path<(String, String)>, q: RawQuery) -> Result<Response, ApiError> {
     let scope = Scope::namespaced(&ns, &plural)?;
     list(&s, scope.kind, Some(scope.namespace), q).await
 }
 
-async fn list(state: &AppState, kind: Kind, namespace: Option<String>, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = query(q, &["consistency", "labelSelector"])?;
+async fn list(state: &AppState, kind: Kind, namespace: Option<String>, q: RawQuery) -> Result<Response, ApiError> {
+    let params = query(q, &["consistency", "labelSelector", "watch", "resourceVersion"])?;
     let selector = match params.get("labelSelector") {
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
         None => LabelSelector::default(),
     };
+    match params.get("watch").map(String::as_str) {
+        None | Some("false") => {}
+        Some("true") => {
+            let from = match params.get("resourceVersion") {
+                None => None,
+                Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                    ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))])
+                })?),
+            };
+            return watch(state, kind, namespace, selector, from).await;
+        }
+        Some(other) => return Err(ApiError::invalid(vec![cause("query.watch", format!("must be true or false, got {other:?}"))])),
+    }
+    if params.contains_key("resourceVersion") {
+        return Err(ApiError::invalid(vec![cause("query.resourceVersion", "only used with watch=true")]));
+    }
     let listed = state
         .node
         .read(consistency(&params)?, move |s: &ClusterState| {
@@ -214,7 +233,97 @@ async fn list(state: &AppState, kind: Kind, namespace: Option<String>, q: RawQue
         "kind": format!("{}List", kind.name),
         "metadata": { "resourceVersion": version.to_string() },
         "items": items,
-    })))
+    }))
+    .into_response())
+}
+
+// ---- watch ------------------------------------------------------------------------------
+
+/// Streams changes as newline-delimited JSON events (`{"type":"ADDED","object":{...}}`), like
+/// a Kubernetes watch. From a resourceVersion: every change after it, then live ones. Without
+/// one: the current objects as ADDED, a BOOKMARK carrying the version they were read at, then
+/// live changes. A client that reconnects (to any orchestrator) with the last version it saw
+/// misses nothing and sees nothing twice. Too old a version answers 410 Gone.
+async fn watch(state: &AppState, kind: Kind, namespace: Option<String>, selector: LabelSelector, from: Option<u64>) -> Result<Response, ApiError> {
+    let matches = {
+        let namespace = namespace.clone();
+        move |key: &ObjectKey, value: &Value| {
+            key.kind == kind.plural
+                && namespace.as_ref().is_none_or(|ns| &key.namespace == ns)
+                && selector.matches(value.pointer("/metadata/labels"))
+        }
+    };
+    let mut initial = Vec::new();
+    let from = match from {
+        Some(v) => v,
+        None => {
+            let filter = matches.clone();
+            let listed = state
+                .node
+                .read(Consistency::Linearizable, move |s: &ClusterState| {
+                    let items: Vec<Value> = s
+                        .list(kind.plural, None)
+                        .filter(|(k, o)| filter(k, &o.value))
+                        .map(|(_, o)| event_line("ADDED", render(o)))
+                        .collect();
+                    (s.applied_index(), items)
+                })
+                .await;
+            let (at, items) = match listed {
+                Ok(l) => l,
+                Err(e) => return Err(read_error(state, e).await),
+            };
+            initial = items;
+            initial.push(event_line("BOOKMARK", json!({ "kind": kind.name, "apiVersion": API_VERSION, "metadata": { "resourceVersion": at.to_string() } })));
+            at
+        }
+    };
+    let (backlog, live) = state.watch.subscribe(from).map_err(|e| ApiError::status(StatusCode::GONE, StatusReason::Expired, e.to_string()))?;
+    let backlog: Vec<Value> = backlog
+        .into_iter()
+        .filter(|e| matches(&e.key, &e.object.value))
+        .map(|e| watch_event_line(&e))
+        .collect();
+    let first: Vec<Value> = initial.into_iter().chain(backlog).collect();
+    let stream = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>)).chain(futures::stream::unfold(
+        Some(live),
+        move |live| {
+            let matches = matches.clone();
+            async move {
+                let mut live = live?;
+                loop {
+                    match live.recv().await {
+                        Ok(Feed::Event(e)) if matches(&e.key, &e.object.value) => return Some((Ok(watch_event_line(&e)), Some(live))),
+                        Ok(Feed::Event(_)) => continue,
+                        // The history no longer connects (a snapshot was installed) or this
+                        // watcher fell too far behind: the client must list again.
+                        Ok(Feed::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let status = edgeplane_api::Status::new(410, StatusReason::Expired, "the watch fell behind or the node reset its history: list again");
+                            return Some((Ok(event_line("ERROR", serde_json::to_value(status).expect("json"))), None));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    ));
+    let body = axum::body::Body::from_stream(stream.map(|r| r.map(|v| Bytes::from(format!("{v}\n")))));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json;stream=watch")], body).into_response())
+}
+
+fn watch_event_line(e: &WatchEvent) -> Value {
+    let mut object = render(&e.object);
+    if e.kind == EventType::Deleted {
+        // The deletion's own index, so a client resuming from it does not see it again.
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".to_owned(), json!(e.index.to_string()));
+        }
+    }
+    event_line(e.kind.as_str(), object)
+}
+
+fn event_line(kind: &str, object: Value) -> Value {
+    json!({ "type": kind, "object": object })
 }
 
 // ---- writes -----------------------------------------------------------------------------
