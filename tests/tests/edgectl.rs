@@ -114,6 +114,17 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
     let gone = edgectl(&servers, &["get", "workload", "line-a-temperature-filter", "-n", "factory"]);
     assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
 
+    // The servers can come from a config file instead of flags.
+    let config = dir.path().join("edgectl.toml");
+    let list: Vec<String> = servers.split(',').map(|s| format!("{s:?}")).collect();
+    std::fs::write(&config, format!("servers = [{}]\n", list.join(", "))).expect("write config");
+    let from_file = std::process::Command::new(bin_path("edgectl"))
+        .args(["--config", config.to_str().expect("utf-8"), "get", "models", "-n", "factory"])
+        .env_remove("EDGEPLANE_SERVERS")
+        .output()
+        .expect("run edgectl");
+    assert!(String::from_utf8_lossy(&from_file.stdout).contains("vibration-detector"), "{}", text(&from_file));
+
     let completions = edgectl(&servers, &["completions", "bash"]);
     assert!(String::from_utf8_lossy(&completions.stdout).contains("_edgectl"), "{}", text(&completions));
 }

@@ -11,10 +11,12 @@
 //! - [`resources`]: EdgeNode, Module, Workload and Model in Kubernetes form, with their CRDs.
 //! - [`manifest`]: parsing YAML manifests, all-or-nothing, every problem with its field path.
 //! - [`validate`]: the semantic rules (names, labels, counts, references).
+//! - [`openapi`]: the OpenAPI document of the resource API.
 
 use serde::{Deserialize, Serialize};
 
 pub mod manifest;
+pub mod openapi;
 pub mod resources;
 pub mod validate;
 
@@ -28,6 +30,8 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Liveness of the process (not of the cluster).
     pub const HEALTHZ: &str = "/healthz";
+    /// The OpenAPI 3 document of the resource API.
+    pub const OPENAPI: &str = "/openapi/v3";
 
     /// Path of one object in the generic store.
     pub fn object(kind: &str, name: &str) -> String {

@@ -57,3 +57,23 @@ fn crds_have_the_right_scope_subresources_and_free_form_config() {
     let config = &workload["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"];
     assert_eq!(config["x-kubernetes-preserve-unknown-fields"], true, "workload config is free-form: {config}");
 }
+
+/// docs/openapi.json is the served document; regenerate it with the CRDs' command.
+#[test]
+fn committed_openapi_document_is_current() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let current = serde_json::to_string_pretty(&edgeplane_api::openapi::document()).expect("json") + "\n";
+    if std::env::var("EDGEPLANE_UPDATE_CRDS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &current).expect("write docs/openapi.json");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == current,
+        "docs/openapi.json is stale; regenerate with:\n  EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --test crds"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&committed).expect("valid JSON");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/apis/edgeplane.io/v1alpha1/namespaces/{namespace}/workloads/{name}/status"));
+    assert!(paths.contains_key("/apis/edgeplane.io/v1alpha1/edgenodes"));
+    assert!(doc["components"]["schemas"]["Workload"]["properties"]["spec"].is_object());
+}

@@ -1,7 +1,7 @@
 //! `edgectl`: the command-line client of edgeplane orchestrators.
 //!
 //! It knows several orchestrator addresses (--server, repeated or comma-separated, or
-//! EDGEPLANE_SERVERS) and fails over between them: a server that cannot be reached, or that
+//! EDGEPLANE_SERVERS, or `servers` in its config file) and fails over between them: a server that cannot be reached, or that
 //! answers 503 (no leader, overloaded), is skipped in favour of the next, or of the leader it
 //! names. Exit codes: 0 success, 1 the orchestrator refused the request, 2 bad usage,
 //! 3 no orchestrator could be reached.
@@ -20,8 +20,13 @@ use reqwest::{Method, StatusCode};
 #[command(name = "edgectl", version, about = "Control an edgeplane cluster")]
 struct Cli {
     /// Orchestrator API addresses (host:port or URL); repeat or separate with commas.
-    #[arg(long = "server", short = 's', env = "EDGEPLANE_SERVERS", value_delimiter = ',', default_value = "127.0.0.1:8001")]
+    /// Default: `servers` from the config file, else the demo cluster (127.0.0.1-3:8101).
+    #[arg(long = "server", short = 's', env = "EDGEPLANE_SERVERS", value_delimiter = ',')]
     servers: Vec<String>,
+    /// Config file (TOML: servers = ["host:port", ...]).
+    /// Default: $XDG_CONFIG_HOME/edgeplane/edgectl.toml or ~/.config/edgeplane/edgectl.toml.
+    #[arg(long, env = "EDGECTL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Give up after this many seconds of failing over between servers.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -193,7 +198,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         clap_complete::generate(shell, &mut Cli::command(), "edgectl", &mut std::io::stdout());
         return Ok(());
     }
-    let client = Client::new(&cli.servers, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
+    let servers = if cli.servers.is_empty() { configured_servers(cli.config.as_deref())? } else { cli.servers.clone() };
+    let client = Client::new(&servers, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
     let json = cli.output == "json";
     match cli.command {
         Command::Completions { .. } => unreachable!("handled above"),
@@ -331,6 +337,35 @@ impl Scope {
         }
         q
     }
+}
+
+/// The demo cluster's API addresses (scripts/demo.sh).
+const DEFAULT_SERVERS: [&str; 3] = ["127.0.0.1:8101", "127.0.0.2:8101", "127.0.0.3:8101"];
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    servers: Vec<String>,
+}
+
+/// Servers from the config file: the one named, else the default location if it exists,
+/// else the demo cluster.
+fn configured_servers(explicit: Option<&std::path::Path>) -> Result<Vec<String>, Failure> {
+    let default_path = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))
+        .map(|d| d.join("edgeplane/edgectl.toml"));
+    let path = match (explicit, default_path) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(p)) if p.exists() => p,
+        _ => return Ok(DEFAULT_SERVERS.iter().map(|s| (*s).to_owned()).collect()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let config: ConfigFile = toml::from_str(&text).map_err(|e| Failure::Usage(format!("{} is not valid: {e}", path.display())))?;
+    if config.servers.is_empty() {
+        return Err(Failure::Usage(format!("{}: servers must list at least one address", path.display())));
+    }
+    Ok(config.servers)
 }
 
 fn read_input(file: &str) -> Result<String, Failure> {

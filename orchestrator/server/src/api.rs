@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTHZ, get(|| async { "ok\n" }))
         .route(paths::METRICS, get(metrics))
         .route(paths::CLUSTER, get(cluster_status))
+        .route(paths::OPENAPI, get(|| async { Json(edgeplane_api::openapi::document()) }))
         .route("/v1/store/{kind}", get(list_objects))
         .route("/v1/store/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
         .merge(crate::resources::routes())
