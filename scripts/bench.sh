@@ -9,3 +9,4 @@ cd "$(dirname "$0")/.."
 cargo build --workspace --release --locked
 export EDGEPLANE_BIN_DIR="$PWD/target/release"
 target/release/edgeplane-bench raft "$@"
+target/release/edgeplane-bench api

@@ -172,11 +172,8 @@ fn parse_document(value: Value) -> DocResult {
         Some(other) => problems.push(FieldError::new("apiVersion", format!("must be {API_VERSION}, got {other:?}"))),
         None => problems.push(FieldError::new("apiVersion", format!("required ({API_VERSION})"))),
     }
-    let crd = match kind.as_str() {
-        "EdgeNode" => EdgeNode::crd(),
-        "Module" => Module::crd(),
-        "Workload" => Workload::crd(),
-        "Model" => Model::crd(),
+    let schema = match kind.as_str() {
+        "EdgeNode" | "Module" | "Workload" | "Model" => &schemas()[kind.as_str()],
         "" => {
             problems.push(FieldError::new("kind", "required: one of EdgeNode, Module, Workload, Model"));
             return Err((name, problems));
@@ -186,7 +183,6 @@ fn parse_document(value: Value) -> DocResult {
             return Err((name, problems));
         }
     };
-    let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("CRD schemas serialize");
     let root = &schema["openAPIV3Schema"];
     for (key, sub) in map {
         match key.as_str() {
@@ -217,6 +213,17 @@ fn parse_document(value: Value) -> DocResult {
         Ok((semantic, _)) => Err((name, semantic)),
         Err(e) => Err((name, vec![e])),
     }
+}
+
+/// Each kind's CRD schema, generated once per process (generation is not cheap).
+fn schemas() -> &'static std::collections::BTreeMap<&'static str, Value> {
+    static SCHEMAS: std::sync::OnceLock<std::collections::BTreeMap<&'static str, Value>> = std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        [("EdgeNode", EdgeNode::crd()), ("Module", Module::crd()), ("Workload", Workload::crd()), ("Model", Model::crd())]
+            .into_iter()
+            .map(|(kind, crd)| (kind, serde_json::to_value(&crd.spec.versions[0].schema).expect("CRD schemas serialize")))
+            .collect()
+    })
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! edgeplane-bench raft [--clients N] [--seconds S] [--failover-trials T]
+//! edgeplane-bench api [--clients N] [--seconds S] [--watchers W]
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,8 +39,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("raft") => raft(&args).await,
+        Some("api") => api(&args).await,
         _ => {
-            eprintln!("usage: edgeplane-bench raft [--clients N] [--seconds S] [--failover-trials T]");
+            eprintln!("usage: edgeplane-bench raft|api [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
             std::process::exit(2);
         }
     }
@@ -173,4 +175,101 @@ async fn leader_failover(cluster: &mut Cluster) -> f64 {
     cluster.wait_for_leader_among(&all, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     elapsed.as_secs_f64() * 1000.0
+}
+
+const RESOURCES: &str = "/apis/edgeplane.io/v1alpha1/namespaces/bench/models";
+
+fn model(name: &str) -> serde_json::Value {
+    json!({ "apiVersion": "edgeplane.io/v1alpha1", "kind": "Model", "metadata": { "name": name },
+            "spec": { "version": "1.0.0", "format": "bench/v1", "parameters": { "w": [0.5, 1.5, 2.5] } } })
+}
+
+/// Resource creates through the REST API (validation, Raft, apply) from concurrent clients,
+/// and one write stream fanned out to many watchers.
+async fn api(args: &[String]) {
+    let clients = arg(args, "--clients", 64);
+    let seconds = arg(args, "--seconds", 10);
+    let watchers = arg(args, "--watchers", 100);
+    let spec = ClusterSpec { subnet: 42, log: "warn".to_owned(), tick_ms: None, ..Default::default() };
+    let cluster = Cluster::start(spec).await;
+    cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let apis: Vec<Api> = cluster.running().into_iter().map(|id| cluster.api(id)).collect();
+
+    // Creates with concurrent clients spread over the three nodes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let api = apis[c as usize % apis.len()].clone();
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = model(&format!("c{c}-{i}")).to_string().into_bytes();
+                if let Ok(r) = api.request(reqwest::Method::POST, RESOURCES, Some(body)).await {
+                    if r.code == 201 {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (start, started) = (done.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let rate = (done.load(Ordering::Relaxed) - start) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    bench("api_writes_per_s", rate, "creates/s");
+
+    // Watch fan-out: watchers from the current version on every node, one writer.
+    let status = apis[0].cluster().await.expect("status");
+    let from = status.applied_index;
+    let received = Arc::new(AtomicU64::new(0));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let mut watch_tasks = Vec::new();
+    for w in 0..watchers {
+        let addr = cluster.api_addr(cluster.running()[w as usize % apis.len()]);
+        let url = format!("http://{addr}{RESOURCES}?watch=true&resourceVersion={from}");
+        let (http, received) = (http.clone(), Arc::clone(&received));
+        watch_tasks.push(tokio::spawn(async move {
+            let Ok(mut resp) = http.get(url).send().await else { return };
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                let events = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                received.fetch_add(events, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = 1_000u64;
+    let base = received.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let writer = apis[0].clone();
+    let writer_task = tokio::spawn(async move {
+        let mut ok = 0u64;
+        for i in 0..writes {
+            let body = model(&format!("fanout-{i}")).to_string().into_bytes();
+            if writer.request(reqwest::Method::POST, RESOURCES, Some(body)).await.is_ok_and(|r| r.code == 201) {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    let written = writer_task.await.expect("writer");
+    let expected = base + written * watchers;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let delivered = received.load(Ordering::Relaxed) - base;
+    for t in watch_tasks {
+        t.abort();
+    }
+    bench("watch_fanout_events_per_s", delivered as f64 / elapsed, "events/s");
+    bench("watch_fanout_delivered_ratio", delivered as f64 / (written * watchers) as f64, "ratio");
+    println!("# fan-out: {written} writes to {watchers} watchers, {delivered} events delivered in {elapsed:.2} s");
 }
