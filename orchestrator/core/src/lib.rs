@@ -79,6 +79,9 @@ pub enum Command {
     /// machine owns `metadata.generation`, `metadata.uid`, `metadata.creationTimestamp` and,
     /// outside status writes, `status`.
     PutResource { key: ObjectKey, resource: serde_json::Value, precondition: Precondition, write: ResourceWrite },
+    /// Several commands that take effect together or not at all: the first refusal refuses
+    /// the whole transaction and leaves the state as it was.
+    Transaction(Vec<Command>),
 }
 
 /// Which part of a resource a [`Command::PutResource`] writes.
@@ -114,6 +117,8 @@ pub enum Applied {
     Put { key: ObjectKey, object: StoredObject, created: bool },
     /// The object as it was before it was deleted, and the index of the deletion.
     Deleted { key: ObjectKey, previous: StoredObject, index: u64 },
+    /// What each command of a transaction did, in order.
+    Transaction(Vec<Applied>),
 }
 
 /// A committed command that the state machine refused. Every replica refuses it the same way.
@@ -213,6 +218,22 @@ impl ClusterState {
                 check_precondition(&key, current, precondition)?;
                 let previous = self.objects.remove(&key).expect("checked above");
                 Ok(Applied::Deleted { key, previous, index })
+            }
+            Command::Transaction(commands) => {
+                // Persistent maps make the copy O(1); a refusal discards it.
+                let mut scratch = self.objects.clone();
+                std::mem::swap(&mut scratch, &mut self.objects);
+                let mut applied = Vec::with_capacity(commands.len());
+                for command in commands {
+                    match self.apply(index, command) {
+                        Ok(a) => applied.push(a),
+                        Err(e) => {
+                            self.objects = scratch;
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(Applied::Transaction(applied))
             }
             Command::PutResource { key, resource, precondition, write } => {
                 let current = self.objects.get(&key);
@@ -549,6 +570,20 @@ mod tests {
         assert!(matches!(stale, Some(Err(ApplyError::Conflict { current: 4, .. }))), "got {stale:?}");
         let missing = state.apply_entry(7, &put_resource("x", json!({}), ResourceWrite::Status, Precondition::None), None);
         assert!(matches!(missing, Some(Err(ApplyError::NotFound { .. }))), "got {missing:?}");
+    }
+
+    #[test]
+    fn a_transaction_takes_effect_whole_or_not_at_all() {
+        let mut state = ClusterState::default();
+        let key = |n: &str| ObjectKey::new("thing", "", n);
+        let put = |n: &str, p| Command::Put { key: key(n), value: json!(n), precondition: p };
+        state.apply_entry(1, &put("a", Precondition::None).encode(), None);
+        let refused = Command::Transaction(vec![put("b", Precondition::None), put("a", Precondition::MustNotExist)]);
+        assert!(matches!(state.apply_entry(2, &refused.encode(), None), Some(Err(ApplyError::AlreadyExists { .. }))));
+        assert!(state.get(&key("b")).is_none(), "the refused transaction left nothing behind");
+        let accepted = Command::Transaction(vec![put("b", Precondition::None), put("c", Precondition::MustNotExist)]);
+        assert!(matches!(state.apply_entry(3, &accepted.encode(), None), Some(Ok(Applied::Transaction(v))) if v.len() == 2));
+        assert_eq!((state.get(&key("b")).map(|o| o.resource_version), state.get(&key("c")).map(|o| o.resource_version)), (Some(3), Some(3)));
     }
 
     #[test]

@@ -71,6 +71,11 @@ enum Command {
         #[arg(long, short = 'n')]
         namespace: Option<String>,
     },
+    /// The module registry: push .wasm files, list modules.
+    Module {
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
     /// The cluster as each orchestrator sees it.
@@ -82,6 +87,28 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModuleCommand {
+    /// Upload a .wasm module; it is checked against the guest ABI (docs/abi.md) and stored
+    /// by digest. Versions are immutable.
+    Push {
+        file: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+    /// List modules (like `get modules`).
+    List {
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
     },
 }
 
@@ -226,6 +253,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             resources::get(&client, args).await
         }
         Command::Delete { kind, name, namespace } => resources::delete(&client, &kind, &name, namespace.as_deref()).await,
+        Command::Module { command: ModuleCommand::Push { file, name, version, namespace } } => {
+            let bytes = std::fs::read(&file).map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?;
+            let path = format!("/v1/modules/{namespace}/{name}/{version}");
+            let (code, module): (_, serde_json::Value) =
+                client.call_with(reqwest::Method::POST, &path, &[], Some((bytes, "application/wasm"))).await?;
+            let verb = if code == StatusCode::CREATED { "pushed" } else { "unchanged" };
+            println!(
+                "module.edgeplane.io/{name}.{version} {verb} ({}, {} bytes)",
+                module["spec"]["digest"].as_str().unwrap_or("?"),
+                module["spec"]["sizeBytes"]
+            );
+            Ok(())
+        }
+        Command::Module { command: ModuleCommand::List { namespace, all_namespaces } } => {
+            let args = resources::GetArgs {
+                kind: "modules",
+                name: None,
+                namespace: namespace.as_deref(),
+                all_namespaces,
+                selector: None,
+                output: &cli.output,
+            };
+            resources::get(&client, args).await
+        }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&client, json).await,
         Command::Store { command } => store(&client, command, json).await,
     }
@@ -436,6 +487,17 @@ impl Client {
         query: &[(&str, String)],
         body: Option<String>,
     ) -> Result<(StatusCode, T), Failure> {
+        self.call_with(method, path, query, body.map(|b| (b.into_bytes(), "application/json"))).await
+    }
+
+    /// [`Client::call`] with a body of any content type.
+    async fn call_with<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<(StatusCode, T), Failure> {
         let deadline = Instant::now() + self.timeout;
         let mut order: Vec<String> = self.servers.clone();
         let mut last_problem = String::new();
@@ -444,7 +506,7 @@ impl Client {
             for server in &order {
                 let mut req = self.http.request(method.clone(), format!("{server}{path}")).query(query);
                 if let Some(b) = &body {
-                    req = req.header("content-type", "application/json").body(b.clone());
+                    req = req.header("content-type", b.1).body(b.0.clone());
                 }
                 let resp = match req.send().await {
                     Ok(resp) => resp,

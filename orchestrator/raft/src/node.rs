@@ -455,7 +455,9 @@ impl Actor {
         }
         for entry in applied {
             if let Some(Ok(change)) = &entry.outcome {
-                self.watch.publish(WatchEvent::from_applied(entry.index, change));
+                for event in WatchEvent::from_applied(entry.index, change) {
+                    self.watch.publish(event);
+                }
             }
             let (Some(id), Some(outcome)) = (entry.request, entry.outcome) else { continue };
             if let Some(waiter) = self.writes.take(id) {

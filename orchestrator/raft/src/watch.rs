@@ -41,17 +41,19 @@ pub struct WatchEvent {
 }
 
 impl WatchEvent {
-    pub fn from_applied(index: u64, applied: &Applied) -> WatchEvent {
+    /// The events of one applied command (a transaction makes several).
+    pub fn from_applied(index: u64, applied: &Applied) -> Vec<WatchEvent> {
         match applied {
-            Applied::Put { key, object, created } => WatchEvent {
+            Applied::Put { key, object, created } => vec![WatchEvent {
                 index,
                 kind: if *created { EventType::Added } else { EventType::Modified },
                 key: key.clone(),
                 object: object.clone(),
-            },
+            }],
             Applied::Deleted { key, previous, .. } => {
-                WatchEvent { index, kind: EventType::Deleted, key: key.clone(), object: previous.clone() }
+                vec![WatchEvent { index, kind: EventType::Deleted, key: key.clone(), object: previous.clone() }]
             }
+            Applied::Transaction(all) => all.iter().flat_map(|a| WatchEvent::from_applied(index, a)).collect(),
         }
     }
 }

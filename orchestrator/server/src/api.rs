@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/store/{kind}", get(list_objects))
         .route("/v1/store/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
         .merge(crate::resources::routes())
+        .merge(crate::modules::routes())
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, "no such API path") })
         // The body limit is enforced again when reading (to answer with a Status); this layer
         // stops oversized bodies before they are buffered.
@@ -309,7 +310,7 @@ async fn put_object(
             let code = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((code, Json(view(&key, &object))).into_response())
         }
-        Applied::Deleted { .. } => unreachable!("a put never deletes"),
+        Applied::Deleted { .. } | Applied::Transaction(_) => unreachable!("a put never deletes"),
     }
 }
 
@@ -326,7 +327,7 @@ async fn delete_object(
     };
     match applied {
         Applied::Deleted { key, previous, index } => Ok(Json(Deleted { deleted_at: index, object: view(&key, &previous) })),
-        Applied::Put { .. } => unreachable!("a delete never puts"),
+        Applied::Put { .. } | Applied::Transaction(_) => unreachable!("a delete never puts"),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod modules;
 mod resources;
 
 use std::net::SocketAddr;

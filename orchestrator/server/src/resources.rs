@@ -397,7 +397,7 @@ fn body_version(value: &Value) -> Result<Precondition, ApiError> {
 async fn write(state: &AppState, key: ObjectKey, resource: Value, precondition: Precondition, write: ResourceWrite) -> Result<(bool, Value), ApiError> {
     match state.node.write(Command::PutResource { key, resource, precondition, write }).await {
         Ok(Applied::Put { object, created, .. }) => Ok((created, render(&object))),
-        Ok(Applied::Deleted { .. }) => unreachable!("a resource write never deletes"),
+        Ok(Applied::Deleted { .. } | Applied::Transaction(_)) => unreachable!("a resource write never deletes"),
         Err(e) => Err(write_error(state, e).await),
     }
 }
@@ -523,7 +523,7 @@ async fn patch(state: &AppState, scope: Scope, name: &str, headers: &HeaderMap, 
         let precondition = Precondition::ResourceVersion(current.resource_version);
         match state.node.write(Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace }).await {
             Ok(Applied::Put { object, .. }) => return Ok(Json(render(&object))),
-            Ok(Applied::Deleted { .. }) => unreachable!("a resource write never deletes"),
+            Ok(Applied::Deleted { .. } | Applied::Transaction(_)) => unreachable!("a resource write never deletes"),
             Err(WriteError::Rejected(ApplyError::Conflict { .. })) => continue,
             Err(e) => return Err(write_error(state, e).await),
         }
@@ -572,7 +572,7 @@ async fn delete(state: &AppState, scope: Scope, name: &str, q: RawQuery) -> Resu
     };
     match state.node.write(Command::Delete { key: scope.key(name), precondition }).await {
         Ok(Applied::Deleted { previous, .. }) => Ok(Json(render(&previous))),
-        Ok(Applied::Put { .. }) => unreachable!("a delete never puts"),
+        Ok(Applied::Put { .. } | Applied::Transaction(_)) => unreachable!("a delete never puts"),
         Err(WriteError::Rejected(ApplyError::NotFound { .. })) => Err(not_found(&scope, name)),
         Err(e) => Err(write_error(state, e).await),
     }
@@ -661,7 +661,7 @@ impl LabelSelector {
 }
 
 /// The current UTC time as RFC 3339, for creation timestamps.
-fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -1,0 +1,250 @@
+//! The module registry.
+//!
+//! `POST /v1/modules/{namespace}/{name}/{version}` takes the bytes of a `.wasm` file, checks that
+//! it is a valid WebAssembly module following the edgeplane guest ABI (docs/abi.md), and stores
+//! it content-addressed by sha256, together with its `Module` resource
+//! (`{name}.{version}`), in one Raft transaction: every orchestrator holds the bytes, so any
+//! of them can serve them after the leader is lost. Versions are immutable: the same bytes
+//! again are accepted as unchanged, different bytes under an existing version are refused.
+//!
+//! `GET /v1/blobs/{digest}` serves the bytes of a digest (`sha256:<hex>`).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use edgeplane_api::{Consistency, StatusReason};
+use edgeplane_core::{Applied, ApplyError, Command, ObjectKey, Precondition, ResourceWrite};
+use edgeplane_raft::WriteError;
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
+
+use crate::api::{cause, read_error, write_error, ApiError, AppState};
+
+/// Largest module accepted.
+pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
+/// The ABI this registry checks modules against (docs/abi.md).
+pub const ABI: &str = "edgeplane/v1";
+const BLOBS: &str = "blobs";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/modules/{ns}/{name}/{version}",
+            post(push).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES + 1)),
+        )
+        .route("/v1/blobs/{digest}", get(blob))
+}
+
+/// What the registry learned of a valid module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub digest: String,
+    pub size: usize,
+}
+
+/// Checks a module against the guest ABI. Every problem is reported.
+pub fn check_module(bytes: &[u8]) -> Result<Checked, Vec<String>> {
+    let mut validator = Validator::new_with_features(WasmFeatures::default());
+    let types = validator.validate_all(bytes).map_err(|e| vec![format!("not a valid WebAssembly module: {e}")])?;
+    let types = types.as_ref();
+    let mut problems = Vec::new();
+    let mut exports: BTreeMap<String, (ExternalKind, u32)> = BTreeMap::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| vec![format!("not a valid WebAssembly module: {e}")])? {
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(|e| vec![format!("unreadable import section: {e}")])?;
+                    let offered = match (import.module, import.name) {
+                        ("edgeplane", "emit") => Some(sig(&[ValType::I32; 4], &[ValType::I32])),
+                        ("edgeplane", "log") => Some(sig(&[ValType::I32; 3], &[])),
+                        ("edgeplane", "now_ms") => Some(sig(&[], &[ValType::I64])),
+                        _ => None,
+                    };
+                    match (offered, import.ty) {
+                        (None, _) => problems.push(format!(
+                            "imports {}.{}, which the host does not offer (only edgeplane.emit, edgeplane.log and edgeplane.now_ms)",
+                            import.module, import.name
+                        )),
+                        (Some(expected), TypeRef::Func(index)) => {
+                            let actual = describe(types[types.core_type_at_in_module(index)].unwrap_func());
+                            if actual != expected {
+                                problems.push(format!("imports {}.{} as {actual}; ABI v1 defines it as {expected}", import.module, import.name));
+                            }
+                        }
+                        (Some(_), _) => problems.push(format!("imports {}.{} as something other than a function", import.module, import.name)),
+                    }
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(|e| vec![format!("unreadable export section: {e}")])?;
+                    exports.insert(export.name.to_owned(), (export.kind, export.index));
+                }
+            }
+            _ => {}
+        }
+    }
+    match exports.get("memory") {
+        Some((ExternalKind::Memory, _)) => {}
+        _ => problems.push("exports no memory named `memory` (required by ABI v1, docs/abi.md)".to_owned()),
+    }
+    let required = [
+        ("ep_abi_version", sig(&[], &[ValType::I32]), true),
+        ("ep_alloc", sig(&[ValType::I32], &[ValType::I32]), true),
+        ("ep_process", sig(&[ValType::I32, ValType::I32], &[ValType::I32]), true),
+        ("ep_configure", sig(&[ValType::I32, ValType::I32], &[ValType::I32]), false),
+    ];
+    for (name, expected, mandatory) in required {
+        match exports.get(name) {
+            Some((ExternalKind::Func, index)) => {
+                let actual = describe(types[types.core_function_at(*index)].unwrap_func());
+                if actual != expected {
+                    problems.push(format!("`{name}` has type {actual}; ABI v1 requires {expected}"));
+                }
+            }
+            Some(_) => problems.push(format!("`{name}` is exported but is not a function")),
+            None if mandatory => problems.push(format!("exports no `{name}` function (required by ABI v1, docs/abi.md)")),
+            None => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Checked { digest: format!("sha256:{}", hex(&sha2::Sha256::digest(bytes))), size: bytes.len() })
+}
+
+fn sig(params: &[ValType], results: &[ValType]) -> String {
+    let list = |v: &[ValType]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    format!("({}) -> ({})", list(params), list(results))
+}
+
+fn describe(f: &wasmparser::FuncType) -> String {
+    sig(f.params(), f.results())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn push(
+    State(state): State<AppState>,
+    Path((ns, name, version)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut causes = Vec::new();
+    if let Err(e) = edgeplane_api::validate::dns_label(&ns) {
+        causes.push(cause("path.namespace", e));
+    }
+    if let Err(e) = edgeplane_api::validate::dns_label(&name) {
+        causes.push(cause("path.name", e));
+    }
+    if let Err(e) = edgeplane_api::validate::semver(&version) {
+        causes.push(cause("path.version", e));
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(causes));
+    }
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusReason::RequestEntityTooLarge,
+                format!("the module exceeds the limit of {MAX_MODULE_BYTES} bytes"),
+            )
+        } else {
+            ApiError::invalid(vec![cause("body", e.body_text())])
+        }
+    })?;
+    let checked = check_module(&bytes)
+        .map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause("body", p)).collect()))?;
+
+    let resource_name = format!("{name}.{version}");
+    let module_key = ObjectKey::new("modules", ns.clone(), resource_name.clone());
+    // Versions are immutable: look first, so the same bytes again are simply unchanged.
+    let lookup = module_key.clone();
+    let existing = match state.node.read(Consistency::Linearizable, move |s| s.get(&lookup).cloned()).await {
+        Ok(e) => e,
+        Err(e) => return Err(read_error(&state, e).await),
+    };
+    if let Some(existing) = existing {
+        return match existing.value.pointer("/spec/digest").and_then(Value::as_str) {
+            Some(d) if d == checked.digest => Ok((StatusCode::OK, Json(render(&existing)))).map(IntoResponse::into_response),
+            other => Err(immutable(&name, &version, other)),
+        };
+    }
+    let resource = json!({
+        "apiVersion": edgeplane_api::resources::API_VERSION,
+        "kind": "Module",
+        "metadata": { "name": resource_name, "namespace": ns, "labels": { "edgeplane.io/module": name } },
+        "spec": { "version": version, "digest": checked.digest, "sizeBytes": checked.size, "abi": ABI },
+    });
+    let hex_digest = checked.digest.trim_start_matches("sha256:").to_owned();
+    let blob = json!({ "digest": checked.digest, "sizeBytes": checked.size, "data": base64::engine::general_purpose::STANDARD.encode(&bytes) });
+    let transaction = Command::Transaction(vec![
+        // Content-addressed: the same bytes under two names are stored once.
+        Command::Put { key: ObjectKey::new(BLOBS, "", hex_digest), value: blob, precondition: Precondition::None },
+        Command::PutResource {
+            key: module_key,
+            resource,
+            precondition: Precondition::None,
+            write: ResourceWrite::Create { created_at: crate::resources::rfc3339_now() },
+        },
+    ]);
+    match state.node.write(transaction).await {
+        Ok(Applied::Transaction(applied)) => {
+            let module = applied.into_iter().find_map(|a| match a {
+                Applied::Put { key, object, .. } if key.kind == "modules" => Some(object),
+                _ => None,
+            });
+            let module = module.expect("the transaction created the module");
+            Ok((StatusCode::CREATED, Json(render(&module))).into_response())
+        }
+        Ok(_) => unreachable!("a transaction applies as a transaction"),
+        // Someone pushed this version between our look and our write.
+        Err(WriteError::Rejected(ApplyError::AlreadyExists { .. })) => Err(immutable(&name, &version, None)),
+        Err(e) => Err(write_error(&state, e).await),
+    }
+}
+
+fn immutable(name: &str, version: &str, digest: Option<&str>) -> ApiError {
+    let held = digest.map(|d| format!(" (it holds {d})")).unwrap_or_default();
+    ApiError::status(
+        StatusCode::CONFLICT,
+        StatusReason::AlreadyExists,
+        format!("module {name}@{version} already exists with different bytes{held}; versions are immutable: push a new version"),
+    )
+}
+
+fn render(object: &edgeplane_core::StoredObject) -> Value {
+    let mut v = object.value.clone();
+    v["metadata"]["resourceVersion"] = json!(object.resource_version.to_string());
+    v
+}
+
+async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
+    if let Err(e) = edgeplane_api::validate::digest(&digest) {
+        return Err(ApiError::invalid(vec![cause("path.digest", e)]));
+    }
+    let key = ObjectKey::new(BLOBS, "", digest.trim_start_matches("sha256:"));
+    let found = match state.node.read(Consistency::Linearizable, move |s| s.get(&key).map(|o| o.value.clone())).await {
+        Ok(found) => found,
+        Err(e) => return Err(read_error(&state, e).await),
+    };
+    let Some(blob) = found else {
+        return Err(ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("no module with digest {digest}")));
+    };
+    let bytes = blob["data"]
+        .as_str()
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .filter(|b| format!("sha256:{}", hex(&sha2::Sha256::digest(b))) == digest)
+        .ok_or_else(|| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, format!("the stored bytes of {digest} do not match their digest")))?;
+    Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
+}
