@@ -112,6 +112,12 @@ done
 "$edgectl" -s "$(api "$first_leader")" store list sensor --stale
 "$edgectl" cluster status
 
+say "declarative resources: applying the factory manifests (edge nodes, workloads, a model)"
+"$edgectl" apply -f manifests/factory
+"$edgectl" get nodes -o wide
+"$edgectl" get workloads -A
+"$edgectl" describe workload vibration-anomalies -n factory
+
 if $check; then
     say "check passed; shutting down"
     exit 0
@@ -128,6 +134,10 @@ The cluster is running. Try, in another terminal:
   $edgectl store put thing my-first --value '{"hello":"again"}' --if-version 1   # compare-and-swap
   curl -s http://$(api 2)/v1/store/sensor
   curl -s http://$(api 1)/metrics | grep edgeplane_raft_
+  $edgectl get workloads -A -o wide
+  $edgectl watch workloads -A                      # in one terminal, then in another:
+  $edgectl apply -f manifests/factory              # edit a file first to see "configured"
+  $edgectl describe node line-a-edge
 
 Press Ctrl-C to stop everything.
 TRY

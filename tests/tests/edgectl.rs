@@ -96,6 +96,12 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
     let w: serde_json::Value = serde_json::from_slice(&json_out.stdout).expect("json");
     assert_eq!((w["spec"]["replicas"].as_i64(), w["metadata"]["generation"].as_i64()), (Some(4), Some(2)));
 
+    let described = edgectl(&servers, &["describe", "workload", "vibration-aggregates", "-n", "factory"]);
+    let out = String::from_utf8_lossy(&described.stdout).to_string();
+    for expected in ["Name:              vibration-aggregates", "Generation:        2", "replicas: 4", "created", "spec changed (generation 2)"] {
+        assert!(out.contains(expected), "describe lacks {expected:?}: {}", text(&described));
+    }
+
     let nodes = edgectl(&servers, &["get", "nodes", "-l", "line"]);
     let table = String::from_utf8_lossy(&nodes.stdout).to_string();
     assert!(table.starts_with("NAME") && table.contains("line-a-edge") && !table.contains("cloud-1"), "{}", text(&nodes));

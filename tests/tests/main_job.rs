@@ -24,6 +24,7 @@ fn the_main_job_runs_end_to_end_and_cleans_up() {
     assert!(output.status.success(), "scripts/demo.sh --check failed\n{text}");
     assert!(text.contains("check passed"), "{text}");
     assert!(text.contains("line-c-pressure created"), "the write during failover must succeed\n{text}");
+    assert!(text.contains("workload.edgeplane.io/vibration-anomalies created"), "the factory manifests apply\n{text}");
     // No orchestrator started by the demo may survive it.
     let left = Command::new("pgrep").args(["-f", "orchestrator --id [0-9]+ --data-dir .edgeplane/demo"]).output().expect("pgrep");
     assert!(left.stdout.is_empty(), "processes left running: {}", String::from_utf8_lossy(&left.stdout));

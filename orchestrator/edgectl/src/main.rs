@@ -64,6 +64,24 @@ enum Command {
         #[arg(long, short = 'w', conflicts_with = "name")]
         watch: bool,
     },
+    /// Follow changes to a kind of resource (same as `get KIND -w`), across orchestrator
+    /// failover, until interrupted.
+    Watch {
+        kind: String,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        #[arg(long, short = 'l')]
+        selector: Option<String>,
+    },
+    /// Show one resource in detail: spec, status, conditions, recent changes.
+    Describe {
+        kind: String,
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
     /// Delete a resource.
     Delete {
         kind: String,
@@ -231,7 +249,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Completions { .. } => unreachable!("handled above"),
         Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,
-        Command::Get { kind, namespace, all_namespaces, selector, watch: true, .. } => {
+        Command::Get { kind, namespace, all_namespaces, selector, watch: true, .. }
+        | Command::Watch { kind, namespace, all_namespaces, selector } => {
             let args = resources::WatchArgs {
                 kind: &kind,
                 namespace: namespace.as_deref(),
@@ -253,6 +272,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             resources::get(&client, args).await
         }
         Command::Delete { kind, name, namespace } => resources::delete(&client, &kind, &name, namespace.as_deref()).await,
+        Command::Describe { kind, name, namespace } => resources::describe(&client, &kind, &name, namespace.as_deref()).await,
         Command::Module { command: ModuleCommand::Push { file, name, version, namespace } } => {
             let bytes = std::fs::read(&file).map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?;
             let path = format!("/v1/modules/{namespace}/{name}/{version}");

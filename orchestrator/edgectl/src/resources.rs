@@ -396,3 +396,59 @@ fn print_event(event: &Value, output: &str) {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 }
+
+/// Spec, status, conditions and recent changes of one object, for people.
+pub async fn describe(client: &Client, kind: &str, name: &str, namespace: Option<&str>) -> Result<(), Failure> {
+    let kind = kind_named(kind)?;
+    let path = format!("{}/{name}", collection(kind, Some(namespace.unwrap_or("default"))));
+    let (_, object) = client.call::<Value>(Method::GET, &path, &[], None).await?;
+    let (_, events) = client.call::<Value>(Method::GET, &format!("{path}/events"), &[], None).await?;
+    let meta = &object["metadata"];
+    let field = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    println!("Name:              {}", field(&meta["name"]));
+    if kind.namespaced {
+        println!("Namespace:         {}", field(&meta["namespace"]));
+    }
+    println!("Kind:              {}", kind.kind);
+    let labels = meta["labels"].as_object().map_or_else(Vec::new, |m| m.iter().map(|(k, v)| format!("{k}={}", field(v))).collect());
+    println!("Labels:            {}", if labels.is_empty() { "<none>".to_owned() } else { labels.join(", ") });
+    println!("Created:           {}", field(&meta["creationTimestamp"]));
+    println!("Generation:        {}", field(&meta["generation"]));
+    println!("ResourceVersion:   {}", field(&meta["resourceVersion"]));
+    println!("Spec:");
+    for line in serde_yaml::to_string(&object["spec"]).expect("yaml").lines() {
+        println!("  {line}");
+    }
+    let conditions = object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    match object.get("status") {
+        Some(status) if !status.is_null() => {
+            println!("Status:");
+            let mut rest = status.clone();
+            if let Some(m) = rest.as_object_mut() {
+                m.remove("conditions");
+            }
+            if rest.as_object().is_some_and(|m| !m.is_empty()) {
+                for line in serde_yaml::to_string(&rest).expect("yaml").lines() {
+                    println!("  {line}");
+                }
+            }
+        }
+        _ => println!("Status:            <not reported yet>"),
+    }
+    if !conditions.is_empty() {
+        println!("Conditions:");
+        println!("  {:<14} {:<8} {:<20} MESSAGE", "TYPE", "STATUS", "REASON");
+        for c in conditions {
+            println!("  {:<14} {:<8} {:<20} {}", field(&c["type"]), field(&c["status"]), c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""));
+        }
+    }
+    let items = events["items"].as_array().cloned().unwrap_or_default();
+    println!("Events (recent changes recorded by the answering orchestrator):");
+    if items.is_empty() {
+        println!("  <none in this orchestrator's history>");
+    }
+    for e in items {
+        println!("  {:<9} rv={:<8} {}", field(&e["type"]), field(&e["resourceVersion"]), field(&e["message"]));
+    }
+    Ok(())
+}

@@ -124,6 +124,12 @@ impl WatchHub {
         let _ = self.live.send(Feed::Reset);
     }
 
+    /// The changes to one object that the history still holds, oldest first.
+    pub fn history_of(&self, key: &ObjectKey) -> Vec<Arc<WatchEvent>> {
+        let h = self.history.lock().expect("watch history lock");
+        h.events.iter().filter(|e| &e.key == key).cloned().collect()
+    }
+
     /// Events after `from` that are in the history, and the live feed from then on.
     pub fn subscribe(&self, from: u64) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Feed>), Expired> {
         let h = self.history.lock().expect("watch history lock");

@@ -77,6 +77,8 @@ pub fn routes() -> Router<AppState> {
             get(get_namespaced).put(replace_namespaced).patch(patch_namespaced).delete(delete_namespaced),
         )
         .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}/status"), get(get_namespaced).put(status_namespaced))
+        .route(&format!("{PREFIX}/{{plural}}/{{name}}/events"), get(events_cluster_scoped))
+        .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}/events"), get(events_namespaced))
 }
 
 /// Where a request points: a kind, and for namespaced kinds a namespace.
@@ -324,6 +326,46 @@ fn watch_event_line(e: &WatchEvent) -> Value {
 
 fn event_line(kind: &str, object: Value) -> Value {
     json!({ "type": kind, "object": object })
+}
+
+async fn events_cluster_scoped(State(s): State<AppState>, Path((plural, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    Ok(events(&s, &Scope::cluster(&plural)?, &name))
+}
+
+async fn events_namespaced(State(s): State<AppState>, Path((ns, plural, name)): Path<(String, String, String)>) -> Result<Json<Value>, ApiError> {
+    Ok(events(&s, &Scope::namespaced(&ns, &plural)?, &name))
+}
+
+/// The object's recent changes, as this orchestrator recorded them, each described by what
+/// it changed. (Scheduling decisions join these once the scheduler exists.)
+fn events(state: &AppState, scope: &Scope, name: &str) -> Json<Value> {
+    let history = state.watch.history_of(&scope.key(name));
+    let mut previous: Option<&Value> = None;
+    let mut items = Vec::new();
+    for e in &history {
+        let now = &e.object.value;
+        let what = match (e.kind, previous) {
+            (EventType::Added, _) => "created".to_owned(),
+            (EventType::Deleted, _) => "deleted".to_owned(),
+            (EventType::Modified, before) => {
+                let changed = |p: &str| before.is_none_or(|b| b.pointer(p) != now.pointer(p));
+                let mut parts = Vec::new();
+                if changed("/spec") {
+                    parts.push(format!("spec changed (generation {})", now.pointer("/metadata/generation").unwrap_or(&Value::Null)));
+                }
+                if changed("/status") {
+                    parts.push("status changed".to_owned());
+                }
+                if changed("/metadata/labels") || changed("/metadata/annotations") {
+                    parts.push("metadata changed".to_owned());
+                }
+                if parts.is_empty() { "rewritten without changes".to_owned() } else { parts.join(", ") }
+            }
+        };
+        items.push(json!({ "type": e.kind.as_str(), "resourceVersion": e.index.to_string(), "message": what }));
+        previous = Some(now);
+    }
+    Json(json!({ "kind": "EventList", "items": items }))
 }
 
 // ---- writes -----------------------------------------------------------------------------
