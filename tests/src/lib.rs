@@ -107,11 +107,24 @@ impl Cluster {
     pub async fn start(spec: ClusterSpec) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
+        // Every listener stays bound until all ports are chosen, so no port is handed out twice;
+        // the proxy keeps its listeners, the orchestrators' ports are released just before
+        // they start.
+        let mut reserved = Vec::new();
+        let mut proxy_listeners = Vec::new();
         for id in 1..=spec.size {
             let ip = Ipv4Addr::new(127, spec.subnet, 0, id as u8);
-            let api = SocketAddr::from((ip, free_port(ip)));
-            let peer_public = SocketAddr::from((ip, free_port(ip)));
-            let peer_private = SocketAddr::from((ip, free_port(ip)));
+            let reserve = |reserved: &mut Vec<StdListener>| {
+                let l = StdListener::bind((ip, 0)).expect("bind port 0");
+                let addr = l.local_addr().expect("local addr");
+                reserved.push(l);
+                addr
+            };
+            let api = reserve(&mut reserved);
+            let peer_private = reserve(&mut reserved);
+            let public = StdListener::bind((ip, 0)).expect("bind port 0");
+            let peer_public = public.local_addr().expect("local addr");
+            proxy_listeners.push((id, public, peer_private));
             nodes.push(NodeProc {
                 id,
                 api,
@@ -122,8 +135,8 @@ impl Cluster {
                 child: None,
             });
         }
-        let routes = nodes.iter().map(|n| (n.id, n.peer_public, n.peer_private)).collect();
-        let proxy = PeerProxy::start(routes).await;
+        let proxy = PeerProxy::start(proxy_listeners);
+        drop(reserved);
         let mut cluster = Cluster { spec, nodes, proxy, _dir: dir };
         for id in 1..=cluster.spec.size {
             cluster.launch(id);
@@ -304,12 +317,13 @@ pub struct PeerProxy {
 const HELLO_LEN: usize = 16 + 8 + 8;
 
 impl PeerProxy {
-    /// `routes`: (node id, address peers dial, address the node listens on).
-    pub async fn start(routes: Vec<(u64, SocketAddr, SocketAddr)>) -> PeerProxy {
+    /// `routes`: (node id, bound listener peers dial, address the node listens on).
+    pub fn start(routes: Vec<(u64, StdListener, SocketAddr)>) -> PeerProxy {
         let (changed, _) = watch::channel(0);
         let proxy = PeerProxy { cuts: Arc::default(), changed };
         for (to, public, private) in routes {
-            let listener = TcpListener::bind(public).await.expect("bind proxy");
+            public.set_nonblocking(true).expect("non-blocking listener");
+            let listener = TcpListener::from_std(public).expect("proxy listener");
             let proxy = proxy.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
