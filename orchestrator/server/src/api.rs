@@ -92,6 +92,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The Status for a body axum could not read: 413 past `limit` bytes (naming `what`), 400
+/// otherwise.
+pub(crate) fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusReason::RequestEntityTooLarge,
+            format!("the {what} exceeds the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::invalid(vec![cause("body", e.body_text())])
+    }
+}
+
 pub(crate) fn cause(field: impl Into<String>, message: impl Into<String>) -> StatusCause {
     StatusCause { field: field.into(), message: message.into() }
 }
@@ -285,17 +299,7 @@ async fn put_object(
 ) -> Result<Response, ApiError> {
     let q = parse_query(query, &["namespace", "ifVersion", "ifAbsent"])?;
     let key = object_key(&kind, &name, &q.namespace)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                StatusReason::RequestEntityTooLarge,
-                format!("the body exceeds the limit of {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::invalid(vec![cause("body", e.body_text())])
-        }
-    })?;
+    let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     if body.is_empty() {
         return Err(ApiError::invalid(vec![cause("body", "required: the object's value as JSON")]));
     }

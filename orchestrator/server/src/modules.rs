@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
 
-use crate::api::{cause, read_error, write_error, ApiError, AppState};
+use crate::api::{body_error, cause, read_error, write_error, ApiError, AppState};
 
 /// Largest module accepted.
 pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
@@ -152,17 +152,7 @@ async fn push(
     if !causes.is_empty() {
         return Err(ApiError::invalid(causes));
     }
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                StatusReason::RequestEntityTooLarge,
-                format!("the module exceeds the limit of {MAX_MODULE_BYTES} bytes"),
-            )
-        } else {
-            ApiError::invalid(vec![cause("body", e.body_text())])
-        }
-    })?;
+    let bytes = body.map_err(|e| body_error(e, "module", MAX_MODULE_BYTES))?;
     let checked = check_module(&bytes)
         .map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause("body", p)).collect()))?;
 

@@ -32,7 +32,7 @@ use futures::StreamExt as _;
 use tokio::sync::broadcast;
 use serde_json::{json, Value};
 
-use crate::api::{cause, read_error, write_error, ApiError, AppState, MAX_BODY_BYTES};
+use crate::api::{body_error, cause, read_error, write_error, ApiError, AppState, MAX_BODY_BYTES};
 
 const PREFIX: &str = "/apis/edgeplane.io/v1alpha1";
 /// Read-modify-write attempts of a PATCH that keeps losing compare-and-swap races.
@@ -372,17 +372,7 @@ fn events(state: &AppState, scope: &Scope, name: &str) -> Json<Value> {
 
 /// Parses and validates a body as one resource of the scope's kind.
 fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource, Value), ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                StatusReason::RequestEntityTooLarge,
-                format!("the body exceeds the limit of {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::invalid(vec![cause("body", e.body_text())])
-        }
-    })?;
+    let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(vec![cause("body", "must be UTF-8 YAML or JSON")]))?;
     let mut value: Value = serde_yaml::from_str(text)
         .map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid YAML or JSON: {e}"))]))?;
