@@ -48,10 +48,11 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// A stored object with its versions.
+/// A stored object with its versions. The value is shared, not copied, between the state,
+/// the answer to the writer and the change events watchers receive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredObject {
-    pub value: serde_json::Value,
+    pub value: std::sync::Arc<serde_json::Value>,
     /// Log index of the write that last changed this object.
     pub resource_version: u64,
     /// Log index of the write that created this object.
@@ -206,7 +207,7 @@ impl ClusterState {
                 let current = self.objects.get(&key);
                 check_precondition(&key, current, precondition)?;
                 let created_version = current.map_or(index, |o| o.created_version);
-                let object = StoredObject { value, resource_version: index, created_version };
+                let object = StoredObject { value: std::sync::Arc::new(value), resource_version: index, created_version };
                 let created = self.objects.insert(key.clone(), object.clone()).is_none();
                 Ok(Applied::Put { key, object, created })
             }
@@ -249,7 +250,7 @@ impl ClusterState {
                     }
                     (ResourceWrite::Status, Some(o)) => {
                         check_precondition(&key, current, precondition)?;
-                        let mut value = o.value.clone();
+                        let mut value = serde_json::Value::clone(&o.value);
                         match resource.get("status") {
                             Some(status) => value["status"] = status.clone(),
                             None => drop(value.as_object_mut().map(|m| m.remove("status"))),
@@ -258,7 +259,7 @@ impl ClusterState {
                     }
                 };
                 let created_version = current.map_or(index, |o| o.created_version);
-                let object = StoredObject { value, resource_version: index, created_version };
+                let object = StoredObject { value: std::sync::Arc::new(value), resource_version: index, created_version };
                 let created = self.objects.insert(key.clone(), object.clone()).is_none();
                 Ok(Applied::Put { key, object, created })
             }
@@ -436,7 +437,7 @@ mod tests {
         state.apply_entry(2, &[], None);
         state.apply_entry(3, &put("a", json!(2), Precondition::None), None);
         let a = state.get(&ObjectKey::new("thing", "", "a")).expect("a exists");
-        assert_eq!((a.resource_version, a.created_version, &a.value), (3, 1, &json!(2)));
+        assert_eq!((a.resource_version, a.created_version, &*a.value), (3, 1, &json!(2)));
         assert_eq!(state.applied_index(), 3);
     }
 
@@ -453,7 +454,7 @@ mod tests {
         assert!(matches!(fresh, Some(Ok(Applied::Put { created: false, .. }))), "got {fresh:?}");
         let again = state.apply_entry(4, &put("a", json!(4), Precondition::MustNotExist), None);
         assert!(matches!(again, Some(Err(ApplyError::AlreadyExists { current: 3, .. }))), "got {again:?}");
-        assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| o.value.clone()), Some(json!(3)));
+        assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| (*o.value).clone()), Some(json!(3)));
     }
 
     #[test]
@@ -477,7 +478,7 @@ mod tests {
         state.apply_entry(1, &put("a", json!("x"), Precondition::None), None);
         let deleted = state.apply_entry(2, &delete("a", Precondition::ResourceVersion(1)), None);
         assert!(
-            matches!(&deleted, Some(Ok(Applied::Deleted { previous, .. })) if previous.value == json!("x")),
+            matches!(&deleted, Some(Ok(Applied::Deleted { previous, .. })) if *previous.value == json!("x")),
             "got {deleted:?}"
         );
         assert!(state.is_empty());
@@ -520,7 +521,7 @@ mod tests {
         state.apply_entry(2, &put("a", json!(2), Precondition::None), tag(8));
         // The re-proposal of request 7 must not clobber the later write of request 8.
         assert_eq!(state.apply_entry(3, &put("a", json!(1), Precondition::MustNotExist), tag(7)), None);
-        assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| o.value.clone()), Some(json!(2)));
+        assert_eq!(state.get(&ObjectKey::new("thing", "", "a")).map(|o| (*o.value).clone()), Some(json!(2)));
         // The window survives a snapshot...
         let mut restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("snapshot");
         assert_eq!(restored.apply_entry(4, &put("b", json!(0), Precondition::None), tag(8)), None);

@@ -151,7 +151,7 @@ mod tests {
             index,
             kind: EventType::Added,
             key: ObjectKey::new("k", "", format!("o{index}")),
-            object: StoredObject { value: json!(index), resource_version: index, created_version: index },
+            object: StoredObject { value: json!(index).into(), resource_version: index, created_version: index },
         }
     }
 

@@ -245,7 +245,7 @@ fn view(key: &ObjectKey, object: &StoredObject) -> ObjectView {
         name: key.name.clone(),
         resource_version: object.resource_version,
         created_version: object.created_version,
-        value: object.value.clone(),
+        value: (*object.value).clone(),
     }
 }
 

@@ -27,6 +27,7 @@ use sha2::Digest as _;
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
 
 use crate::api::{body_error, cause, read_error, write_error, ApiError, AppState};
+use crate::resources::render;
 
 /// Largest module accepted.
 pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
@@ -213,18 +214,12 @@ fn immutable(name: &str, version: &str, digest: Option<&str>) -> ApiError {
     )
 }
 
-fn render(object: &edgeplane_core::StoredObject) -> Value {
-    let mut v = object.value.clone();
-    v["metadata"]["resourceVersion"] = json!(object.resource_version.to_string());
-    v
-}
-
 async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
     if let Err(e) = edgeplane_api::validate::digest(&digest) {
         return Err(ApiError::invalid(vec![cause("path.digest", e)]));
     }
     let key = ObjectKey::new(BLOBS, "", digest.trim_start_matches("sha256:"));
-    let found = match state.node.read(Consistency::Linearizable, move |s| s.get(&key).map(|o| o.value.clone())).await {
+    let found = match state.node.read(Consistency::Linearizable, move |s| s.get(&key).map(|o| std::sync::Arc::clone(&o.value))).await {
         Ok(found) => found,
         Err(e) => return Err(read_error(&state, e).await),
     };

@@ -145,8 +145,8 @@ fn consistency(params: &BTreeMap<String, String>) -> Result<Consistency, ApiErro
 }
 
 /// The resource as clients see it: the stored value with its resourceVersion.
-fn render(object: &StoredObject) -> Value {
-    let mut v = object.value.clone();
+pub(crate) fn render(object: &StoredObject) -> Value {
+    let mut v = Value::clone(&object.value);
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".to_owned(), json!(object.resource_version.to_string()));
     }
