@@ -24,6 +24,8 @@ pub mod validate;
 pub mod paths {
     /// Cluster membership, leader, term and log positions.
     pub const CLUSTER: &str = "/v1/cluster";
+    /// Prefix of the resource API: `{RESOURCES}/[namespaces/{ns}/]{plural}[/{name}]`.
+    pub const RESOURCES: &str = "/apis/edgeplane.io/v1alpha1";
     /// Prefix of the generic object store: `/v1/store/{kind}` and `/v1/store/{kind}/{name}`.
     pub const STORE: &str = "/v1/store";
     /// Prometheus text exposition.

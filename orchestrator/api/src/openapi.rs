@@ -7,8 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::resources::{EdgeNode, Model, Module, Workload};
 
-/// Base path of the resource API.
-pub const PREFIX: &str = "/apis/edgeplane.io/v1alpha1";
+use crate::paths::RESOURCES as PREFIX;
 
 pub fn document() -> Value {
     let mut schemas = Map::new();

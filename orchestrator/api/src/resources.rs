@@ -19,6 +19,43 @@ pub const GROUP: &str = "edgeplane.io";
 pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "edgeplane.io/v1alpha1";
 
+/// A resource type: its kind, the plural in REST paths, its scope, and the short names
+/// people type on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceKind {
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    pub aliases: &'static [&'static str],
+}
+
+/// Every resource type the API serves.
+pub const KINDS: &[ResourceKind] = &[
+    ResourceKind { kind: "EdgeNode", plural: "edgenodes", namespaced: false, aliases: &["edgenode", "node", "nodes"] },
+    ResourceKind { kind: "Module", plural: "modules", namespaced: true, aliases: &["module", "mod"] },
+    ResourceKind { kind: "Workload", plural: "workloads", namespaced: true, aliases: &["workload", "wl"] },
+    ResourceKind { kind: "Model", plural: "models", namespaced: true, aliases: &["model"] },
+];
+
+impl ResourceKind {
+    pub fn by_plural(plural: &str) -> Option<ResourceKind> {
+        KINDS.iter().copied().find(|k| k.plural == plural)
+    }
+
+    pub fn by_kind(kind: &str) -> Option<ResourceKind> {
+        KINDS.iter().copied().find(|k| k.kind == kind)
+    }
+
+    /// Any name a person might use: plural, kind or alias, in any case.
+    pub fn by_any_name(name: &str) -> Option<ResourceKind> {
+        let lower = name.to_lowercase();
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.plural == lower || k.kind.to_lowercase() == lower || k.aliases.contains(&lower.as_str()))
+    }
+}
+
 /// Where a runtime sits: next to the sensors, aggregating for a site, or in the cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

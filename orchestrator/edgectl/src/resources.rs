@@ -8,38 +8,20 @@ use serde_json::Value;
 
 use crate::{Client, Failure};
 
-const BASE: &str = "/apis/edgeplane.io/v1alpha1";
+use edgeplane_api::paths::RESOURCES as BASE;
+use edgeplane_api::resources::ResourceKind;
 
-/// A resource type as users name it on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KindInfo {
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub namespaced: bool,
-    aliases: &'static [&'static str],
-}
 
-pub const KINDS: &[KindInfo] = &[
-    KindInfo { kind: "EdgeNode", plural: "edgenodes", namespaced: false, aliases: &["edgenode", "node", "nodes"] },
-    KindInfo { kind: "Workload", plural: "workloads", namespaced: true, aliases: &["workload", "wl"] },
-    KindInfo { kind: "Model", plural: "models", namespaced: true, aliases: &["model"] },
-    KindInfo { kind: "Module", plural: "modules", namespaced: true, aliases: &["module", "mod"] },
-];
-
-pub fn kind_named(name: &str) -> Result<KindInfo, Failure> {
-    let lower = name.to_lowercase();
-    KINDS
-        .iter()
-        .copied()
-        .find(|k| k.plural == lower || k.kind.to_lowercase() == lower || k.aliases.contains(&lower.as_str()))
+pub fn kind_named(name: &str) -> Result<ResourceKind, Failure> {
+    ResourceKind::by_any_name(name)
         .ok_or_else(|| Failure::Usage(format!("unknown resource type {name:?}; use nodes, workloads, models or modules")))
 }
 
-fn kind_of(resource: &Resource) -> KindInfo {
-    KINDS.iter().copied().find(|k| k.kind == resource.kind()).expect("every resource kind is listed")
+fn kind_of(resource: &Resource) -> ResourceKind {
+    ResourceKind::by_kind(resource.kind()).expect("every resource kind is listed")
 }
 
-fn collection(kind: KindInfo, namespace: Option<&str>) -> String {
+fn collection(kind: ResourceKind, namespace: Option<&str>) -> String {
     match (kind.namespaced, namespace) {
         (true, Some(ns)) => format!("{BASE}/namespaces/{ns}/{}", kind.plural),
         _ => format!("{BASE}/{}", kind.plural),
@@ -184,7 +166,7 @@ pub async fn get(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_table(kind: KindInfo, items: &[Value], wide: bool, with_namespace: bool) {
+fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: bool) {
     let s = |v: &Value, p: &str| v.pointer(p).map_or(String::new(), |x| x.as_str().map_or_else(|| x.to_string(), str::to_owned));
     let join = |v: &Value, p: &str| {
         v.pointer(p).and_then(Value::as_array).map_or(String::new(), |a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use edgeplane_api::manifest::{self, Resource};
-use edgeplane_api::resources::API_VERSION;
+use edgeplane_api::resources::{ResourceKind, API_VERSION};
 use edgeplane_api::{Consistency, StatusReason};
 use edgeplane_core::{Applied, ApplyError, ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
 use edgeplane_raft::watch::{EventType, Feed, WatchEvent};
@@ -34,27 +34,13 @@ use serde_json::{json, Value};
 
 use crate::api::{body_error, cause, read_error, write_error, ApiError, AppState, MAX_BODY_BYTES};
 
-const PREFIX: &str = "/apis/edgeplane.io/v1alpha1";
+use edgeplane_api::paths::RESOURCES as PREFIX;
 /// Read-modify-write attempts of a PATCH that keeps losing compare-and-swap races.
 const PATCH_ATTEMPTS: usize = 5;
 
-/// A resource type the API serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Kind {
-    name: &'static str,
-    plural: &'static str,
-    namespaced: bool,
-}
 
-const KINDS: &[Kind] = &[
-    Kind { name: "EdgeNode", plural: "edgenodes", namespaced: false },
-    Kind { name: "Module", plural: "modules", namespaced: true },
-    Kind { name: "Workload", plural: "workloads", namespaced: true },
-    Kind { name: "Model", plural: "models", namespaced: true },
-];
-
-fn kind(plural: &str) -> Result<Kind, ApiError> {
-    KINDS.iter().copied().find(|k| k.plural == plural).ok_or_else(|| {
+fn kind(plural: &str) -> Result<ResourceKind, ApiError> {
+    ResourceKind::by_plural(plural).ok_or_else(|| {
         ApiError::status(
             StatusCode::NOT_FOUND,
             StatusReason::NotFound,
@@ -83,7 +69,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Where a request points: a kind, and for namespaced kinds a namespace.
 struct Scope {
-    kind: Kind,
+    kind: ResourceKind,
     namespace: String,
 }
 
@@ -180,7 +166,7 @@ async fn read_one(state: &AppState, scope: Scope, name: &str, q: RawQuery) -> Re
 
 fn not_found(scope: &Scope, name: &str) -> ApiError {
     let place = if scope.namespace.is_empty() { String::new() } else { format!(" in namespace {}", scope.namespace) };
-    ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} {name:?} not found{place}", scope.kind.name))
+    ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} {name:?} not found{place}", scope.kind.kind))
 }
 
 async fn list_all(State(s): State<AppState>, Path(plural): Path<String>, q: RawQuery) -> Result<Response, ApiError> {
@@ -193,7 +179,7 @@ async fn list_namespaced(State(s): State<AppState>, Path((ns, plural)): Path<(St
     list(&s, scope.kind, Some(scope.namespace), q).await
 }
 
-async fn list(state: &AppState, kind: Kind, namespace: Option<String>, q: RawQuery) -> Result<Response, ApiError> {
+async fn list(state: &AppState, kind: ResourceKind, namespace: Option<String>, q: RawQuery) -> Result<Response, ApiError> {
     let params = query(q, &["consistency", "labelSelector", "watch", "resourceVersion"])?;
     let selector = match params.get("labelSelector") {
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
@@ -232,7 +218,7 @@ async fn list(state: &AppState, kind: Kind, namespace: Option<String>, q: RawQue
     };
     Ok(Json(json!({
         "apiVersion": API_VERSION,
-        "kind": format!("{}List", kind.name),
+        "kind": format!("{}List", kind.kind),
         "metadata": { "resourceVersion": version.to_string() },
         "items": items,
     }))
@@ -246,7 +232,7 @@ async fn list(state: &AppState, kind: Kind, namespace: Option<String>, q: RawQue
 /// one: the current objects as ADDED, a BOOKMARK carrying the version they were read at, then
 /// live changes. A client that reconnects (to any orchestrator) with the last version it saw
 /// misses nothing and sees nothing twice. Too old a version answers 410 Gone.
-async fn watch(state: &AppState, kind: Kind, namespace: Option<String>, selector: LabelSelector, from: Option<u64>) -> Result<Response, ApiError> {
+async fn watch(state: &AppState, kind: ResourceKind, namespace: Option<String>, selector: LabelSelector, from: Option<u64>) -> Result<Response, ApiError> {
     let matches = {
         let namespace = namespace.clone();
         move |key: &ObjectKey, value: &Value| {
@@ -276,7 +262,7 @@ async fn watch(state: &AppState, kind: Kind, namespace: Option<String>, selector
                 Err(e) => return Err(read_error(state, e).await),
             };
             initial = items;
-            initial.push(event_line("BOOKMARK", json!({ "kind": kind.name, "apiVersion": API_VERSION, "metadata": { "resourceVersion": at.to_string() } })));
+            initial.push(event_line("BOOKMARK", json!({ "kind": kind.kind, "apiVersion": API_VERSION, "metadata": { "resourceVersion": at.to_string() } })));
             at
         }
     };
@@ -398,8 +384,8 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
         }
     }
     if let Some(k) = value.get("kind").and_then(Value::as_str) {
-        if k != scope.kind.name {
-            causes.push(cause("kind", format!("must be {} on this path, got {k:?}", scope.kind.name)));
+        if k != scope.kind.kind {
+            causes.push(cause("kind", format!("must be {} on this path, got {k:?}", scope.kind.kind)));
         }
     }
     if !causes.is_empty() {
@@ -494,7 +480,7 @@ async fn write_status(state: &AppState, scope: Scope, name: &str, q: RawQuery, b
         Resource::EdgeNode(_) => serde_json::from_value::<edgeplane_api::resources::EdgeNodeStatus>(status).map(drop),
         Resource::Workload(_) => serde_json::from_value::<edgeplane_api::resources::WorkloadStatus>(status).map(drop),
         Resource::Module(_) | Resource::Model(_) => {
-            return Err(ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} has no status", scope.kind.name)))
+            return Err(ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} has no status", scope.kind.kind)))
         }
     };
     typed.map_err(|e| ApiError::unprocessable(vec![cause("status", e.to_string())]))?;
@@ -563,7 +549,7 @@ async fn patch(state: &AppState, scope: Scope, name: &str, headers: &HeaderMap, 
     Err(ApiError::status(
         StatusCode::CONFLICT,
         StatusReason::Conflict,
-        format!("{} {name:?} kept changing; the patch lost {PATCH_ATTEMPTS} races in a row", scope.kind.name),
+        format!("{} {name:?} kept changing; the patch lost {PATCH_ATTEMPTS} races in a row", scope.kind.kind),
     ))
 }
 
