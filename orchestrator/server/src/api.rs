@@ -23,6 +23,8 @@ use edgeplane_raft::{EngineStatus, NodeHandle, ReadError, WriteError};
 use prometheus_client::registry::Registry;
 use raft::StateRole;
 
+use edgeplane_api::validate::{dns_label, dns_subdomain};
+
 use crate::config::Config;
 
 /// Largest accepted request body.
@@ -166,28 +168,47 @@ struct StoreQuery {
     precondition: Precondition,
 }
 
-fn parse_query(
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<StoreQuery, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::invalid(vec![cause("query", e.body_text())]))?;
-    let mut causes = Vec::new();
+/// Query parameters as axum extracts them; a malformed query string is the handler's to report.
+pub(crate) type RawQuery = Result<Query<BTreeMap<String, String>>, QueryRejection>;
+
+/// The parameters of a query string, or a 400 naming the problem.
+pub(crate) fn query_params(raw: RawQuery) -> Result<BTreeMap<String, String>, ApiError> {
+    raw.map(|Query(params)| params).map_err(|e| ApiError::invalid(vec![cause("query", e.body_text())]))
+}
+
+/// A cause for every parameter the route does not accept: unknown parameters are reported,
+/// not ignored.
+pub(crate) fn unknown_params(params: &BTreeMap<String, String>, allowed: &[&str]) -> Vec<StatusCause> {
+    params
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| cause(format!("query.{k}"), format!("unknown parameter; this route accepts: {}", allowed.join(", "))))
+        .collect()
+}
+
+/// The `consistency` parameter.
+pub(crate) fn parse_consistency(value: &str) -> Result<Consistency, String> {
+    match value {
+        "linearizable" => Ok(Consistency::Linearizable),
+        "stale" => Ok(Consistency::Stale),
+        _ => Err(format!("must be \"linearizable\" or \"stale\", got {value:?}")),
+    }
+}
+
+fn parse_query(query: RawQuery, allowed: &[&str]) -> Result<StoreQuery, ApiError> {
+    let params = query_params(query)?;
+    let mut causes = unknown_params(&params, allowed);
     let mut out = StoreQuery { namespace: String::new(), consistency: Consistency::Linearizable, precondition: Precondition::None };
-    for (key, value) in &params {
+    for (key, value) in params.iter().filter(|(k, _)| allowed.contains(&k.as_str())) {
         let field = format!("query.{key}");
-        if !allowed.contains(&key.as_str()) {
-            causes.push(cause(field, format!("unknown parameter; this route accepts: {}", allowed.join(", "))));
-            continue;
-        }
         match key.as_str() {
-            "namespace" => match validate_name(value, 63, false) {
+            "namespace" => match dns_label(value) {
                 Ok(()) => out.namespace = value.clone(),
                 Err(e) => causes.push(cause(field, e)),
             },
-            "consistency" => match value.as_str() {
-                "linearizable" => out.consistency = Consistency::Linearizable,
-                "stale" => out.consistency = Consistency::Stale,
-                _ => causes.push(cause(field, format!("must be \"linearizable\" or \"stale\", got {value:?}"))),
+            "consistency" => match parse_consistency(value) {
+                Ok(c) => out.consistency = c,
+                Err(e) => causes.push(cause(field, e)),
             },
             "ifVersion" => match value.parse::<u64>() {
                 Ok(v) if v > 0 => out.precondition = Precondition::ResourceVersion(v),
@@ -207,32 +228,12 @@ fn parse_query(
     if causes.is_empty() { Ok(out) } else { Err(ApiError::invalid(causes)) }
 }
 
-/// Names follow Kubernetes: lowercase alphanumerics, '-' (and '.' where `dots`), starting and
-/// ending alphanumeric.
-fn validate_name(value: &str, max: usize, dots: bool) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if value.len() > max {
-        return Err(format!("must be at most {max} characters, got {}", value.len()));
-    }
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if !value.chars().all(ok_char) || !value.starts_with(alnum) || !value.ends_with(alnum) {
-        let allowed = if dots { "'-' and '.'" } else { "'-'" };
-        return Err(format!(
-            "{value:?} must consist of lowercase letters, digits, {allowed}, and start and end with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
 fn object_key(kind: &str, name: &str, namespace: &str) -> Result<ObjectKey, ApiError> {
     let mut causes = Vec::new();
-    if let Err(e) = validate_name(kind, 63, false) {
+    if let Err(e) = dns_label(kind) {
         causes.push(cause("path.kind", e));
     }
-    if let Err(e) = validate_name(name, 253, true) {
+    if let Err(e) = dns_subdomain(name) {
         causes.push(cause("path.name", e));
     }
     if causes.is_empty() { Ok(ObjectKey::new(kind, namespace, name)) } else { Err(ApiError::invalid(causes)) }
@@ -252,7 +253,7 @@ fn view(key: &ObjectKey, object: &StoredObject) -> ObjectView {
 async fn get_object(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    query: RawQuery,
 ) -> Result<Json<ObjectView>, ApiError> {
     let q = parse_query(query, &["namespace", "consistency"])?;
     let key = object_key(&kind, &name, &q.namespace)?;
@@ -270,10 +271,10 @@ async fn get_object(
 async fn list_objects(
     State(state): State<AppState>,
     Path(kind): Path<String>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    query: RawQuery,
 ) -> Result<Json<ObjectList>, ApiError> {
     let q = parse_query(query, &["namespace", "consistency"])?;
-    if let Err(e) = validate_name(&kind, 63, false) {
+    if let Err(e) = dns_label(&kind) {
         return Err(ApiError::invalid(vec![cause("path.kind", e)]));
     }
     let namespace = (!q.namespace.is_empty()).then_some(q.namespace);
@@ -294,7 +295,7 @@ async fn list_objects(
 async fn put_object(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    query: RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let q = parse_query(query, &["namespace", "ifVersion", "ifAbsent"])?;
@@ -321,7 +322,7 @@ async fn put_object(
 async fn delete_object(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    query: RawQuery,
 ) -> Result<Json<Deleted>, ApiError> {
     let q = parse_query(query, &["namespace", "ifVersion"])?;
     let key = object_key(&kind, &name, &q.namespace)?;
@@ -392,11 +393,12 @@ mod tests {
 
     #[test]
     fn names_follow_kubernetes_rules() {
-        assert!(validate_name("line-a.sensor-1", 253, true).is_ok());
-        assert!(validate_name("Line", 253, true).is_err());
-        assert!(validate_name("-a", 253, true).is_err());
-        assert!(validate_name("a.b", 63, false).is_err());
-        assert!(validate_name(&"a".repeat(64), 63, false).is_err());
-        assert!(validate_name("", 63, false).is_err());
+        // The store's kinds and namespaces are DNS labels, its names DNS subdomains.
+        assert!(dns_subdomain("line-a.sensor-1").is_ok());
+        assert!(dns_subdomain("Line").is_err());
+        assert!(dns_subdomain("-a").is_err());
+        assert!(dns_label("a.b").is_err());
+        assert!(dns_label(&"a".repeat(64)).is_err());
+        assert!(dns_label("").is_err());
     }
 }

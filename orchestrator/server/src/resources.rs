@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,7 +32,10 @@ use futures::StreamExt as _;
 use tokio::sync::broadcast;
 use serde_json::{json, Value};
 
-use crate::api::{body_error, cause, read_error, write_error, ApiError, AppState, MAX_BODY_BYTES};
+use crate::api::{
+    body_error, cause, parse_consistency, query_params, read_error, unknown_params, write_error, ApiError, AppState, RawQuery,
+    MAX_BODY_BYTES,
+};
 
 use edgeplane_api::paths::RESOURCES as PREFIX;
 /// Read-modify-write attempts of a PATCH that keeps losing compare-and-swap races.
@@ -106,27 +109,18 @@ impl Scope {
     }
 }
 
-type RawQuery = Result<Query<BTreeMap<String, String>>, QueryRejection>;
 type Body = Result<Bytes, BytesRejection>;
 
 fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
-    let Query(params) = raw.map_err(|e| ApiError::invalid(vec![cause("query", e.body_text())]))?;
-    let unknown: Vec<_> = params
-        .keys()
-        .filter(|k| !allowed.contains(&k.as_str()))
-        .map(|k| cause(format!("query.{k}"), format!("unknown parameter; this route accepts: {}", allowed.join(", "))))
-        .collect();
+    let params = query_params(raw)?;
+    let unknown = unknown_params(&params, allowed);
     if unknown.is_empty() { Ok(params) } else { Err(ApiError::invalid(unknown)) }
 }
 
 fn consistency(params: &BTreeMap<String, String>) -> Result<Consistency, ApiError> {
-    match params.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Ok(Consistency::Linearizable),
-        Some("stale") => Ok(Consistency::Stale),
-        Some(other) => Err(ApiError::invalid(vec![cause(
-            "query.consistency",
-            format!("must be \"linearizable\" or \"stale\", got {other:?}"),
-        )])),
+    match params.get("consistency") {
+        None => Ok(Consistency::Linearizable),
+        Some(value) => parse_consistency(value).map_err(|e| ApiError::invalid(vec![cause("query.consistency", e)])),
     }
 }
 
