@@ -52,14 +52,8 @@ enum Command {
     Get {
         kind: String,
         name: Option<String>,
-        #[arg(long, short = 'n')]
-        namespace: Option<String>,
-        /// List across every namespace.
-        #[arg(long, short = 'A')]
-        all_namespaces: bool,
-        /// Label selector, e.g. line=a,zone in (hall-1,hall-2).
-        #[arg(long, short = 'l')]
-        selector: Option<String>,
+        #[command(flatten)]
+        listing: Listing,
         /// After listing, follow changes (across orchestrator failover) until interrupted.
         #[arg(long, short = 'w', conflicts_with = "name")]
         watch: bool,
@@ -68,12 +62,8 @@ enum Command {
     /// failover, until interrupted.
     Watch {
         kind: String,
-        #[arg(long, short = 'n')]
-        namespace: Option<String>,
-        #[arg(long, short = 'A')]
-        all_namespaces: bool,
-        #[arg(long, short = 'l')]
-        selector: Option<String>,
+        #[command(flatten)]
+        listing: Listing,
     },
     /// Show one resource in detail: spec, status, conditions, recent changes.
     Describe {
@@ -186,6 +176,19 @@ enum StoreCommand {
     },
 }
 
+/// Which objects of a kind to list or watch.
+#[derive(Debug, Args)]
+struct Listing {
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Across every namespace.
+    #[arg(long, short = 'A')]
+    all_namespaces: bool,
+    /// Label selector, e.g. line=a,zone in (hall-1,hall-2).
+    #[arg(long, short = 'l')]
+    selector: Option<String>,
+}
+
 #[derive(Debug, Args)]
 struct Scope {
     #[arg(long, short = 'n')]
@@ -249,24 +252,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Completions { .. } => unreachable!("handled above"),
         Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,
-        Command::Get { kind, namespace, all_namespaces, selector, watch: true, .. }
-        | Command::Watch { kind, namespace, all_namespaces, selector } => {
-            let args = resources::WatchArgs {
+        Command::Get { kind, listing, watch: true, .. } | Command::Watch { kind, listing } => {
+            let args = resources::GetArgs {
                 kind: &kind,
-                namespace: namespace.as_deref(),
-                all_namespaces,
-                selector: selector.as_deref(),
+                name: None,
+                namespace: listing.namespace.as_deref(),
+                all_namespaces: listing.all_namespaces,
+                selector: listing.selector.as_deref(),
                 output: &cli.output,
             };
             resources::watch(&client, args).await
         }
-        Command::Get { kind, name, namespace, all_namespaces, selector, watch: false } => {
+        Command::Get { kind, name, listing, watch: false } => {
             let args = resources::GetArgs {
                 kind: &kind,
                 name: name.as_deref(),
-                namespace: namespace.as_deref(),
-                all_namespaces,
-                selector: selector.as_deref(),
+                namespace: listing.namespace.as_deref(),
+                all_namespaces: listing.all_namespaces,
+                selector: listing.selector.as_deref(),
                 output: &cli.output,
             };
             resources::get(&client, args).await

@@ -262,18 +262,11 @@ pub async fn delete(client: &Client, kind: &str, name: &str, namespace: Option<&
     Ok(())
 }
 
-pub struct WatchArgs<'a> {
-    pub kind: &'a str,
-    pub namespace: Option<&'a str>,
-    pub all_namespaces: bool,
-    pub selector: Option<&'a str>,
-    pub output: &'a str,
-}
-
 /// Follows changes until interrupted. When a server goes away, resumes on the next one from
 /// the last resourceVersion seen, so no event is missed or repeated; when the history no
-/// longer reaches that far back (410), lists again.
-pub async fn watch(client: &Client, args: WatchArgs<'_>) -> Result<(), Failure> {
+/// longer reaches that far back (410), lists again. A whole kind is watched: `args.name` is
+/// not used (the command line does not allow one with a watch).
+pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
     let kind = kind_named(args.kind)?;
     let ns = if args.all_namespaces { None } else { Some(args.namespace.unwrap_or("default")) };
     let path = collection(kind, ns);
