@@ -398,6 +398,8 @@ pub struct Api {
 pub struct Reply {
     pub code: u16,
     pub body: serde_json::Value,
+    /// Whether the server said it closes the connection after this reply.
+    pub connection_close: bool,
 }
 
 impl Api {
@@ -430,9 +432,10 @@ impl Api {
         }
         let resp = req.send().await?;
         let code = resp.status().as_u16();
+        let connection_close = resp.headers().get("connection").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let bytes = resp.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Ok(Reply { code, body })
+        Ok(Reply { code, body, connection_close })
     }
 
     pub async fn put(&self, path_and_query: &str, value: &serde_json::Value) -> Result<Reply, reqwest::Error> {

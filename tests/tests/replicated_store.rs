@@ -219,6 +219,8 @@ async fn bad_requests_are_refused_with_a_status_and_change_nothing() {
         ("delete missing", raw(Method::DELETE, &format!("/v1/store/{KIND}/nope"), None).await, 404, "NotFound", None),
         ("unknown path", raw(Method::GET, "/v2/nothing", None).await, 404, "NotFound", None),
     ];
+    let oversized = cases.iter().find(|c| c.0 == "oversized body").expect("case");
+    assert!(oversized.1.connection_close, "a 413 must close the connection, since the unread body leaves it unusable");
     for (what, reply, code, reason, field) in &cases {
         assert_eq!(reply.code, *code, "{what}: expected {code}, got {} {}", reply.code, reply.body);
         assert_eq!(reply.body["kind"], "Status", "{what}: the error body must be a Status: {}", reply.body);

@@ -90,6 +90,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read, so the connection cannot carry another
+            // request; say so, or a client may reuse it and lose its next request.
+            return (code, [(header::CONNECTION, "close")], Json(self.0)).into_response();
+        }
         (code, Json(self.0)).into_response()
     }
 }
