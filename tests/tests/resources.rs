@@ -112,6 +112,9 @@ async fn invalid_resources_are_refused_with_field_paths_and_nothing_is_stored() 
             assert!(causes.iter().any(|c| c["field"] == field), "{what}: no cause for {field}: {reply}");
         }
     }
+    // A body that is no document at all is refused, not a crash.
+    let null = api.request(Method::POST, &coll, Some(b"null".to_vec())).await.expect("post null");
+    assert_eq!((null.code, null.body["reason"].as_str()), (422, Some("Invalid")), "{}", null.body);
     let patch = api.request(Method::PATCH, &format!("{coll}/w"), Some(b"{}".to_vec())).await.expect("patch");
     assert_eq!(patch.code, 415, "PATCH needs the merge-patch content type: {}", patch.body);
     let (_, listed) = send(&api, Method::GET, &format!("{BASE}/workloads"), None).await;

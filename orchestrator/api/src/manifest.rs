@@ -151,6 +151,12 @@ fn yaml_error(e: &serde_yaml::Error) -> FieldError {
     FieldError::new("", message)
 }
 
+/// Checks one already-parsed document (e.g. a request body): passes 2 and 3 above, with
+/// every problem found.
+pub fn parse_value(value: Value) -> Result<Resource, Vec<FieldError>> {
+    parse_document(value).map_err(|(_, problems)| problems)
+}
+
 type DocResult = Result<Resource, (Option<String>, Vec<FieldError>)>;
 
 fn parse_document(value: Value) -> DocResult {

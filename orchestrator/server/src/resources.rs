@@ -386,14 +386,12 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
         return Err(ApiError::unprocessable(causes));
     }
     let status = value.as_object_mut().and_then(|m| m.remove("status"));
-    let text = serde_json::to_string(&value).expect("JSON values serialize");
-    let mut resources = manifest::parse(&text).map_err(|errors| {
-        ApiError::unprocessable(errors.into_iter().flat_map(|d| d.problems).map(|p| cause(p.field, p.message)).collect())
-    })?;
+    let resource = manifest::parse_value(value.clone())
+        .map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause(p.field, p.message)).collect()))?;
     if let Some(status) = status {
         value["status"] = status;
     }
-    Ok((resources.remove(0), value))
+    Ok((resource, value))
 }
 
 fn body_version(value: &Value) -> Result<Precondition, ApiError> {
