@@ -11,11 +11,13 @@
 //! - [`resources`]: EdgeNode, Module, Workload and Model in Kubernetes form, with their CRDs.
 //! - [`manifest`]: parsing YAML manifests, all-or-nothing, every problem with its field path.
 //! - [`validate`]: the semantic rules (names, labels, counts, references).
+//! - [`node`]: registration and heartbeats of edge runtimes.
 //! - [`openapi`]: the OpenAPI document of the resource API.
 
 use serde::{Deserialize, Serialize};
 
 pub mod manifest;
+pub mod node;
 pub mod openapi;
 pub mod resources;
 pub mod validate;

@@ -1,0 +1,430 @@
+//! The wasm host: wasmtime running guest ABI v1 modules (docs/abi.md).
+//!
+//! One [`WasmHost`] per process owns the `Engine` (Cranelift, pooling allocator, epoch
+//! interruption) and the `Linker` with the `edgeplane` imports. A module is compiled once into
+//! a [`CompiledModule`] holding its `InstancePre`, so starting an instance is a pooled-slot
+//! instantiation with imports already resolved. Each [`Instance`] has its own `Store` with a
+//! memory limit, and every call into the guest runs under an epoch deadline.
+//!
+//! Everything the guest hands back is untrusted: pointers are bounds-checked against its
+//! memory, output names against the instance's declared outputs, and emitted bytes against a
+//! per-batch budget. Nothing here blocks on IO; [`crate::pool`] runs these calls on dedicated
+//! threads, never on the async reactor.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, TypedFunc,
+};
+
+/// The guest ABI version this host speaks.
+pub const ABI_VERSION: i32 = 1;
+/// How often the epoch advances: the granularity of per-call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Deadline for instantiation, `ep_abi_version`, `ep_alloc` and `ep_configure`.
+const SETUP_DEADLINE: Duration = Duration::from_millis(1_000);
+/// A guest log line is cut to this length.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Process-wide limits of the wasm host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Instances that can exist at once (pool slots).
+    pub max_instances: u32,
+    /// The largest memory limit any instance may be given.
+    pub max_instance_memory: usize,
+    /// Bytes an instance may emit while processing one batch.
+    pub max_output_per_batch: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig { max_instances: 128, max_instance_memory: 256 << 20, max_output_per_batch: 8 << 20 }
+    }
+}
+
+/// Why a module could not be loaded; permanent for that module (restarting will not help).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("module does not compile: {0}")]
+    Compile(String),
+    #[error("module cannot be linked: {0}")]
+    Link(String),
+}
+
+/// Why a call into an instance failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GuestError {
+    /// Ran past its per-call deadline and was stopped.
+    #[error("ran past its {0:?} deadline and was stopped")]
+    DeadlineExceeded(Duration),
+    /// Trapped; `memory_limit_hit` says whether it had been refused memory first.
+    #[error("trapped: {message}{}", if *.memory_limit_hit { " (after its memory limit refused a grow)" } else { "" })]
+    Trap { message: String, memory_limit_hit: bool },
+    /// Broke the ABI: a missing export, a bad pointer, a wrong version.
+    #[error("broke the guest ABI: {0}")]
+    Abi(String),
+    /// `ep_alloc` returned 0 for a buffer of this size.
+    #[error("could not allocate {0} bytes for its input")]
+    OutOfMemory(usize),
+    /// `ep_process` or `ep_configure` returned an error code.
+    #[error("returned error code {code}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Returned { code: i32, detail: Option<String> },
+}
+
+impl GuestError {
+    /// Whether the instance's state can no longer be trusted and it must be replaced: anything
+    /// that stopped it mid-call. An error code returned normally leaves it consistent.
+    pub fn poisons_instance(&self) -> bool {
+        !matches!(self, GuestError::Returned { .. })
+    }
+}
+
+/// The process-wide wasm engine and the host functions.
+pub struct WasmHost {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    config: HostConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WasmHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmHost").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl WasmHost {
+    pub fn new(config: HostConfig) -> anyhow::Result<WasmHost> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .max_memory_size(config.max_instance_memory)
+            // Keep a few slots' pages warm so a restart does not page in from scratch.
+            .max_unused_warm_slots(config.max_instances.min(16));
+        let mut wasm = Config::new();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .max_wasm_stack(512 << 10);
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let linker = host_functions(&engine)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        Ok(WasmHost { engine, linker, config, ticker_stop })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Compiles a module and resolves its imports. Done once per module digest.
+    pub fn load(&self, bytes: &[u8]) -> Result<CompiledModule, LoadError> {
+        let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        for (name, kind) in [("memory", "memory"), ("ep_abi_version", "function"), ("ep_alloc", "function"), ("ep_process", "function")] {
+            if module.get_export(name).is_none() {
+                return Err(LoadError::Link(format!("the module exports no {kind} `{name}` (required by guest ABI v1)")));
+            }
+        }
+        let has_configure = module.get_export("ep_configure").is_some();
+        Ok(CompiledModule { pre, has_configure })
+    }
+
+    /// Starts an instance: instantiate, check the ABI version, hand it its configuration.
+    pub fn instantiate(&self, module: &CompiledModule, limits: InstanceLimits, config_doc: &[u8]) -> Result<Instance, GuestError> {
+        let mut instance = self.instantiate_bare(module, limits)?;
+        instance.check_abi_version()?;
+        instance.configure(config_doc)?;
+        Ok(instance)
+    }
+
+    /// Instantiates without calling into the guest: the part the pooling allocator and
+    /// `InstancePre` make cheap (what `wasm_instantiate_us_p50` measures).
+    pub fn instantiate_bare(&self, module: &CompiledModule, limits: InstanceLimits) -> Result<Instance, GuestError> {
+        let state = InstanceState {
+            limiter: MemoryLimiter { limit: limits.memory_bytes, refused: false },
+            outputs: limits.outputs,
+            emitted: Vec::new(),
+            output_budget: self.config.max_output_per_batch,
+            output_used: 0,
+            log_target: limits.log_name,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(SETUP_DEADLINE));
+        let instance = module.pre.instantiate(&mut store).map_err(|e| classify(&store, e, SETUP_DEADLINE))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| GuestError::Abi("`memory` is not a memory".into()))?;
+        let abi_version = typed(&instance, &mut store, "ep_abi_version")?;
+        let alloc = typed(&instance, &mut store, "ep_alloc")?;
+        let process = typed(&instance, &mut store, "ep_process")?;
+        let configure = if module.has_configure { Some(typed(&instance, &mut store, "ep_configure")?) } else { None };
+        Ok(Instance { store, memory, abi_version, alloc, process, configure, batch_deadline: limits.batch_deadline })
+    }
+}
+
+impl Drop for WasmHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled module with its imports resolved, ready to instantiate many times.
+#[derive(Clone)]
+pub struct CompiledModule {
+    pre: InstancePre<InstanceState>,
+    has_configure: bool,
+}
+
+impl std::fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModule").field("has_configure", &self.has_configure).finish_non_exhaustive()
+    }
+}
+
+/// What one instance may use, and what it may emit on.
+#[derive(Debug, Clone)]
+pub struct InstanceLimits {
+    pub memory_bytes: usize,
+    pub batch_deadline: Duration,
+    /// The output names the instance may emit on (its Workload's `spec.outputs`).
+    pub outputs: Vec<String>,
+    /// Names the instance in the guest's log lines.
+    pub log_name: String,
+}
+
+/// What an instance emitted while processing one batch: `(output index, bytes)` in emission
+/// order, the index into [`InstanceLimits::outputs`].
+pub type Emitted = Vec<(usize, Vec<u8>)>;
+
+/// A running instance. Not `Sync`: it lives on one pool thread at a time.
+pub struct Instance {
+    store: Store<InstanceState>,
+    memory: Memory,
+    abi_version: TypedFunc<(), i32>,
+    alloc: TypedFunc<i32, i32>,
+    process: TypedFunc<(i32, i32), i32>,
+    configure: Option<TypedFunc<(i32, i32), i32>>,
+    batch_deadline: Duration,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").field("batch_deadline", &self.batch_deadline).finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    fn check_abi_version(&mut self) -> Result<(), GuestError> {
+        self.store.set_epoch_deadline(ticks(SETUP_DEADLINE));
+        let version = self.abi_version.call(&mut self.store, ()).map_err(|e| classify(&self.store, e, SETUP_DEADLINE))?;
+        if version != ABI_VERSION {
+            return Err(GuestError::Abi(format!("ep_abi_version returned {version}; this host speaks {ABI_VERSION}")));
+        }
+        Ok(())
+    }
+
+    /// Hands the instance a new configuration document (docs/abi.md) without restarting it.
+    /// A module without `ep_configure` takes none.
+    pub fn configure(&mut self, doc: &[u8]) -> Result<(), GuestError> {
+        let Some(configure) = self.configure.clone() else { return Ok(()) };
+        let ptr = self.write_input(doc, SETUP_DEADLINE)?;
+        self.store.data_mut().begin_call();
+        self.store.set_epoch_deadline(ticks(SETUP_DEADLINE));
+        let code = configure.call(&mut self.store, (ptr, doc.len() as i32)).map_err(|e| classify(&self.store, e, SETUP_DEADLINE))?;
+        self.store.data_mut().emitted.clear();
+        if code != 0 {
+            return Err(GuestError::Returned { code, detail: Some("ep_configure refused the configuration".into()) });
+        }
+        Ok(())
+    }
+
+    /// Processes one batch (ABI v1 batch format) under the instance's deadline and returns
+    /// what it emitted. On error nothing it emitted during this batch is returned.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Emitted, GuestError> {
+        let deadline = self.batch_deadline;
+        let ptr = self.write_input(batch, deadline)?;
+        self.store.data_mut().begin_call();
+        self.store.set_epoch_deadline(ticks(deadline));
+        let code = self.process.call(&mut self.store, (ptr, batch.len() as i32)).map_err(|e| classify(&self.store, e, deadline))?;
+        let emitted = std::mem::take(&mut self.store.data_mut().emitted);
+        match code {
+            0 => Ok(emitted),
+            code => {
+                let detail = (self.store.data().output_used > self.store.data().output_budget)
+                    .then(|| format!("emitted more than the {} bytes allowed per batch", self.store.data().output_budget));
+                Err(GuestError::Returned { code, detail })
+            }
+        }
+    }
+
+    /// Bytes of linear memory the instance has now.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.data_size(&self.store)
+    }
+
+    /// Asks the guest for a buffer and copies `bytes` into it.
+    fn write_input(&mut self, bytes: &[u8], deadline: Duration) -> Result<i32, GuestError> {
+        let len = i32::try_from(bytes.len()).map_err(|_| GuestError::Abi(format!("input of {} bytes is over 2 GiB", bytes.len())))?;
+        self.store.set_epoch_deadline(ticks(deadline));
+        let ptr = self.alloc.call(&mut self.store, len).map_err(|e| classify(&self.store, e, deadline))?;
+        if ptr == 0 {
+            return Err(GuestError::OutOfMemory(bytes.len()));
+        }
+        let target = guest_range(ptr, len, self.memory.data_size(&self.store))
+            .ok_or_else(|| GuestError::Abi(format!("ep_alloc({len}) returned {ptr:#x}, outside its memory")))?;
+        self.memory.data_mut(&mut self.store)[target].copy_from_slice(bytes);
+        Ok(ptr)
+    }
+}
+
+/// Per-instance host state, reachable from the host functions.
+struct InstanceState {
+    limiter: MemoryLimiter,
+    outputs: Vec<String>,
+    emitted: Emitted,
+    output_budget: usize,
+    output_used: usize,
+    log_target: String,
+}
+
+impl InstanceState {
+    fn begin_call(&mut self) {
+        self.emitted.clear();
+        self.output_used = 0;
+    }
+}
+
+/// The instance's memory limit, remembering whether it refused a grow (so that the trap that
+/// usually follows can be explained).
+struct MemoryLimiter {
+    limit: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.limit && maximum.is_none_or(|max| desired <= max);
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a guest has no business growing one past this.
+        Ok(desired <= 100_000)
+    }
+}
+
+fn host_functions(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
+    let mut linker = Linker::new(engine);
+    let define = |e: wasmtime::Error| anyhow::anyhow!("cannot define a host function: {e}");
+    linker
+        .func_wrap(
+            "edgeplane",
+            "emit",
+            |mut caller: Caller<'_, InstanceState>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len: i32| -> wasmtime::Result<i32> {
+                let memory = caller_memory(&mut caller)?;
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                let name = guest_slice(data, name_ptr, name_len, "emit: output name")?;
+                let Some(output) = state.outputs.iter().position(|o| o.as_bytes() == name) else {
+                    return Ok(-1);
+                };
+                let bytes = guest_slice(data, data_ptr, data_len, "emit: data")?;
+                state.output_used = state.output_used.saturating_add(bytes.len());
+                if state.output_used > state.output_budget {
+                    return Ok(-2);
+                }
+                state.emitted.push((output, bytes.to_vec()));
+                Ok(0)
+            },
+        )
+        .map_err(define)?;
+    linker
+        .func_wrap("edgeplane", "log", |mut caller: Caller<'_, InstanceState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let memory = caller_memory(&mut caller)?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let line = guest_slice(data, ptr, len, "log: line")?;
+            let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LOG_LINE)]);
+            let instance = state.log_target.as_str();
+            match level {
+                0 => tracing::error!(target: "guest", %instance, "{line}"),
+                1 => tracing::warn!(target: "guest", %instance, "{line}"),
+                2 => tracing::info!(target: "guest", %instance, "{line}"),
+                _ => tracing::debug!(target: "guest", %instance, "{line}"),
+            }
+            Ok(())
+        })
+        .map_err(define)?;
+    linker
+        .func_wrap("edgeplane", "now_ms", || -> i64 {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        })
+        .map_err(define)?;
+    Ok(linker)
+}
+
+fn caller_memory(caller: &mut Caller<'_, InstanceState>) -> wasmtime::Result<Memory> {
+    caller
+        .get_export("memory")
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg("the module exports no memory named `memory`"))
+}
+
+/// The guest's `ptr..ptr+len`, or a trap naming what was out of bounds.
+fn guest_slice<'a>(memory: &'a [u8], ptr: i32, len: i32, what: &str) -> wasmtime::Result<&'a [u8]> {
+    guest_range(ptr, len, memory.len()).map(|r| &memory[r]).ok_or_else(|| {
+        wasmtime::Error::msg(format!("{what} at {ptr:#x}+{len} is outside the guest's {} bytes of memory", memory.len()))
+    })
+}
+
+fn guest_range(ptr: i32, len: i32, memory_len: usize) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(ptr).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= memory_len).then_some(start..end)
+}
+
+fn typed<P, R>(instance: &wasmtime::Instance, store: &mut Store<InstanceState>, name: &str) -> Result<TypedFunc<P, R>, GuestError>
+where
+    P: wasmtime::WasmParams,
+    R: wasmtime::WasmResults,
+{
+    instance
+        .get_typed_func::<P, R>(&mut *store, name)
+        .map_err(|e| GuestError::Abi(format!("`{name}` has the wrong type: {e}")))
+}
+
+/// Turns a wasmtime error from a guest call into what happened, in the guest's terms.
+fn classify(store: &Store<InstanceState>, error: wasmtime::Error, deadline: Duration) -> GuestError {
+    let memory_limit_hit = store.data().limiter.refused;
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => GuestError::DeadlineExceeded(deadline),
+        Some(trap) => GuestError::Trap { message: trap.to_string(), memory_limit_hit },
+        // A host function refused the call (bad pointer) or instantiation failed.
+        None => GuestError::Trap { message: format!("{error:#}"), memory_limit_hit },
+    }
+}
+
+/// Epoch ticks covering `deadline`, plus one: the tick in progress may be nearly over.
+fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the epoch thread: {e}"))?;
+    Ok(())
+}

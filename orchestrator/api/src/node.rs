@@ -1,0 +1,112 @@
+//! What edge runtimes and orchestrators say to each other outside the resource API:
+//! registration, heartbeats, and the per-instance reports heartbeats carry.
+//!
+//! - `POST /v1/nodes/register` with `Authorization: Bearer <bootstrap token>` and a
+//!   [`RegisterRequest`]: creates or adopts the node's `EdgeNode` and answers a
+//!   [`RegisterResponse`] with the node's own credential.
+//! - `POST /v1/nodes/{name}/heartbeat` with `Authorization: Bearer <node token>` and a
+//!   [`Heartbeat`]. Heartbeats are kept in the leader's memory, not written through Raft.
+//! - `GET /v1/nodes/{name}/heartbeat`: the last heartbeat the leader received, as
+//!   [`NodeLiveness`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resources::{Capacity, NodeLoad, Tier};
+
+pub const REGISTER: &str = "/v1/nodes/register";
+
+/// Path of a node's heartbeats.
+pub fn heartbeat_path(node: &str) -> String {
+    format!("/v1/nodes/{node}/heartbeat")
+}
+
+/// The label every Assignment carries with its node's name, so that a node can watch its own.
+pub const NODE_LABEL: &str = "edgeplane.io/node";
+
+/// A runtime introducing itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub name: String,
+    /// Chosen by the runtime on its first start and kept on its disk: a second runtime
+    /// claiming the same name has another uid and is refused.
+    pub uid: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tier: Tier,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub capacity: Capacity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterResponse {
+    pub name: String,
+    /// The node's credential for heartbeats, until it registers again.
+    pub token: String,
+}
+
+/// A runtime's periodic report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Heartbeat {
+    pub load: NodeLoad,
+    #[serde(default)]
+    pub instances: Vec<InstanceReport>,
+}
+
+/// One instance as its runtime sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceReport {
+    /// `namespace/name` of the Assignment it runs.
+    pub assignment: String,
+    /// The Assignment's generation it runs (fencing).
+    pub generation: u64,
+    pub module_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    pub phase: InstancePhase,
+    /// Restarts after failures since the instance was first started.
+    pub restarts: u32,
+    /// Why it is not running, or its last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub batches_ok: u64,
+    pub batches_failed: u64,
+    /// Configurations applied to the running instance without a restart.
+    pub reconfigurations: u64,
+    pub memory_bytes: u64,
+    /// Batches waiting for it.
+    pub queue_depth: u64,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstancePhase {
+    /// Fetching or compiling its module.
+    Pending,
+    Running,
+    /// Failed and waiting to be restarted.
+    BackingOff,
+    /// Failed more times in a row than its failure policy allows; still retried, slowly, and
+    /// a candidate to be moved elsewhere.
+    CrashLoop,
+    /// Cannot run as specified (module invalid, configuration refused) until the
+    /// Assignment changes.
+    Failed,
+}
+
+/// The last heartbeat of a node, as the leader knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLiveness {
+    pub name: String,
+    /// Milliseconds since the leader received it.
+    pub age_ms: u64,
+    pub heartbeat: Heartbeat,
+}
