@@ -158,6 +158,10 @@ pub enum StatusReason {
     /// The requested resourceVersion is older than the server keeps: list again.
     Expired,
     RequestEntityTooLarge,
+    /// The resource cannot be written this way (Assignments are written by the orchestrators).
+    MethodNotAllowed,
+    /// Missing or wrong credentials (node registration and heartbeats).
+    Unauthorized,
     ServiceUnavailable,
     Timeout,
     InternalError,

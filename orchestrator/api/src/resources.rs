@@ -6,6 +6,8 @@
 //! - [`Module`]: a WebAssembly module, content-addressed by its sha256 digest.
 //! - [`Workload`]: what to run where: a module, how many replicas, placement, IO.
 //! - [`Model`]: versioned parameters for inference workloads.
+//! - [`Assignment`]: one replica of a Workload bound to one node, written by the orchestrators
+//!   (like a Kubernetes Pod); edge runtimes watch their own.
 //!
 //! Every spec rejects unknown fields; [`crate::validate`] checks what types cannot.
 
@@ -35,6 +37,7 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { kind: "Module", plural: "modules", namespaced: true, aliases: &["module", "mod"] },
     ResourceKind { kind: "Workload", plural: "workloads", namespaced: true, aliases: &["workload", "wl"] },
     ResourceKind { kind: "Model", plural: "models", namespaced: true, aliases: &["model"] },
+    ResourceKind { kind: "Assignment", plural: "assignments", namespaced: true, aliases: &["assignment", "asg"] },
 ];
 
 impl ResourceKind {
@@ -388,6 +391,61 @@ pub struct ModelSpec {
     /// How the workload reads the parameters, e.g. `zscore-logistic/v1`.
     pub format: String,
     /// Named parameter vectors (weights, biases, thresholds).
+    pub parameters: BTreeMap<String, Vec<f64>>,
+}
+
+/// One replica of a Workload on one node, with everything the node needs to run it resolved:
+/// the module's digest, the configuration and the Model's parameters. Written only by the
+/// orchestrators' placement controller; the node watches the Assignments labelled with its
+/// name ([`crate::node::NODE_LABEL`]).
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "edgeplane.io",
+    version = "v1alpha1",
+    kind = "Assignment",
+    plural = "assignments",
+    derive = "PartialEq",
+    shortname = "asg",
+    namespaced,
+    printcolumn = r#"{"name":"Workload","type":"string","jsonPath":".spec.workload"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"Generation","type":"integer","jsonPath":".spec.generation"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignmentSpec {
+    /// The Workload (same namespace) this is a replica of.
+    pub workload: String,
+    /// Which replica: 0..replicas, or the node's position for daemon workloads.
+    pub replica: u32,
+    pub node_name: String,
+    /// Bumped every time the replica is placed anew; outputs of an older generation are fenced.
+    pub generation: u64,
+    /// The Workload's `spec.module` as written.
+    pub module_ref: String,
+    /// What `module_ref` resolved to.
+    pub module_digest: String,
+    #[serde(default)]
+    pub resources: WorkloadResources,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Output>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<AssignedModel>,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+/// The Model an Assignment runs with, copied in so that the node needs nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignedModel {
+    pub name: String,
+    pub version: String,
+    pub format: String,
     pub parameters: BTreeMap<String, Vec<f64>>,
 }
 

@@ -21,6 +21,8 @@
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
 
+pub mod placement;
+
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 

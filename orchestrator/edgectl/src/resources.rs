@@ -198,6 +198,12 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
             }
         }
         "models" => header.extend(["VERSION", "FORMAT", "PARAMETERS"]),
+        "assignments" => {
+            header.extend(["WORKLOAD", "NODE", "GENERATION", "MODULE"]);
+            if wide {
+                header.extend(["MODEL", "DIGEST"]);
+            }
+        }
         _ => {
             header.extend(["VERSION", "ABI", "SIZE"]);
             if wide {
@@ -230,6 +236,16 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
             "models" => {
                 let params = v.pointer("/spec/parameters").and_then(Value::as_object).map_or(0, |m| m.len());
                 row.extend([s(v, "/spec/version"), s(v, "/spec/format"), params.to_string()]);
+            }
+            "assignments" => {
+                row.extend([s(v, "/spec/workload"), s(v, "/spec/nodeName"), s(v, "/spec/generation"), s(v, "/spec/moduleRef")]);
+                if wide {
+                    let model = match (v.pointer("/spec/model/name"), v.pointer("/spec/model/version")) {
+                        (Some(name), Some(version)) => format!("{}@{}", name.as_str().unwrap_or_default(), version.as_str().unwrap_or_default()),
+                        _ => String::new(),
+                    };
+                    row.extend([model, s(v, "/spec/moduleDigest")]);
+                }
             }
             _ => {
                 row.extend([s(v, "/spec/version"), s(v, "/spec/abi"), s(v, "/spec/sizeBytes")]);

@@ -36,6 +36,7 @@ pub struct AppState {
     pub watch: Arc<edgeplane_raft::watch::WatchHub>,
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
+    pub liveness: Arc<crate::nodes::Liveness>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/store/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
         .merge(crate::resources::routes())
         .merge(crate::modules::routes())
+        .merge(crate::nodes::routes())
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, "no such API path") })
         // The body limit is enforced again when reading (to answer with a Status); this layer
         // stops oversized bodies before they are buffered.
@@ -81,7 +83,7 @@ impl ApiError {
         ApiError(status)
     }
 
-    fn leader_hint(mut self, hint: Option<String>) -> ApiError {
+    pub(crate) fn leader_hint(mut self, hint: Option<String>) -> ApiError {
         self.0.details.leader_api_addr = hint;
         self
     }
@@ -342,7 +344,7 @@ async fn delete_object(
 }
 
 /// The API address of the leader this node knows of, if any.
-async fn leader_hint(state: &AppState) -> Option<String> {
+pub(crate) async fn leader_hint(state: &AppState) -> Option<String> {
     let s = state.node.status().await?;
     state.config.member(s.leader_id?).map(|m| m.api.to_string())
 }

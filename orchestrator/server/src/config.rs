@@ -53,6 +53,12 @@ pub struct Args {
     /// Log filter, e.g. info or edgeplane=debug,raft=info (RUST_LOG wins when set).
     #[arg(long)]
     pub log: Option<String>,
+    /// The secret edge runtimes present to register; without one, registration is refused.
+    #[arg(long, env = "EDGEPLANE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// How long after its last heartbeat a node still counts as live for placement.
+    #[arg(long)]
+    pub node_grace_ms: Option<u64>,
 }
 
 /// Node ids occupy 16 bits of every request id (see `edgeplane_raft::engine::RequestOrigin`).
@@ -74,6 +80,8 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     write_timeout_ms: Option<u64>,
     log: Option<String>,
+    bootstrap_token: Option<String>,
+    node_grace_ms: Option<u64>,
 }
 
 /// A member of the cluster.
@@ -98,6 +106,8 @@ pub struct Config {
     pub snapshot_every: u64,
     pub write_timeout: Duration,
     pub log: String,
+    pub bootstrap_token: Option<String>,
+    pub node_grace: Duration,
 }
 
 impl Config {
@@ -128,6 +138,8 @@ impl Config {
         let snapshot_every = args.snapshot_every.or(file.snapshot_every).unwrap_or(50_000);
         let write_timeout_ms = args.write_timeout_ms.or(file.write_timeout_ms).unwrap_or(5_000);
         let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
+        let bootstrap_token = args.bootstrap_token.or(file.bootstrap_token);
+        let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(3_000);
 
         match id {
             None => errors.push("id: required (this node's id, one of the --member ids)".to_owned()),
@@ -181,6 +193,12 @@ impl Config {
         if write_timeout_ms == 0 {
             errors.push("write-timeout-ms: must be >= 1".to_owned());
         }
+        if bootstrap_token.as_ref().is_some_and(|t| t.len() < 16) {
+            errors.push("bootstrap-token: must be at least 16 characters".to_owned());
+        }
+        if node_grace_ms == 0 {
+            errors.push("node-grace-ms: must be >= 1".to_owned());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             errors.push(format!("log: {log:?} is not a valid filter: {e}"));
         }
@@ -203,6 +221,8 @@ impl Config {
             snapshot_every,
             write_timeout: Duration::from_millis(write_timeout_ms),
             log,
+            bootstrap_token,
+            node_grace: Duration::from_millis(node_grace_ms),
         })
     }
 }

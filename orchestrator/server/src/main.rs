@@ -7,6 +7,7 @@
 mod api;
 mod config;
 mod modules;
+mod nodes;
 mod resources;
 
 use std::net::SocketAddr;
@@ -125,7 +126,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         members = config.members.len(),
         "orchestrator started"
     );
-    let app = api::router(api::AppState { node, config: Arc::clone(&config), registry: Arc::new(registry), watch });
+    let state = api::AppState {
+        node,
+        config: Arc::clone(&config),
+        registry: Arc::new(registry),
+        watch,
+        liveness: Arc::new(nodes::Liveness::default()),
+    };
+    let placement = tokio::spawn(nodes::placement_loop(state.clone()));
+    let app = api::router(state);
     let server = axum::serve(ApiListener(api_listener), app).with_graceful_shutdown(shutdown_signal());
     let result = tokio::select! {
         served = server => served.context("the API server failed"),
@@ -136,6 +145,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     };
     peer_server.abort();
+    placement.abort();
     // The router (and with it the last node handle) is gone: the node flushes and stops.
     if !node_task.is_finished() {
         match tokio::time::timeout(Duration::from_secs(5), node_task).await {

@@ -352,6 +352,13 @@ fn events(state: &AppState, scope: &Scope, name: &str) -> Json<Value> {
 
 /// Parses and validates a body as one resource of the scope's kind.
 fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource, Value), ApiError> {
+    if scope.kind.plural == "assignments" {
+        return Err(ApiError::status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            StatusReason::MethodNotAllowed,
+            "Assignments are written by the orchestrators' placement controller; change the Workload instead (deleting an Assignment makes the controller place the replica again)",
+        ));
+    }
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(vec![cause("body", "must be UTF-8 YAML or JSON")]))?;
     let mut value: Value = serde_yaml::from_str(text)

@@ -1,0 +1,508 @@
+//! The placement planner: from the replicated state and the set of live nodes, the writes
+//! that make every Workload's Assignments match it. Pure: no clock, no IO; the leader's
+//! placement loop feeds it and proposes its output.
+//!
+//! Level-triggered and idempotent: planning again on the state its own writes produced yields
+//! nothing. Every write carries a precondition on what it read (create-only, or the exact
+//! resourceVersion), so a plan made from a state that has since moved on is refused whole and
+//! simply made again.
+//!
+//! What it decides, for each Workload:
+//! - resolve `spec.module` to a digest and `spec.modelRef` to parameters; without them the
+//!   Workload is left as it is and reported unplaced, with why;
+//! - keep each existing Assignment whose node still exists and still matches, and rewrite it
+//!   when the Workload, Module or Model changed (same generation: an update, not a move);
+//! - remove Assignments beyond the desired count, or on nodes that no longer match;
+//! - place missing replicas on live, matching nodes with room, fewest instances first (name
+//!   breaks ties), avoiding nodes that already run a replica of the same Workload.
+//!
+//! Failover, rebalancing, spreading by zone and rollouts come with the scheduler issue.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edgeplane_api::node::NODE_LABEL;
+use edgeplane_api::resources::{
+    AssignedModel, AssignmentSpec, EdgeNodeSpec, ModelSpec, ModuleSpec, TaintEffect, Tier, WorkloadMode, WorkloadSpec,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::{ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
+
+/// A node is never filled above this share of its memory capacity.
+pub const HEADROOM_PERCENT: u64 = 90;
+
+/// What the planner wants done.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Writes to propose together, each with a precondition.
+    pub commands: Vec<Command>,
+    /// Workloads with replicas that could not be placed, and why.
+    pub unplaced: Vec<Unplaced>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unplaced {
+    /// `namespace/name` of the Workload.
+    pub workload: String,
+    pub missing: u32,
+    pub reason: String,
+}
+
+struct Node {
+    name: String,
+    labels: BTreeMap<String, String>,
+    spec: EdgeNodeSpec,
+    /// Instances and memory already assigned (including this plan's placements).
+    instances: u32,
+    memory_mib: u64,
+}
+
+struct Existing {
+    key: ObjectKey,
+    object: StoredObject,
+    spec: AssignmentSpec,
+}
+
+/// Plans placements. `live` holds the nodes heard from recently; only they receive new
+/// replicas. `created_at` is the creation time recorded on new Assignments.
+pub fn plan(state: &ClusterState, live: &BTreeSet<String>, created_at: &str) -> Plan {
+    let mut nodes: BTreeMap<String, Node> = state
+        .list("edgenodes", Some(""))
+        .filter_map(|(key, object)| {
+            let spec: EdgeNodeSpec = typed(object, "/spec")?;
+            let labels = typed(object, "/metadata/labels").unwrap_or_default();
+            Some((key.name.clone(), Node { name: key.name.clone(), labels, spec, instances: 0, memory_mib: 0 }))
+        })
+        .collect();
+    let mut by_workload: BTreeMap<(String, String), Vec<Existing>> = BTreeMap::new();
+    let mut plan = Plan::default();
+    for (key, object) in state.list("assignments", None) {
+        let Some(spec) = typed::<AssignmentSpec>(object, "/spec") else {
+            // Not readable as an Assignment: only this planner writes them, so remove it.
+            plan.commands.push(delete(key, object));
+            continue;
+        };
+        if let Some(node) = nodes.get_mut(&spec.node_name) {
+            node.instances += 1;
+            node.memory_mib += spec.resources.memory_mib;
+        }
+        by_workload
+            .entry((key.namespace.clone(), spec.workload.clone()))
+            .or_default()
+            .push(Existing { key: key.clone(), object: object.clone(), spec });
+    }
+
+    for (key, object) in state.list("workloads", None) {
+        let existing = by_workload.remove(&(key.namespace.clone(), key.name.clone())).unwrap_or_default();
+        let Some(workload) = typed::<WorkloadSpec>(object, "/spec") else { continue };
+        plan_workload(state, &key.namespace, &key.name, &workload, existing, &mut nodes, live, created_at, &mut plan);
+    }
+    // Assignments of deleted Workloads.
+    for existing in by_workload.into_values().flatten() {
+        plan.commands.push(delete(&existing.key, &existing.object));
+    }
+    plan
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_workload(
+    state: &ClusterState,
+    namespace: &str,
+    name: &str,
+    workload: &WorkloadSpec,
+    existing: Vec<Existing>,
+    nodes: &mut BTreeMap<String, Node>,
+    live: &BTreeSet<String>,
+    created_at: &str,
+    plan: &mut Plan,
+) {
+    let id = format!("{namespace}/{name}");
+    let template = match template(state, namespace, name, workload) {
+        Ok(t) => t,
+        Err(reason) => {
+            plan.unplaced.push(Unplaced { workload: id, missing: desired_count(workload, 0), reason });
+            return;
+        }
+    };
+    let matching: BTreeSet<String> = nodes.values().filter(|n| matches(n, workload)).map(|n| n.name.clone()).collect();
+
+    // Which replica slots are wanted: indices for replicated workloads, nodes for daemons.
+    let wanted: Vec<Slot> = match workload.mode {
+        WorkloadMode::Replicated => (0..desired_count(workload, 0)).map(Slot::Replica).collect(),
+        WorkloadMode::Daemon => matching.iter().filter(|n| live.contains(*n)).cloned().map(Slot::Node).collect(),
+    };
+    let mut filled: BTreeSet<Slot> = BTreeSet::new();
+    let mut on_nodes: BTreeSet<String> = BTreeSet::new();
+    for e in existing {
+        let slot = match workload.mode {
+            WorkloadMode::Replicated => Slot::Replica(e.spec.replica),
+            WorkloadMode::Daemon => Slot::Node(e.spec.node_name.clone()),
+        };
+        let keep = matching.contains(&e.spec.node_name) && wanted.contains(&slot) && !filled.contains(&slot)
+            // A daemon replica is named after its node; one found elsewhere is not ours to keep.
+            && (workload.mode == WorkloadMode::Replicated || e.key.name == daemon_name(name, &e.spec.node_name));
+        if !keep {
+            if let Some(node) = nodes.get_mut(&e.spec.node_name) {
+                node.instances = node.instances.saturating_sub(1);
+                node.memory_mib = node.memory_mib.saturating_sub(e.spec.resources.memory_mib);
+            }
+            plan.commands.push(delete(&e.key, &e.object));
+            continue;
+        }
+        filled.insert(slot);
+        on_nodes.insert(e.spec.node_name.clone());
+        let updated = AssignmentSpec { replica: e.spec.replica, node_name: e.spec.node_name.clone(), generation: e.spec.generation, ..template.clone() };
+        if updated != e.spec {
+            plan.commands.push(Command::PutResource {
+                key: e.key.clone(),
+                resource: assignment(&e.key, &updated),
+                precondition: Precondition::ResourceVersion(e.object.resource_version),
+                write: ResourceWrite::Replace,
+            });
+        }
+    }
+
+    let mut missing = 0;
+    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    for slot in wanted.into_iter().filter(|s| !filled.contains(s)) {
+        let chosen = match &slot {
+            Slot::Node(node) => fits(&nodes[node], &template).then(|| node.clone()),
+            Slot::Replica(_) => choose(nodes, &matching, live, &on_nodes, &template),
+        };
+        let Some(node_name) = chosen else {
+            missing += 1;
+            for (reason, count) in why_not(nodes, workload, live, &template) {
+                *reasons.entry(reason).or_default() += count;
+            }
+            continue;
+        };
+        let node = nodes.get_mut(&node_name).expect("chosen among the nodes");
+        node.instances += 1;
+        node.memory_mib += template.resources.memory_mib;
+        on_nodes.insert(node_name.clone());
+        let (replica, object_name) = match &slot {
+            Slot::Replica(r) => (*r, format!("{name}-{r}")),
+            Slot::Node(n) => (0, daemon_name(name, n)),
+        };
+        let key = ObjectKey::new("assignments", namespace, object_name);
+        // Later than any generation planned from an earlier state: fences older copies.
+        let spec = AssignmentSpec { replica, node_name, generation: state.applied_index() + 1, ..template.clone() };
+        plan.commands.push(Command::PutResource {
+            resource: assignment(&key, &spec),
+            key,
+            precondition: Precondition::MustNotExist,
+            write: ResourceWrite::Create { created_at: created_at.to_owned() },
+        });
+    }
+    if missing > 0 {
+        let total = nodes.len();
+        let why = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect::<Vec<_>>().join(", ");
+        let reason = if why.is_empty() { format!("0/{total} nodes fit") } else { format!("0/{total} nodes fit: {why}") };
+        plan.unplaced.push(Unplaced { workload: id, missing, reason });
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Replica(u32),
+    Node(String),
+}
+
+fn daemon_name(workload: &str, node: &str) -> String {
+    format!("{workload}-{node}")
+}
+
+fn desired_count(workload: &WorkloadSpec, daemon_nodes: u32) -> u32 {
+    match workload.mode {
+        WorkloadMode::Replicated => workload.replicas.unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32,
+        WorkloadMode::Daemon => daemon_nodes,
+    }
+}
+
+/// The Assignment spec every replica of the Workload shares, with references resolved.
+fn template(state: &ClusterState, namespace: &str, name: &str, workload: &WorkloadSpec) -> Result<AssignmentSpec, String> {
+    let module_digest = match workload.module.strip_prefix("sha256:") {
+        Some(_) => workload.module.clone(),
+        None => {
+            let (module, version) = workload.module.split_once('@').ok_or_else(|| format!("module {:?} is not name@version", workload.module))?;
+            let key = ObjectKey::new("modules", namespace, format!("{module}.{version}"));
+            let spec: ModuleSpec = state
+                .get(&key)
+                .and_then(|o| typed(o, "/spec"))
+                .ok_or_else(|| format!("module {module}@{version} is not in the registry (edgectl module push)"))?;
+            spec.digest
+        }
+    };
+    let model = match &workload.model_ref {
+        None => None,
+        Some(model) => {
+            let spec: ModelSpec = state
+                .get(&ObjectKey::new("models", namespace, model))
+                .and_then(|o| typed(o, "/spec"))
+                .ok_or_else(|| format!("model {model} does not exist"))?;
+            Some(AssignedModel { name: model.clone(), version: spec.version, format: spec.format, parameters: spec.parameters })
+        }
+    };
+    Ok(AssignmentSpec {
+        workload: name.to_owned(),
+        replica: 0,
+        node_name: String::new(),
+        generation: 0,
+        module_ref: workload.module.clone(),
+        module_digest,
+        resources: workload.resources.clone(),
+        inputs: workload.inputs.clone(),
+        outputs: workload.outputs.clone(),
+        config: workload.config.clone(),
+        model,
+        failure_policy: workload.failure_policy.clone(),
+    })
+}
+
+/// Whether the node may run the Workload at all (not whether it has room now).
+fn matches(node: &Node, workload: &WorkloadSpec) -> bool {
+    mismatch(node, workload).is_none()
+}
+
+/// Why the node may not run the Workload, in words for `edgectl describe`.
+fn mismatch(node: &Node, workload: &WorkloadSpec) -> Option<String> {
+    let placement = &workload.placement;
+    if let Some((k, v)) = placement.node_selector.iter().find(|(k, v)| node.labels.get(*k) != Some(*v)) {
+        return Some(format!("do not have label {k}={v}"));
+    }
+    if let Some(c) = placement.required_capabilities.iter().find(|c| !node.spec.capabilities.contains(c)) {
+        return Some(format!("lack capability {c}"));
+    }
+    let tolerated = |key: &str, value: &str| placement.tolerations.iter().any(|t| t.key == key && (t.value.is_empty() || t.value == value));
+    if let Some(t) = node.spec.taints.iter().find(|t| t.effect == TaintEffect::NoSchedule && !tolerated(&t.key, &t.value)) {
+        return Some(format!("have untolerated taint {}", t.key));
+    }
+    let tiers = &placement.preferred_tiers;
+    let tier_ok = tiers.is_empty() || tiers.contains(&node.spec.tier) || (placement.cloud_fallback && node.spec.tier == Tier::Cloud);
+    if !tier_ok {
+        return Some(format!("are not in tier {}", tiers.iter().map(|t| format!("{t:?}").to_lowercase()).collect::<Vec<_>>().join("/")));
+    }
+    None
+}
+
+/// Whether the node has room for one more replica: an instance slot and memory within the
+/// headroom.
+fn fits(node: &Node, template: &AssignmentSpec) -> bool {
+    let capacity = &node.spec.capacity;
+    node.instances < capacity.instance_slots
+        && (node.memory_mib + template.resources.memory_mib) * 100 <= capacity.memory_mib * HEADROOM_PERCENT
+}
+
+/// The best node for a new replica: live, matching, room left, not cordoned; preferred tiers
+/// first (cloud only as a fallback), then nodes without a replica of this Workload, then the
+/// fewest instances, then the name.
+fn choose(
+    nodes: &BTreeMap<String, Node>,
+    matching: &BTreeSet<String>,
+    live: &BTreeSet<String>,
+    occupied: &BTreeSet<String>,
+    template: &AssignmentSpec,
+) -> Option<String> {
+    matching
+        .iter()
+        .map(|n| &nodes[n])
+        .filter(|n| live.contains(&n.name) && !n.spec.cordoned && fits(n, template))
+        .min_by_key(|n| {
+            let soft_taint = n.spec.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
+            (soft_taint, occupied.contains(&n.name), n.instances, n.name.clone())
+        })
+        .map(|n| n.name.clone())
+}
+
+/// Counts, per reason, the nodes that cannot take a replica.
+fn why_not(nodes: &BTreeMap<String, Node>, workload: &WorkloadSpec, live: &BTreeSet<String>, template: &AssignmentSpec) -> BTreeMap<String, u32> {
+    let mut reasons = BTreeMap::new();
+    for node in nodes.values() {
+        let reason = if let Some(m) = mismatch(node, workload) {
+            m
+        } else if !live.contains(&node.name) {
+            "are not reporting heartbeats".to_owned()
+        } else if node.spec.cordoned {
+            "are cordoned".to_owned()
+        } else if node.instances >= node.spec.capacity.instance_slots {
+            "have no free instance slot".to_owned()
+        } else if !fits(node, template) {
+            "have insufficient memory".to_owned()
+        } else {
+            // Fits, but already holds a replica of this Workload.
+            "already run a replica".to_owned()
+        };
+        *reasons.entry(reason).or_insert(0) += 1;
+    }
+    reasons
+}
+
+fn assignment(key: &ObjectKey, spec: &AssignmentSpec) -> Value {
+    json!({
+        "apiVersion": edgeplane_api::resources::API_VERSION,
+        "kind": "Assignment",
+        "metadata": {
+            "name": key.name,
+            "namespace": key.namespace,
+            "labels": { NODE_LABEL: spec.node_name, "edgeplane.io/workload": spec.workload },
+        },
+        "spec": spec,
+    })
+}
+
+fn delete(key: &ObjectKey, object: &StoredObject) -> Command {
+    Command::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(object.resource_version) }
+}
+
+fn typed<T: DeserializeOwned>(object: &StoredObject, pointer: &str) -> Option<T> {
+    object.value.pointer(pointer).and_then(|v| T::deserialize(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2026-11-22T00:00:00Z";
+
+    struct World {
+        state: ClusterState,
+        index: u64,
+    }
+
+    impl World {
+        fn new() -> World {
+            World { state: ClusterState::default(), index: 0 }
+        }
+
+        fn apply(&mut self, command: Command) -> Result<crate::Applied, crate::ApplyError> {
+            self.index += 1;
+            self.state.apply_entry(self.index, &command.encode(), None).expect("not empty")
+        }
+
+        fn create(&mut self, plural: &str, namespace: &str, value: Value) {
+            let name = value["metadata"]["name"].as_str().expect("named").to_owned();
+            let write = ResourceWrite::Create { created_at: NOW.into() };
+            let key = ObjectKey::new(plural, namespace, name);
+            self.apply(Command::PutResource { key, resource: value, precondition: Precondition::None, write }).expect("created");
+        }
+
+        fn replace(&mut self, plural: &str, namespace: &str, value: Value) {
+            let name = value["metadata"]["name"].as_str().expect("named").to_owned();
+            let key = ObjectKey::new(plural, namespace, name);
+            self.apply(Command::PutResource { key, resource: value, precondition: Precondition::None, write: ResourceWrite::Replace })
+                .expect("replaced");
+        }
+
+        /// Plans and applies until nothing is left to do; returns the last plan's unplaced.
+        fn settle(&mut self, live: &[&str]) -> Vec<Unplaced> {
+            let live: BTreeSet<String> = live.iter().map(|s| (*s).to_owned()).collect();
+            for _ in 0..5 {
+                let plan = plan(&self.state, &live, NOW);
+                if plan.commands.is_empty() {
+                    return plan.unplaced;
+                }
+                self.apply(Command::Transaction(plan.commands)).expect("a fresh plan applies");
+            }
+            panic!("the planner did not settle in 5 rounds");
+        }
+
+        fn assignments(&self) -> Vec<(String, String, u64)> {
+            self.state
+                .list("assignments", None)
+                .map(|(k, o)| {
+                    let spec: AssignmentSpec = typed(o, "/spec").expect("readable");
+                    (k.name.clone(), spec.node_name, spec.generation)
+                })
+                .collect()
+        }
+    }
+
+    fn node(name: &str, capabilities: &[&str], slots: u32) -> Value {
+        json!({"metadata": {"name": name, "labels": {"zone": "z"}},
+               "spec": {"capabilities": capabilities, "capacity": {"memoryMib": 100, "instanceSlots": slots, "cpuMillis": 1000}}})
+    }
+
+    fn workload(name: &str, replicas: i64, capability: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "f"},
+               "spec": {"module": "sha256:00", "replicas": replicas, "placement": {"requiredCapabilities": [capability]},
+                        "resources": {"memoryMib": 20, "batchTimeMs": 50}, "config": {"min": 1}}})
+    }
+
+    #[test]
+    fn places_replicas_on_matching_live_nodes_and_settles() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        w.create("edgenodes", "", node("b", &["temp"], 8));
+        w.create("edgenodes", "", node("c", &["vib"], 8));
+        w.create("workloads", "f", workload("filter", 2, "temp"));
+        assert_eq!(w.settle(&["a", "b", "c"]), vec![]);
+        let placed: Vec<_> = w.assignments().into_iter().map(|(n, node, _)| (n, node)).collect();
+        assert_eq!(placed, vec![("filter-0".into(), "a".into()), ("filter-1".into(), "b".into())]);
+        // Planning again changes nothing.
+        assert_eq!(plan(&w.state, &["a".to_owned(), "b".to_owned()].into(), NOW), Plan::default());
+    }
+
+    #[test]
+    fn explains_why_replicas_stay_pending() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 1));
+        w.create("edgenodes", "", node("b", &["vib"], 8));
+        w.create("edgenodes", "", node("c", &["temp"], 8));
+        w.create("workloads", "f", workload("filter", 2, "temp"));
+        let unplaced = w.settle(&["a", "b"]);
+        assert_eq!(
+            unplaced,
+            vec![Unplaced {
+                workload: "f/filter".into(),
+                missing: 1,
+                reason: "0/3 nodes fit: 1 are not reporting heartbeats, 1 have no free instance slot, 1 lack capability temp".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_changed_workload_updates_in_place_and_scaling_down_removes_the_highest_replicas() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        w.create("workloads", "f", workload("filter", 3, "temp"));
+        w.settle(&["a"]);
+        let before = w.assignments();
+        let mut changed = workload("filter", 2, "temp");
+        changed["spec"]["config"]["min"] = json!(5);
+        w.replace("workloads", "f", changed);
+        w.settle(&["a"]);
+        let after = w.assignments();
+        assert_eq!(after, before[..2].to_vec(), "same names, nodes and generations");
+        let config = w.state.get(&ObjectKey::new("assignments", "f", "filter-0")).expect("kept").value["spec"]["config"]["min"].clone();
+        assert_eq!(config, json!(5));
+    }
+
+    #[test]
+    fn deleting_a_workload_removes_its_assignments_and_memory_headroom_is_kept() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        // 100 MiB at 90% headroom holds four 20 MiB replicas, not five.
+        w.create("workloads", "f", workload("filter", 5, "temp"));
+        let unplaced = w.settle(&["a"]);
+        assert_eq!(w.assignments().len(), 4);
+        assert_eq!(unplaced[0].reason, "0/1 nodes fit: 1 have insufficient memory");
+        let key = ObjectKey::new("workloads", "f", "filter");
+        w.apply(Command::Delete { key, precondition: Precondition::None }).expect("deleted");
+        w.settle(&["a"]);
+        assert_eq!(w.assignments(), vec![]);
+    }
+
+    #[test]
+    fn a_plan_from_a_stale_state_is_refused_whole() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        w.create("workloads", "f", workload("filter", 1, "temp"));
+        let live: BTreeSet<String> = ["a".to_owned()].into();
+        let first = plan(&w.state, &live, NOW);
+        let second = plan(&w.state, &live, NOW);
+        w.apply(Command::Transaction(first.commands)).expect("applies");
+        assert!(w.apply(Command::Transaction(second.commands)).is_err(), "the duplicate plan must not place twice");
+        assert_eq!(w.assignments().len(), 1);
+    }
+}
