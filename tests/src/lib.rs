@@ -6,6 +6,8 @@
 //! - [`PeerProxy`]: sits on every Raft peer link so a test can cut links (a partition that
 //!   leaves the API reachable, which SIGSTOP cannot model).
 //! - [`Api`]: a small JSON client for one orchestrator.
+//! - [`EdgeRuntime`]: an edge-runtime process registered with a cluster.
+//! - [`workload_wasm`]: the workload modules `scripts/build-workloads.sh` built.
 //! - [`bin_path`]: finds the binaries `cargo build` produced.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +21,100 @@ use edgeplane_api::ClusterStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// The bootstrap token every test cluster accepts.
+pub const BOOTSTRAP_TOKEN: &str = "edgeplane-test-bootstrap-token";
+
+/// A workload module built by `scripts/build-workloads.sh` (`target/workloads/<name>.wasm`).
+pub fn workload_wasm(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/workloads").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; build the workloads first: bash scripts/build-workloads.sh", path.display()))
+}
+
+/// An edge-runtime process. Killed on drop.
+#[derive(Debug)]
+pub struct EdgeRuntime {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl EdgeRuntime {
+    /// Starts `edge-runtime --name NAME` against `servers` with the test bootstrap token;
+    /// `args` adds labels, capabilities and the like.
+    pub fn start(name: &str, servers: &[SocketAddr], data_dir: PathBuf, args: &[&str]) -> EdgeRuntime {
+        let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
+        let mut all = vec!["--name".to_owned(), name.to_owned(), "--servers".to_owned(), servers.join(",")];
+        all.extend(["--data-dir".to_owned(), data_dir.to_string_lossy().into_owned()]);
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let log_path = data_dir.with_extension("log");
+        let mut edge = EdgeRuntime { name: name.to_owned(), data_dir, log_path, args: all, child: None };
+        edge.spawn();
+        edge
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir.join("status.addr"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("edge log file");
+        let child = Command::new(bin_path("edge-runtime"))
+            .args(&self.args)
+            .env("EDGEPLANE_BOOTSTRAP_TOKEN", BOOTSTRAP_TOKEN)
+            .env_remove("EDGEPLANE_SERVERS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("edge log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn edge-runtime");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The node's own status API, once it is up.
+    pub async fn status_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(addr) = std::fs::read_to_string(self.data_dir.join("status.addr")).ok().and_then(|s| s.trim().parse().ok()) {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "edge runtime {} did not start; log:\n{}", self.name, self.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What `GET /v1/instances` answers.
+    pub async fn instances(&self) -> Vec<serde_json::Value> {
+        let addr = self.status_addr().await;
+        match reqwest::get(format!("http://{addr}/v1/instances")).await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for EdgeRuntime {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
 
 /// Directory holding the binaries under test: `EDGEPLANE_BIN_DIR`, else the cargo target
 /// directory this test executable was built into.
@@ -162,6 +258,7 @@ impl Cluster {
         let node = &mut self.nodes[(id - 1) as usize];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
         let mut command = Command::new(bin_path("orchestrator"));
+        command.env("EDGEPLANE_BOOTSTRAP_TOKEN", BOOTSTRAP_TOKEN);
         if let Some(tick) = spec.tick_ms {
             command.args(["--tick-ms", &tick.to_string()]);
         }

@@ -1,0 +1,128 @@
+//! The edge runtime's configuration: flags (or `EDGEPLANE_*` environment variables), every
+//! problem reported at once before anything starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use edgeplane_api::resources::{Capacity, Tier};
+
+#[derive(Debug, Parser)]
+#[command(name = "edge-runtime", version, about = "Runs edgeplane WebAssembly workloads on an edge node")]
+pub struct Args {
+    /// The node's name (a DNS subdomain), unique in the cluster.
+    #[arg(long, env = "EDGEPLANE_NODE_NAME")]
+    pub name: String,
+    /// Where the node keeps its identity, assignments and module cache.
+    #[arg(long, env = "EDGEPLANE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Orchestrator API addresses (host:port), comma-separated; any of them will do.
+    #[arg(long, env = "EDGEPLANE_SERVERS", value_delimiter = ',', required = true)]
+    pub servers: Vec<String>,
+    /// The cluster's bootstrap token, needed to register the first time.
+    #[arg(long, env = "EDGEPLANE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// A node label, KEY=VALUE; repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    #[arg(long, default_value = "edge")]
+    pub tier: String,
+    /// Capabilities offered, comma-separated (e.g. sensor.temperature,wasm.simd).
+    #[arg(long, value_delimiter = ',')]
+    pub capabilities: Vec<String>,
+    #[arg(long, default_value_t = 512)]
+    pub memory_mib: u64,
+    #[arg(long, default_value_t = 8)]
+    pub instance_slots: u32,
+    #[arg(long, default_value_t = 1000)]
+    pub cpu_millis: u32,
+    /// Where the node's own status API listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Threads that run wasm; 0 means one per core.
+    #[arg(long, default_value_t = 0)]
+    pub wasm_threads: usize,
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub servers: Vec<String>,
+    pub bootstrap_token: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub tier: Tier,
+    pub capabilities: Vec<String>,
+    pub capacity: Capacity,
+    pub listen: SocketAddr,
+    pub heartbeat: Duration,
+    pub wasm_threads: usize,
+    pub log: String,
+}
+
+impl Config {
+    pub fn load(args: Args) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        if let Err(e) = edgeplane_api::validate::dns_subdomain(&args.name) {
+            errors.push(format!("name: {e}"));
+        }
+        let mut labels = BTreeMap::new();
+        for label in &args.labels {
+            match label.split_once('=') {
+                Some((k, v)) => match edgeplane_api::validate::label_key(k).and_then(|()| edgeplane_api::validate::label_value(v)) {
+                    Ok(()) => drop(labels.insert(k.to_owned(), v.to_owned())),
+                    Err(e) => errors.push(format!("label {label:?}: {e}")),
+                },
+                None => errors.push(format!("label {label:?}: expected KEY=VALUE")),
+            }
+        }
+        let tier = match args.tier.as_str() {
+            "edge" => Tier::Edge,
+            "gateway" => Tier::Gateway,
+            "cloud" => Tier::Cloud,
+            other => {
+                errors.push(format!("tier: must be edge, gateway or cloud, got {other:?}"));
+                Tier::Edge
+            }
+        };
+        let servers: Vec<String> = args.servers.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        if servers.is_empty() {
+            errors.push("servers: at least one orchestrator address is required".to_owned());
+        }
+        let listen = args.listen.parse().map_err(|e| errors.push(format!("listen: {:?} is not an address: {e}", args.listen))).ok();
+        if args.heartbeat_ms == 0 {
+            errors.push("heartbeat-ms: must be >= 1".to_owned());
+        }
+        if args.instance_slots == 0 || args.memory_mib == 0 {
+            errors.push("instance-slots and memory-mib: must be >= 1".to_owned());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+            errors.push(format!("log: {:?} is not a valid filter: {e}", args.log));
+        }
+        let Some(listen) = listen.filter(|_| errors.is_empty()) else { return Err(errors) };
+        let wasm_threads = match args.wasm_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Config {
+            name: args.name,
+            data_dir: args.data_dir,
+            servers,
+            bootstrap_token: args.bootstrap_token,
+            labels,
+            tier,
+            capabilities: args.capabilities,
+            capacity: Capacity { memory_mib: args.memory_mib, instance_slots: args.instance_slots, cpu_millis: args.cpu_millis },
+            listen,
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            wasm_threads,
+            log: args.log,
+        })
+    }
+}

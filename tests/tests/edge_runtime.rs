@@ -1,0 +1,159 @@
+//! Edge runtimes against real orchestrators: registration with a bootstrap token and a
+//! persisted identity, heartbeats, and reconciling instances with the node's Assignments
+//! (apply a Workload: it starts; change it: it updates; delete it: it stops).
+
+use std::time::{Duration, Instant};
+
+use edgeplane_tests::{workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, BOOTSTRAP_TOKEN};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const WORKLOADS: &str = "/apis/edgeplane.io/v1alpha1/namespaces/factory/workloads";
+
+async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>, context: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn push(api: &Api, name: &str, version: &str, bytes: Vec<u8>) -> String {
+    let reply = api.request(Method::POST, &format!("/v1/modules/factory/{name}/{version}"), Some(bytes)).await.expect("push");
+    assert!(reply.code == 200 || reply.code == 201, "pushing {name}@{version}: {} {}", reply.code, reply.body);
+    reply.body.pointer("/spec/digest").and_then(Value::as_str).expect("digest").to_owned()
+}
+
+fn workload(module: &str, config: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "edgeplane.io/v1alpha1",
+        "kind": "Workload",
+        "metadata": {"name": "temperature-filter", "namespace": "factory"},
+        "spec": {
+            "module": module,
+            "placement": {"nodeSelector": {"line": "a"}, "requiredCapabilities": ["sensor.temperature"]},
+            "inputs": ["line-a/temperature"],
+            "outputs": [{"name": "out-of-range", "topic": "line-a/alerts"}, {"name": "summary", "sink": {"type": "log"}}],
+            "config": config
+        }
+    }))
+    .expect("json")
+}
+
+/// The single instance the edge reports, once it satisfies `ready`.
+async fn instance(edge: &EdgeRuntime, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    eventually(
+        what,
+        Duration::from_secs(30),
+        async || {
+            let instances = edge.instances().await;
+            (instances.len() == 1 && ready(&instances[0])).then(|| instances[0].clone())
+        },
+        || format!("edge log:\n{}", edge.log_tail()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_to_it() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 51, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let servers: Vec<_> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
+    let filter_digest = push(&api, "threshold-filter", "1.0.0", workload_wasm("threshold-filter")).await;
+    let aggregator_digest = push(&api, "window-aggregator", "1.0.0", workload_wasm("window-aggregator")).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--label", "line=a", "--capabilities", "sensor.temperature,wasm.simd", "--heartbeat-ms", "200"];
+    let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge-a"), &args);
+    // A node that does not match the Workload: it must get nothing.
+    let other = EdgeRuntime::start("line-b-edge", &servers, dir.path().join("edge-b"), &["--label", "line=b", "--capabilities", "sensor.temperature"]);
+
+    // Registration: an EdgeNode with the runtime's labels, capabilities and uid.
+    let node = eventually(
+        "line-a-edge to register",
+        Duration::from_secs(20),
+        async || {
+            let r = api.get("/apis/edgeplane.io/v1alpha1/edgenodes/line-a-edge").await.ok()?;
+            (r.code == 200).then_some(r.body)
+        },
+        || edge.log_tail(),
+    )
+    .await;
+    assert_eq!(node.pointer("/metadata/labels/line"), Some(&json!("a")), "{node}");
+    assert_eq!(node.pointer("/spec/capabilities"), Some(&json!(["sensor.temperature", "wasm.simd"])), "{node}");
+    let uid = node.pointer("/metadata/annotations/edgeplane.io~1node-uid").cloned().expect("uid annotation");
+
+    // Apply: the edge starts it.
+    let created = api.request(Method::POST, WORKLOADS, Some(workload("threshold-filter@1.0.0", json!({"min": 15.0, "max": 80.0})))).await.expect("create");
+    assert_eq!(created.code, 201, "{}", created.body);
+    let running = instance(&edge, "the filter to run", |i| i["phase"] == "Running").await;
+    assert_eq!(running["assignment"], "factory/temperature-filter-0");
+    assert_eq!(running["moduleDigest"], json!(filter_digest));
+    assert_eq!(running["reconfigurations"], 0);
+    let generation = running["generation"].clone();
+
+    // Change the configuration: applied to the running instance, no restart.
+    let replaced = api.request(Method::PUT, &format!("{WORKLOADS}/temperature-filter"), Some(workload("threshold-filter@1.0.0", json!({"min": 20.0, "max": 80.0})))).await.expect("replace");
+    assert_eq!(replaced.code, 200, "{}", replaced.body);
+    let reconfigured = instance(&edge, "the new configuration to reach the instance", |i| i["reconfigurations"] == 1).await;
+    assert_eq!((reconfigured["restarts"].clone(), reconfigured["generation"].clone()), (json!(0), generation.clone()), "{reconfigured}");
+
+    // Change the module: the instance is replaced by one running the new module.
+    let replaced = api.request(Method::PUT, &format!("{WORKLOADS}/temperature-filter"), Some(workload("window-aggregator@1.0.0", json!({"windowSeconds": 10})))).await.expect("replace");
+    assert_eq!(replaced.code, 200, "{}", replaced.body);
+    let updated = instance(&edge, "the new module to run", |i| i["moduleDigest"] == json!(aggregator_digest) && i["phase"] == "Running").await;
+    assert_eq!(updated["reconfigurations"], 0, "a new instance: {updated}");
+
+    // The leader hears about it in the heartbeats.
+    let liveness = eventually(
+        "a heartbeat reporting the instance",
+        Duration::from_secs(10),
+        async || {
+            let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+            let r = cluster.api(leader).get("/v1/nodes/line-a-edge/heartbeat").await.ok()?;
+            let instances = r.body.pointer("/heartbeat/instances")?.as_array()?.clone();
+            (r.code == 200 && instances.iter().any(|i| i["moduleDigest"] == json!(aggregator_digest))).then_some(r.body)
+        },
+        || edge.log_tail(),
+    )
+    .await;
+    assert_eq!(liveness.pointer("/heartbeat/load/instances"), Some(&json!(1)), "{liveness}");
+    assert!(other.instances().await.is_empty(), "line-b-edge does not match and must run nothing");
+
+    // A restart keeps the identity (no second EdgeNode, no conflict) and resumes the work.
+    edge.restart();
+    let resumed = instance(&edge, "the instance to resume after a restart", |i| i["phase"] == "Running").await;
+    assert_eq!(resumed["moduleDigest"], json!(aggregator_digest));
+    let node = api.get("/apis/edgeplane.io/v1alpha1/edgenodes/line-a-edge").await.expect("get node").body;
+    assert_eq!(node.pointer("/metadata/annotations/edgeplane.io~1node-uid"), Some(&uid), "the node kept its uid");
+
+    // Another runtime claiming the name is refused.
+    let claim = json!({"name": "line-a-edge", "uid": "someone-else", "capacity": {"memoryMib": 64, "instanceSlots": 1, "cpuMillis": 100}});
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/nodes/register", cluster.api_addr(leader)))
+        .bearer_auth(BOOTSTRAP_TOKEN)
+        .json(&claim)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status().as_u16(), 409);
+    let wrong_token = reqwest::Client::new()
+        .post(format!("http://{}/v1/nodes/register", cluster.api_addr(leader)))
+        .bearer_auth("not-the-token")
+        .json(&claim)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(wrong_token.status().as_u16(), 401);
+
+    // Delete: the instance stops.
+    let deleted = api.delete(&format!("{WORKLOADS}/temperature-filter")).await.expect("delete");
+    assert_eq!(deleted.code, 200, "{}", deleted.body);
+    eventually("the instance to stop", Duration::from_secs(20), async || edge.instances().await.is_empty().then_some(()), || edge.log_tail()).await;
+    let assignments = api.get("/apis/edgeplane.io/v1alpha1/assignments").await.expect("list").body;
+    assert_eq!(assignments["items"], json!([]), "{assignments}");
+}
