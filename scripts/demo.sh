@@ -22,6 +22,7 @@ fail() { echo "demo: $*" >&2; exit 1; }
 if [ "${EDGEPLANE_SKIP_BUILD:-0}" != 1 ]; then
     say "building (debug; the first build takes a few minutes)"
     cargo build --workspace --locked --quiet
+    bash scripts/build-workloads.sh
 fi
 bin=target/debug
 edgectl="$bin/edgectl"
@@ -32,9 +33,19 @@ peer() { echo "127.0.0.$1:7101"; }
 members=()
 for i in "${ids[@]}"; do members+=(--member "$i=$(peer "$i"),$(api "$i")"); done
 export EDGEPLANE_SERVERS="$(api 1),$(api 2),$(api 3)"
+# Edge runtimes present this to register (a demo secret; set your own in production).
+export EDGEPLANE_BOOTSTRAP_TOKEN=edgeplane-demo-bootstrap-token
+edges=(line-a-edge line-b-edge cloud-1)
+declare -A edge_args=(
+    [line-a-edge]="--label zone=hall-1 --label line=a --capabilities sensor.temperature,sensor.vibration,wasm.simd --listen 127.0.0.1:9101"
+    [line-b-edge]="--label zone=hall-2 --label line=b --capabilities sensor.vibration,wasm.simd --listen 127.0.0.1:9102"
+    [cloud-1]="--label zone=cloud --tier cloud --capabilities wasm.simd,accel.gpu --memory-mib 8192 --instance-slots 64 --listen 127.0.0.1:9103"
+)
 
-for i in "${ids[@]}"; do
-    for addr in "$(api "$i")" "$(peer "$i")"; do
+for i in "${ids[@]}" edge; do
+    addrs=("$(api "$i")" "$(peer "$i")")
+    [ "$i" = edge ] && addrs=(127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103)
+    for addr in "${addrs[@]}"; do
         if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
             fail "something already listens on $addr (an earlier demo still running?)"
         fi
@@ -49,6 +60,22 @@ declare -A pids=()
 start_node() {
     "$bin/orchestrator" --id "$1" --data-dir "$dir/node$1" "${members[@]}" >>"$dir/node$1.log" 2>&1 &
     pids[$1]=$!
+}
+
+start_edge() {
+    # shellcheck disable=SC2086 # the arguments are meant to split
+    "$bin/edge-runtime" --name "$1" --data-dir "$dir/$1" --heartbeat-ms 500 ${edge_args[$1]} >>"$dir/$1.log" 2>&1 &
+    pids[$1]=$!
+}
+
+# Instances reported Running by every edge runtime's status API.
+running_instances() {
+    local total=0 port n
+    for port in 9101 9102 9103; do
+        n=$(curl -s "http://127.0.0.1:$port/v1/instances" 2>/dev/null | grep -o '"phase":"Running"' | wc -l || true)
+        total=$((total + n))
+    done
+    echo "$total"
 }
 
 stop_all() {
@@ -118,6 +145,28 @@ say "declarative resources: applying the factory manifests (edge nodes, workload
 "$edgectl" get workloads -A
 "$edgectl" describe workload vibration-anomalies -n factory
 
+say "pushing the workload modules (wasm) into the registry"
+for module in threshold-filter window-aggregator anomaly-detector ts-compressor; do
+    "$edgectl" module push "target/workloads/$module.wasm" --name "$module" --version 1.0.0 -n factory
+done
+
+say "starting 3 edge runtimes (two line-side, one cloud-tier); they register and take their assignments"
+for e in "${edges[@]}"; do start_edge "$e"; done
+# 1 filter (line a) + 2 anomaly detectors (daemon on the vibration nodes) + 2 aggregators.
+expected=5
+for _ in $(seq 200); do
+    [ "$(running_instances)" -ge "$expected" ] && break
+    sleep 0.1
+done
+"$edgectl" get assignments -A
+for e in "${edges[@]}"; do
+    port=${edge_args[$e]##*:}
+    echo "-- $e runs: $(curl -s "http://127.0.0.1:$port/v1/instances" | grep -o '"assignment":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')"
+done
+n=$(running_instances)
+[ "$n" -ge "$expected" ] || fail "only $n of $expected instances are running; logs are in $dir"
+echo "$n instances running on the edge"
+
 if $check; then
     say "check passed; shutting down"
     exit 0
@@ -138,12 +187,15 @@ The cluster is running. Try, in another terminal:
   $edgectl watch workloads -A                      # in one terminal, then in another:
   $edgectl apply -f manifests/factory              # edit a file first to see "configured"
   $edgectl describe node line-a-edge
+  $edgectl get assignments -A -o wide             # which replica runs where
+  curl -s http://127.0.0.1:9101/v1/instances       # what line-a-edge runs, and how it is doing
+  curl -s http://$(api 1)/v1/nodes/line-a-edge/heartbeat   # the leader's view (ask the leader)
 
 Press Ctrl-C to stop everything.
 TRY
 while true; do
     for i in "${!pids[@]}"; do
-        kill -0 "${pids[$i]}" 2>/dev/null || fail "orchestrator $i exited; see $dir/node$i.log"
+        kill -0 "${pids[$i]}" 2>/dev/null || fail "process $i exited; see $dir/node$i.log or $dir/$i.log"
     done
     sleep 1
 done
