@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=setup.sh
 . scripts/setup.sh
 
+# The workload modules (wasm32) that the edge runtime's tests and the end-to-end tests run.
+bash scripts/build-workloads.sh
+
 # The end-to-end tests run the binaries from target/debug, which `cargo test` alone does not
 # rebuild for other packages: build them first so no test runs a stale binary.
 cargo build --workspace --locked
@@ -14,6 +17,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# The workloads and their SDK, natively (a separate workspace, see workloads/README.md).
+(cd workloads && cargo test --locked "$@") 2>&1 | tee -a "$log" || status=$?
 
 # cargo ends on the last crate's doc-tests (often "0 passed"); close with the whole count.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "Total: %d passed, %d failed\n", p, f }' "$log"

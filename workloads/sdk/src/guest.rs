@@ -1,0 +1,139 @@
+//! The code path shared by the wasm exports and [`NativeHost`]: parse, call the workload,
+//! flush its outputs. Only the way output reaches the host differs.
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::emit::{Emitter, Refused};
+use crate::{code, log, Workload};
+
+/// A workload instance with its output buffers.
+#[derive(Debug)]
+pub struct Guest<W> {
+    workload: W,
+    emitter: Emitter,
+    /// Whether `configure` succeeded at least once.
+    configured: bool,
+}
+
+impl<W: Workload> Default for Guest<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W: Workload> Guest<W> {
+    pub fn new() -> Self {
+        #[cfg(target_arch = "wasm32")]
+        crate::abi::install_panic_hook();
+        Self { workload: W::default(), emitter: Emitter::new(), configured: false }
+    }
+
+    /// Parses the configuration document and hands it to the workload. On error the workload
+    /// keeps its previous configuration.
+    pub fn configure(&mut self, document: &[u8]) -> Result<(), String> {
+        let config = Config::parse_bytes(document)?;
+        self.workload.configure(&config)?;
+        self.configured = true;
+        Ok(())
+    }
+
+    /// Processes one batch; `emit(output, data)` returns the host's code. Failures are logged
+    /// and returned as the ABI's error codes.
+    #[inline]
+    pub fn process<F>(&mut self, bytes: &[u8], emit: F) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
+        if !self.configured {
+            // The host skipped ep_configure (ABI v1 makes it optional): a workload whose
+            // configuration is all defaults runs; one that needs configuration says why not.
+            if let Err(message) = self.workload.configure(&Config::default()) {
+                log::error(&format!("not configured: {message}"));
+                return Err(code::NOT_CONFIGURED);
+            }
+            self.configured = true;
+        }
+        let batch = match Batch::parse(bytes) {
+            Ok(batch) => batch,
+            Err(e) => {
+                log::error(&format!("malformed batch: {e}"));
+                return Err(code::INVALID);
+            }
+        };
+        self.workload.process(&batch, &mut self.emitter);
+        match self.emitter.flush(emit) {
+            Ok(()) => Ok(()),
+            Err(Refused { output, code }) => {
+                log::error(&format!(
+                    "the host refused output `{output}` (code {code}); the rest of this batch's output is discarded"
+                ));
+                Err(code::EMIT_REFUSED)
+            }
+        }
+    }
+
+    pub fn workload(&self) -> &W {
+        &self.workload
+    }
+
+    pub fn workload_mut(&mut self) -> &mut W {
+        &mut self.workload
+    }
+}
+
+/// Runs a workload natively through the same code path as the wasm exports (parse, process,
+/// flush once per output), collecting what it emits instead of calling `edgeplane.emit`. It is
+/// the native baseline the edge runtime's benchmarks compare the wasm modules against, and
+/// what workload tests drive.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug)]
+pub struct NativeHost<W> {
+    guest: Guest<W>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<W: Workload> Default for NativeHost<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<W: Workload> NativeHost<W> {
+    pub fn new() -> Self {
+        Self { guest: Guest::new() }
+    }
+
+    /// `ep_configure`: a configuration document (see [`Config`]).
+    pub fn configure(&mut self, document: &str) -> Result<(), String> {
+        self.guest.configure(document.as_bytes())
+    }
+
+    /// `ep_process`: the (output, data) pairs emitted, one per output that received anything,
+    /// or the code `ep_process` would return.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<(String, Vec<u8>)>, i32> {
+        let mut emitted = Vec::new();
+        self.guest.process(batch, |output, data| {
+            emitted.push((output.to_owned(), data.to_vec()));
+            0
+        })?;
+        Ok(emitted)
+    }
+
+    /// Like [`NativeHost::process`], handing each output to `emit`, which returns what
+    /// `edgeplane.emit` would (0, or negative to refuse). Copies nothing.
+    pub fn process_with<F>(&mut self, batch: &[u8], emit: F) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
+        self.guest.process(batch, emit)
+    }
+
+    pub fn workload(&self) -> &W {
+        self.guest.workload()
+    }
+
+    pub fn workload_mut(&mut self) -> &mut W {
+        self.guest.workload_mut()
+    }
+}
