@@ -261,11 +261,11 @@ impl Worker {
         match job {
             Job::Start { id, spec, shared } => {
                 let mut slot = Slot { spec, shared, instance: None, restart_at: None, consecutive_failures: 0 };
-                self.start(&mut slot);
+                slot.start(&self.host);
                 self.slots.insert(id, slot);
             }
             Job::Configure { id, doc } => {
-                let Some(mut slot) = self.slots.remove(&id) else { return };
+                let Some(slot) = self.slots.get_mut(&id) else { return };
                 slot.spec.config_doc = doc;
                 match slot.instance.as_mut() {
                     Some(instance) => match instance.configure(&slot.spec.config_doc) {
@@ -275,15 +275,14 @@ impl Worker {
                                 s.message = None;
                             }
                         }),
-                        Err(e) => self.fail(&mut slot, e),
+                        Err(e) => slot.fail(e),
                     },
                     // Failed or backing off: start over with the new configuration now.
                     None => {
                         slot.restart_at = None;
-                        self.start(&mut slot);
+                        slot.start(&self.host);
                     }
                 }
-                self.slots.insert(id, slot);
             }
             Job::Process { id, batch, reply } => {
                 let Some(slot) = self.slots.get_mut(&id) else {
@@ -309,15 +308,13 @@ impl Worker {
                     }
                     Err(e) => {
                         // Status first, so whoever gets the answer sees the consequence.
-                        let mut slot = self.slots.remove(&id).expect("looked up above");
                         slot.shared.update(|s| s.batches_failed += 1);
                         let answer = Err(ProcessError::Guest(slot.spec.name.clone(), e.clone()));
                         if e.poisons_instance() {
-                            self.fail(&mut slot, e);
+                            slot.fail(e);
                         } else {
                             slot.shared.update(|s| s.message = Some(e.to_string()));
                         }
-                        self.slots.insert(id, slot);
                         let _ = reply.send(answer);
                     }
                 }
@@ -330,59 +327,59 @@ impl Worker {
         }
     }
 
-    fn start(&self, slot: &mut Slot) {
-        match self.host.instantiate(&slot.spec.module, slot.spec.limits.clone(), &slot.spec.config_doc) {
+    fn restart_due(&mut self, now: Instant) {
+        for slot in self.slots.values_mut().filter(|s| s.restart_at.is_some_and(|at| at <= now)) {
+            slot.restart_at = None;
+            slot.shared.update(|s| s.restarts += 1);
+            slot.start(&self.host);
+        }
+    }
+}
+
+impl Slot {
+    fn start(&mut self, host: &WasmHost) {
+        match host.instantiate(&self.spec.module, self.spec.limits.clone(), &self.spec.config_doc) {
             Ok(instance) => {
                 let memory = instance.memory_bytes() as u64;
-                slot.instance = Some(instance);
-                slot.shared.update(|s| {
+                self.instance = Some(instance);
+                let proven = self.consecutive_failures == 0;
+                self.shared.update(|s| {
                     s.phase = InstancePhase::Running;
                     s.memory_bytes = memory;
                     // Keep the last error visible while the instance is still proving itself.
-                    if slot.consecutive_failures == 0 {
+                    if proven {
                         s.message = None;
                     }
                 });
             }
             // A refused configuration will be refused again: wait for a new one.
             Err(e @ GuestError::Returned { .. }) => {
-                tracing::warn!(instance = %slot.spec.name, "configuration refused: {e}");
-                slot.instance = None;
-                slot.restart_at = None;
-                slot.shared.update(|s| {
+                tracing::warn!(instance = %self.spec.name, "configuration refused: {e}");
+                self.instance = None;
+                self.restart_at = None;
+                self.shared.update(|s| {
                     s.phase = InstancePhase::Failed;
                     s.message = Some(format!("configuration refused: {e}"));
                 });
             }
-            Err(e) => self.fail(slot, e),
+            Err(e) => self.fail(e),
         }
     }
 
     /// Drops the instance and schedules its restart.
-    fn fail(&self, slot: &mut Slot, error: GuestError) {
-        slot.instance = None;
-        slot.consecutive_failures += 1;
-        let failures = slot.consecutive_failures;
-        let backoff = backoff(slot.spec.restart.first_backoff, failures);
-        slot.restart_at = Some(Instant::now() + backoff);
-        let crash_loop = failures > slot.spec.restart.max_restarts;
-        tracing::warn!(instance = %slot.spec.name, failures, ?backoff, "instance failed: {error}");
-        slot.shared.update(|s| {
+    fn fail(&mut self, error: GuestError) {
+        self.instance = None;
+        self.consecutive_failures += 1;
+        let failures = self.consecutive_failures;
+        let backoff = backoff(self.spec.restart.first_backoff, failures);
+        self.restart_at = Some(Instant::now() + backoff);
+        let crash_loop = failures > self.spec.restart.max_restarts;
+        tracing::warn!(instance = %self.spec.name, failures, ?backoff, "instance failed: {error}");
+        self.shared.update(|s| {
             s.phase = if crash_loop { InstancePhase::CrashLoop } else { InstancePhase::BackingOff };
             s.consecutive_failures = failures;
             s.message = Some(format!("{error}; restart {failures} in {} ms", backoff.as_millis()));
         });
-    }
-
-    fn restart_due(&mut self, now: Instant) {
-        let due: Vec<u64> = self.slots.iter().filter(|(_, s)| s.restart_at.is_some_and(|at| at <= now)).map(|(id, _)| *id).collect();
-        for id in due {
-            let mut slot = self.slots.remove(&id).expect("listed above");
-            slot.restart_at = None;
-            slot.shared.update(|s| s.restarts += 1);
-            self.start(&mut slot);
-            self.slots.insert(id, slot);
-        }
     }
 }
 
