@@ -121,7 +121,7 @@ fn plan_workload(
     let template = match template(state, namespace, name, workload) {
         Ok(t) => t,
         Err(reason) => {
-            plan.unplaced.push(Unplaced { workload: id, missing: desired_count(workload, 0), reason });
+            plan.unplaced.push(Unplaced { workload: id, missing: replica_count(workload), reason });
             return;
         }
     };
@@ -129,7 +129,7 @@ fn plan_workload(
 
     // Which replica slots are wanted: indices for replicated workloads, nodes for daemons.
     let wanted: Vec<Slot> = match workload.mode {
-        WorkloadMode::Replicated => (0..desired_count(workload, 0)).map(Slot::Replica).collect(),
+        WorkloadMode::Replicated => (0..replica_count(workload)).map(Slot::Replica).collect(),
         WorkloadMode::Daemon => matching.iter().filter(|n| live.contains(*n)).cloned().map(Slot::Node).collect(),
     };
     let mut filled: BTreeSet<Slot> = BTreeSet::new();
@@ -213,10 +213,11 @@ fn daemon_name(workload: &str, node: &str) -> String {
     format!("{workload}-{node}")
 }
 
-fn desired_count(workload: &WorkloadSpec, daemon_nodes: u32) -> u32 {
+/// Replicas a replicated Workload asks for; a daemon's count follows its nodes instead (0 here).
+fn replica_count(workload: &WorkloadSpec) -> u32 {
     match workload.mode {
         WorkloadMode::Replicated => workload.replicas.unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32,
-        WorkloadMode::Daemon => daemon_nodes,
+        WorkloadMode::Daemon => 0,
     }
 }
 
