@@ -63,6 +63,13 @@ impl Client {
         (0..self.servers.len()).map(|i| self.servers[(first + i) % self.servers.len()].clone()).collect()
     }
 
+    /// Moves on from `server` to the one after it, for the next request.
+    fn skip(&self, server: &str) {
+        if let Some(i) = self.servers.iter().position(|s| s == server) {
+            *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = (i + 1) % self.servers.len();
+        }
+    }
+
     fn prefer(&self, server: &str) {
         if let Some(i) = self.servers.iter().position(|s| s == server) {
             *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = i;
@@ -283,9 +290,7 @@ impl Agent {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                // Try the next server next time.
-                let next = self.client.order().get(1).cloned().unwrap_or(server.clone());
-                self.client.prefer(&next);
+                self.client.skip(&server);
                 return Err(anyhow!("{server}: {e}"));
             }
         };
@@ -295,8 +300,7 @@ impl Agent {
         }
         if !response.status().is_success() {
             let status = response.status();
-            let next = self.client.order().get(1).cloned().unwrap_or(server.clone());
-            self.client.prefer(&next);
+            self.client.skip(&server);
             bail!("{server} answered {status}");
         }
         // Without a version to resume from, the stream starts with the whole set.
