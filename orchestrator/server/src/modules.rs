@@ -131,7 +131,7 @@ fn describe(f: &wasmparser::FuncType) -> String {
     sig(f.params(), f.results())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

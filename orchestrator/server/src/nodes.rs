@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::api::{body_error, cause, leader_hint, read_error, write_error, ApiError, AppState, MAX_BODY_BYTES};
+use crate::modules::hex;
 use crate::resources::rfc3339_now;
 
 /// Where the hash of each node's credential is kept (generic store kind, cluster-wide).
@@ -278,7 +279,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
 }
 
 /// 256 bits from the kernel's CSPRNG, hex-encoded.
@@ -287,5 +288,5 @@ fn random_token() -> Result<String, String> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
