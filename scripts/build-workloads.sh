@@ -17,8 +17,11 @@ if ! command -v rustup >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
     . "$HOME/.cargo/env"
 fi
 
+# rustc's /usr/bin/rust-lld is a symlink to lld-14, which Debian only recommends: install it
+# too, or linking wasm32 fails with "linker `rust-lld` not found".
 debian_ready() {
-    [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d "/usr/lib/rustlib/$target" ]
+    [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d "/usr/lib/rustlib/$target" ] &&
+        [ -x /usr/bin/rust-lld ]
 }
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
@@ -29,7 +32,7 @@ else
         if [ "$(id -u)" -ne 0 ]; then
             apt=(sudo apt-get)
         fi
-        packages=(rustc cargo libstd-rust-dev-wasm32)
+        packages=(rustc cargo libstd-rust-dev-wasm32 lld-14)
         echo "build-workloads: installing ${packages[*]} with apt-get" >&2
         export DEBIAN_FRONTEND=noninteractive
         # The package lists may be missing or stale on a fresh machine: refresh and retry once.
