@@ -12,10 +12,12 @@
 //! - [`manifest`]: parsing YAML manifests, all-or-nothing, every problem with its field path.
 //! - [`validate`]: the semantic rules (names, labels, counts, references).
 //! - [`node`]: registration and heartbeats of edge runtimes.
+//! - [`data`]: readings, the v1 batch format, and the cloud sink's upload and query types.
 //! - [`openapi`]: the OpenAPI document of the resource API.
 
 use serde::{Deserialize, Serialize};
 
+pub mod data;
 pub mod manifest;
 pub mod node;
 pub mod openapi;

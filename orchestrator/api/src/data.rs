@@ -1,0 +1,261 @@
+//! The data plane's wire types: sensor readings, the binary batch format, and what the cloud
+//! sink receives from edge runtimes and serves to `edgectl data`.
+//!
+//! - Readings travel between producers, edge runtimes and workloads in the **v1 batch
+//!   format** ([`encode_batch`], [`decode_batch`]), the same bytes the guest ABI uses
+//!   (docs/abi.md), so a binary ingest batch reaches a workload without being re-encoded.
+//! - `POST /v1/nodes/{name}/data` ([`upload_path`]) with `Authorization: Bearer <node token>`
+//!   and an [`UploadRequest`]: records from a node's outbox. Each record carries its stream's
+//!   sequence number; the orchestrators keep the highest one seen per (node, stream) and drop
+//!   anything at or below it, so a node may send a record any number of times
+//!   (at-least-once delivery, exactly-once storage). Answered with an [`UploadResponse`] once
+//!   the records are committed.
+//! - `GET /v1/data` ([`DATA`], [`DataQuery`]): stored records, oldest first, from a cursor;
+//!   answered with a [`DataPage`].
+
+use serde::{Deserialize, Serialize};
+
+/// Stored records, queried with [`DataQuery`].
+pub const DATA: &str = "/v1/data";
+
+/// Path where a node uploads its outbox.
+pub fn upload_path(node: &str) -> String {
+    format!("/v1/nodes/{node}/data")
+}
+
+/// One sensor reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reading {
+    /// Milliseconds since the Unix epoch, as the producer stamped it.
+    pub ts: u64,
+    pub device: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Why bytes are not a v1 batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError(pub String);
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed batch: {}", self.0)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Longest device or metric name, in bytes (the format's u16 length would allow more).
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Encodes readings in the v1 batch format:
+/// `u32 count`, then per reading `u64 ts, f64 value, u16 len + device, u16 len + metric`,
+/// all little-endian.
+pub fn encode_batch(readings: &[Reading]) -> Vec<u8> {
+    let size = 4 + readings.iter().map(|r| 20 + r.device.len() + r.metric.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(readings.len() as u32).to_le_bytes());
+    for r in readings {
+        out.extend_from_slice(&r.ts.to_le_bytes());
+        out.extend_from_slice(&r.value.to_le_bytes());
+        for name in [&r.device, &r.metric] {
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+    }
+    out
+}
+
+/// Checks a v1 batch without decoding it and returns its reading count: the fast path of
+/// binary ingest, which hands the bytes on as they are.
+pub fn validate_batch(bytes: &[u8]) -> Result<u32, BatchError> {
+    let mut cursor = Cursor { bytes, at: 0 };
+    let count = cursor.u32()?;
+    for i in 0..count {
+        cursor.skip(16).map_err(|e| BatchError(format!("reading {i}: {}", e.0)))?;
+        for what in ["device", "metric"] {
+            let name = cursor.name().map_err(|e| BatchError(format!("reading {i} {what}: {}", e.0)))?;
+            if name.is_empty() {
+                return Err(BatchError(format!("reading {i}: empty {what}")));
+            }
+        }
+    }
+    if cursor.at != bytes.len() {
+        return Err(BatchError(format!("{} bytes after the last reading", bytes.len() - cursor.at)));
+    }
+    Ok(count)
+}
+
+/// Decodes a v1 batch.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Reading>, BatchError> {
+    let count = validate_batch(bytes)?;
+    let mut cursor = Cursor { bytes, at: 4 };
+    let mut readings = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let ts = u64::from_le_bytes(cursor.take(8)?.try_into().expect("8 bytes"));
+        let value = f64::from_le_bytes(cursor.take(8)?.try_into().expect("8 bytes"));
+        let device = cursor.name()?.to_owned();
+        let metric = cursor.name()?.to_owned();
+        readings.push(Reading { ts, device, metric, value });
+    }
+    Ok(readings)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or_else(|| BatchError(format!("truncated at byte {}", self.at)))?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), BatchError> {
+        self.take(n).map(drop)
+    }
+
+    fn u32(&mut self) -> Result<u32, BatchError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn name(&mut self) -> Result<&'a str, BatchError> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
+        if len > MAX_NAME_LEN {
+            return Err(BatchError(format!("name of {len} bytes (at most {MAX_NAME_LEN})")));
+        }
+        std::str::from_utf8(self.take(len)?).map_err(|_| BatchError("name is not UTF-8".into()))
+    }
+}
+
+/// One output batch of one workload replica, as it leaves a node's outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpRecord {
+    /// `{namespace}/{assignment}/{output}`: the unit of ordering and deduplication (with the
+    /// node that sent it).
+    pub stream: String,
+    /// 1, 2, 3, ... per (node, stream), in the order the node produced the records. A gap
+    /// means the node dropped records under its outbox policy and counted them.
+    pub seq: u64,
+    pub namespace: String,
+    pub workload: String,
+    pub output: String,
+    /// The Assignment generation that produced the record.
+    pub generation: u64,
+    /// When the node produced it (node clock, ms since the Unix epoch).
+    pub produced_ms: u64,
+    /// The output's readings when it is a v1 batch ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readings: Vec<Reading>,
+    /// ... or, for other formats (the compressor's frames), the bytes, base64 (standard
+    /// alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opaque: Option<String>,
+}
+
+impl UpRecord {
+    /// What the record counts for in retention: its readings, or 1 for an opaque record.
+    pub fn weight(&self) -> u64 {
+        (self.readings.len() as u64).max(1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UploadRequest {
+    pub records: Vec<UpRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadResponse {
+    /// Records stored now.
+    pub accepted: u64,
+    /// Records at or below their stream's highest stored sequence number: already stored.
+    pub duplicates: u64,
+}
+
+/// A record as the cloud sink keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRecord {
+    /// Position in the sink: strictly increasing in the order records were stored.
+    pub cursor: u64,
+    pub node: String,
+    #[serde(flatten)]
+    pub record: UpRecord,
+}
+
+/// Filters of `GET /v1/data`; every one is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Only records with a cursor above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// At most this many records (default 100, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPage {
+    pub records: Vec<StoredRecord>,
+    /// Pass as `after` to continue: the last cursor returned, or `after` if none was.
+    pub next: u64,
+    /// The oldest cursor still retained (older records were evicted by retention).
+    pub first_retained: u64,
+    /// Records evicted by retention so far.
+    pub evicted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(ts: u64, device: &str) -> Reading {
+        Reading { ts, device: device.into(), metric: "temperature".into(), value: ts as f64 / 3.0 }
+    }
+
+    #[test]
+    fn batches_round_trip() {
+        let readings = vec![reading(1, "press-1"), reading(2, "press-22"), reading(u64::MAX, "ü")];
+        let bytes = encode_batch(&readings);
+        assert_eq!(validate_batch(&bytes), Ok(3));
+        assert_eq!(decode_batch(&bytes).expect("decodes"), readings);
+        assert_eq!(decode_batch(&encode_batch(&[])).expect("decodes"), vec![]);
+    }
+
+    #[test]
+    fn malformed_batches_say_where() {
+        let bytes = encode_batch(&[reading(1, "a"), reading(2, "b")]);
+        let err = validate_batch(&bytes[..bytes.len() - 1]).expect_err("refused");
+        assert!(err.0.contains("reading 1"), "{err}");
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert_eq!(validate_batch(&extra).expect_err("refused").0, "1 bytes after the last reading");
+        let mut lying = bytes;
+        lying[0] = 200;
+        assert!(validate_batch(&lying).expect_err("refused").0.contains("reading 2"));
+        assert!(validate_batch(&[1, 0]).is_err());
+        let empty_device = encode_batch(&[reading(1, "")]);
+        assert!(validate_batch(&empty_device).expect_err("refused").0.contains("empty device"));
+    }
+}
