@@ -17,14 +17,19 @@
 //!   [`DEDUP_WINDOW`] log entries and applies a repeated id as a no-op, and refuses a request
 //!   that reaches the log more than a window after it was issued (its earlier copy might have
 //!   been forgotten). Together: every request takes effect at most once.
+//! - [`sink`]: the cloud sink, records uploaded by edge nodes ([`Command::AppendData`]).
 //! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
 
 pub mod placement;
+pub mod sink;
 
+use edgeplane_api::data::UpRecord;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
+
+pub use sink::{Appended, Sink};
 
 /// Identifies an object: its kind, namespace (empty for cluster-scoped kinds) and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -85,6 +90,10 @@ pub enum Command {
     /// Several commands that take effect together or not at all: the first refusal refuses
     /// the whole transaction and leaves the state as it was.
     Transaction(Vec<Command>),
+    /// Records a node uploaded, for the cloud sink (see [`sink`]). The retention limit travels
+    /// in the command rather than being read from each orchestrator's configuration, so
+    /// replicas configured differently still evict the same records.
+    AppendData { node: String, records: Vec<UpRecord>, retain_readings: u64 },
 }
 
 /// Which part of a resource a [`Command::PutResource`] writes.
@@ -122,6 +131,8 @@ pub enum Applied {
     Deleted { key: ObjectKey, previous: StoredObject, index: u64 },
     /// What each command of a transaction did, in order.
     Transaction(Vec<Applied>),
+    /// What an [`Command::AppendData`] stored, refused as duplicate and evicted.
+    AppendedData(Appended),
 }
 
 /// A committed command that the state machine refused. Every replica refuses it the same way.
@@ -162,6 +173,7 @@ pub struct ClusterState {
     /// applied them, and the same ids as a set for lookup.
     recent_requests: OrdMap<u64, u128>,
     seen_requests: OrdSet<u128>,
+    sink: Sink,
 }
 
 impl ClusterState {
@@ -223,20 +235,22 @@ impl ClusterState {
                 Ok(Applied::Deleted { key, previous, index })
             }
             Command::Transaction(commands) => {
-                // Persistent maps make the copy O(1); a refusal discards it.
-                let mut scratch = self.objects.clone();
-                std::mem::swap(&mut scratch, &mut self.objects);
+                // Persistent maps make the copies O(1); a refusal restores them.
+                let saved = (self.objects.clone(), self.sink.clone());
                 let mut applied = Vec::with_capacity(commands.len());
                 for command in commands {
                     match self.apply(index, command) {
                         Ok(a) => applied.push(a),
                         Err(e) => {
-                            self.objects = scratch;
+                            (self.objects, self.sink) = saved;
                             return Err(e);
                         }
                     }
                 }
                 Ok(Applied::Transaction(applied))
+            }
+            Command::AppendData { node, records, retain_readings } => {
+                Ok(Applied::AppendedData(self.sink.append(node, records, retain_readings)))
             }
             Command::PutResource { key, resource, precondition, write } => {
                 let current = self.objects.get(&key);
@@ -306,12 +320,18 @@ impl ClusterState {
         self.objects.is_empty()
     }
 
+    /// The cloud sink. Clone it (O(1)) to query it away from the thread that applies entries.
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
     /// Serializes the whole state for a Raft snapshot.
     pub fn to_snapshot(&self) -> Vec<u8> {
         let image = SnapshotImage {
             applied_index: self.applied_index,
             objects: self.objects.iter().collect(),
             recent_requests: self.recent_requests.iter().map(|(i, id)| (*i, *id)).collect(),
+            sink: self.sink.image(),
         };
         serde_json::to_vec(&image).expect("the state is always serializable")
     }
@@ -324,6 +344,7 @@ impl ClusterState {
             objects: image.objects.into_iter().collect(),
             seen_requests: image.recent_requests.iter().map(|(_, id)| *id).collect(),
             recent_requests: image.recent_requests.into_iter().collect(),
+            sink: Sink::from_image(image.sink),
         })
     }
 
@@ -342,6 +363,7 @@ struct SnapshotImage<'a> {
     applied_index: u64,
     objects: Vec<(&'a ObjectKey, &'a StoredObject)>,
     recent_requests: Vec<(u64, u128)>,
+    sink: sink::SinkImage<'a>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +371,9 @@ struct SnapshotImageOwned {
     applied_index: u64,
     objects: Vec<(ObjectKey, StoredObject)>,
     recent_requests: Vec<(u64, u128)>,
+    /// Absent in snapshots taken before the sink existed.
+    #[serde(default)]
+    sink: sink::SinkImageOwned,
 }
 
 /// A created resource: server-owned metadata set, resourceVersion (derived on read) and
@@ -587,6 +612,60 @@ mod tests {
         let accepted = Command::Transaction(vec![put("b", Precondition::None), put("c", Precondition::MustNotExist)]);
         assert!(matches!(state.apply_entry(3, &accepted.encode(), None), Some(Ok(Applied::Transaction(v))) if v.len() == 2));
         assert_eq!((state.get(&key("b")).map(|o| o.resource_version), state.get(&key("c")).map(|o| o.resource_version)), (Some(3), Some(3)));
+    }
+
+    fn upload(stream: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<UpRecord> {
+        seqs.map(|seq| UpRecord {
+            stream: stream.to_owned(),
+            seq,
+            namespace: "ns".into(),
+            workload: "w".into(),
+            output: "out".into(),
+            generation: 3,
+            produced_ms: 1_700_000_000_000 + seq,
+            readings: vec![edgeplane_api::data::Reading { ts: seq, device: "press-1".into(), metric: "temp".into(), value: 0.5 * seq as f64 }],
+            opaque: None,
+        })
+        .collect()
+    }
+
+    fn append(node: &str, records: Vec<UpRecord>, retain_readings: u64) -> Vec<u8> {
+        Command::AppendData { node: node.into(), records, retain_readings }.encode()
+    }
+
+    #[test]
+    fn appended_data_answers_its_counts_and_survives_a_snapshot() {
+        let mut state = ClusterState::default();
+        let first = state.apply_entry(1, &append("n1", upload("ns/w/out", 1..=4), 3), None);
+        assert_eq!(first, Some(Ok(Applied::AppendedData(Appended { accepted: 4, duplicates: 0, evicted: 1 }))));
+        let mut restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("valid snapshot");
+        assert_eq!(restored, state);
+        assert_eq!((restored.sink().records(), restored.sink().weight(), restored.sink().evicted()), (3, 3, 1));
+        // The restored high-water marks still refuse the evicted record 1, and cursors continue.
+        let again = restored.apply_entry(2, &append("n1", upload("ns/w/out", 1..=5), 3), None);
+        assert_eq!(again, Some(Ok(Applied::AppendedData(Appended { accepted: 1, duplicates: 4, evicted: 1 }))));
+        let page = restored.sink().query(&edgeplane_api::data::DataQuery::default());
+        assert_eq!(page.records.iter().map(|r| (r.cursor, r.record.seq)).collect::<Vec<_>>(), [(3, 3), (4, 4), (5, 5)]);
+        assert_eq!(page.first_retained, 3);
+    }
+
+    #[test]
+    fn a_refused_transaction_leaves_the_sink_as_it_was() {
+        let mut state = ClusterState::default();
+        state.apply_entry(1, &put("a", json!(1), Precondition::None), None);
+        let refused = Command::Transaction(vec![
+            Command::AppendData { node: "n1".into(), records: upload("ns/w/out", 1..=2), retain_readings: 10 },
+            Command::Put { key: ObjectKey::new("thing", "", "a"), value: json!(2), precondition: Precondition::MustNotExist },
+        ]);
+        assert!(matches!(state.apply_entry(2, &refused.encode(), None), Some(Err(ApplyError::AlreadyExists { .. }))));
+        assert_eq!(*state.sink(), Sink::default());
+    }
+
+    #[test]
+    fn snapshots_from_before_the_sink_still_load() {
+        let old = br#"{"applied_index":7,"objects":[],"recent_requests":[]}"#;
+        let state = ClusterState::from_snapshot(old).expect("an old snapshot loads");
+        assert_eq!((state.applied_index(), state.sink().records()), (7, 0));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use edgeplane_api::{paths, ClusterStatus, Deleted, ObjectList, ObjectView, Status};
 
+mod data;
 mod resources;
 use reqwest::{Method, StatusCode};
 
@@ -95,6 +96,39 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Records edge nodes uploaded to the cloud sink.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// One page of records, oldest first (-o json prints the page with its next cursor).
+    Query {
+        #[command(flatten)]
+        filters: data::Filters,
+        /// At most this many records (1 to 10000; the server's default is 100).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// The last records; with -f, then new ones as they arrive, across orchestrator
+    /// failover, until interrupted (-o json prints one record per line, -o yaml one
+    /// document per record).
+    Tail {
+        #[command(flatten)]
+        filters: data::Filters,
+        /// How many records to show first.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// Keep polling for new records.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How often to ask for new records while following.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        interval_ms: u64,
     },
 }
 
@@ -302,6 +336,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&client, json).await,
         Command::Store { command } => store(&client, command, json).await,
+        Command::Data { command: DataCommand::Query { filters, limit } } => {
+            data::query(&client, &filters, limit, &cli.output).await
+        }
+        Command::Data { command: DataCommand::Tail { filters, last, follow, interval_ms } } => {
+            data::tail(&client, &filters, last, follow, Duration::from_millis(interval_ms), &cli.output).await
+        }
     }
 }
 
@@ -576,5 +616,16 @@ fn short_error(e: &reqwest::Error) -> String {
         "timed out".to_owned()
     } else {
         e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Catches clashing flags (e.g. a subcommand's --output against the global one).
+        super::Cli::command().debug_assert();
     }
 }

@@ -54,6 +54,8 @@ impl WatchEvent {
                 vec![WatchEvent { index, kind: EventType::Deleted, key: key.clone(), object: previous.clone() }]
             }
             Applied::Transaction(all) => all.iter().flat_map(|a| WatchEvent::from_applied(index, a)).collect(),
+            // Sink records are not objects; readers page through them by cursor instead.
+            Applied::AppendedData(_) => Vec::new(),
         }
     }
 }

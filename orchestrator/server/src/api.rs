@@ -37,6 +37,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub liveness: Arc<crate::nodes::Liveness>,
+    pub sink_metrics: crate::data::SinkMetrics,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::resources::routes())
         .merge(crate::modules::routes())
         .merge(crate::nodes::routes())
+        .merge(crate::data::routes())
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, "no such API path") })
         // The body limit is enforced again when reading (to answer with a Status); this layer
         // stops oversized bodies before they are buffered.
@@ -120,6 +122,7 @@ pub(crate) fn cause(field: impl Into<String>, message: impl Into<String>) -> Sta
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    crate::data::observe(&state).await;
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
         return ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, "encoding metrics failed")
@@ -322,7 +325,7 @@ async fn put_object(
             let code = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((code, Json(view(&key, &object))).into_response())
         }
-        Applied::Deleted { .. } | Applied::Transaction(_) => unreachable!("a put never deletes"),
+        Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_) => unreachable!("a put never deletes"),
     }
 }
 
@@ -339,7 +342,7 @@ async fn delete_object(
     };
     match applied {
         Applied::Deleted { key, previous, index } => Ok(Json(Deleted { deleted_at: index, object: view(&key, &previous) })),
-        Applied::Put { .. } | Applied::Transaction(_) => unreachable!("a delete never puts"),
+        Applied::Put { .. } | Applied::Transaction(_) | Applied::AppendedData(_) => unreachable!("a delete never puts"),
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Args {
     /// How long after its last heartbeat a node still counts as live for placement.
     #[arg(long)]
     pub node_grace_ms: Option<u64>,
+    /// Readings the cloud sink keeps (an opaque record counts as one); the oldest records
+    /// are evicted beyond this. Default 1000000.
+    #[arg(long, env = "EDGEPLANE_DATA_RETENTION_READINGS")]
+    pub data_retention_readings: Option<u64>,
 }
 
 /// Node ids occupy 16 bits of every request id (see `edgeplane_raft::engine::RequestOrigin`).
@@ -82,6 +86,7 @@ struct FileConfig {
     log: Option<String>,
     bootstrap_token: Option<String>,
     node_grace_ms: Option<u64>,
+    data_retention_readings: Option<u64>,
 }
 
 /// A member of the cluster.
@@ -108,6 +113,7 @@ pub struct Config {
     pub log: String,
     pub bootstrap_token: Option<String>,
     pub node_grace: Duration,
+    pub data_retention_readings: u64,
 }
 
 impl Config {
@@ -140,6 +146,7 @@ impl Config {
         let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
         let bootstrap_token = args.bootstrap_token.or(file.bootstrap_token);
         let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(3_000);
+        let data_retention_readings = args.data_retention_readings.or(file.data_retention_readings).unwrap_or(1_000_000);
 
         match id {
             None => errors.push("id: required (this node's id, one of the --member ids)".to_owned()),
@@ -199,6 +206,9 @@ impl Config {
         if node_grace_ms == 0 {
             errors.push("node-grace-ms: must be >= 1".to_owned());
         }
+        if data_retention_readings == 0 {
+            errors.push("data-retention-readings: must be >= 1".to_owned());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             errors.push(format!("log: {log:?} is not a valid filter: {e}"));
         }
@@ -223,6 +233,7 @@ impl Config {
             log,
             bootstrap_token,
             node_grace: Duration::from_millis(node_grace_ms),
+            data_retention_readings,
         })
     }
 }
@@ -353,5 +364,20 @@ mod tests {
         let config = Config::load(args(&["--config", path.to_str().expect("utf-8"), "--tick-ms", "30"])).expect("valid");
         assert_eq!(config.tick, Duration::from_millis(30));
         assert_eq!(config.id, 1);
+    }
+
+    #[test]
+    fn data_retention_comes_from_the_flag_or_the_file_and_must_be_positive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("o.toml");
+        let path = path.to_str().expect("utf-8");
+        let base = ["--id", "1", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"];
+        let load = |extra: &[&str]| Config::load(args(&[&base[..], extra].concat()));
+        assert_eq!(load(&[]).expect("valid").data_retention_readings, 1_000_000);
+        std::fs::write(path, "data_retention_readings = 500\n").expect("write");
+        assert_eq!(load(&["--config", path]).expect("valid").data_retention_readings, 500);
+        assert_eq!(load(&["--config", path, "--data-retention-readings", "7"]).expect("valid").data_retention_readings, 7);
+        let errors = load(&["--data-retention-readings", "0"]).expect_err("invalid");
+        assert_eq!(errors, ["data-retention-readings: must be >= 1"]);
     }
 }

@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod data;
 mod modules;
 mod nodes;
 mod resources;
@@ -90,6 +91,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = RaftMetrics::new(&mut registry);
+    let sink_metrics = data::SinkMetrics::new(&mut registry);
     let network = Network::plaintext();
     let peer_listener = network
         .bind(config.peer_listen)
@@ -132,6 +134,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         watch,
         liveness: Arc::new(nodes::Liveness::default()),
+        sink_metrics,
     };
     let placement = tokio::spawn(nodes::placement_loop(state.clone()));
     let app = api::router(state);

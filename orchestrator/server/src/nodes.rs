@@ -184,23 +184,37 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let token = bearer(&headers)?;
-    let lookup = ObjectKey::new(CREDENTIALS, "", name.clone());
-    // This node's applied state is enough: a credential is only ever replaced, by registering.
-    let stored = match state.node.read(Consistency::Stale, move |s: &ClusterState| s.get(&lookup).map(|o| o.value.clone())).await {
-        Ok(stored) => stored,
-        Err(e) => return Err(read_error(&state, e).await),
-    };
-    let known = stored.as_ref().and_then(|v| v.get("tokenSha256")).and_then(Value::as_str);
-    if !known.is_some_and(|k| constant_time_eq(k.as_bytes(), sha256_hex(token.as_bytes()).as_bytes())) {
-        return Err(unauthorized(&format!("no node {name:?} with this credential; register again")));
-    }
+    authenticate(&state, &name, &headers).await?;
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let heartbeat: Heartbeat =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", e.to_string())]))?;
     ensure_leader(&state).await?;
     state.liveness.record(&name, heartbeat);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks the `Authorization: Bearer` credential of node `name`; works on any orchestrator.
+///
+/// A credential changes only when a runtime registers (again) under the name. This node's
+/// applied state is trusted to accept: if it lags behind such a registration, it accepts the
+/// replaced credential for no longer than its replication lag, and a runtime holding that
+/// credential was this node until the moment it was replaced. A refusal is confirmed with a
+/// linearizable read: a 401 tells the runtime to register again, which must not happen
+/// because this orchestrator has not yet applied the registration that issued its credential.
+pub(crate) async fn authenticate(state: &AppState, name: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = sha256_hex(bearer(headers)?.as_bytes());
+    for consistency in [Consistency::Stale, Consistency::Linearizable] {
+        let lookup = ObjectKey::new(CREDENTIALS, "", name.to_owned());
+        let stored = match state.node.read(consistency, move |s: &ClusterState| s.get(&lookup).map(|o| o.value.clone())).await {
+            Ok(stored) => stored,
+            Err(e) => return Err(read_error(state, e).await),
+        };
+        let known = stored.as_ref().and_then(|v| v.get("tokenSha256")).and_then(Value::as_str);
+        if known.is_some_and(|k| constant_time_eq(k.as_bytes(), presented.as_bytes())) {
+            return Ok(());
+        }
+    }
+    Err(unauthorized(&format!("no node {name:?} with this credential; register again")))
 }
 
 async fn last_heartbeat(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<NodeLiveness>, ApiError> {

@@ -414,7 +414,7 @@ fn body_version(value: &Value) -> Result<Precondition, ApiError> {
 async fn write(state: &AppState, key: ObjectKey, resource: Value, precondition: Precondition, write: ResourceWrite) -> Result<(bool, Value), ApiError> {
     match state.node.write(Command::PutResource { key, resource, precondition, write }).await {
         Ok(Applied::Put { object, created, .. }) => Ok((created, render(&object))),
-        Ok(Applied::Deleted { .. } | Applied::Transaction(_)) => unreachable!("a resource write never deletes"),
+        Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a resource write never deletes"),
         Err(e) => Err(write_error(state, e).await),
     }
 }
@@ -540,7 +540,7 @@ async fn patch(state: &AppState, scope: Scope, name: &str, headers: &HeaderMap, 
         let precondition = Precondition::ResourceVersion(current.resource_version);
         match state.node.write(Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace }).await {
             Ok(Applied::Put { object, .. }) => return Ok(Json(render(&object))),
-            Ok(Applied::Deleted { .. } | Applied::Transaction(_)) => unreachable!("a resource write never deletes"),
+            Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a resource write never deletes"),
             Err(WriteError::Rejected(ApplyError::Conflict { .. })) => continue,
             Err(e) => return Err(write_error(state, e).await),
         }
@@ -589,7 +589,7 @@ async fn delete(state: &AppState, scope: Scope, name: &str, q: RawQuery) -> Resu
     };
     match state.node.write(Command::Delete { key: scope.key(name), precondition }).await {
         Ok(Applied::Deleted { previous, .. }) => Ok(Json(render(&previous))),
-        Ok(Applied::Put { .. } | Applied::Transaction(_)) => unreachable!("a delete never puts"),
+        Ok(Applied::Put { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a delete never puts"),
         Err(WriteError::Rejected(ApplyError::NotFound { .. })) => Err(not_found(&scope, name)),
         Err(e) => Err(write_error(state, e).await),
     }
