@@ -12,3 +12,21 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo is not installed; install Rust with rustup (https://rustup.rs) first" >&2
     exit 1
 fi
+
+# mosquitto's path on Debian; a non-login shell may not have /usr/sbin on PATH.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
+# mosquitto (the MQTT broker the data-plane tests, the demo and the benchmarks start) and its
+# clients (mosquitto_pub), from Debian's packages.
+if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
+    apt=(apt-get)
+    if [ "$(id -u)" -ne 0 ]; then
+        apt=(sudo apt-get)
+    fi
+    echo "setup: installing mosquitto and mosquitto-clients with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # The package lists may be missing or stale on a fresh machine: refresh and retry once.
+    if ! "${apt[@]}" install -y --no-install-recommends mosquitto mosquitto-clients; then
+        "${apt[@]}" update
+        "${apt[@]}" install -y --no-install-recommends mosquitto mosquitto-clients
+    fi
+fi

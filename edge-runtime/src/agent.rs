@@ -10,14 +10,20 @@
 //!   resumes the same work.
 //! - Reconcile: new Assignments start instances, removed ones stop them; a change of module,
 //!   limits or outputs replaces the instance, a change of configuration or Model only
-//!   reconfigures it (`ep_configure`, no restart).
+//!   reconfigures it (`ep_configure`, no restart). Every reconcile hands the data plane its
+//!   new routing table.
+//! - Upload: the outbox's records go to the orchestrators in order, oldest first, and are
+//!   acknowledged (deleted) only after the orchestrators have committed them. Unreachable
+//!   orchestrators are retried with a backoff capped at one second, so a backlog starts
+//!   draining within a second of the cloud's return, and then at full speed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use edgeplane_api::data::{self, UpRecord, UploadRequest, UploadResponse};
 use edgeplane_api::node::{self, Heartbeat, InstanceReport, RegisterRequest, RegisterResponse, NODE_LABEL};
 use edgeplane_api::resources::{AssignmentSpec, NodeLoad};
 use futures::StreamExt as _;
@@ -27,11 +33,16 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::config::Config;
+use crate::dataplane::{DataPlane, Route};
+use crate::outbox::DataKind;
 use crate::host::{CompiledModule, InstanceLimits};
 use crate::pool::{InstanceHandle, InstanceSpec, RestartPolicy, WasmPool};
 
 /// Batches that may wait for one instance.
 const INSTANCE_QUEUE: usize = 64;
+/// One upload carries at most this many records and about this many bytes of data.
+const UPLOAD_RECORDS: usize = 1000;
+const UPLOAD_BYTES: usize = 1 << 20;
 /// Wait between attempts to reach the orchestrators.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -78,7 +89,7 @@ impl Client {
 
     /// Sends a request to each orchestrator in turn (and to a leader one of them names) until
     /// one gives an answer that is not "unavailable". Returns the status and body.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> anyhow::Result<(StatusCode, Vec<u8>)> {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&[u8]>) -> anyhow::Result<(StatusCode, Vec<u8>)> {
         let mut candidates = self.order();
         let mut last_error = anyhow!("no orchestrator configured");
         let mut tried = 0;
@@ -90,7 +101,7 @@ impl Client {
                 request = request.bearer_auth(token);
             }
             if let Some(body) = body {
-                request = request.json(body);
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_vec());
             }
             match request.send().await {
                 Ok(response) => {
@@ -126,16 +137,21 @@ pub struct Agent {
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
     compiled: Mutex<BTreeMap<String, Arc<CompiledModule>>>,
     load: Mutex<LoadMeter>,
+    dataplane: Arc<DataPlane>,
+    /// The input topics of the running instances (what MQTT ingest subscribes to).
+    topics: tokio::sync::watch::Sender<BTreeSet<String>>,
 }
 
 #[derive(Debug)]
 struct Running {
     spec: AssignmentSpec,
-    handle: InstanceHandle,
+    /// Shared with the data plane's routes; the instance stops when the last one is dropped.
+    handle: Arc<InstanceHandle>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Agent {
-    pub fn new(config: Config, pool: WasmPool) -> anyhow::Result<Arc<Agent>> {
+    pub fn new(config: Config, pool: WasmPool, dataplane: Arc<DataPlane>) -> anyhow::Result<Arc<Agent>> {
         std::fs::create_dir_all(config.data_dir.join("modules"))
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let identity = load_identity(&config.data_dir, &config.name)?;
@@ -148,11 +164,22 @@ impl Agent {
             running: tokio::sync::Mutex::new(BTreeMap::new()),
             compiled: Mutex::new(BTreeMap::new()),
             load: Mutex::new(LoadMeter::default()),
+            dataplane,
+            topics: tokio::sync::watch::Sender::new(BTreeSet::new()),
         }))
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.dataplane
+    }
+
+    /// The input topics of the running instances, as they change.
+    pub fn topics(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
+        self.topics.subscribe()
     }
 
     /// Runs the agent until the process stops: resumes the persisted assignments at once,
@@ -167,8 +194,10 @@ impl Agent {
             Err(e) => tracing::warn!("ignoring the saved assignments: {e:#}"),
         }
         let heartbeats = tokio::spawn(self.clone().heartbeat_loop());
+        let uploads = tokio::spawn(self.clone().upload_loop());
         self.watch_loop().await;
         heartbeats.abort();
+        uploads.abort();
     }
 
     fn token(&self) -> Option<String> {
@@ -186,7 +215,7 @@ impl Agent {
             capabilities: self.config.capabilities.clone(),
             capacity: self.config.capacity.clone(),
         };
-        let (status, body) = self.client.call(Method::POST, node::REGISTER, Some(token), Some(&serde_json::to_value(&request)?)).await?;
+        let (status, body) = self.client.call(Method::POST, node::REGISTER, Some(token), Some(&serde_json::to_vec(&request)?)).await?;
         if !status.is_success() {
             bail!("registration refused ({status}): {}", message(&body));
         }
@@ -214,7 +243,7 @@ impl Agent {
             self.register().await?;
         }
         let heartbeat = self.heartbeat().await;
-        let body = serde_json::to_value(&heartbeat)?;
+        let body = serde_json::to_vec(&heartbeat)?;
         let path = node::heartbeat_path(&self.config.name);
         let (status, answer) = self.client.call(Method::POST, &path, self.token().as_deref(), Some(&body)).await?;
         match status {
@@ -232,7 +261,8 @@ impl Agent {
         let instances = self.instance_reports().await;
         let queue_depth = instances.iter().map(|i| i.queue_depth).sum();
         let (cpu_millis, memory_mib) = self.load.lock().unwrap_or_else(|p| p.into_inner()).sample();
-        Heartbeat { load: NodeLoad { cpu_millis, memory_mib, instances: instances.len() as u32, queue_depth }, instances }
+        let data = self.dataplane.report();
+        Heartbeat { load: NodeLoad { cpu_millis, memory_mib, instances: instances.len() as u32, queue_depth }, instances, data }
     }
 
     pub async fn instance_reports(&self) -> Vec<InstanceReport> {
@@ -241,6 +271,8 @@ impl Agent {
             .iter()
             .map(|(key, r)| {
                 let s = r.handle.status();
+                let counters = self.dataplane.workload_counters(key);
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 InstanceReport {
                     assignment: key.clone(),
                     generation: r.spec.generation,
@@ -254,6 +286,10 @@ impl Agent {
                     reconfigurations: s.reconfigurations,
                     memory_bytes: s.memory_bytes,
                     queue_depth: s.queue_depth,
+                    readings_in: load(&counters.readings_in),
+                    bytes_in: load(&counters.bytes_in),
+                    bytes_up: load(&counters.bytes_up),
+                    readings_dropped: load(&counters.readings_dropped),
                 }
             })
             .collect()
@@ -389,11 +425,82 @@ impl Agent {
                 _ => match self.start(&key, &spec).await {
                     Ok(handle) => {
                         tracing::info!(assignment = %key, module = %spec.module_ref, generation = spec.generation, "started");
-                        running.insert(key, Running { spec, handle });
+                        let slots = Arc::new(tokio::sync::Semaphore::new(INSTANCE_QUEUE));
+                        running.insert(key, Running { spec, handle: Arc::new(handle), slots });
                     }
                     Err(e) => tracing::warn!(assignment = %key, "cannot start: {e:#}"),
                 },
             }
+        }
+        let routes = running.iter().map(|(key, r)| Route::new(key, &r.spec, r.handle.clone(), r.slots.clone())).collect();
+        self.dataplane.set_routes(routes);
+        self.topics.send_replace(self.dataplane.input_topics().into_iter().collect());
+    }
+
+    /// Sends the outbox to the orchestrators, oldest first, for as long as the node runs.
+    async fn upload_loop(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        // Drops to 1 after the orchestrators refuse a batch as invalid, to find the record
+        // they refuse; back to the full size after the next success.
+        let mut batch = UPLOAD_RECORDS;
+        loop {
+            match self.upload_once(batch).await {
+                Ok(Upload::Sent) => {
+                    backoff = Duration::from_millis(50);
+                    batch = UPLOAD_RECORDS;
+                }
+                Ok(Upload::Invalid) => batch = 1,
+                Ok(Upload::Nothing) => {
+                    // Nothing waiting: sleep until an append (or a second, as a safety net).
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.dataplane.appended.notified()).await;
+                }
+                Err(e) => {
+                    tracing::debug!("upload: {e:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Sends one batch of at most `max_records` of the oldest records.
+    async fn upload_once(&self, max_records: usize) -> anyhow::Result<Upload> {
+        let outbox = self.dataplane.outbox().clone();
+        let stored = tokio::task::spawn_blocking(move || outbox.peek(max_records, UPLOAD_BYTES)).await??;
+        let Some(last) = stored.last().map(|s| s.index) else { return Ok(Upload::Nothing) };
+        let count = stored.len();
+        if self.token().is_none() {
+            self.register().await?;
+        }
+        let records = stored.into_iter().map(up_record).collect::<anyhow::Result<Vec<_>>>()?;
+        let body = serde_json::to_vec(&UploadRequest { records })?;
+        let (status, answer) = self.client.call(Method::POST, &data::upload_path(&self.config.name), self.token().as_deref(), Some(&body)).await?;
+        match status {
+            s if s.is_success() => {
+                let response: UploadResponse = serde_json::from_slice(&answer).context("upload answer")?;
+                tracing::debug!(accepted = response.accepted, duplicates = response.duplicates, "uploaded");
+                self.dataplane.uploaded(body.len() as u64);
+                // Deleting segments and syncing state.json are disk work: off the reactor.
+                let outbox = self.dataplane.outbox().clone();
+                tokio::task::spawn_blocking(move || outbox.ack(last + 1)).await??;
+                Ok(Upload::Sent)
+            }
+            // Resending will not help: isolate the record, then set it aside (counted) rather
+            // than let it block everything behind it.
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
+                if count == 1 {
+                    tracing::error!(index = last, "the orchestrators refuse an outbox record ({status}), setting it aside: {}", message(&answer));
+                    let outbox = self.dataplane.outbox().clone();
+                    tokio::task::spawn_blocking(move || outbox.reject(last + 1)).await??;
+                }
+                Ok(Upload::Invalid)
+            }
+            StatusCode::UNAUTHORIZED => {
+                tracing::warn!("the orchestrators do not know this node's credential; registering again");
+                self.register().await?;
+                bail!("upload refused: not registered")
+            }
+            s => bail!("upload refused ({s}): {}", message(&answer)),
         }
     }
 
@@ -450,6 +557,35 @@ impl Agent {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).insert(digest.to_owned(), compiled.clone());
         Ok(compiled)
     }
+}
+
+/// What one upload attempt did.
+enum Upload {
+    Nothing,
+    Sent,
+    /// The orchestrators refused the batch as invalid.
+    Invalid,
+}
+
+/// An outbox record in the upload's form: readings decoded, other data in base64.
+fn up_record(stored: crate::outbox::Stored) -> anyhow::Result<UpRecord> {
+    use base64::Engine as _;
+    let r = stored.record;
+    let (readings, opaque) = match r.kind {
+        DataKind::Readings => (data::decode_batch(&r.data)?, None),
+        DataKind::Opaque => (Vec::new(), Some(base64::engine::general_purpose::STANDARD.encode(&r.data))),
+    };
+    Ok(UpRecord {
+        stream: r.stream,
+        seq: stored.seq,
+        namespace: r.namespace,
+        workload: r.workload,
+        output: r.output,
+        generation: r.generation,
+        produced_ms: r.produced_ms,
+        readings,
+        opaque,
+    })
 }
 
 /// Whether a change can be applied to the running instance (configuration and Model only).

@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use edgeplane_api::resources::{Capacity, Tier};
 
+use crate::outbox::OverflowPolicy;
+
 #[derive(Debug, Parser)]
 #[command(name = "edge-runtime", version, about = "Runs edgeplane WebAssembly workloads on an edge node")]
 pub struct Args {
@@ -48,6 +50,23 @@ pub struct Args {
     pub wasm_threads: usize,
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// Unsent cloud data the outbox holds on disk before its policy applies.
+    #[arg(long, env = "EDGEPLANE_OUTBOX_MAX_MIB", default_value_t = 256)]
+    pub outbox_max_mib: u64,
+    /// What a full outbox does: reject-new (ingest answers 503; nothing is lost) or
+    /// drop-oldest (the oldest unsent data is deleted and counted).
+    #[arg(long, env = "EDGEPLANE_OUTBOX_POLICY", default_value = "reject-new")]
+    pub outbox_policy: String,
+    /// Readings inside the node's workloads at once; ingest beyond it answers 429.
+    #[arg(long, default_value_t = 262_144)]
+    pub max_inflight_readings: u64,
+    /// The largest ingest request body.
+    #[arg(long, default_value_t = 16)]
+    pub max_body_mib: u64,
+    /// An MQTT broker (host:port) to subscribe to the workloads' input topics on, and to
+    /// publish `mqtt` sink outputs to.
+    #[arg(long, env = "EDGEPLANE_MQTT_BROKER")]
+    pub mqtt_broker: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +83,11 @@ pub struct Config {
     pub heartbeat: Duration,
     pub wasm_threads: usize,
     pub log: String,
+    pub outbox_max_bytes: u64,
+    pub outbox_policy: OverflowPolicy,
+    pub max_inflight_readings: u64,
+    pub max_body_bytes: usize,
+    pub mqtt_broker: Option<String>,
 }
 
 impl Config {
@@ -102,6 +126,13 @@ impl Config {
         if args.instance_slots == 0 || args.memory_mib == 0 {
             errors.push("instance-slots and memory-mib: must be >= 1".to_owned());
         }
+        let outbox_policy = args.outbox_policy.parse().map_err(|e| errors.push(format!("outbox-policy: {e}"))).unwrap_or(OverflowPolicy::RejectNew);
+        if args.outbox_max_mib == 0 || args.max_inflight_readings == 0 || args.max_body_mib == 0 {
+            errors.push("outbox-max-mib, max-inflight-readings and max-body-mib: must be >= 1".to_owned());
+        }
+        if args.mqtt_broker.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            errors.push("mqtt-broker: must be host:port".to_owned());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             errors.push(format!("log: {:?} is not a valid filter: {e}", args.log));
         }
@@ -123,6 +154,11 @@ impl Config {
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             wasm_threads,
             log: args.log,
+            outbox_max_bytes: args.outbox_max_mib << 20,
+            outbox_policy,
+            max_inflight_readings: args.max_inflight_readings,
+            max_body_bytes: (args.max_body_mib << 20) as usize,
+            mqtt_broker: args.mqtt_broker,
         })
     }
 }

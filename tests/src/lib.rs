@@ -82,6 +82,18 @@ impl EdgeRuntime {
         self.spawn();
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts it again after [`EdgeRuntime::kill`].
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// The node's own status API, once it is up.
     pub async fn status_addr(&self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -107,6 +119,121 @@ impl EdgeRuntime {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// What `GET /v1/stats` answers: the data plane's counters.
+    pub async fn stats(&self) -> serde_json::Value {
+        let addr = self.status_addr().await;
+        let response = reqwest::get(format!("http://{addr}/v1/stats")).await.expect("GET /v1/stats");
+        response.json().await.expect("/v1/stats answers JSON")
+    }
+
+    /// Waits until the node runs exactly `count` instances, all Running.
+    pub async fn wait_running(&self, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let instances = self.instances().await;
+            if instances.len() == count && instances.iter().all(|i| i["phase"] == "Running") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} did not run {count} instance(s) in {timeout:?}: {instances:?}\nlog:\n{}", self.name, self.log_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `POST /v1/ingest/{topic}` with a binary batch: the status (0 when the node is not
+/// reachable) and the body.
+pub async fn ingest(http: &reqwest::Client, edge: SocketAddr, topic: &str, readings: &[edgeplane_api::data::Reading]) -> (u16, String) {
+    ingest_encoded(http, edge, topic, edgeplane_api::data::encode_batch(readings)).await
+}
+
+/// [`ingest`] of a batch already in the binary format.
+pub async fn ingest_encoded(http: &reqwest::Client, edge: SocketAddr, topic: &str, batch: Vec<u8>) -> (u16, String) {
+    let sent = http
+        .post(format!("http://{edge}/v1/ingest/{topic}"))
+        .header("content-type", "application/vnd.edgeplane.batch")
+        .body(batch)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Pushes a module as `{name}@1.0.0` into `namespace`.
+pub async fn push_module(api: &Api, namespace: &str, name: &str, bytes: Vec<u8>) {
+    let reply = api.request(reqwest::Method::POST, &format!("/v1/modules/{namespace}/{name}/1.0.0"), Some(bytes)).await.expect("push");
+    assert!(reply.code == 200 || reply.code == 201, "pushing {name}: {} {}", reply.code, reply.body);
+}
+
+/// Creates a namespaced resource (`plural`: workloads, models, ...).
+pub async fn create_resource(api: &Api, namespace: &str, plural: &str, body: &serde_json::Value) {
+    let path = format!("/apis/edgeplane.io/v1alpha1/namespaces/{namespace}/{plural}");
+    let reply = api.request(reqwest::Method::POST, &path, Some(serde_json::to_vec(body).expect("json"))).await.expect("create");
+    assert_eq!(reply.code, 201, "creating {plural}: {}", reply.body);
+}
+
+/// A program on PATH, or in /usr/sbin (where Debian puts mosquitto, and which a non-login
+/// shell may not have on PATH).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths).chain([PathBuf::from("/usr/sbin")]).map(|p| p.join(program)).find(|p| p.is_file())
+}
+
+/// A mosquitto broker on `ip`, stopped on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto (installed by scripts/setup.sh) on a free port of `ip`, with a large
+    /// in-flight window so that it is not the bottleneck, and waits until it accepts
+    /// connections.
+    pub fn start(ip: Ipv4Addr) -> Mosquitto {
+        let program = find_program("mosquitto").expect("mosquitto is not installed: run scripts/setup.sh (it installs Debian's mosquitto)");
+        let port = free_port(ip);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("mosquitto.conf");
+        let settings = format!("listener {port} {ip}\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n");
+        std::fs::write(&conf, settings).expect("mosquitto.conf");
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("mosquitto log");
+        let child = Command::new(program).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("start mosquitto");
+        let addr = SocketAddr::from((ip, port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen on {addr}: {}", std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mosquitto { addr, child, _dir: dir }
+    }
+
+    /// Publishes each line as one QoS 1 message on `topic`, with mosquitto_pub.
+    pub fn publish_lines(&self, topic: &str, lines: &str) {
+        use std::io::Write as _;
+        let program = find_program("mosquitto_pub").expect("mosquitto_pub (Debian's mosquitto-clients) is not installed: run scripts/setup.sh");
+        let mut publish = Command::new(program)
+            .args(["-h", &self.addr.ip().to_string(), "-p", &self.addr.port().to_string(), "-q", "1", "-t", topic, "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub");
+        publish.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("publish");
+        assert!(publish.wait().expect("mosquitto_pub").success(), "mosquitto_pub failed");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -57,6 +57,31 @@ pub struct Heartbeat {
     pub load: NodeLoad,
     #[serde(default)]
     pub instances: Vec<InstanceReport>,
+    #[serde(default)]
+    pub data: DataReport,
+}
+
+/// The node's data plane: how much came in, how much went up, what waits and what was lost.
+/// Counters run from the runtime's start, except the outbox's drops, which are kept on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DataReport {
+    /// Readings accepted by ingest (HTTP and MQTT).
+    pub readings_in: u64,
+    /// Bytes of those readings as they arrived.
+    pub bytes_in: u64,
+    /// Bytes of upload bodies the orchestrators accepted.
+    pub bytes_up: u64,
+    /// Readings refused by ingest (backpressure, nothing to route to); the producer kept them.
+    pub readings_refused: u64,
+    /// Readings lost after acceptance, by cause (e.g. a workload that trapped on them, an
+    /// unreachable HTTP sink); outbox drops are counted below.
+    pub readings_dropped: u64,
+    pub outbox_pending_records: u64,
+    pub outbox_pending_bytes: u64,
+    pub outbox_dropped_records: u64,
+    /// Batches queued for instances right now.
+    pub queue_depth: u64,
 }
 
 /// One instance as its runtime sees it.
@@ -83,6 +108,18 @@ pub struct InstanceReport {
     pub memory_bytes: u64,
     /// Batches waiting for it.
     pub queue_depth: u64,
+    /// Readings (and their bytes) handed to the instance, from ingest or another workload.
+    #[serde(default)]
+    pub readings_in: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Bytes it sent to the cloud sink (before upload framing).
+    #[serde(default)]
+    pub bytes_up: u64,
+    /// Readings lost because it failed on them (trap, deadline) or its output could not be
+    /// delivered to a sink.
+    #[serde(default)]
+    pub readings_dropped: u64,
 }
 
 /// Where an instance is in its life.
