@@ -11,6 +11,8 @@ cargo build --workspace --release --locked
 export EDGEPLANE_BIN_DIR="$PWD/target/release"
 target/release/edgeplane-bench raft "$@"
 target/release/edgeplane-bench api
+# The data plane: HTTP and MQTT ingest through filter -> detector -> outbox, and the drain.
+target/release/edgeplane-bench edge
 
 # The wasm host: instantiation, and each workload in wasm against the same code natively.
 cargo bench --locked -p edgeplane-edge-runtime --bench wasm 2>/dev/null | grep '^BENCH'

@@ -6,13 +6,15 @@
 //! ```text
 //! edgeplane-bench raft [--clients N] [--seconds S] [--failover-trials T]
 //! edgeplane-bench api [--clients N] [--seconds S] [--watchers W]
+//! edgeplane-bench edge [--clients N] [--seconds S] [--batch R] [--mqtt-messages M] [--drain-readings D]
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgeplane_tests::{Api, Cluster, ClusterSpec};
+use edgeplane_api::data::{encode_batch, Reading};
+use edgeplane_tests::{create_resource, ingest_encoded, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
 use serde_json::json;
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -40,8 +42,9 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("raft") => raft(&args).await,
         Some("api") => api(&args).await,
+        Some("edge") => edge(&args).await,
         _ => {
-            eprintln!("usage: edgeplane-bench raft|api [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
+            eprintln!("usage: edgeplane-bench raft|api|edge [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
             std::process::exit(2);
         }
     }
@@ -272,4 +275,166 @@ async fn api(args: &[String]) {
     bench("watch_fanout_events_per_s", delivered as f64 / elapsed, "events/s");
     bench("watch_fanout_delivered_ratio", delivered as f64 / (written * watchers) as f64, "ratio");
     println!("# fan-out: {written} writes to {watchers} watchers, {delivered} events delivered in {elapsed:.2} s");
+}
+
+const NS: &str = "bench";
+
+fn edge_workload(name: &str, module: &str, input: &str, outputs: serde_json::Value, config: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"module": module, "inputs": [input], "outputs": outputs, "config": config,
+                 "resources": {"memoryMib": 64, "batchTimeMs": 1000}}
+    })
+}
+
+/// `count` temperature readings over 100 devices, normal but for one anomaly in 1,000.
+fn sensor_batch(first_ts: u64, count: u64) -> Vec<u8> {
+    let readings: Vec<Reading> = (0..count)
+        .map(|i| {
+            let ts = first_ts + i;
+            let value = if ts % 1000 == 999 { 35.0 } else { 20.0 + (ts % 7) as f64 * 0.1 };
+            Reading { ts, device: format!("press-{}", ts % 100), metric: "temperature".into(), value }
+        })
+        .collect();
+    encode_batch(&readings)
+}
+
+/// The data plane of one edge runtime (release build) with one orchestrator: ingest ->
+/// filter -> detector -> outbox over HTTP, latency at a steady rate, MQTT through mosquitto
+/// (against mosquitto alone as the baseline), and the outbox draining after a cut-off.
+async fn edge(args: &[String]) {
+    let clients = arg(args, "--clients", 4);
+    let seconds = arg(args, "--seconds", 10);
+    let batch = arg(args, "--batch", 10_000);
+    let mqtt_messages = arg(args, "--mqtt-messages", 20_000);
+    let drain_readings = arg(args, "--drain-readings", 500_000);
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 43, size: 1, log: "warn".to_owned(), tick_ms: None, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    push_module(&api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
+    push_module(&api, NS, "anomaly-detector", workload_wasm("anomaly-detector")).await;
+    let model = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Model", "metadata": {"name": "temperature", "namespace": NS},
+        "spec": {"version": "1.0.0", "format": "zscore-logistic/v1",
+                 "parameters": {"mean": [20.0, 0.0], "stddev": [2.0, 1.0], "weights": [1.5, 0.0], "bias": [-6.0]}}});
+    create_resource(&api, NS, "models", &model).await;
+    let sane = json!({"min": -50, "max": 150, "forwardInRange": true});
+    create_resource(&api, NS, "workloads", &edge_workload("sanity", "threshold-filter@1.0.0", "sensors/temperature", json!([{"name": "in-range", "topic": "sensors/clean"}]), sane)).await;
+    let mut detector = edge_workload("detector", "anomaly-detector@1.0.0", "sensors/clean", json!([{"name": "alerts", "sink": {"type": "cloud"}}]), json!({}));
+    detector["spec"]["modelRef"] = json!("temperature");
+    create_resource(&api, NS, "workloads", &detector).await;
+    // For the drain: everything to the cloud.
+    let pass = json!({"min": -1e12, "max": 1e12, "forwardInRange": true});
+    create_resource(&api, NS, "workloads", &edge_workload("forward", "threshold-filter@1.0.0", "sensors/raw", json!([{"name": "in-range", "sink": {"type": "cloud"}}]), pass)).await;
+
+    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 43, 0, 20));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker_addr = broker.addr.to_string();
+    let edge_args = ["--log", "warn", "--mqtt-broker", &broker_addr, "--outbox-max-mib", "1024"];
+    let edge = EdgeRuntime::start("bench-edge", &[cluster.api_addr(leader)], dir.path().join("edge"), &edge_args);
+    edge.wait_running(3, Duration::from_secs(60)).await;
+    let addr = edge.status_addr().await;
+    let http = reqwest::Client::new();
+
+    // Throughput: `clients` producers sending binary batches back to back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (stop, accepted, http) = (stop.clone(), accepted.clone(), http.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ts = c * 1_000_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                let body = sensor_batch(ts, batch);
+                ts += batch;
+                if ingest_encoded(&http, addr, "sensors/temperature", body).await.0 == 200 {
+                    accepted.fetch_add(batch, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (start, started) = (accepted.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let rate = (accepted.load(Ordering::Relaxed) - start) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    bench("edge_readings_per_s", rate, "readings/s");
+
+    // Added latency at a steady 10,000 readings/s: 100 requests of 100 readings a second,
+    // each timed from sending to the answer (through both workloads and the outbox sync).
+    let mut latencies = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let mut ts = 9_000_000_000u64;
+    for _ in 0..(100 * seconds.max(5)) {
+        ticker.tick().await;
+        let body = sensor_batch(ts, 100);
+        ts += 100;
+        let sent = Instant::now();
+        let (status, answer) = ingest_encoded(&http, addr, "sensors/temperature", body).await;
+        assert_eq!(status, 200, "{answer}");
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    bench("edge_added_latency_ms_p50", percentile(&latencies, 50.0), "ms");
+    bench("edge_added_latency_ms_p99", percentile(&latencies, 99.0), "ms");
+
+    // MQTT: single-reading messages published with mosquitto_pub. The baseline is the broker
+    // alone: the same publish with mosquitto_sub as the consumer.
+    let lines: String = (0..mqtt_messages)
+        .map(|i| format!("{{\"ts\":{i},\"device\":\"press-{}\",\"metric\":\"temperature\",\"value\":{}}}\n", i % 100, 20.0 + (i % 7) as f64 * 0.1))
+        .collect();
+    let sub = std::process::Command::new(edgeplane_tests::find_program("mosquitto_sub").expect("mosquitto_sub"))
+        .args(["-h", &broker.addr.ip().to_string(), "-p", &broker.addr.port().to_string(), "-q", "1", "-t", "baseline/temperature", "-C", &mqtt_messages.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    broker.publish_lines("baseline/temperature", &lines);
+    let output = tokio::task::spawn_blocking(move || sub.wait_with_output()).await.expect("join").expect("mosquitto_sub");
+    assert!(output.status.success());
+    let baseline = mqtt_messages as f64 / started.elapsed().as_secs_f64();
+    let before = edge.stats().await["node"]["readingsIn"].as_u64().unwrap_or(0);
+    let started = Instant::now();
+    broker.publish_lines("sensors/temperature", &lines);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while edge.stats().await["node"]["readingsIn"].as_u64().unwrap_or(0) < before + mqtt_messages {
+        assert!(Instant::now() < deadline, "the edge did not ingest {mqtt_messages} MQTT messages:\n{}", edge.log_tail());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mqtt_rate = mqtt_messages as f64 / started.elapsed().as_secs_f64();
+    bench("edge_mqtt_msgs_per_s", mqtt_rate, "msgs/s");
+    bench("mosquitto_alone_msgs_per_s", baseline, "msgs/s");
+    bench("edge_mqtt_vs_mosquitto_alone_ratio", mqtt_rate / baseline, "ratio");
+
+    // Drain: the cloud cut off while `drain_readings` readings are forwarded to it, then back.
+    cluster.kill(leader);
+    let per_batch = 1_000;
+    let mut ts = 20_000_000_000u64;
+    for _ in 0..drain_readings / per_batch {
+        let (status, answer) = ingest_encoded(&http, addr, "sensors/raw", sensor_batch(ts, per_batch)).await;
+        assert_eq!(status, 200, "{answer}");
+        ts += per_batch;
+    }
+    let pending = |s: &serde_json::Value| s["outbox"]["pendingReadings"].as_u64().unwrap_or(0);
+    let backlog = pending(&edge.stats().await);
+    cluster.restart(leader);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
+    loop {
+        let s = edge.stats().await;
+        if pending(&s) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the outbox did not drain: {s}\n{}", edge.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = backlog as f64 / started.elapsed().as_secs_f64();
+    bench("outbox_drain_readings_per_s", drain, "readings/s");
+    let s = edge.stats().await;
+    println!("# edge: {} readings in ({} bytes), {} bytes uploaded", s["node"]["readingsIn"], s["node"]["bytesIn"], s["node"]["bytesUp"]);
 }
