@@ -14,17 +14,8 @@ use edgeplane_edge_runtime::pool::{InstanceHandle, InstanceSpec, RestartPolicy, 
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-const PRELUDE: &str = r#"
-    (import "edgeplane" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 2)
-    (data (i32.const 16) "out")
-    (func (export "ep_abi_version") (result i32) i32.const 1)
-    (func (export "ep_alloc") (param i32) (result i32) i32.const 65536)
-"#;
-
-/// Emits every batch unchanged on `out`.
-const ECHO: &str = r#"(func (export "ep_process") (param $ptr i32) (param $len i32) (result i32)
-    (call $emit (i32.const 16) (i32.const 3) (local.get $ptr) (local.get $len)))"#;
+mod common;
+use common::{echo, module};
 
 /// Traps on every batch.
 const TRAP: &str = r#"(func (export "ep_process") (param i32 i32) (result i32) unreachable)"#;
@@ -45,9 +36,9 @@ impl Node {
         Node { pool, dataplane: DataPlane::new(Arc::new(outbox), 10_000), routes: Vec::new(), _dir: dir }
     }
 
-    /// Starts `body` as assignment `ns/{name}`, reading `input` and sending its output `out`
+    /// Starts the module `wat` as assignment `ns/{name}`, reading `input` and sending its output `out`
     /// where `output` says (a Workload output: `{"topic": ..}` or `{"sink": ..}`).
-    fn run(&mut self, name: &str, body: &str, input: &str, output: serde_json::Value) {
+    fn run(&mut self, name: &str, wat: &str, input: &str, output: serde_json::Value) {
         let mut out = json!({"name": "out"});
         out.as_object_mut().expect("object").extend(output.as_object().expect("object").clone());
         let spec: AssignmentSpec = serde_json::from_value(json!({
@@ -55,8 +46,7 @@ impl Node {
             "inputs": [input], "outputs": [out]
         }))
         .expect("assignment");
-        let wat = format!("(module {PRELUDE} {body})");
-        let module = Arc::new(self.pool.host().load(&wat::parse_str(&wat).expect("wat")).expect("loads"));
+        let module = Arc::new(self.pool.host().load(&wat::parse_str(wat).expect("wat")).expect("loads"));
         let limits = InstanceLimits { memory_bytes: 1 << 20, batch_deadline: Duration::from_millis(200), outputs: vec!["out".into()], log_name: name.into() };
         let restart = RestartPolicy { first_backoff: Duration::from_secs(30), max_restarts: 3 };
         let handle = self.pool.start(InstanceSpec { name: name.into(), module, limits, config_doc: b"{}".to_vec(), restart, queue_capacity: 4 });
@@ -85,8 +75,8 @@ fn readings(n: u64) -> Vec<Reading> {
 #[tokio::test]
 async fn a_chain_through_topics_reaches_the_outbox_in_order() {
     let mut node = Node::new();
-    node.run("first", ECHO, "in", json!({"topic": "middle"}));
-    node.run("second", ECHO, "middle", json!({"sink": {"type": "cloud"}}));
+    node.run("first", &echo(), "in", json!({"topic": "middle"}));
+    node.run("second", &echo(), "middle", json!({"sink": {"type": "cloud"}}));
     node.ingest("in", &readings(5)).await.expect("accepted");
     node.ingest("in", &readings(7)).await.expect("accepted");
 
@@ -114,7 +104,7 @@ async fn ingest_refuses_what_it_cannot_take_and_counts_what_it_loses() {
 
     // A workload that traps loses the batch (counted), then backs off: further ingest is
     // refused until it runs again, so nothing more is lost.
-    node.run("broken", TRAP, "in", json!({"sink": {"type": "cloud"}}));
+    node.run("broken", &module(TRAP), "in", json!({"sink": {"type": "cloud"}}));
     assert!(matches!(node.ingest("in", &readings(10_001)).await, Err(Refused::TooLarge(10_001, 10_000))));
     node.ingest("in", &readings(4)).await.expect("accepted, then lost in the workload");
     let stats = node.dataplane.stats();
@@ -130,7 +120,7 @@ async fn ingest_refuses_what_it_cannot_take_and_counts_what_it_loses() {
 #[tokio::test]
 async fn a_topic_loop_is_cut_and_counted() {
     let mut node = Node::new();
-    node.run("looper", ECHO, "loop", json!({"topic": "loop"}));
+    node.run("looper", &echo(), "loop", json!({"topic": "loop"}));
     node.ingest("loop", &readings(3)).await.expect("accepted");
     let stats = node.dataplane.stats();
     assert_eq!(stats.node.readings_dropped, 3, "the batch is dropped after going round the loop");

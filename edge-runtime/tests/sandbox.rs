@@ -8,25 +8,8 @@ use edgeplane_api::node::InstancePhase;
 use edgeplane_edge_runtime::host::{CompiledModule, GuestError, HostConfig, InstanceLimits, LoadError, WasmHost};
 use edgeplane_edge_runtime::pool::{InstanceHandle, InstanceSpec, ProcessError, RestartPolicy, WasmPool};
 
-/// The common part of every test module: memory, the ABI version, and an allocator that
-/// always answers the same buffer at 64 KiB.
-const PRELUDE: &str = r#"
-    (import "edgeplane" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 2)
-    (data (i32.const 16) "out")
-    (func (export "ep_abi_version") (result i32) i32.const 1)
-    (func (export "ep_alloc") (param i32) (result i32) i32.const 65536)
-"#;
-
-/// A well-behaved module: emits every batch unchanged on `out`.
-fn echo() -> String {
-    module(r#"(func (export "ep_process") (param $ptr i32) (param $len i32) (result i32)
-        (call $emit (i32.const 16) (i32.const 3) (local.get $ptr) (local.get $len)))"#)
-}
-
-fn module(body: &str) -> String {
-    format!("(module {PRELUDE} {body})")
-}
+mod common;
+use common::{echo, module, PRELUDE};
 
 fn host() -> Arc<WasmHost> {
     let config = HostConfig { max_instances: 16, max_instance_memory: 64 << 20, max_output_per_batch: 1 << 20 };

@@ -142,6 +142,19 @@ impl EdgeRuntime {
     }
 }
 
+/// Polls `check` every 100 ms until it gives a value; fails after `timeout`, saying what it
+/// waited for and `context()` (logs, usually).
+pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>, context: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `POST /v1/ingest/{topic}` with a binary batch: the status (0 when the node is not
 /// reachable) and the body.
 pub async fn ingest(http: &reqwest::Client, edge: SocketAddr, topic: &str, readings: &[edgeplane_api::data::Reading]) -> (u16, String) {

@@ -6,21 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
-use edgeplane_tests::{bin_path, create_resource, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
+use edgeplane_tests::{bin_path, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
-
-async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>, context: impl Fn() -> String) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn workload(name: &str, module: &str, inputs: &[&str], outputs: Value, config: Value) -> Value {
     json!({

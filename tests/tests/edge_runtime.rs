@@ -2,24 +2,13 @@
 //! persisted identity, heartbeats, and reconciling instances with the node's Assignments
 //! (apply a Workload: it starts; change it: it updates; delete it: it stops).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edgeplane_tests::{workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, BOOTSTRAP_TOKEN};
+use edgeplane_tests::{eventually, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, BOOTSTRAP_TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const WORKLOADS: &str = "/apis/edgeplane.io/v1alpha1/namespaces/factory/workloads";
-
-async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>, context: impl Fn() -> String) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn push(api: &Api, name: &str, version: &str, bytes: Vec<u8>) -> String {
     let reply = api.request(Method::POST, &format!("/v1/modules/factory/{name}/{version}"), Some(bytes)).await.expect("push");
