@@ -479,7 +479,10 @@ impl Agent {
             s if s.is_success() => {
                 let response: UploadResponse = serde_json::from_slice(&answer).context("upload answer")?;
                 tracing::debug!(accepted = response.accepted, duplicates = response.duplicates, "uploaded");
-                self.dataplane.uploaded(body.len() as u64);
+                if response.stale > 0 {
+                    tracing::warn!(records = response.stale, "the orchestrators fenced records of an assignment generation that has moved elsewhere");
+                }
+                self.dataplane.uploaded(body.len() as u64, response.stale);
                 // Deleting segments and syncing state.json are disk work: off the reactor.
                 let outbox = self.dataplane.outbox().clone();
                 tokio::task::spawn_blocking(move || outbox.ack(last + 1)).await??;

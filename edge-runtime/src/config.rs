@@ -43,7 +43,9 @@ pub struct Args {
     /// Where the node's own status API listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    #[arg(long, default_value_t = 1000)]
+    /// Heartbeat interval. The orchestrators suspect a node after 1 s of silence and move its
+    /// work after 1.5 s by default: keep this well below both.
+    #[arg(long, default_value_t = 500)]
     pub heartbeat_ms: u64,
     /// Threads that run wasm; 0 means one per core.
     #[arg(long, default_value_t = 0)]

@@ -134,6 +134,7 @@ struct NodeCounters {
     readings_refused: AtomicU64,
     readings_dropped: AtomicU64,
     chain_loops: AtomicU64,
+    records_fenced: AtomicU64,
 }
 
 /// Where outputs to `mqtt` sinks are published (set when the node has a broker).
@@ -353,9 +354,10 @@ impl DataPlane {
         }
     }
 
-    /// Records the bytes of an upload the orchestrators accepted.
-    pub fn uploaded(&self, body_bytes: u64) {
+    /// Records an upload the orchestrators answered: its bytes, and the records they fenced.
+    pub fn uploaded(&self, body_bytes: u64, fenced: u64) {
         self.node.bytes_up.fetch_add(body_bytes, Ordering::Relaxed);
+        self.node.records_fenced.fetch_add(fenced, Ordering::Relaxed);
     }
 
     /// The node-wide figures for heartbeats, `/v1/stats` and `/metrics`.
@@ -371,6 +373,7 @@ impl DataPlane {
             outbox_pending_records: outbox.pending_records,
             outbox_pending_bytes: outbox.pending_bytes,
             outbox_dropped_records: outbox.dropped_records,
+            records_fenced: self.node.records_fenced.load(Ordering::Relaxed),
             queue_depth,
         }
     }
@@ -390,6 +393,7 @@ impl DataPlane {
         counter("ingest_refused_readings_total", "Readings refused by ingest (429/503); the producer kept them.", "counter", report.readings_refused);
         counter("dropped_readings_total", "Readings lost after acceptance (workload failures, sink errors, topic loops).", "counter", report.readings_dropped);
         counter("upstream_bytes_total", "Bytes of upload bodies the orchestrators accepted.", "counter", report.bytes_up);
+        counter("fenced_records_total", "Uploaded records the orchestrators fenced (an older assignment generation).", "counter", report.records_fenced);
         counter("inflight_readings", "Readings inside the node's workloads now.", "gauge", self.max_inflight - self.inflight.available_permits() as u64);
         counter("queue_depth", "Batches waiting in instance queues.", "gauge", report.queue_depth);
         counter("outbox_pending_records", "Records waiting for the cloud.", "gauge", outbox.pending_records);

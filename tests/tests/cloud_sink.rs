@@ -116,10 +116,10 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
 
     // To a follower: the write is forwarded to the leader and answered once committed.
     let first: Vec<UpRecord> = (1..=5).map(|s| record(TEMPERATURE, s)).chain((1..=2).map(|s| record(FRAMES, s))).collect();
-    assert_eq!(upload(&http, at(follower), &token, first).await, UploadResponse { accepted: 7, duplicates: 0 });
+    assert_eq!(upload(&http, at(follower), &token, first).await, UploadResponse { accepted: 7, duplicates: 0, stale: 0 });
     // An overlapping resend, to the leader this time, with a record repeated inside the batch.
     let resend: Vec<UpRecord> = (3..=7).chain([7]).map(|s| record(TEMPERATURE, s)).collect();
-    assert_eq!(upload(&http, at(leader), &token, resend).await, UploadResponse { accepted: 2, duplicates: 4 });
+    assert_eq!(upload(&http, at(leader), &token, resend).await, UploadResponse { accepted: 2, duplicates: 4, stale: 0 });
 
     // Every record once, in cursor order, on every orchestrator.
     for id in cluster.running() {
@@ -250,7 +250,7 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
     // After the failover, a resend of everything is all duplicates.
     let everything: Vec<UpRecord> = (1..=40).map(|s| record(TEMPERATURE, s)).collect();
     let survivor = survivors.iter().copied().find(|&id| id != new_leader).expect("a follower survives");
-    assert_eq!(upload(&http, at(survivor), &token, everything).await, UploadResponse { accepted: 0, duplicates: 40 });
+    assert_eq!(upload(&http, at(survivor), &token, everything).await, UploadResponse { accepted: 0, duplicates: 40, stale: 0 });
     for id in survivors {
         let after = page(&cluster.api(id), &format!("?stream={TEMPERATURE}")).await;
         assert_eq!(seqs(&after), (1..=40).collect::<Vec<_>>(), "node {id}:\n{}", cluster.all_logs());

@@ -179,6 +179,10 @@ pub struct UploadResponse {
     pub accepted: u64,
     /// Records at or below their stream's highest stored sequence number: already stored.
     pub duplicates: u64,
+    /// Records produced by an older generation of their Assignment than the current one
+    /// (the replica was placed anew elsewhere): fenced, not stored.
+    #[serde(default)]
+    pub stale: u64,
 }
 
 /// A record as the cloud sink keeps it.

@@ -80,6 +80,9 @@ pub struct DataReport {
     pub outbox_pending_records: u64,
     pub outbox_pending_bytes: u64,
     pub outbox_dropped_records: u64,
+    /// Records the orchestrators fenced: produced by an Assignment generation that had been
+    /// replaced (the work moved to another node while this one was away).
+    pub records_fenced: u64,
     /// Batches queued for instances right now.
     pub queue_depth: u64,
 }

@@ -420,6 +420,11 @@ pub struct AssignmentSpec {
     pub node_name: String,
     /// Bumped every time the replica is placed anew; outputs of an older generation are fenced.
     pub generation: u64,
+    /// When the leader placed this generation (ms since the Unix epoch, the leader's clock).
+    /// Outputs of older generations produced after it are fenced by the cloud sink; those
+    /// produced before it (a dead node's backlog) are kept.
+    #[serde(default)]
+    pub placed_at_ms: u64,
     /// The Workload's `spec.module` as written.
     pub module_ref: String,
     /// What `module_ref` resolved to.

@@ -22,6 +22,7 @@
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
 
+pub mod health;
 pub mod placement;
 pub mod sink;
 
@@ -250,7 +251,16 @@ impl ClusterState {
                 Ok(Applied::Transaction(applied))
             }
             Command::AppendData { node, records, retain_readings } => {
-                Ok(Applied::AppendedData(self.sink.append(node, records, retain_readings)))
+                let objects = &self.objects;
+                // Fencing: the generation of the Assignment named by the record's stream
+                // (`{namespace}/{assignment}/{output}`), and when it was placed, if it exists.
+                let current = |record: &UpRecord| {
+                    let assignment = record.stream.strip_prefix(&format!("{}/", record.namespace))?.split('/').next()?;
+                    let object = objects.get(&ObjectKey::new("assignments", &record.namespace, assignment))?;
+                    let spec = object.value.get("spec")?;
+                    Some((spec.get("generation")?.as_u64()?, spec.get("placedAtMs").and_then(serde_json::Value::as_u64).unwrap_or(0)))
+                };
+                Ok(Applied::AppendedData(self.sink.append(node, records, retain_readings, current)))
             }
             Command::PutResource { key, resource, precondition, write } => {
                 let current = self.objects.get(&key);
@@ -637,13 +647,13 @@ mod tests {
     fn appended_data_answers_its_counts_and_survives_a_snapshot() {
         let mut state = ClusterState::default();
         let first = state.apply_entry(1, &append("n1", upload("ns/w/out", 1..=4), 3), None);
-        assert_eq!(first, Some(Ok(Applied::AppendedData(Appended { accepted: 4, duplicates: 0, evicted: 1 }))));
+        assert_eq!(first, Some(Ok(Applied::AppendedData(Appended { accepted: 4, duplicates: 0, stale: 0, evicted: 1 }))));
         let mut restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("valid snapshot");
         assert_eq!(restored, state);
         assert_eq!((restored.sink().records(), restored.sink().weight(), restored.sink().evicted()), (3, 3, 1));
         // The restored high-water marks still refuse the evicted record 1, and cursors continue.
         let again = restored.apply_entry(2, &append("n1", upload("ns/w/out", 1..=5), 3), None);
-        assert_eq!(again, Some(Ok(Applied::AppendedData(Appended { accepted: 1, duplicates: 4, evicted: 1 }))));
+        assert_eq!(again, Some(Ok(Applied::AppendedData(Appended { accepted: 1, duplicates: 4, stale: 0, evicted: 1 }))));
         let page = restored.sink().query(&edgeplane_api::data::DataQuery::default());
         assert_eq!(page.records.iter().map(|r| (r.cursor, r.record.seq)).collect::<Vec<_>>(), [(3, 3), (4, 4), (5, 5)]);
         assert_eq!(page.first_retained, 3);

@@ -13,10 +13,14 @@
 //! - keep each existing Assignment whose node still exists and still matches, and rewrite it
 //!   when the Workload, Module or Model changed (same generation: an update, not a move);
 //! - remove Assignments beyond the desired count, or on nodes that no longer match;
-//! - place missing replicas on live, matching nodes with room, fewest instances first (name
-//!   breaks ties), avoiding nodes that already run a replica of the same Workload.
+//! - fail over: a replica whose node has been down for the Workload's `lostAfterSeconds`, or
+//!   whose instance is crash-looping there, moves to another node that fits (a new
+//!   generation, so the old copy's outputs are fenced); with nowhere to go it stays;
+//! - place missing replicas on Ready, matching nodes with room, fewest instances first (name
+//!   breaks ties), avoiding nodes that already run a replica of the same Workload;
+//! - record each node's health transitions in its `Ready` condition.
 //!
-//! Failover, rebalancing, spreading by zone and rollouts come with the scheduler issue.
+//! Rebalancing, spreading by zone and rollouts are still to come.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +31,8 @@ use edgeplane_api::resources::{
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+pub use crate::health::Liveness;
+use crate::health::Health;
 use crate::{ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
 
 /// A node is never filled above this share of its memory capacity.
@@ -64,9 +70,18 @@ struct Existing {
     spec: AssignmentSpec,
 }
 
-/// Plans placements. `live` holds the nodes heard from recently; only they receive new
-/// replicas. `created_at` is the creation time recorded on new Assignments.
-pub fn plan(state: &ClusterState, live: &BTreeSet<String>, created_at: &str) -> Plan {
+/// The leader's clock, read before planning (planning itself reads no clock).
+#[derive(Debug, Clone, Copy)]
+pub struct Now<'a> {
+    /// Recorded as creation and transition times.
+    pub rfc3339: &'a str,
+    /// Recorded as `placedAtMs` on new placements.
+    pub unix_ms: u64,
+}
+
+/// Plans placements. Only Ready nodes in `live` receive new replicas; replicas on Down nodes
+/// move. `now` is recorded on new Assignments and condition transitions.
+pub fn plan(state: &ClusterState, live: &Liveness, now: Now<'_>) -> Plan {
     let mut nodes: BTreeMap<String, Node> = state
         .list("edgenodes", Some(""))
         .filter_map(|(key, object)| {
@@ -77,6 +92,11 @@ pub fn plan(state: &ClusterState, live: &BTreeSet<String>, created_at: &str) -> 
         .collect();
     let mut by_workload: BTreeMap<(String, String), Vec<Existing>> = BTreeMap::new();
     let mut plan = Plan::default();
+    for (key, object) in state.list("edgenodes", Some("")) {
+        if let Some(command) = health_transition(key, object, live, now.rfc3339) {
+            plan.commands.push(command);
+        }
+    }
     for (key, object) in state.list("assignments", None) {
         let Some(spec) = typed::<AssignmentSpec>(object, "/spec") else {
             // Not readable as an Assignment: only this planner writes them, so remove it.
@@ -93,10 +113,15 @@ pub fn plan(state: &ClusterState, live: &BTreeSet<String>, created_at: &str) -> 
             .push(Existing { key: key.clone(), object: object.clone(), spec });
     }
 
+    // Every placement gets a generation above every live one and above the log index it was
+    // planned at, and distinct from the others in this plan: no two live copies share one, and
+    // a replica's new copy always outranks the copy it replaces.
+    let live_max = by_workload.values().flatten().map(|e| e.spec.generation).max().unwrap_or(0);
+    let mut next_generation = state.applied_index().max(live_max) + 1;
     for (key, object) in state.list("workloads", None) {
         let existing = by_workload.remove(&(key.namespace.clone(), key.name.clone())).unwrap_or_default();
         let Some(workload) = typed::<WorkloadSpec>(object, "/spec") else { continue };
-        plan_workload(state, &key.namespace, &key.name, &workload, existing, &mut nodes, live, created_at, &mut plan);
+        plan_workload(state, &key.namespace, &key.name, &workload, existing, &mut nodes, live, now, &mut next_generation, &mut plan);
     }
     // Assignments of deleted Workloads.
     for existing in by_workload.into_values().flatten() {
@@ -113,8 +138,9 @@ fn plan_workload(
     workload: &WorkloadSpec,
     existing: Vec<Existing>,
     nodes: &mut BTreeMap<String, Node>,
-    live: &BTreeSet<String>,
-    created_at: &str,
+    live: &Liveness,
+    now: Now<'_>,
+    next_generation: &mut u64,
     plan: &mut Plan,
 ) {
     let id = format!("{namespace}/{name}");
@@ -127,21 +153,40 @@ fn plan_workload(
     };
     let matching: BTreeSet<String> = nodes.values().filter(|n| matches(n, workload)).map(|n| n.name.clone()).collect();
 
-    // Which replica slots are wanted: indices for replicated workloads, nodes for daemons.
+    let lost_after_ms = workload.failure_policy.lost_after_seconds.saturating_mul(1000);
+    let lost = |node: &str| live.down_at_least(node, lost_after_ms);
+    // Which replica slots are wanted: indices for replicated workloads, nodes for daemons
+    // (Ready nodes, and nodes already running one that are not lost).
     let wanted: Vec<Slot> = match workload.mode {
         WorkloadMode::Replicated => (0..replica_count(workload)).map(Slot::Replica).collect(),
-        WorkloadMode::Daemon => matching.iter().filter(|n| live.contains(*n)).cloned().map(Slot::Node).collect(),
+        WorkloadMode::Daemon => matching
+            .iter()
+            .filter(|n| !lost(n) && (live.is_ready(n) || existing.iter().any(|e| &e.spec.node_name == *n)))
+            .cloned()
+            .map(Slot::Node)
+            .collect(),
     };
     let mut filled: BTreeSet<Slot> = BTreeSet::new();
-    let mut on_nodes: BTreeSet<String> = BTreeSet::new();
+    let mut on_nodes: BTreeSet<String> = existing.iter().map(|e| e.spec.node_name.clone()).collect();
+    // Replicas moving off a node, which must not be placed back on it.
+    let mut avoid: BTreeMap<Slot, String> = BTreeMap::new();
     for e in existing {
         let slot = match workload.mode {
             WorkloadMode::Replicated => Slot::Replica(e.spec.replica),
             WorkloadMode::Daemon => Slot::Node(e.spec.node_name.clone()),
         };
-        let keep = matching.contains(&e.spec.node_name) && wanted.contains(&slot) && !filled.contains(&slot)
+        let node = e.spec.node_name.as_str();
+        let failing = lost(node) || live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.to_owned()));
+        // Fail over only to somewhere else that fits; with nowhere to go, the replica waits.
+        let moving = failing
+            && workload.mode == WorkloadMode::Replicated
+            && choose(nodes, &matching, live, &on_nodes, &template, Some(node)).is_some();
+        let keep = matching.contains(node) && wanted.contains(&slot) && !filled.contains(&slot) && !moving
             // A daemon replica is named after its node; one found elsewhere is not ours to keep.
-            && (workload.mode == WorkloadMode::Replicated || e.key.name == daemon_name(name, &e.spec.node_name));
+            && (workload.mode == WorkloadMode::Replicated || e.key.name == daemon_name(name, node));
+        if moving {
+            avoid.insert(slot.clone(), node.to_owned());
+        }
         if !keep {
             if let Some(node) = nodes.get_mut(&e.spec.node_name) {
                 node.instances = node.instances.saturating_sub(1);
@@ -151,8 +196,13 @@ fn plan_workload(
             continue;
         }
         filled.insert(slot);
-        on_nodes.insert(e.spec.node_name.clone());
-        let updated = AssignmentSpec { replica: e.spec.replica, node_name: e.spec.node_name.clone(), generation: e.spec.generation, ..template.clone() };
+        let updated = AssignmentSpec {
+            replica: e.spec.replica,
+            node_name: e.spec.node_name.clone(),
+            generation: e.spec.generation,
+            placed_at_ms: e.spec.placed_at_ms,
+            ..template.clone()
+        };
         if updated != e.spec {
             plan.commands.push(Command::PutResource {
                 key: e.key.clone(),
@@ -167,8 +217,8 @@ fn plan_workload(
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for slot in wanted.into_iter().filter(|s| !filled.contains(s)) {
         let chosen = match &slot {
-            Slot::Node(node) => fits(&nodes[node], &template).then(|| node.clone()),
-            Slot::Replica(_) => choose(nodes, &matching, live, &on_nodes, &template),
+            Slot::Node(node) => (live.is_ready(node) && fits(&nodes[node], &template)).then(|| node.clone()),
+            Slot::Replica(_) => choose(nodes, &matching, live, &on_nodes, &template, avoid.get(&slot).map(String::as_str)),
         };
         let Some(node_name) = chosen else {
             missing += 1;
@@ -186,13 +236,14 @@ fn plan_workload(
             Slot::Node(n) => (0, daemon_name(name, n)),
         };
         let key = ObjectKey::new("assignments", namespace, object_name);
-        // Later than any generation planned from an earlier state: fences older copies.
-        let spec = AssignmentSpec { replica, node_name, generation: state.applied_index() + 1, ..template.clone() };
+        let generation = *next_generation;
+        *next_generation += 1;
+        let spec = AssignmentSpec { replica, node_name, generation, placed_at_ms: now.unix_ms, ..template.clone() };
         plan.commands.push(Command::PutResource {
             resource: assignment(&key, &spec),
             key,
             precondition: Precondition::MustNotExist,
-            write: ResourceWrite::Create { created_at: created_at.to_owned() },
+            write: ResourceWrite::Create { created_at: now.rfc3339.to_owned() },
         });
     }
     if missing > 0 {
@@ -250,6 +301,7 @@ fn template(state: &ClusterState, namespace: &str, name: &str, workload: &Worklo
         replica: 0,
         node_name: String::new(),
         generation: 0,
+        placed_at_ms: 0,
         module_ref: workload.module.clone(),
         module_digest,
         resources: workload.resources.clone(),
@@ -295,20 +347,21 @@ fn fits(node: &Node, template: &AssignmentSpec) -> bool {
         && (node.memory_mib + template.resources.memory_mib) * 100 <= capacity.memory_mib * HEADROOM_PERCENT
 }
 
-/// The best node for a new replica: live, matching, room left, not cordoned; preferred tiers
-/// first (cloud only as a fallback), then nodes without a replica of this Workload, then the
-/// fewest instances, then the name.
+/// The best node for a new replica: Ready, matching, room left, not cordoned, not `avoid`;
+/// preferred tiers first (cloud only as a fallback), then nodes without a replica of this
+/// Workload, then the fewest instances, then the name.
 fn choose(
     nodes: &BTreeMap<String, Node>,
     matching: &BTreeSet<String>,
-    live: &BTreeSet<String>,
+    live: &Liveness,
     occupied: &BTreeSet<String>,
     template: &AssignmentSpec,
+    avoid: Option<&str>,
 ) -> Option<String> {
     matching
         .iter()
         .map(|n| &nodes[n])
-        .filter(|n| live.contains(&n.name) && !n.spec.cordoned && fits(n, template))
+        .filter(|n| live.is_ready(&n.name) && !n.spec.cordoned && Some(n.name.as_str()) != avoid && fits(n, template))
         .min_by_key(|n| {
             let soft_taint = n.spec.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
             (soft_taint, occupied.contains(&n.name), n.instances, n.name.clone())
@@ -317,13 +370,13 @@ fn choose(
 }
 
 /// Counts, per reason, the nodes that cannot take a replica.
-fn why_not(nodes: &BTreeMap<String, Node>, workload: &WorkloadSpec, live: &BTreeSet<String>, template: &AssignmentSpec) -> BTreeMap<String, u32> {
+fn why_not(nodes: &BTreeMap<String, Node>, workload: &WorkloadSpec, live: &Liveness, template: &AssignmentSpec) -> BTreeMap<String, u32> {
     let mut reasons = BTreeMap::new();
     for node in nodes.values() {
         let reason = if let Some(m) = mismatch(node, workload) {
             m
-        } else if !live.contains(&node.name) {
-            "are not reporting heartbeats".to_owned()
+        } else if !live.is_ready(&node.name) {
+            "are not Ready (heartbeats missing)".to_owned()
         } else if node.spec.cordoned {
             "are cordoned".to_owned()
         } else if node.instances >= node.spec.capacity.instance_slots {
@@ -337,6 +390,33 @@ fn why_not(nodes: &BTreeMap<String, Node>, workload: &WorkloadSpec, live: &BTree
         *reasons.entry(reason).or_insert(0) += 1;
     }
     reasons
+}
+
+/// A status write when the node's `Ready` condition does not say what `live` says.
+fn health_transition(key: &ObjectKey, object: &StoredObject, live: &Liveness, now: &str) -> Option<Command> {
+    let health: Health = *live.health.get(&key.name)?;
+    let (status, reason) = health.condition();
+    let current = object.value.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+    if current.is_some_and(|c| c["status"] == status && c["reason"] == reason) {
+        return None;
+    }
+    let message = match health {
+        Health::Ready => "heartbeats arrive",
+        Health::Suspect => "heartbeats missed; no new replicas are placed here",
+        Health::Down => "no heartbeats for longer than the grace period; replicas are moved elsewhere",
+    };
+    let mut resource = Value::clone(&object.value);
+    let mut conditions: Vec<Value> = current.map_or_else(Vec::new, |_| {
+        object.value["status"]["conditions"].as_array().cloned().unwrap_or_default().into_iter().filter(|c| c["type"] != "Ready").collect()
+    });
+    conditions.push(json!({ "type": "Ready", "status": status, "reason": reason, "message": message, "lastTransitionTime": now }));
+    resource["status"]["conditions"] = Value::Array(conditions);
+    Some(Command::PutResource {
+        key: key.clone(),
+        resource,
+        precondition: Precondition::ResourceVersion(object.resource_version),
+        write: ResourceWrite::Status,
+    })
 }
 
 fn assignment(key: &ObjectKey, spec: &AssignmentSpec) -> Value {
@@ -364,7 +444,7 @@ fn typed<T: DeserializeOwned>(object: &StoredObject, pointer: &str) -> Option<T>
 mod tests {
     use super::*;
 
-    const NOW: &str = "2026-11-22T00:00:00Z";
+    const NOW: Now<'static> = Now { rfc3339: "2026-11-22T00:00:00Z", unix_ms: 1_795_305_600_000 };
 
     struct World {
         state: ClusterState,
@@ -383,7 +463,7 @@ mod tests {
 
         fn create(&mut self, plural: &str, namespace: &str, value: Value) {
             let name = value["metadata"]["name"].as_str().expect("named").to_owned();
-            let write = ResourceWrite::Create { created_at: NOW.into() };
+            let write = ResourceWrite::Create { created_at: NOW.rfc3339.into() };
             let key = ObjectKey::new(plural, namespace, name);
             self.apply(Command::PutResource { key, resource: value, precondition: Precondition::None, write }).expect("created");
         }
@@ -397,9 +477,12 @@ mod tests {
 
         /// Plans and applies until nothing is left to do; returns the last plan's unplaced.
         fn settle(&mut self, live: &[&str]) -> Vec<Unplaced> {
-            let live: BTreeSet<String> = live.iter().map(|s| (*s).to_owned()).collect();
+            self.settle_with(&Liveness::ready(live.iter().copied()))
+        }
+
+        fn settle_with(&mut self, live: &Liveness) -> Vec<Unplaced> {
             for _ in 0..5 {
-                let plan = plan(&self.state, &live, NOW);
+                let plan = plan(&self.state, live, NOW);
                 if plan.commands.is_empty() {
                     return plan.unplaced;
                 }
@@ -430,6 +513,83 @@ mod tests {
                         "resources": {"memoryMib": 20, "batchTimeMs": 50}, "config": {"min": 1}}})
     }
 
+    fn liveness(health: &[(&str, Health, u64)]) -> Liveness {
+        let mut live = Liveness::default();
+        for &(node, h, down_for) in health {
+            live.health.insert(node.to_owned(), h);
+            if h == Health::Down {
+                live.down_for_ms.insert(node.to_owned(), down_for);
+            }
+        }
+        live
+    }
+
+    fn ready_condition(w: &World, node: &str) -> (String, String) {
+        let object = w.state.get(&ObjectKey::new("edgenodes", "", node)).expect("node");
+        let c = object.value["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready")).cloned().expect("Ready condition");
+        (c["status"].as_str().expect("status").to_owned(), c["reason"].as_str().expect("reason").to_owned())
+    }
+
+    #[test]
+    fn a_replica_on_a_down_node_moves_with_a_newer_generation() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        w.create("edgenodes", "", node("b", &["temp"], 8));
+        w.create("workloads", "f", workload("filter", 1, "temp"));
+        w.settle(&["a", "b"]);
+        let before = w.assignments();
+        assert_eq!((before[0].0.as_str(), before[0].1.as_str()), ("filter-0", "a"));
+        assert_eq!(ready_condition(&w, "a"), ("True".into(), "Heartbeating".into()));
+
+        // Suspect: the replica stays, and nothing new is placed there.
+        w.settle_with(&liveness(&[("a", Health::Suspect, 0), ("b", Health::Ready, 0)]));
+        assert_eq!(w.assignments(), before);
+        assert_eq!(ready_condition(&w, "a"), ("Unknown".into(), "HeartbeatsMissed".into()));
+
+        w.settle_with(&liveness(&[("a", Health::Down, 0), ("b", Health::Ready, 0)]));
+        let after = w.assignments();
+        assert_eq!((after[0].0.as_str(), after[0].1.as_str()), ("filter-0", "b"), "moved to the other node");
+        assert!(after[0].2 > before[0].2, "a new generation fences the old copy: {before:?} -> {after:?}");
+        assert_eq!(ready_condition(&w, "a"), ("False".into(), "NodeDown".into()));
+
+        // The node returns: the replica stays where it went (no thrashing).
+        w.settle(&["a", "b"]);
+        assert_eq!(w.assignments(), after);
+        assert_eq!(ready_condition(&w, "a"), ("True".into(), "Heartbeating".into()));
+    }
+
+    #[test]
+    fn lost_after_makes_replicas_wait_and_with_nowhere_to_go_they_stay() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        let mut patient = workload("filter", 1, "temp");
+        patient["spec"]["failurePolicy"] = json!({"lostAfterSeconds": 10, "restartBackoffMs": 100, "maxRestarts": 5});
+        w.create("workloads", "f", patient);
+        w.settle(&["a"]);
+        let before = w.assignments();
+        // Nowhere else to go: it stays on the down node.
+        w.settle_with(&liveness(&[("a", Health::Down, 60_000)]));
+        assert_eq!(w.assignments(), before);
+        w.create("edgenodes", "", node("b", &["temp"], 8));
+        w.settle_with(&liveness(&[("a", Health::Down, 9_999), ("b", Health::Ready, 0)]));
+        assert_eq!(w.assignments(), before, "waits for lostAfterSeconds");
+        w.settle_with(&liveness(&[("a", Health::Down, 10_000), ("b", Health::Ready, 0)]));
+        assert_eq!(w.assignments()[0].1, "b");
+    }
+
+    #[test]
+    fn a_crash_looping_replica_moves_to_another_node() {
+        let mut w = World::new();
+        w.create("edgenodes", "", node("a", &["temp"], 8));
+        w.create("edgenodes", "", node("b", &["temp"], 8));
+        w.create("workloads", "f", workload("filter", 1, "temp"));
+        w.settle(&["a", "b"]);
+        let mut live = Liveness::ready(["a", "b"]);
+        live.crash_looping.insert(("f/filter-0".to_owned(), "a".to_owned()));
+        w.settle_with(&live);
+        assert_eq!(w.assignments()[0].1, "b");
+    }
+
     #[test]
     fn places_replicas_on_matching_live_nodes_and_settles() {
         let mut w = World::new();
@@ -441,7 +601,7 @@ mod tests {
         let placed: Vec<_> = w.assignments().into_iter().map(|(n, node, _)| (n, node)).collect();
         assert_eq!(placed, vec![("filter-0".into(), "a".into()), ("filter-1".into(), "b".into())]);
         // Planning again changes nothing.
-        assert_eq!(plan(&w.state, &["a".to_owned(), "b".to_owned()].into(), NOW), Plan::default());
+        assert_eq!(plan(&w.state, &Liveness::ready(["a", "b"]), NOW), Plan::default());
     }
 
     #[test]
@@ -457,7 +617,7 @@ mod tests {
             vec![Unplaced {
                 workload: "f/filter".into(),
                 missing: 1,
-                reason: "0/3 nodes fit: 1 are not reporting heartbeats, 1 have no free instance slot, 1 lack capability temp".into()
+                reason: "0/3 nodes fit: 1 are not Ready (heartbeats missing), 1 have no free instance slot, 1 lack capability temp".into()
             }]
         );
     }
@@ -499,7 +659,7 @@ mod tests {
         let mut w = World::new();
         w.create("edgenodes", "", node("a", &["temp"], 8));
         w.create("workloads", "f", workload("filter", 1, "temp"));
-        let live: BTreeSet<String> = ["a".to_owned()].into();
+        let live = Liveness::ready(["a"]);
         let first = plan(&w.state, &live, NOW);
         let second = plan(&w.state, &live, NOW);
         w.apply(Command::Transaction(first.commands)).expect("applies");

@@ -9,7 +9,13 @@
 //!   order of storage and a reader can page forward from the last one it saw.
 //! - Retention: after each append, the oldest records are evicted while the stored weight
 //!   ([`UpRecord::weight`]: readings, or 1 for an opaque record) exceeds the limit the
-//!   command carries. High-water marks are never evicted: a node resending a record whose
+//!   command carries.
+//! - Fencing: a record of an older generation of its Assignment than the current one (the
+//!   replica has since been placed anew, on another node) that was produced after the new
+//!   generation was placed is refused as stale: a node that was cut off and comes back cannot
+//!   add outputs of work that had moved away from it. What it produced before the move (the
+//!   backlog of a node that died) is kept. The boundary compares the node's clock with the
+//!   leader's, so it is as sharp as their synchronisation. High-water marks are never evicted: a node resending a record whose
 //!   data is gone must still see it refused, not stored a second time.
 
 use std::ops::Bound;
@@ -45,6 +51,8 @@ pub struct Sink {
 pub struct Appended {
     pub accepted: u64,
     pub duplicates: u64,
+    /// Records from an older generation of their Assignment: refused, counted.
+    pub stale: u64,
     /// Records (of this or earlier appends) evicted to get back within retention.
     pub evicted: u64,
 }
@@ -52,11 +60,17 @@ pub struct Appended {
 impl Sink {
     /// Stores `node`'s records in order, skipping duplicates, then evicts the oldest records
     /// while more than `retain_readings` are stored.
-    pub(crate) fn append(&mut self, node: String, records: Vec<UpRecord>, retain_readings: u64) -> Appended {
+    /// `current` gives the current generation of a record's Assignment and when it was placed
+    /// (ms), if the Assignment exists.
+    pub(crate) fn append(&mut self, node: String, records: Vec<UpRecord>, retain_readings: u64, current: impl Fn(&UpRecord) -> Option<(u64, u64)>) -> Appended {
         let mut out = Appended::default();
         // One node's marks, updated in place and put back once (cloning is O(1)).
         let mut marks = self.high_water.get(&node).cloned().unwrap_or_default();
         for record in records {
+            if current(&record).is_some_and(|(generation, placed_at_ms)| record.generation < generation && record.produced_ms >= placed_at_ms) {
+                out.stale += 1;
+                continue;
+            }
             // Checked against marks raised earlier in the same batch too: a batch may carry
             // several records of one stream, or the same record twice.
             if marks.get(record.stream.as_str()).is_some_and(|&high| record.seq <= high) {
@@ -219,15 +233,31 @@ mod tests {
     const B: &str = "ns/b/out";
 
     #[test]
+    fn records_of_an_older_generation_are_fenced() {
+        let mut sink = Sink::default();
+        // A's Assignment is at generation 2, placed at t=1003: its generation-1 records
+        // produced before that are kept (a dead node's backlog), those produced after it are
+        // stale; B has no Assignment any more (deleted Workload): its record is kept.
+        let current = |r: &UpRecord| (r.stream == A).then_some((2, 1003));
+        let (before, after) = (record(A, 2, 1), record(A, 3, 1));
+        assert_eq!((before.produced_ms, after.produced_ms), (1002, 1003));
+        let mut new = record(A, 4, 1);
+        new.generation = 2;
+        let out = sink.append("n1".into(), vec![before, after, new, record(B, 1, 1)], 100, current);
+        assert_eq!(out, Appended { accepted: 3, duplicates: 0, stale: 1, evicted: 0 });
+        assert_eq!(stored(&sink).iter().map(|r| (r.2.as_str(), r.3)).collect::<Vec<_>>(), vec![(A, 2), (A, 4), (B, 1)]);
+    }
+
+    #[test]
     fn duplicates_are_refused_across_appends_and_within_one() {
         let mut sink = Sink::default();
-        let first = sink.append("n1".into(), vec![record(A, 1, 1), record(A, 2, 1), record(A, 2, 1)], 100);
-        assert_eq!(first, Appended { accepted: 2, duplicates: 1, evicted: 0 });
+        let first = sink.append("n1".into(), vec![record(A, 1, 1), record(A, 2, 1), record(A, 2, 1)], 100, |_| None);
+        assert_eq!(first, Appended { accepted: 2, duplicates: 1, stale: 0, evicted: 0 });
         // A resend overlapping what is stored: only the new tail is kept.
-        let resend = sink.append("n1".into(), vec![record(A, 1, 1), record(A, 2, 1), record(A, 3, 1)], 100);
-        assert_eq!(resend, Appended { accepted: 1, duplicates: 2, evicted: 0 });
+        let resend = sink.append("n1".into(), vec![record(A, 1, 1), record(A, 2, 1), record(A, 3, 1)], 100, |_| None);
+        assert_eq!(resend, Appended { accepted: 1, duplicates: 2, stale: 0, evicted: 0 });
         // The same stream from another node is another stream.
-        assert_eq!(sink.append("n2".into(), vec![record(A, 1, 1)], 100).accepted, 1);
+        assert_eq!(sink.append("n2".into(), vec![record(A, 1, 1)], 100, |_| None).accepted, 1);
         assert_eq!(
             stored(&sink),
             [(1, "n1".into(), A.into(), 1), (2, "n1".into(), A.into(), 2), (3, "n1".into(), A.into(), 3), (4, "n2".into(), A.into(), 1)]
@@ -239,9 +269,9 @@ mod tests {
         let mut sink = Sink::default();
         // 5 arrives before 4 (or 4 was dropped by the node's outbox): 4 can no longer be stored,
         // or the stream's order would break and a later resend of 5 could not be told apart.
-        let out = sink.append("n1".into(), vec![record(A, 5, 1), record(A, 4, 1), record(B, 2, 1)], 100);
+        let out = sink.append("n1".into(), vec![record(A, 5, 1), record(A, 4, 1), record(B, 2, 1)], 100, |_| None);
         assert_eq!((out.accepted, out.duplicates), (2, 1));
-        assert_eq!(sink.append("n1".into(), vec![record(A, 4, 1)], 100).duplicates, 1);
+        assert_eq!(sink.append("n1".into(), vec![record(A, 4, 1)], 100, |_| None).duplicates, 1);
         assert_eq!(sink.high_water("n1", A), Some(5));
         assert_eq!(stored(&sink).iter().map(|r| r.3).collect::<Vec<_>>(), [5, 2]);
     }
@@ -249,25 +279,25 @@ mod tests {
     #[test]
     fn retention_evicts_the_oldest_and_keeps_the_high_water_marks() {
         let mut sink = Sink::default();
-        sink.append("n1".into(), vec![record(A, 1, 3), record(B, 1, 3)], 10);
+        sink.append("n1".into(), vec![record(A, 1, 3), record(B, 1, 3)], 10, |_| None);
         assert_eq!((sink.weight(), sink.evicted()), (6, 0));
         // 6 + 4 + 1 (opaque) = 11 > 10: the oldest record (3 readings) goes, one is enough.
         let mut opaque = record(B, 3, 0);
         opaque.opaque = Some("AAEC".into());
-        let out = sink.append("n1".into(), vec![record(A, 2, 4), opaque], 10);
-        assert_eq!(out, Appended { accepted: 2, duplicates: 0, evicted: 1 });
+        let out = sink.append("n1".into(), vec![record(A, 2, 4), opaque], 10, |_| None);
+        assert_eq!(out, Appended { accepted: 2, duplicates: 0, stale: 0, evicted: 1 });
         assert_eq!((sink.weight(), sink.evicted(), sink.first_retained()), (8, 1, 2));
         assert_eq!(stored(&sink).iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4]);
         // A record heavier than the whole retention is stored and evicted at once, with
         // everything before it.
-        let out = sink.append("n1".into(), vec![record(A, 3, 11)], 10);
-        assert_eq!(out, Appended { accepted: 1, duplicates: 0, evicted: 4 });
+        let out = sink.append("n1".into(), vec![record(A, 3, 11)], 10, |_| None);
+        assert_eq!(out, Appended { accepted: 1, duplicates: 0, stale: 0, evicted: 4 });
         assert_eq!((sink.records(), sink.weight(), sink.first_retained()), (0, 0, 6));
         // The data is gone; its marks are not: a resend is still a duplicate.
-        let resend = sink.append("n1".into(), vec![record(A, 1, 3), record(A, 3, 1), record(B, 3, 0)], 10);
-        assert_eq!(resend, Appended { accepted: 0, duplicates: 3, evicted: 0 });
+        let resend = sink.append("n1".into(), vec![record(A, 1, 3), record(A, 3, 1), record(B, 3, 0)], 10, |_| None);
+        assert_eq!(resend, Appended { accepted: 0, duplicates: 3, stale: 0, evicted: 0 });
         // The next cursor continues after the evicted ones.
-        sink.append("n1".into(), vec![record(A, 4, 1)], 10);
+        sink.append("n1".into(), vec![record(A, 4, 1)], 10, |_| None);
         assert_eq!(stored(&sink).iter().map(|r| r.0).collect::<Vec<_>>(), [6]);
         assert_eq!(sink.query(&DataQuery::default()).evicted, 5);
     }
@@ -276,8 +306,8 @@ mod tests {
     fn queries_filter_and_page_by_cursor() {
         let mut sink = Sink::default();
         for seq in 1..=5 {
-            sink.append("n1".into(), vec![record(A, seq, 1), record("other/c/alerts", seq, 1)], 1_000);
-            sink.append("n2".into(), vec![record(B, seq, 1)], 1_000);
+            sink.append("n1".into(), vec![record(A, seq, 1), record("other/c/alerts", seq, 1)], 1_000, |_| None);
+            sink.append("n2".into(), vec![record(B, seq, 1)], 1_000, |_| None);
         }
         let q = |f: fn(&mut DataQuery)| {
             let mut query = DataQuery::default();
@@ -315,7 +345,7 @@ mod tests {
     fn the_limit_defaults_to_100_and_is_capped() {
         let mut sink = Sink::default();
         let records = (1..=u64::from(MAX_QUERY_LIMIT) + 1).map(|seq| record(A, seq, 1)).collect();
-        sink.append("n1".into(), records, u64::MAX);
+        sink.append("n1".into(), records, u64::MAX, |_| None);
         assert_eq!(sink.query(&DataQuery::default()).records.len(), DEFAULT_QUERY_LIMIT as usize);
         let all = sink.query(&DataQuery { limit: Some(u32::MAX), ..Default::default() });
         assert_eq!((all.records.len(), all.next), (MAX_QUERY_LIMIT as usize, u64::from(MAX_QUERY_LIMIT)));

@@ -56,7 +56,13 @@ pub struct Args {
     /// The secret edge runtimes present to register; without one, registration is refused.
     #[arg(long, env = "EDGEPLANE_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub bootstrap_token: Option<String>,
-    /// How long after its last heartbeat a node still counts as live for placement.
+    /// Silence (no heartbeat) after which a node is Suspect: it keeps its replicas but gets no
+    /// new ones. Default 1000 (two missed heartbeats at the edge runtime's default 500 ms).
+    #[arg(long)]
+    pub node_suspect_ms: Option<u64>,
+    /// Silence after which a node is Down and its replicas move (after their Workload's
+    /// lostAfterSeconds). A new leader gives every node this long from its election. Default
+    /// 1500.
     #[arg(long)]
     pub node_grace_ms: Option<u64>,
     /// Readings the cloud sink keeps (an opaque record counts as one); the oldest records
@@ -85,6 +91,7 @@ struct FileConfig {
     write_timeout_ms: Option<u64>,
     log: Option<String>,
     bootstrap_token: Option<String>,
+    node_suspect_ms: Option<u64>,
     node_grace_ms: Option<u64>,
     data_retention_readings: Option<u64>,
 }
@@ -112,7 +119,7 @@ pub struct Config {
     pub write_timeout: Duration,
     pub log: String,
     pub bootstrap_token: Option<String>,
-    pub node_grace: Duration,
+    pub node_health: edgeplane_core::health::HealthPolicy,
     pub data_retention_readings: u64,
 }
 
@@ -145,7 +152,8 @@ impl Config {
         let write_timeout_ms = args.write_timeout_ms.or(file.write_timeout_ms).unwrap_or(5_000);
         let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
         let bootstrap_token = args.bootstrap_token.or(file.bootstrap_token);
-        let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(3_000);
+        let node_suspect_ms = args.node_suspect_ms.or(file.node_suspect_ms).unwrap_or(1_000);
+        let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(1_500);
         let data_retention_readings = args.data_retention_readings.or(file.data_retention_readings).unwrap_or(1_000_000);
 
         match id {
@@ -203,8 +211,8 @@ impl Config {
         if bootstrap_token.as_ref().is_some_and(|t| t.len() < 16) {
             errors.push("bootstrap-token: must be at least 16 characters".to_owned());
         }
-        if node_grace_ms == 0 {
-            errors.push("node-grace-ms: must be >= 1".to_owned());
+        if node_suspect_ms == 0 || node_grace_ms < node_suspect_ms {
+            errors.push(format!("node-suspect-ms and node-grace-ms: need 1 <= suspect <= grace, got {node_suspect_ms} and {node_grace_ms}"));
         }
         if data_retention_readings == 0 {
             errors.push("data-retention-readings: must be >= 1".to_owned());
@@ -232,7 +240,7 @@ impl Config {
             write_timeout: Duration::from_millis(write_timeout_ms),
             log,
             bootstrap_token,
-            node_grace: Duration::from_millis(node_grace_ms),
+            node_health: edgeplane_core::health::HealthPolicy { suspect_after_ms: node_suspect_ms, down_after_ms: node_grace_ms },
             data_retention_readings,
         })
     }

@@ -49,6 +49,7 @@ pub fn routes() -> Router<AppState> {
 pub struct SinkMetrics {
     accepted: Counter,
     duplicates: Counter,
+    stale: Counter,
     evicted: Counter,
     stored_records: Gauge,
     stored_readings: Gauge,
@@ -59,6 +60,7 @@ impl SinkMetrics {
         let m = SinkMetrics {
             accepted: Counter::default(),
             duplicates: Counter::default(),
+            stale: Counter::default(),
             evicted: Counter::default(),
             stored_records: Gauge::default(),
             stored_readings: Gauge::default(),
@@ -66,6 +68,7 @@ impl SinkMetrics {
         let r = registry.sub_registry_with_prefix("edgeplane_sink");
         r.register("records_accepted", "Uploaded records stored, on uploads answered here", m.accepted.clone());
         r.register("records_duplicate", "Uploaded records refused as already stored, on uploads answered here", m.duplicates.clone());
+        r.register("records_stale", "Uploaded records fenced: produced by an older generation of their Assignment", m.stale.clone());
         r.register("records_evicted", "Records evicted by retention, on uploads answered here", m.evicted.clone());
         r.register("stored_records", "Records the sink holds", m.stored_records.clone());
         r.register("stored_readings", "Readings the sink holds (an opaque record counts as one)", m.stored_readings.clone());
@@ -93,14 +96,18 @@ async fn upload(
     if records.is_empty() {
         return Ok(Json(UploadResponse::default()));
     }
-    let command = Command::AppendData { node: name, records, retain_readings: state.config.data_retention_readings };
+    let command = Command::AppendData { node: name.clone(), records, retain_readings: state.config.data_retention_readings };
     match state.node.write(command).await {
         Ok(Applied::AppendedData(appended)) => {
             let m = &state.sink_metrics;
             m.accepted.inc_by(appended.accepted);
             m.duplicates.inc_by(appended.duplicates);
+            m.stale.inc_by(appended.stale);
             m.evicted.inc_by(appended.evicted);
-            Ok(Json(UploadResponse { accepted: appended.accepted, duplicates: appended.duplicates }))
+            if appended.stale > 0 {
+                tracing::info!(node = %name, stale = appended.stale, "fenced records of an older assignment generation");
+            }
+            Ok(Json(UploadResponse { accepted: appended.accepted, duplicates: appended.duplicates, stale: appended.stale }))
         }
         Ok(_) => unreachable!("an append applies as an append"),
         // 504 outcome unknown included: the node sends the records again, and the sink

@@ -12,7 +12,7 @@
 //! pure planner ([`edgeplane_core::placement`]) the applied state and the nodes heard from
 //! within the grace period, and proposes the planner's writes as one transaction.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,9 +23,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use edgeplane_api::node::{self, Heartbeat, NodeLiveness, RegisterRequest, RegisterResponse};
+use edgeplane_api::node::{self, Heartbeat, InstancePhase, NodeLiveness, RegisterRequest, RegisterResponse};
 use edgeplane_api::resources::EdgeNodeSpec;
 use edgeplane_api::{validate, Consistency, StatusReason};
+use edgeplane_core::health::HealthPolicy;
 use edgeplane_core::placement::{self, Unplaced};
 use edgeplane_core::{ClusterState, Command, ObjectKey, Precondition, ResourceWrite};
 use raft::StateRole;
@@ -41,12 +42,20 @@ const CREDENTIALS: &str = "node-credentials";
 /// The annotation on an EdgeNode naming the runtime that registered it.
 pub const UID_ANNOTATION: &str = "edgeplane.io/node-uid";
 /// How often the leader plans placements.
-const PLACEMENT_INTERVAL: Duration = Duration::from_millis(200);
+const PLACEMENT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The leader's memory of heartbeats.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Liveness {
     nodes: Mutex<HashMap<String, (Instant, Heartbeat)>>,
+    /// When this node last became leader: silence is counted from here at the earliest.
+    leading_since: Mutex<Instant>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { nodes: Mutex::default(), leading_since: Mutex::new(Instant::now()) }
+    }
 }
 
 impl Liveness {
@@ -54,9 +63,20 @@ impl Liveness {
         self.lock().insert(name.to_owned(), (Instant::now(), heartbeat));
     }
 
-    /// Nodes heard from within `grace`.
-    pub fn live(&self, grace: Duration) -> BTreeSet<String> {
-        self.lock().iter().filter(|(_, (at, _))| at.elapsed() <= grace).map(|(n, _)| n.clone()).collect()
+    /// What the planner needs: each node's silence in ms (since its last heartbeat, or since
+    /// this leader took over if that is later; nodes in `known` but never heard count from
+    /// then too), and the assignments whose instance reports CrashLoop.
+    fn observe(&self) -> Observed {
+        let since_leading = self.leading_since.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        let nodes = self.lock();
+        let silence = nodes.iter().map(|(n, (at, _))| (n.clone(), at.elapsed().min(since_leading).as_millis() as u64)).collect();
+        let crash_looping = nodes
+            .iter()
+            .flat_map(|(node, (_, h))| {
+                h.instances.iter().filter(|i| i.phase == InstancePhase::CrashLoop).map(move |i| (i.assignment.clone(), node.clone()))
+            })
+            .collect();
+        Observed { silence, since_leading_ms: since_leading.as_millis() as u64, crash_looping }
     }
 
     fn get(&self, name: &str) -> Option<NodeLiveness> {
@@ -67,10 +87,12 @@ impl Liveness {
         })
     }
 
-    /// Forgets everything: a leader that lost and regained leadership must not trust
-    /// heartbeats it heard before (another leader may have had newer ones).
+    /// Forgets everything and restarts the clock: a leader that lost and regained leadership
+    /// must not trust heartbeats it heard before (another leader may have had newer ones), and
+    /// owes every node a full grace period.
     fn clear(&self) {
         self.lock().clear();
+        *self.leading_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Heartbeat)>> {
@@ -233,6 +255,26 @@ async fn ensure_leader(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Plans and proposes placements while this orchestrator leads. Runs until the process stops.
+/// The leader's heartbeat memory at one instant.
+struct Observed {
+    silence: BTreeMap<String, u64>,
+    since_leading_ms: u64,
+    crash_looping: BTreeSet<(String, String)>,
+}
+
+impl Observed {
+    /// Judges every registered node: those never heard from this leader have been silent
+    /// since it took over.
+    fn liveness(mut self, state: &ClusterState, policy: HealthPolicy) -> placement::Liveness {
+        for (key, _) in state.list("edgenodes", Some("")) {
+            self.silence.entry(key.name.clone()).or_insert(self.since_leading_ms);
+        }
+        let mut liveness = placement::Liveness::assess(&self.silence, policy);
+        liveness.crash_looping = self.crash_looping;
+        liveness
+    }
+}
+
 pub async fn placement_loop(state: AppState) {
     let mut was_leader = false;
     let mut last_unplaced: Vec<Unplaced> = Vec::new();
@@ -249,9 +291,15 @@ pub async fn placement_loop(state: AppState) {
         if !leader {
             continue;
         }
-        let live = state.liveness.live(state.config.node_grace);
+        let observed = state.liveness.observe();
+        let policy = state.config.node_health;
         let now = rfc3339_now();
-        let plan = match state.node.read(Consistency::Stale, move |s: &ClusterState| placement::plan(s, &live, &now)).await {
+        let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let plan = match state
+            .node
+            .read(Consistency::Stale, move |s: &ClusterState| placement::plan(s, &observed.liveness(s, policy), placement::Now { rfc3339: &now, unix_ms }))
+            .await
+        {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::debug!(error = %e, "placement: cannot read the state");

@@ -1,0 +1,101 @@
+//! Node health from heartbeat silence. Pure: the leader measures how long each node has been
+//! silent (heartbeats live in its memory, never in the log) and this decides what that means.
+//!
+//! A node is `Ready` while heartbeats arrive, `Suspect` after `suspect_after` of silence (it
+//! keeps its replicas but gets no new ones) and `Down` after `down_after` (its replicas are
+//! placed elsewhere once their Workload's `failurePolicy.lostAfterSeconds` has passed too).
+//! Silence is counted from the later of the last heartbeat and the moment the leader took
+//! over, so a new leader, which has heard nobody yet, gives every node a full grace period.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// When silence becomes suspicion, and suspicion a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    pub suspect_after_ms: u64,
+    pub down_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Health {
+    Ready,
+    Suspect,
+    Down,
+}
+
+impl Health {
+    /// The EdgeNode `Ready` condition for this health: (status, reason).
+    pub fn condition(self) -> (&'static str, &'static str) {
+        match self {
+            Health::Ready => ("True", "Heartbeating"),
+            Health::Suspect => ("Unknown", "HeartbeatsMissed"),
+            Health::Down => ("False", "NodeDown"),
+        }
+    }
+}
+
+/// What the planner is told about the nodes: who may take new replicas, and who is down and
+/// for how long.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Liveness {
+    /// Each known node's health.
+    pub health: BTreeMap<String, Health>,
+    /// For `Down` nodes: milliseconds since they were declared down.
+    pub down_for_ms: BTreeMap<String, u64>,
+    /// (assignment `namespace/name`, node) pairs whose instance reports `CrashLoop`: only the
+    /// node running the current copy can make it move.
+    pub crash_looping: BTreeSet<(String, String)>,
+}
+
+impl Liveness {
+    /// Every node in `ready` Ready, every other node unknown (kept, but given nothing new).
+    pub fn ready<I: IntoIterator<Item = S>, S: Into<String>>(ready: I) -> Liveness {
+        Liveness { health: ready.into_iter().map(|n| (n.into(), Health::Ready)).collect(), ..Liveness::default() }
+    }
+
+    /// Judges each node by its silence (ms since its last heartbeat, or since the leader took
+    /// over if later).
+    pub fn assess(silence_ms: &BTreeMap<String, u64>, policy: HealthPolicy) -> Liveness {
+        let mut liveness = Liveness::default();
+        for (node, &silent) in silence_ms {
+            let health = if silent >= policy.down_after_ms {
+                liveness.down_for_ms.insert(node.clone(), silent - policy.down_after_ms);
+                Health::Down
+            } else if silent >= policy.suspect_after_ms {
+                Health::Suspect
+            } else {
+                Health::Ready
+            };
+            liveness.health.insert(node.clone(), health);
+        }
+        liveness
+    }
+
+    pub fn is_ready(&self, node: &str) -> bool {
+        self.health.get(node) == Some(&Health::Ready)
+    }
+
+    /// Whether `node` has been down for at least `ms`.
+    pub fn down_at_least(&self, node: &str, ms: u64) -> bool {
+        self.down_for_ms.get(node).is_some_and(|&down| down >= ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_makes_suspects_then_down_nodes() {
+        let policy = HealthPolicy { suspect_after_ms: 1000, down_after_ms: 1500 };
+        let silence: BTreeMap<String, u64> = [("a", 10), ("b", 1000), ("c", 1499), ("d", 1500), ("e", 4000)].into_iter().map(|(n, s)| (n.to_owned(), s)).collect();
+        let liveness = Liveness::assess(&silence, policy);
+        let health: Vec<Health> = liveness.health.values().copied().collect();
+        assert_eq!(health, [Health::Ready, Health::Suspect, Health::Suspect, Health::Down, Health::Down]);
+        assert_eq!(liveness.down_for_ms, [("d".to_owned(), 0), ("e".to_owned(), 2500)].into());
+        assert!(liveness.is_ready("a") && !liveness.is_ready("b") && !liveness.is_ready("unknown"));
+        assert!(liveness.down_at_least("e", 2500) && !liveness.down_at_least("e", 2501) && !liveness.down_at_least("a", 0));
+    }
+}
