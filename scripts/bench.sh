@@ -13,6 +13,8 @@ target/release/edgeplane-bench raft "$@"
 target/release/edgeplane-bench api
 # The data plane: HTTP and MQTT ingest through filter -> detector -> outbox, and the drain.
 target/release/edgeplane-bench edge
+# Edge failover: SIGKILL the runtime running a workload, until it takes readings elsewhere.
+target/release/edgeplane-bench failover
 
 # The wasm host: instantiation, and each workload in wasm against the same code natively.
 cargo bench --locked -p edgeplane-edge-runtime --bench wasm 2>/dev/null | grep '^BENCH'

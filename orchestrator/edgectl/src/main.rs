@@ -14,6 +14,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use edgeplane_api::{paths, ClusterStatus, Deleted, ObjectList, ObjectView, Status};
 
 mod data;
+mod nodes;
 mod resources;
 use reqwest::{Method, StatusCode};
 
@@ -102,6 +103,22 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Take a node out of scheduling (cordon), back in (uncordon), or empty it (drain).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Place nothing new on the node; what runs there stays.
+    Cordon { name: String },
+    /// Let the scheduler use the node again.
+    Uncordon { name: String },
+    /// Cordon the node and evict its replicas (not daemon ones): the scheduler places them on
+    /// other nodes.
+    Drain { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +359,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Data { command: DataCommand::Tail { filters, last, follow, interval_ms } } => {
             data::tail(&client, &filters, last, follow, Duration::from_millis(interval_ms), &cli.output).await
         }
+        Command::Node { command: NodeCommand::Cordon { name } } => nodes::set_cordoned(&client, &name, true).await,
+        Command::Node { command: NodeCommand::Uncordon { name } } => nodes::set_cordoned(&client, &name, false).await,
+        Command::Node { command: NodeCommand::Drain { name } } => nodes::drain(&client, &name).await,
     }
 }
 

@@ -180,7 +180,12 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
         v.pointer("/status/conditions")
             .and_then(Value::as_array)
             .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-            .map_or("Unknown".to_owned(), |c| if c["status"] == "True" { "Ready".to_owned() } else { "NotReady".to_owned() })
+            .map_or("Unknown".to_owned(), |c| match (c["status"].as_str(), c["reason"].as_str()) {
+                (Some("True"), _) => "Ready".to_owned(),
+                (_, Some("HeartbeatsMissed")) => "Suspect".to_owned(),
+                (_, Some("NodeDown")) => "Down".to_owned(),
+                _ => "NotReady".to_owned(),
+            })
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<&str> = if with_namespace && kind.namespaced { vec!["NAMESPACE", "NAME"] } else { vec!["NAME"] };

@@ -7,6 +7,7 @@
 //! edgeplane-bench raft [--clients N] [--seconds S] [--failover-trials T]
 //! edgeplane-bench api [--clients N] [--seconds S] [--watchers W]
 //! edgeplane-bench edge [--clients N] [--seconds S] [--batch R] [--mqtt-messages M] [--drain-readings D]
+//! edgeplane-bench failover [--trials T] [--edges E]
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +44,7 @@ async fn main() {
         Some("raft") => raft(&args).await,
         Some("api") => api(&args).await,
         Some("edge") => edge(&args).await,
+        Some("failover") => failover(&args).await,
         _ => {
             eprintln!("usage: edgeplane-bench raft|api|edge [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
             std::process::exit(2);
@@ -437,4 +439,74 @@ async fn edge(args: &[String]) {
     bench("outbox_drain_readings_per_s", drain, "readings/s");
     let s = edge.stats().await;
     println!("# edge: {} readings in ({} bytes), {} bytes uploaded", s["node"]["readingsIn"], s["node"]["bytesIn"], s["node"]["bytesUp"]);
+}
+
+/// Edge failover with the default settings (500 ms heartbeats, Down after 1.5 s of silence):
+/// from the SIGKILL of the edge runtime running a workload to the first batch that workload
+/// accepts on another node. The killed runtime is started again between trials.
+async fn failover(args: &[String]) {
+    let trials = arg(args, "--trials", 20);
+    let edge_count = arg(args, "--edges", 3);
+    let spec = ClusterSpec { subnet: 44, log: "warn".to_owned(), tick_ms: None, ..Default::default() };
+    let cluster = Cluster::start(spec).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    push_module(&api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
+    let pass = json!({"min": -1e12, "max": 1e12, "forwardInRange": true});
+    create_resource(&api, NS, "workloads", &edge_workload("failover", "threshold-filter@1.0.0", "sensors/raw", json!([{"name": "in-range", "sink": {"type": "cloud"}}]), pass)).await;
+    let servers: Vec<std::net::SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut edges: Vec<EdgeRuntime> =
+        (0..edge_count).map(|i| EdgeRuntime::start(&format!("failover-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--log", "warn"])).collect();
+    let http = reqwest::Client::new();
+    let assignment = format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/assignments/failover-0");
+    let placed_on = async |apis: &[Api]| -> Option<String> {
+        for api in apis {
+            if let Ok(reply) = api.get(&assignment).await {
+                if reply.code == 200 {
+                    return reply.body.pointer("/spec/nodeName").and_then(serde_json::Value::as_str).map(str::to_owned);
+                }
+            }
+        }
+        None
+    };
+    let apis: Vec<Api> = servers.iter().map(|a| Api::with_timeout(*a, Duration::from_secs(2))).collect();
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        // Settled: the replica runs and takes readings.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let victim = loop {
+            if let Some(node) = placed_on(&apis).await {
+                let edge = edges.iter().find(|e| e.name == node).expect("one of ours");
+                if ingest_encoded(&http, edge.status_addr().await, "sensors/raw", sensor_batch(trial * 1000, 10)).await.0 == 200 {
+                    break edges.iter().position(|e| e.name == node).expect("found");
+                }
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: the workload does not run");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let killed = Instant::now();
+        edges[victim].kill();
+        let deadline = killed + Duration::from_secs(60);
+        let elapsed = loop {
+            if let Some(node) = placed_on(&apis).await.filter(|n| *n != edges[victim].name) {
+                let edge = edges.iter().find(|e| e.name == node).expect("one of ours");
+                if ingest_encoded(&http, edge.status_addr().await, "sensors/raw", sensor_batch(trial * 1000 + 500, 10)).await.0 == 200 {
+                    break killed.elapsed();
+                }
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: the workload did not move");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        eprintln!("failover trial {trial}: {} ms", elapsed.as_millis());
+        times.push(elapsed.as_secs_f64() * 1000.0);
+        edges[victim].start_again();
+        // Wait until the runtime heartbeats again, so the next trial has somewhere to go.
+        edges[victim].status_addr().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    times.sort_by(f64::total_cmp);
+    bench("edge_failover_ms_p50", percentile(&times, 50.0), "ms");
+    bench("edge_failover_ms_p99", percentile(&times, 99.0), "ms");
+    bench("edge_failover_ms_max", *times.last().expect("trials"), "ms");
 }
