@@ -47,6 +47,12 @@ pub struct Liveness {
     /// (assignment `namespace/name`, node) pairs whose instance reports `CrashLoop`: only the
     /// node running the current copy can make it move.
     pub crash_looping: BTreeSet<(String, String)>,
+    /// (assignment, node) pairs whose instance reports Running: what counts as available.
+    pub running: BTreeSet<(String, String)>,
+    /// (node, module digest) pairs: modules a node has (it runs an instance of them).
+    pub cached: BTreeSet<(String, String)>,
+    /// The CPU each node reported in its last heartbeat.
+    pub cpu_millis: BTreeMap<String, u32>,
 }
 
 impl Liveness {

@@ -117,42 +117,132 @@ pub fn plan(state: &ClusterState, live: &Liveness, now: Now<'_>) -> Plan {
     // planned at, and distinct from the others in this plan: no two live copies share one, and
     // a replica's new copy always outranks the copy it replaces.
     let live_max = by_workload.values().flatten().map(|e| e.spec.generation).max().unwrap_or(0);
-    let mut next_generation = state.applied_index().max(live_max) + 1;
+    let mut p = Planning { nodes, live, now, next_generation: state.applied_index().max(live_max) + 1, rebalance_budget: REBALANCE_PER_PLAN, plan };
+    // Pending replicas first, for every Workload; then, with what is left, rebalancing.
+    let mut settled = Vec::new();
     for (key, object) in state.list("workloads", None) {
         let existing = by_workload.remove(&(key.namespace.clone(), key.name.clone())).unwrap_or_default();
         let Some(workload) = typed::<WorkloadSpec>(object, "/spec") else { continue };
-        plan_workload(state, &key.namespace, &key.name, &workload, existing, &mut nodes, live, now, &mut next_generation, &mut plan);
+        let template = template(state, &key.namespace, &key.name, &workload);
+        settled.extend(plan_workload(&key.namespace, &key.name, object, &workload, existing, template, &mut p));
+    }
+    for s in settled {
+        let mut want = Want { workload: &s.workload, template: &s.template, peers: s.peers };
+        rebalance(&s.namespace, &s.workload, &s.replicas, s.ready, &s.matching, &mut want, &mut p);
     }
     // Assignments of deleted Workloads.
     for existing in by_workload.into_values().flatten() {
-        plan.commands.push(delete(&existing.key, &existing.object));
+        p.plan.commands.push(delete(&existing.key, &existing.object));
     }
-    plan
+    p.plan
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What planning one Workload shares with the others: the nodes' bookkeeping, the next
+/// generation to hand out, what is left of the rebalancing budget, and the plan.
+struct Planning<'a> {
+    nodes: BTreeMap<String, Node>,
+    live: &'a Liveness,
+    now: Now<'a>,
+    next_generation: u64,
+    rebalance_budget: u32,
+    plan: Plan,
+}
+
+impl Planning<'_> {
+    fn take(&mut self, node: &str, template: &AssignmentSpec) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.instances += 1;
+            n.memory_mib += template.resources.memory_mib;
+        }
+    }
+
+    fn release(&mut self, node: &str, spec: &AssignmentSpec) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.instances = n.instances.saturating_sub(1);
+            n.memory_mib = n.memory_mib.saturating_sub(spec.resources.memory_mib);
+        }
+    }
+
+    /// Creates the Assignment `name` on `node` with a fresh generation.
+    fn create(&mut self, namespace: &str, name: String, replica: u32, node: String, template: &AssignmentSpec) {
+        self.take(&node, template);
+        let key = ObjectKey::new("assignments", namespace, name);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let spec = AssignmentSpec { replica, node_name: node, generation, placed_at_ms: self.now.unix_ms, ..template.clone() };
+        self.plan.commands.push(Command::PutResource {
+            resource: assignment(&key, &spec),
+            key,
+            precondition: Precondition::MustNotExist,
+            write: ResourceWrite::Create { created_at: self.now.rfc3339.to_owned() },
+        });
+    }
+}
+
+/// Replicas of one Workload per node, and what a node's score needs of them.
+struct Want<'a> {
+    workload: &'a WorkloadSpec,
+    template: &'a AssignmentSpec,
+    peers: BTreeMap<String, u32>,
+}
+
+impl Want<'_> {
+    fn add(&mut self, node: &str) {
+        *self.peers.entry(node.to_owned()).or_default() += 1;
+    }
+
+    fn remove(&mut self, node: &str) {
+        if let Some(count) = self.peers.get_mut(node) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Replicas in the node's topology domain (`spreadBy` label value); 0 without spreading.
+    fn in_domain(&self, nodes: &BTreeMap<String, Node>, node: &Node) -> u32 {
+        let Some(key) = &self.workload.placement.spread_by else { return 0 };
+        let domain = node.labels.get(key);
+        self.peers.iter().filter(|(n, _)| nodes.get(*n).and_then(|m| m.labels.get(key)) == domain).map(|(_, c)| c).sum()
+    }
+}
+
+/// Nodes of one instance count more than another's that a replica moves to even them out.
+/// A move narrows the gap by two, so a gap of 3 never turns into a move back.
+pub const REBALANCE_SKEW: u32 = 3;
+/// Rebalancing moves in one plan, over all Workloads.
+pub const REBALANCE_PER_PLAN: u32 = 4;
+
+/// A replicated Workload whose replicas are all placed and unchanged in this plan: a candidate
+/// for rebalancing once every Workload's pending replicas have had their turn.
+struct Settled {
+    namespace: String,
+    workload: WorkloadSpec,
+    template: AssignmentSpec,
+    replicas: Vec<Existing>,
+    ready: u32,
+    matching: BTreeSet<String>,
+    peers: BTreeMap<String, u32>,
+}
+
 fn plan_workload(
-    state: &ClusterState,
     namespace: &str,
     name: &str,
+    object: &StoredObject,
     workload: &WorkloadSpec,
     existing: Vec<Existing>,
-    nodes: &mut BTreeMap<String, Node>,
-    live: &Liveness,
-    now: Now<'_>,
-    next_generation: &mut u64,
-    plan: &mut Plan,
-) {
+    template: Result<AssignmentSpec, String>,
+    p: &mut Planning<'_>,
+) -> Option<Settled> {
     let id = format!("{namespace}/{name}");
-    let template = match template(state, namespace, name, workload) {
+    let template = match template {
         Ok(t) => t,
         Err(reason) => {
-            plan.unplaced.push(Unplaced { workload: id, missing: replica_count(workload), reason });
-            return;
+            p.plan.unplaced.push(Unplaced { workload: id, missing: replica_count(workload), reason: reason.clone() });
+            workload_status(ObjectKey::new("workloads", namespace, name), object, 0, 0, Some(&reason), p);
+            return None;
         }
     };
-    let matching: BTreeSet<String> = nodes.values().filter(|n| matches(n, workload)).map(|n| n.name.clone()).collect();
-
+    let live = p.live;
+    let matching: BTreeSet<String> = p.nodes.values().filter(|n| matches(n, workload)).map(|n| n.name.clone()).collect();
     let lost_after_ms = workload.failure_policy.lost_after_seconds.saturating_mul(1000);
     let lost = |node: &str| live.down_at_least(node, lost_after_ms);
     // Which replica slots are wanted: indices for replicated workloads, nodes for daemons
@@ -166,94 +256,139 @@ fn plan_workload(
             .map(Slot::Node)
             .collect(),
     };
+    let mut want = Want { workload, template: &template, peers: BTreeMap::new() };
+    for e in &existing {
+        want.add(&e.spec.node_name);
+    }
     let mut filled: BTreeSet<Slot> = BTreeSet::new();
-    let mut on_nodes: BTreeSet<String> = existing.iter().map(|e| e.spec.node_name.clone()).collect();
     // Replicas moving off a node, which must not be placed back on it.
     let mut avoid: BTreeMap<Slot, String> = BTreeMap::new();
+    // Kept replicas not rewritten in this plan: candidates for rebalancing.
+    let mut settled: Vec<Existing> = Vec::new();
     for e in existing {
         let slot = match workload.mode {
             WorkloadMode::Replicated => Slot::Replica(e.spec.replica),
             WorkloadMode::Daemon => Slot::Node(e.spec.node_name.clone()),
         };
-        let node = e.spec.node_name.as_str();
-        let failing = lost(node) || live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.to_owned()));
+        let node = e.spec.node_name.clone();
+        let failing = lost(&node) || live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.clone()));
         // Fail over only to somewhere else that fits; with nowhere to go, the replica waits.
-        let moving = failing
-            && workload.mode == WorkloadMode::Replicated
-            && choose(nodes, &matching, live, &on_nodes, &template, Some(node)).is_some();
-        let keep = matching.contains(node) && wanted.contains(&slot) && !filled.contains(&slot) && !moving
+        let moving = failing && workload.mode == WorkloadMode::Replicated && choose(&p.nodes, &matching, live, &want, Some(&node)).is_some();
+        let keep = matching.contains(&node) && wanted.contains(&slot) && !filled.contains(&slot) && !moving
             // A daemon replica is named after its node; one found elsewhere is not ours to keep.
-            && (workload.mode == WorkloadMode::Replicated || e.key.name == daemon_name(name, node));
+            && (workload.mode == WorkloadMode::Replicated || e.key.name == daemon_name(name, &node));
         if moving {
-            avoid.insert(slot.clone(), node.to_owned());
+            avoid.insert(slot.clone(), node.clone());
         }
         if !keep {
-            if let Some(node) = nodes.get_mut(&e.spec.node_name) {
-                node.instances = node.instances.saturating_sub(1);
-                node.memory_mib = node.memory_mib.saturating_sub(e.spec.resources.memory_mib);
-            }
-            plan.commands.push(delete(&e.key, &e.object));
+            p.release(&node, &e.spec);
+            want.remove(&node);
+            p.plan.commands.push(delete(&e.key, &e.object));
             continue;
         }
         filled.insert(slot);
         let updated = AssignmentSpec {
             replica: e.spec.replica,
-            node_name: e.spec.node_name.clone(),
+            node_name: node,
             generation: e.spec.generation,
             placed_at_ms: e.spec.placed_at_ms,
             ..template.clone()
         };
         if updated != e.spec {
-            plan.commands.push(Command::PutResource {
+            p.plan.commands.push(Command::PutResource {
                 key: e.key.clone(),
                 resource: assignment(&e.key, &updated),
                 precondition: Precondition::ResourceVersion(e.object.resource_version),
                 write: ResourceWrite::Replace,
             });
+        } else {
+            settled.push(e);
         }
     }
 
     let mut missing = 0;
+    let mut placed_now = 0;
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
-    for slot in wanted.into_iter().filter(|s| !filled.contains(s)) {
-        let chosen = match &slot {
-            Slot::Node(node) => (live.is_ready(node) && fits(&nodes[node], &template)).then(|| node.clone()),
-            Slot::Replica(_) => choose(nodes, &matching, live, &on_nodes, &template, avoid.get(&slot).map(String::as_str)),
+    for slot in wanted.iter().filter(|s| !filled.contains(*s)) {
+        let chosen = match slot {
+            Slot::Node(node) => (live.is_ready(node) && fits(&p.nodes[node], &template)).then(|| node.clone()),
+            Slot::Replica(_) => choose(&p.nodes, &matching, live, &want, avoid.get(slot).map(String::as_str)),
         };
         let Some(node_name) = chosen else {
             missing += 1;
-            for (reason, count) in why_not(nodes, workload, live, &template) {
+            for (reason, count) in why_not(&p.nodes, workload, live, &template) {
                 *reasons.entry(reason).or_default() += count;
             }
             continue;
         };
-        let node = nodes.get_mut(&node_name).expect("chosen among the nodes");
-        node.instances += 1;
-        node.memory_mib += template.resources.memory_mib;
-        on_nodes.insert(node_name.clone());
-        let (replica, object_name) = match &slot {
+        want.add(&node_name);
+        placed_now += 1;
+        let (replica, object_name) = match slot {
             Slot::Replica(r) => (*r, format!("{name}-{r}")),
             Slot::Node(n) => (0, daemon_name(name, n)),
         };
-        let key = ObjectKey::new("assignments", namespace, object_name);
-        let generation = *next_generation;
-        *next_generation += 1;
-        let spec = AssignmentSpec { replica, node_name, generation, placed_at_ms: now.unix_ms, ..template.clone() };
-        plan.commands.push(Command::PutResource {
-            resource: assignment(&key, &spec),
-            key,
-            precondition: Precondition::MustNotExist,
-            write: ResourceWrite::Create { created_at: now.rfc3339.to_owned() },
-        });
+        p.create(namespace, object_name, replica, node_name, &template);
     }
-    if missing > 0 {
-        let total = nodes.len();
+    let ready = settled.iter().filter(|e| live.running.contains(&(format!("{}/{}", e.key.namespace, e.key.name), e.spec.node_name.clone()))).count() as u32;
+    let peers = want.peers;
+    let reason = (missing > 0).then(|| {
+        let total = p.nodes.len();
         let why = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect::<Vec<_>>().join(", ");
-        let reason = if why.is_empty() { format!("0/{total} nodes fit") } else { format!("0/{total} nodes fit: {why}") };
-        plan.unplaced.push(Unplaced { workload: id, missing, reason });
+        if why.is_empty() { format!("0/{total} nodes fit") } else { format!("0/{total} nodes fit: {why}") }
+    });
+    let placed = wanted.len() as u32 - missing;
+    workload_status(ObjectKey::new("workloads", namespace, name), object, placed, ready, reason.as_deref(), p);
+    if let Some(reason) = reason {
+        p.plan.unplaced.push(Unplaced { workload: id, missing, reason });
     }
+    (missing == 0 && placed_now == 0 && workload.mode == WorkloadMode::Replicated).then(|| Settled {
+        namespace: namespace.to_owned(),
+        workload: workload.clone(),
+        template,
+        replicas: settled,
+        ready,
+        matching,
+        peers,
+    })
 }
 
+/// Moves at most one replica of a Workload whose replicas all run, and only if that improves
+/// things by a clear margin: back to a preferred tier (the end of a cloud offload), to a less
+/// crowded topology domain, or off a node with `REBALANCE_SKEW` more instances than the
+/// target. At most `maxUnavailable` replicas are ever away at once.
+fn rebalance(namespace: &str, workload: &WorkloadSpec, settled: &[Existing], ready: u32, matching: &BTreeSet<String>, want: &mut Want<'_>, p: &mut Planning<'_>) {
+    let unavailable = replica_count(workload).saturating_sub(ready);
+    if p.rebalance_budget == 0 || unavailable + 1 > workload.rollout.max_unavailable.max(1) {
+        return;
+    }
+    for e in settled {
+        let from = e.spec.node_name.as_str();
+        let Some(origin) = p.nodes.get(from) else { continue };
+        let origin_rank = tier_rank(&workload.placement, origin.spec.tier);
+        want.remove(from);
+        let origin_domain = want.in_domain(&p.nodes, origin);
+        let target = choose(&p.nodes, matching, p.live, want, Some(from));
+        // Counts without this replica: moving it takes one from the origin's side and adds
+        // one to the target's, so a gap of 2 (domains) or REBALANCE_SKEW (instances) narrows
+        // without flipping, and never calls for a move back.
+        let better = target.as_ref().map(|t| &p.nodes[t]).is_some_and(|t| {
+            tier_rank(&workload.placement, t.spec.tier) < origin_rank
+                || origin_domain > want.in_domain(&p.nodes, t)
+                || origin.instances >= t.instances + REBALANCE_SKEW
+        });
+        if !better {
+            want.add(from);
+            continue;
+        }
+        let target = target.expect("better implies a target");
+        p.release(from, &e.spec);
+        p.plan.commands.push(delete(&e.key, &e.object));
+        want.add(&target);
+        p.create(namespace, e.key.name.clone(), e.spec.replica, target, want.template);
+        p.rebalance_budget -= 1;
+        return;
+    }
+}
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Slot {
     Replica(u32),
@@ -347,27 +482,75 @@ fn fits(node: &Node, template: &AssignmentSpec) -> bool {
         && (node.memory_mib + template.resources.memory_mib) * 100 <= capacity.memory_mib * HEADROOM_PERCENT
 }
 
-/// The best node for a new replica: Ready, matching, room left, not cordoned, not `avoid`;
-/// preferred tiers first (cloud only as a fallback), then nodes without a replica of this
-/// Workload, then the fewest instances, then the name.
-fn choose(
-    nodes: &BTreeMap<String, Node>,
-    matching: &BTreeSet<String>,
-    live: &Liveness,
-    occupied: &BTreeSet<String>,
-    template: &AssignmentSpec,
-    avoid: Option<&str>,
-) -> Option<String> {
+/// The best node for a new replica. Filter: Ready, matching, room left, not cordoned, not
+/// `avoid`. Score, in order: no PreferNoSchedule taint; the most preferred tier (cloud last,
+/// as a fallback); the fewest replicas of this Workload in the node's topology domain
+/// (`spreadBy`), then on the node itself; the lowest load (instances placed here, the
+/// reserved part); the module already on the node (no download); the lowest reported CPU;
+/// the name (stable).
+fn choose(nodes: &BTreeMap<String, Node>, matching: &BTreeSet<String>, live: &Liveness, want: &Want<'_>, avoid: Option<&str>) -> Option<String> {
     matching
         .iter()
         .map(|n| &nodes[n])
-        .filter(|n| live.is_ready(&n.name) && !n.spec.cordoned && Some(n.name.as_str()) != avoid && fits(n, template))
+        .filter(|n| live.is_ready(&n.name) && !n.spec.cordoned && Some(n.name.as_str()) != avoid && fits(n, want.template))
         .min_by_key(|n| {
             let soft_taint = n.spec.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
-            (soft_taint, occupied.contains(&n.name), n.instances, n.name.clone())
+            let cached = live.cached.contains(&(n.name.clone(), want.template.module_digest.clone()));
+            (
+                soft_taint,
+                tier_rank(&want.workload.placement, n.spec.tier),
+                want.in_domain(nodes, n),
+                want.peers.get(&n.name).copied().unwrap_or(0),
+                n.instances,
+                !cached,
+                live.cpu_millis.get(&n.name).copied().unwrap_or(0),
+                n.name.clone(),
+            )
         })
         .map(|n| n.name.clone())
 }
+
+/// 0 for the most preferred tier, then 1, ...; tiers not listed (the cloud fallback) last.
+fn tier_rank(placement: &edgeplane_api::resources::Placement, tier: Tier) -> usize {
+    placement.preferred_tiers.iter().position(|t| *t == tier).unwrap_or(placement.preferred_tiers.len())
+}
+
+/// A status write when the Workload's status does not say what this plan leaves: replicas
+/// placed, replicas reported Running, and the `Scheduled` condition with why not.
+fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u32, unplaced: Option<&str>, p: &mut Planning<'_>) {
+    let (status, reason, message) = match unplaced {
+        None => ("True", "Placed", format!("{placed} replica(s) placed")),
+        Some(why) => ("False", "Unschedulable", why.to_owned()),
+    };
+    let current = &object.value["status"];
+    let scheduled = current["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Scheduled"));
+    let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let same = current["replicas"] == placed
+        && current["readyReplicas"] == ready
+        && current["observedGeneration"] == generation
+        && scheduled.is_some_and(|c| c["status"] == status && c["message"] == message.as_str());
+    if same {
+        return;
+    }
+    let since = match scheduled {
+        Some(c) if c["status"] == status => c["lastTransitionTime"].clone(),
+        _ => json!(p.now.rfc3339),
+    };
+    let mut resource = Value::clone(&object.value);
+    resource["status"] = json!({
+        "observedGeneration": generation,
+        "replicas": placed,
+        "readyReplicas": ready,
+        "conditions": [{ "type": "Scheduled", "status": status, "reason": reason, "message": message, "lastTransitionTime": since }],
+    });
+    p.plan.commands.push(Command::PutResource {
+        key,
+        resource,
+        precondition: Precondition::ResourceVersion(object.resource_version),
+        write: ResourceWrite::Status,
+    });
+}
+
 
 /// Counts, per reason, the nodes that cannot take a replica.
 fn why_not(nodes: &BTreeMap<String, Node>, workload: &WorkloadSpec, live: &Liveness, template: &AssignmentSpec) -> BTreeMap<String, u32> {

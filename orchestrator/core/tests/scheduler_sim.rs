@@ -65,8 +65,16 @@ impl Sim {
         assert!(self.apply(&Command::PutResource { key, resource: value, precondition: Precondition::None, write }));
     }
 
+    /// What the leader would know: every replica on a Ready node reports Running (so the
+    /// planner may rebalance), the others report nothing.
     fn liveness(&self) -> Liveness {
-        Liveness { health: self.health.clone(), down_for_ms: self.down_for_ms.clone(), ..Liveness::default() }
+        let running = self
+            .assignments()
+            .into_iter()
+            .filter(|(_, s)| self.health.get(&s.node_name) == Some(&Health::Ready))
+            .map(|(k, s)| (format!("{}/{}", k.namespace, k.name), s.node_name))
+            .collect();
+        Liveness { health: self.health.clone(), down_for_ms: self.down_for_ms.clone(), running, ..Liveness::default() }
     }
 
     /// Plans and applies; sometimes applies a plan made one round earlier (a leader acting on
@@ -175,6 +183,10 @@ fn run(seed: u64) {
     }
     sim.down_for_ms.clear();
     sim.schedule(STEPS);
+    sim.schedule(STEPS + 1);
+    // Settled means settled: no rebalancing back and forth.
+    let again = plan(&sim.state, &sim.liveness(), Now { rfc3339: "2026-12-01T00:00:00Z", unix_ms: 0 });
+    assert!(again.commands.is_empty(), "seed {seed}: the planner keeps moving things with nothing changing: {:?}", again.commands.len());
     let nodes = sim.nodes();
     let assignments = sim.assignments();
     for (name, workload) in sim.workloads() {

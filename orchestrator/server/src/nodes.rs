@@ -70,13 +70,16 @@ impl Liveness {
         let since_leading = self.leading_since.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
         let nodes = self.lock();
         let silence = nodes.iter().map(|(n, (at, _))| (n.clone(), at.elapsed().min(since_leading).as_millis() as u64)).collect();
-        let crash_looping = nodes
-            .iter()
-            .flat_map(|(node, (_, h))| {
-                h.instances.iter().filter(|i| i.phase == InstancePhase::CrashLoop).map(move |i| (i.assignment.clone(), node.clone()))
-            })
-            .collect();
-        Observed { silence, since_leading_ms: since_leading.as_millis() as u64, crash_looping }
+        let instances = || nodes.iter().flat_map(|(node, (_, h))| h.instances.iter().map(move |i| (node, i)));
+        let with_phase = |phase| instances().filter(|(_, i)| i.phase == phase).map(|(n, i)| (i.assignment.clone(), n.clone())).collect();
+        Observed {
+            silence,
+            since_leading_ms: since_leading.as_millis() as u64,
+            crash_looping: with_phase(InstancePhase::CrashLoop),
+            running: with_phase(InstancePhase::Running),
+            cached: instances().map(|(n, i)| (n.clone(), i.module_digest.clone())).collect(),
+            cpu_millis: nodes.iter().map(|(n, (_, h))| (n.clone(), h.load.cpu_millis)).collect(),
+        }
     }
 
     fn get(&self, name: &str) -> Option<NodeLiveness> {
@@ -260,6 +263,9 @@ struct Observed {
     silence: BTreeMap<String, u64>,
     since_leading_ms: u64,
     crash_looping: BTreeSet<(String, String)>,
+    running: BTreeSet<(String, String)>,
+    cached: BTreeSet<(String, String)>,
+    cpu_millis: BTreeMap<String, u32>,
 }
 
 impl Observed {
@@ -271,6 +277,9 @@ impl Observed {
         }
         let mut liveness = placement::Liveness::assess(&self.silence, policy);
         liveness.crash_looping = self.crash_looping;
+        liveness.running = self.running;
+        liveness.cached = self.cached;
+        liveness.cpu_millis = self.cpu_millis;
         liveness
     }
 }
