@@ -15,6 +15,8 @@ target/release/edgeplane-bench api
 target/release/edgeplane-bench edge
 # Edge failover: SIGKILL the runtime running a workload, until it takes readings elsewhere.
 target/release/edgeplane-bench failover
+# Simulated nodes: heartbeats the leader sustains, and placements over 1,000 nodes.
+target/release/edgeplane-bench scale
 
 # The wasm host: instantiation, and each workload in wasm against the same code natively.
 cargo bench --locked -p edgeplane-edge-runtime --bench wasm 2>/dev/null | grep '^BENCH'

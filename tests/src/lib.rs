@@ -298,6 +298,8 @@ pub struct ClusterSpec {
     /// Second octet of the 127.x.y.z addresses, so concurrent tests use distinct IPs.
     pub subnet: u8,
     pub log: String,
+    /// More orchestrator flags (e.g. `--node-grace-ms`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -312,6 +314,7 @@ impl Default for ClusterSpec {
             write_timeout_ms: 5_000,
             subnet: 0,
             log: "info".to_owned(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -414,6 +417,7 @@ impl Cluster {
             .args(["--snapshot-every", &spec.snapshot_every.to_string()])
             .args(["--write-timeout-ms", &spec.write_timeout_ms.to_string()])
             .args(["--log", &spec.log])
+            .args(&spec.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -432,6 +436,11 @@ impl Cluster {
 
     pub fn is_running(&self, id: u64) -> bool {
         self.node(id).child.is_some()
+    }
+
+    /// The process id of a running node.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
     }
 
     pub fn running(&self) -> Vec<u64> {

@@ -18,7 +18,7 @@ pub struct HealthPolicy {
     pub down_after_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Health {
     Ready,
     Suspect,
@@ -77,6 +77,24 @@ impl Liveness {
             liveness.health.insert(node.clone(), health);
         }
         liveness
+    }
+
+    /// A digest of everything planning depends on besides the state (whose applied index is
+    /// `applied_index`): equal fingerprints plan the same. Down durations count in whole
+    /// seconds (the unit of `lostAfterSeconds`) and reported CPU not at all (a tie-break), so
+    /// that an idle cluster does not replan on every heartbeat.
+    pub fn fingerprint(&self, applied_index: u64) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        applied_index.hash(&mut h);
+        self.health.hash(&mut h);
+        for (node, ms) in &self.down_for_ms {
+            (node, ms / 1000).hash(&mut h);
+        }
+        self.crash_looping.hash(&mut h);
+        self.running.hash(&mut h);
+        self.cached.hash(&mut h);
+        h.finish()
     }
 
     pub fn is_ready(&self, node: &str) -> bool {

@@ -62,6 +62,10 @@ struct Node {
     /// Instances and memory already assigned (including this plan's placements).
     instances: u32,
     memory_mib: u64,
+    /// Looked up once per plan rather than once per candidate replica.
+    ready: bool,
+    cpu_millis: u32,
+    soft_taint: bool,
 }
 
 struct Existing {
@@ -87,7 +91,10 @@ pub fn plan(state: &ClusterState, live: &Liveness, now: Now<'_>) -> Plan {
         .filter_map(|(key, object)| {
             let spec: EdgeNodeSpec = typed(object, "/spec")?;
             let labels = typed(object, "/metadata/labels").unwrap_or_default();
-            Some((key.name.clone(), Node { name: key.name.clone(), labels, spec, instances: 0, memory_mib: 0 }))
+            let ready = live.is_ready(&key.name);
+            let cpu_millis = live.cpu_millis.get(&key.name).copied().unwrap_or(0);
+            let soft_taint = spec.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
+            Some((key.name.clone(), Node { name: key.name.clone(), labels, spec, instances: 0, memory_mib: 0, ready, cpu_millis, soft_taint }))
         })
         .collect();
     let mut by_workload: BTreeMap<(String, String), Vec<Existing>> = BTreeMap::new();
@@ -117,7 +124,7 @@ pub fn plan(state: &ClusterState, live: &Liveness, now: Now<'_>) -> Plan {
     // planned at, and distinct from the others in this plan: no two live copies share one, and
     // a replica's new copy always outranks the copy it replaces.
     let live_max = by_workload.values().flatten().map(|e| e.spec.generation).max().unwrap_or(0);
-    let mut p = Planning { nodes, live, now, next_generation: state.applied_index().max(live_max) + 1, rebalance_budget: REBALANCE_PER_PLAN, plan };
+    let mut p = Planning { nodes, live, now, next_generation: state.applied_index().max(live_max) + 1, rebalance_budget: REBALANCE_PER_PLAN, placement_budget: PLACEMENTS_PER_PLAN, plan };
     // Pending replicas first, for every Workload; then, with what is left, rebalancing.
     let mut settled = Vec::new();
     for (key, object) in state.list("workloads", None) {
@@ -127,7 +134,12 @@ pub fn plan(state: &ClusterState, live: &Liveness, now: Now<'_>) -> Plan {
         settled.extend(plan_workload(&key.namespace, &key.name, object, &workload, existing, template, &mut p));
     }
     for s in settled {
-        let mut want = Want { workload: &s.workload, template: &s.template, peers: s.peers };
+        let mut want = Want::new(&s.workload, &s.template, live);
+        for (node, count) in &s.peers {
+            for _ in 0..*count {
+                want.add(&p.nodes, node);
+            }
+        }
         rebalance(&s.namespace, &s.workload, &s.replicas, s.ready, &s.matching, &mut want, &mut p);
     }
     // Assignments of deleted Workloads.
@@ -145,6 +157,8 @@ struct Planning<'a> {
     now: Now<'a>,
     next_generation: u64,
     rebalance_budget: u32,
+    /// New placements left in this plan.
+    placement_budget: u32,
     plan: Plan,
 }
 
@@ -179,29 +193,49 @@ impl Planning<'_> {
     }
 }
 
-/// Replicas of one Workload per node, and what a node's score needs of them.
+/// Replicas of one Workload per node and per topology domain, and the nodes that have its
+/// module: what a node's score needs, kept up to date as the plan places and moves replicas.
 struct Want<'a> {
     workload: &'a WorkloadSpec,
     template: &'a AssignmentSpec,
     peers: BTreeMap<String, u32>,
+    /// Replicas per value of the `spreadBy` label ("" for nodes without it).
+    domains: BTreeMap<String, u32>,
+    cached: BTreeSet<&'a str>,
 }
 
-impl Want<'_> {
-    fn add(&mut self, node: &str) {
-        *self.peers.entry(node.to_owned()).or_default() += 1;
+impl<'a> Want<'a> {
+    fn new(workload: &'a WorkloadSpec, template: &'a AssignmentSpec, live: &'a Liveness) -> Want<'a> {
+        let cached = live.cached.iter().filter(|(_, digest)| *digest == template.module_digest).map(|(node, _)| node.as_str()).collect();
+        Want { workload, template, peers: BTreeMap::new(), domains: BTreeMap::new(), cached }
     }
 
-    fn remove(&mut self, node: &str) {
+    fn domain<'n>(&self, node: &'n Node) -> Option<&'n str> {
+        let key = self.workload.placement.spread_by.as_ref()?;
+        Some(node.labels.get(key).map_or("", String::as_str))
+    }
+
+    fn add(&mut self, nodes: &BTreeMap<String, Node>, node: &str) {
+        *self.peers.entry(node.to_owned()).or_default() += 1;
+        if let Some(domain) = nodes.get(node).and_then(|n| self.domain(n)) {
+            *self.domains.entry(domain.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, nodes: &BTreeMap<String, Node>, node: &str) {
         if let Some(count) = self.peers.get_mut(node) {
             *count = count.saturating_sub(1);
+        }
+        if let Some(domain) = nodes.get(node).and_then(|n| self.domain(n)) {
+            if let Some(count) = self.domains.get_mut(domain) {
+                *count = count.saturating_sub(1);
+            }
         }
     }
 
     /// Replicas in the node's topology domain (`spreadBy` label value); 0 without spreading.
-    fn in_domain(&self, nodes: &BTreeMap<String, Node>, node: &Node) -> u32 {
-        let Some(key) = &self.workload.placement.spread_by else { return 0 };
-        let domain = node.labels.get(key);
-        self.peers.iter().filter(|(n, _)| nodes.get(*n).and_then(|m| m.labels.get(key)) == domain).map(|(_, c)| c).sum()
+    fn in_domain(&self, node: &Node) -> u32 {
+        self.domain(node).and_then(|d| self.domains.get(d)).copied().unwrap_or(0)
     }
 }
 
@@ -210,6 +244,9 @@ impl Want<'_> {
 pub const REBALANCE_SKEW: u32 = 3;
 /// Rebalancing moves in one plan, over all Workloads.
 pub const REBALANCE_PER_PLAN: u32 = 4;
+/// New placements in one plan: a plan is one Raft entry, and an entry of many megabytes
+/// stalls the leader long enough to lose its leadership. The rest waits for the next plan.
+pub const PLACEMENTS_PER_PLAN: u32 = 1_000;
 
 /// A replicated Workload whose replicas are all placed and unchanged in this plan: a candidate
 /// for rebalancing once every Workload's pending replicas have had their turn.
@@ -256,9 +293,9 @@ fn plan_workload(
             .map(Slot::Node)
             .collect(),
     };
-    let mut want = Want { workload, template: &template, peers: BTreeMap::new() };
+    let mut want = Want::new(workload, &template, live);
     for e in &existing {
-        want.add(&e.spec.node_name);
+        want.add(&p.nodes, &e.spec.node_name);
     }
     let mut filled: BTreeSet<Slot> = BTreeSet::new();
     // Replicas moving off a node, which must not be placed back on it.
@@ -273,7 +310,7 @@ fn plan_workload(
         let node = e.spec.node_name.clone();
         let failing = lost(&node) || live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.clone()));
         // Fail over only to somewhere else that fits; with nowhere to go, the replica waits.
-        let moving = failing && workload.mode == WorkloadMode::Replicated && choose(&p.nodes, &matching, live, &want, Some(&node)).is_some();
+        let moving = failing && workload.mode == WorkloadMode::Replicated && choose(&p.nodes, &matching, &want, Some(&node)).is_some();
         let keep = matching.contains(&node) && wanted.contains(&slot) && !filled.contains(&slot) && !moving
             // A daemon replica is named after its node; one found elsewhere is not ours to keep.
             && (workload.mode == WorkloadMode::Replicated || e.key.name == daemon_name(name, &node));
@@ -282,7 +319,7 @@ fn plan_workload(
         }
         if !keep {
             p.release(&node, &e.spec);
-            want.remove(&node);
+            want.remove(&p.nodes, &node);
             p.plan.commands.push(delete(&e.key, &e.object));
             continue;
         }
@@ -308,11 +345,16 @@ fn plan_workload(
 
     let mut missing = 0;
     let mut placed_now = 0;
+    let mut deferred = 0;
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for slot in wanted.iter().filter(|s| !filled.contains(*s)) {
+        if p.placement_budget == 0 {
+            deferred += 1;
+            continue;
+        }
         let chosen = match slot {
             Slot::Node(node) => (live.is_ready(node) && fits(&p.nodes[node], &template)).then(|| node.clone()),
-            Slot::Replica(_) => choose(&p.nodes, &matching, live, &want, avoid.get(slot).map(String::as_str)),
+            Slot::Replica(_) => choose(&p.nodes, &matching, &want, avoid.get(slot).map(String::as_str)),
         };
         let Some(node_name) = chosen else {
             missing += 1;
@@ -321,8 +363,9 @@ fn plan_workload(
             }
             continue;
         };
-        want.add(&node_name);
+        want.add(&p.nodes, &node_name);
         placed_now += 1;
+        p.placement_budget -= 1;
         let (replica, object_name) = match slot {
             Slot::Replica(r) => (*r, format!("{name}-{r}")),
             Slot::Node(n) => (0, daemon_name(name, n)),
@@ -336,8 +379,11 @@ fn plan_workload(
         let why = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect::<Vec<_>>().join(", ");
         if why.is_empty() { format!("0/{total} nodes fit") } else { format!("0/{total} nodes fit: {why}") }
     });
-    let placed = wanted.len() as u32 - missing;
-    workload_status(ObjectKey::new("workloads", namespace, name), object, placed, ready, reason.as_deref(), p);
+    let placed = wanted.len() as u32 - missing - deferred;
+    // With replicas left for the next plan, the status waits until there is a verdict.
+    if deferred == 0 {
+        workload_status(ObjectKey::new("workloads", namespace, name), object, placed, ready, reason.as_deref(), p);
+    }
     if let Some(reason) = reason {
         p.plan.unplaced.push(Unplaced { workload: id, missing, reason });
     }
@@ -365,25 +411,25 @@ fn rebalance(namespace: &str, workload: &WorkloadSpec, settled: &[Existing], rea
         let from = e.spec.node_name.as_str();
         let Some(origin) = p.nodes.get(from) else { continue };
         let origin_rank = tier_rank(&workload.placement, origin.spec.tier);
-        want.remove(from);
-        let origin_domain = want.in_domain(&p.nodes, origin);
-        let target = choose(&p.nodes, matching, p.live, want, Some(from));
+        want.remove(&p.nodes, from);
+        let origin_domain = want.in_domain(origin);
+        let target = choose(&p.nodes, matching, want, Some(from));
         // Counts without this replica: moving it takes one from the origin's side and adds
         // one to the target's, so a gap of 2 (domains) or REBALANCE_SKEW (instances) narrows
         // without flipping, and never calls for a move back.
         let better = target.as_ref().map(|t| &p.nodes[t]).is_some_and(|t| {
             tier_rank(&workload.placement, t.spec.tier) < origin_rank
-                || origin_domain > want.in_domain(&p.nodes, t)
+                || origin_domain > want.in_domain(t)
                 || origin.instances >= t.instances + REBALANCE_SKEW
         });
         if !better {
-            want.add(from);
+            want.add(&p.nodes, from);
             continue;
         }
         let target = target.expect("better implies a target");
         p.release(from, &e.spec);
         p.plan.commands.push(delete(&e.key, &e.object));
-        want.add(&target);
+        want.add(&p.nodes, &target);
         p.create(namespace, e.key.name.clone(), e.spec.replica, target, want.template);
         p.rebalance_budget -= 1;
         return;
@@ -488,23 +534,21 @@ fn fits(node: &Node, template: &AssignmentSpec) -> bool {
 /// (`spreadBy`), then on the node itself; the lowest load (instances placed here, the
 /// reserved part); the module already on the node (no download); the lowest reported CPU;
 /// the name (stable).
-fn choose(nodes: &BTreeMap<String, Node>, matching: &BTreeSet<String>, live: &Liveness, want: &Want<'_>, avoid: Option<&str>) -> Option<String> {
+fn choose(nodes: &BTreeMap<String, Node>, matching: &BTreeSet<String>, want: &Want<'_>, avoid: Option<&str>) -> Option<String> {
     matching
         .iter()
         .map(|n| &nodes[n])
-        .filter(|n| live.is_ready(&n.name) && !n.spec.cordoned && Some(n.name.as_str()) != avoid && fits(n, want.template))
+        .filter(|n| n.ready && !n.spec.cordoned && Some(n.name.as_str()) != avoid && fits(n, want.template))
         .min_by_key(|n| {
-            let soft_taint = n.spec.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
-            let cached = live.cached.contains(&(n.name.clone(), want.template.module_digest.clone()));
             (
-                soft_taint,
+                n.soft_taint,
                 tier_rank(&want.workload.placement, n.spec.tier),
-                want.in_domain(nodes, n),
-                want.peers.get(&n.name).copied().unwrap_or(0),
+                want.in_domain(n),
+                if want.peers.is_empty() { 0 } else { want.peers.get(&n.name).copied().unwrap_or(0) },
                 n.instances,
-                !cached,
-                live.cpu_millis.get(&n.name).copied().unwrap_or(0),
-                n.name.clone(),
+                !want.cached.contains(n.name.as_str()),
+                n.cpu_millis,
+                n.name.as_str(),
             )
         })
         .map(|n| n.name.clone())

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -50,15 +51,39 @@ pub struct Liveness {
     nodes: Mutex<HashMap<String, (Instant, Heartbeat)>>,
     /// When this node last became leader: silence is counted from here at the earliest.
     leading_since: Mutex<Instant>,
+    /// Whether this node led at the placement loop's last look (every 100 ms): heartbeats
+    /// check it instead of asking the Raft actor each time.
+    leading: AtomicBool,
+    /// Credentials (sha256) that passed the store check recently, by node: at thousands of
+    /// heartbeats a second, reading the store for each is most of a leader's work.
+    verified: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// How long a checked credential is trusted without looking at the store again. A credential
+/// replaced by a new registration stays usable on this leader for at most this long.
+const CREDENTIAL_CACHE: Duration = Duration::from_secs(10);
 
 impl Default for Liveness {
     fn default() -> Self {
-        Liveness { nodes: Mutex::default(), leading_since: Mutex::new(Instant::now()) }
+        Liveness {
+            nodes: Mutex::default(),
+            leading_since: Mutex::new(Instant::now()),
+            leading: AtomicBool::new(false),
+            verified: Mutex::default(),
+        }
     }
 }
 
 impl Liveness {
+    fn recently_verified(&self, name: &str, credential_sha256: &str) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.get(name).is_some_and(|(sha, at)| sha == credential_sha256 && at.elapsed() < CREDENTIAL_CACHE)
+    }
+
+    fn remember_verified(&self, name: &str, credential_sha256: String) {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), (credential_sha256, Instant::now()));
+    }
+
     fn record(&self, name: &str, heartbeat: Heartbeat) {
         self.lock().insert(name.to_owned(), (Instant::now(), heartbeat));
     }
@@ -95,6 +120,7 @@ impl Liveness {
     /// owes every node a full grace period.
     fn clear(&self) {
         self.lock().clear();
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *self.leading_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
@@ -209,11 +235,17 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    authenticate(&state, &name, &headers).await?;
+    let presented = sha256_hex(bearer(&headers)?.as_bytes());
+    if !state.liveness.recently_verified(&name, &presented) {
+        authenticate(&state, &name, &headers).await?;
+        state.liveness.remember_verified(&name, presented);
+    }
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let heartbeat: Heartbeat =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", e.to_string())]))?;
-    ensure_leader(&state).await?;
+    if !state.liveness.leading.load(Ordering::Relaxed) {
+        ensure_leader(&state).await?;
+    }
     state.liveness.record(&name, heartbeat);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -257,7 +289,6 @@ async fn ensure_leader(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// Plans and proposes placements while this orchestrator leads. Runs until the process stops.
 /// The leader's heartbeat memory at one instant.
 struct Observed {
     silence: BTreeMap<String, u64>,
@@ -284,9 +315,12 @@ impl Observed {
     }
 }
 
+/// Plans and proposes placements while this orchestrator leads. Runs until the process stops.
 pub async fn placement_loop(state: AppState) {
     let mut was_leader = false;
     let mut last_unplaced: Vec<Unplaced> = Vec::new();
+    // The fingerprint of the last inputs that planned nothing, and when.
+    let mut idle: Option<(u64, Instant)> = None;
     let mut ticker = tokio::time::interval(PLACEMENT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -295,6 +329,8 @@ pub async fn placement_loop(state: AppState) {
         let leader = status.role == StateRole::Leader;
         if leader != was_leader {
             state.liveness.clear();
+            state.liveness.leading.store(leader, Ordering::Relaxed);
+            idle = None;
             was_leader = leader;
         }
         if !leader {
@@ -304,17 +340,26 @@ pub async fn placement_loop(state: AppState) {
         let policy = state.config.node_health;
         let now = rfc3339_now();
         let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let plan = match state
+        // Planning what was planned last time with nothing to do would find nothing again;
+        // at least once a second it plans anyway.
+        let skip = idle.filter(|(_, at)| at.elapsed() < Duration::from_secs(1)).map(|(fingerprint, _)| fingerprint);
+        let planned = state
             .node
-            .read(Consistency::Stale, move |s: &ClusterState| placement::plan(s, &observed.liveness(s, policy), placement::Now { rfc3339: &now, unix_ms }))
-            .await
-        {
-            Ok(plan) => plan,
+            .read(Consistency::Stale, move |s: &ClusterState| {
+                let liveness = observed.liveness(s, policy);
+                let fingerprint = liveness.fingerprint(s.applied_index());
+                (Some(fingerprint) != skip).then(|| (fingerprint, placement::plan(s, &liveness, placement::Now { rfc3339: &now, unix_ms })))
+            })
+            .await;
+        let (fingerprint, plan) = match planned {
+            Ok(Some(planned)) => planned,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "placement: cannot read the state");
                 continue;
             }
         };
+        idle = plan.commands.is_empty().then(|| (fingerprint, Instant::now()));
         if plan.unplaced != last_unplaced {
             for u in &plan.unplaced {
                 tracing::info!(workload = %u.workload, missing = u.missing, "placement: {}", u.reason);

@@ -8,6 +8,7 @@
 //! edgeplane-bench api [--clients N] [--seconds S] [--watchers W]
 //! edgeplane-bench edge [--clients N] [--seconds S] [--batch R] [--mqtt-messages M] [--drain-readings D]
 //! edgeplane-bench failover [--trials T] [--edges E]
+//! edgeplane-bench scale [--nodes N] [--replicas R]
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,7 @@ async fn main() {
         Some("api") => api(&args).await,
         Some("edge") => edge(&args).await,
         Some("failover") => failover(&args).await,
+        Some("scale") => scale(&args).await,
         _ => {
             eprintln!("usage: edgeplane-bench raft|api|edge [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
             std::process::exit(2);
@@ -509,4 +511,170 @@ async fn failover(args: &[String]) {
     bench("edge_failover_ms_p50", percentile(&times, 50.0), "ms");
     bench("edge_failover_ms_p99", percentile(&times, 99.0), "ms");
     bench("edge_failover_ms_max", *times.last().expect("trials"), "ms");
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// Simulated edge nodes against a 3-orchestrator cluster: how fast the scheduler places and
+/// commits replicas over 1,000 Ready nodes, and how many nodes heartbeating at 1 Hz the leader
+/// takes within a quarter of one core. The orchestrators run with health settings for 1 Hz
+/// heartbeats (Suspect after 2.5 s, Down after 4 s): with the defaults, made for the edge
+/// runtime's 500 ms, a 1 Hz node would look suspect between its heartbeats.
+async fn scale(args: &[String]) {
+    let max_nodes = arg(args, "--nodes", 10_000);
+    let total_replicas = arg(args, "--replicas", 5_000);
+    let extra_args = ["--node-suspect-ms", "2500", "--node-grace-ms", "4000"].map(str::to_owned).to_vec();
+    let spec = ClusterSpec { subnet: 45, log: "warn".to_owned(), tick_ms: None, extra_args, ..Default::default() };
+    let cluster = Cluster::start(spec).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let leader_addr = cluster.api_addr(leader);
+    let pid = cluster.pid(leader).expect("leader runs");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+    let nodes: Arc<std::sync::RwLock<Vec<(String, String)>>> = Arc::default();
+
+    // Registers nodes up to `count` (each registration is a Raft write).
+    let register = async |count: u64| {
+        let next = Arc::new(AtomicU64::new(nodes.read().expect("nodes").len() as u64));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (http, nodes, next) = (http.clone(), nodes.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let name = format!("sim-{i:05}");
+                    let body = json!({"name": name, "uid": format!("uid-{i}"), "labels": {"zone": format!("z{}", i % 10)},
+                        "capabilities": ["sensor.temperature"], "capacity": {"memoryMib": 1024, "instanceSlots": 32, "cpuMillis": 1000}});
+                    let answer: serde_json::Value = http
+                        .post(format!("http://{leader_addr}/v1/nodes/register"))
+                        .bearer_auth(edgeplane_tests::BOOTSTRAP_TOKEN)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("register")
+                        .json()
+                        .await
+                        .expect("register answer");
+                    let token = answer["token"].as_str().unwrap_or_else(|| panic!("registration refused: {answer}")).to_owned();
+                    nodes.write().expect("nodes").push((name, token));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("registration task");
+        }
+    };
+
+    // Heartbeats at 1 Hz from every registered node, spread evenly over each second.
+    let failures = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let workers = 64u64;
+    let mut beaters = Vec::new();
+    for w in 0..workers {
+        let (http, nodes, failures, sent) = (http.clone(), nodes.clone(), failures.clone(), sent.clone());
+        beaters.push(tokio::spawn(async move {
+            let body = serde_json::to_vec(&json!({"load": {"cpuMillis": 100, "memoryMib": 64, "instances": 0, "queueDepth": 0}, "instances": []})).expect("json");
+            let mut ticker = tokio::time::interval(Duration::from_millis(10));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut tick = 0u64;
+            loop {
+                ticker.tick().await;
+                // Worker w beats the nodes i with i % workers == w and (i / workers) % 100 ==
+                // this 10 ms slot: every node once a second.
+                let slot = tick % 100;
+                tick += 1;
+                let mine: Vec<(String, String)> = {
+                    let nodes = nodes.read().expect("nodes");
+                    (w + slot * workers..nodes.len() as u64).step_by((workers * 100) as usize).map(|i| nodes[i as usize].clone()).collect()
+                };
+                for (name, token) in mine {
+                    let answer = http
+                        .post(format!("http://{leader_addr}/v1/nodes/{name}/heartbeat"))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Ok(r) if r.status().is_success() => {}
+                        other => {
+                            if failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                                let why = match other {
+                                    Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                                    Err(e) => e.to_string(),
+                                };
+                                eprintln!("# first failed heartbeat ({name}): {why}");
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let measure = async |n: u64| -> bool {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (cpu0, sent0, failed0, t0) = (cpu_seconds(pid), sent.load(Ordering::Relaxed), failures.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = 100.0 * (cpu_seconds(pid) - cpu0) / elapsed;
+        let rate = (sent.load(Ordering::Relaxed) - sent0) as f64 / elapsed;
+        let failed = failures.load(Ordering::Relaxed) - failed0;
+        bench(&format!("heartbeat_leader_cpu_pct_{n}_nodes"), cpu, "%");
+        println!("# {n} nodes: {rate:.0} heartbeats/s sent, {failed} failed");
+        cpu <= 25.0 && failed == 0 && rate >= 0.9 * n as f64
+    };
+
+    // Placements over 1,000 Ready nodes.
+    register(1_000.min(max_nodes)).await;
+    let mut supported = if measure(1_000.min(max_nodes)).await { 1_000.min(max_nodes) } else { 0 };
+    let api = Api::with_timeout(leader_addr, Duration::from_secs(30));
+    let workloads = 50u64;
+    let per = total_replicas / workloads;
+    let started = Instant::now();
+    let creates = (0..workloads).map(|w| {
+        let workload = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": {"name": format!("scale-{w:02}"), "namespace": NS},
+            "spec": {"module": format!("sha256:{}", "0".repeat(64)), "replicas": per, "placement": {"requiredCapabilities": ["sensor.temperature"]},
+                     "resources": {"memoryMib": 8, "batchTimeMs": 50}}});
+        let api = api.clone();
+        async move { create_resource(&api, NS, "workloads", &workload).await }
+    });
+    futures::future::join_all(creates).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let placed = loop {
+        let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/workloads")).await.expect("list");
+        let placed: u64 = reply.body["items"].as_array().map_or(0, |items| items.iter().filter_map(|w| w.pointer("/status/replicas").and_then(serde_json::Value::as_u64)).sum());
+        if placed >= per * workloads {
+            break placed;
+        }
+        assert!(Instant::now() < deadline, "only {placed} of {} replicas placed", per * workloads);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    bench("placements_per_s", placed as f64 / elapsed, "replicas/s");
+    println!("# {placed} replicas of {workloads} workloads placed and committed over 1000 Ready nodes in {elapsed:.2} s (includes creating the workloads)");
+
+    // More nodes, until the leader needs more than a quarter of a core.
+    for n in [2_500u64, 5_000, 10_000, 20_000].into_iter().filter(|&n| n <= max_nodes) {
+        register(n).await;
+        if measure(n).await {
+            supported = n;
+        } else {
+            break;
+        }
+    }
+    bench("heartbeat_nodes_supported", supported as f64, "nodes");
+    for b in beaters {
+        b.abort();
+    }
 }
