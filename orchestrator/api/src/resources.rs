@@ -370,6 +370,42 @@ pub struct WorkloadStatus {
     pub ready_replicas: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The last change of module or configuration as it rolls over the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a rollout stands. Written by the scheduler.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The Workload generation being rolled out.
+    pub revision: i64,
+    /// `Progressing`, `Complete`, or `RolledBack` (a new replica failed; the spec went back to
+    /// `previous`).
+    pub phase: String,
+    /// Replicas running the revision, of the desired count.
+    pub updated: u32,
+    pub replicas: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the scheduler last updated replicas (ms since the Unix epoch, leader clock): each
+    /// must report Running on its new module within `healthGateSeconds` of it.
+    #[serde(default)]
+    pub step_started_ms: u64,
+    /// The module and configuration before this revision: what a rollback (or `edgectl
+    /// rollout undo`) returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousRevision>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousRevision {
+    pub module: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Versioned parameters for inference workloads: the cloud trains, edges infer. Changing it

@@ -53,6 +53,12 @@ pub struct Liveness {
     pub cached: BTreeSet<(String, String)>,
     /// The CPU each node reported in its last heartbeat.
     pub cpu_millis: BTreeMap<String, u32>,
+    /// (assignment, node) pairs whose instance reports CrashLoop or Failed, with its message:
+    /// what stops a rollout.
+    pub failed: BTreeMap<(String, String), String>,
+    /// The module each reported instance runs, by (assignment, node): a replica is updated
+    /// once it runs the new module, not when its Assignment changed.
+    pub digests: BTreeMap<(String, String), String>,
 }
 
 impl Liveness {
@@ -94,6 +100,8 @@ impl Liveness {
         self.crash_looping.hash(&mut h);
         self.running.hash(&mut h);
         self.cached.hash(&mut h);
+        self.failed.hash(&mut h);
+        self.digests.hash(&mut h);
         h.finish()
     }
 

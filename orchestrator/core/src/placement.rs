@@ -178,14 +178,15 @@ impl Planning<'_> {
     }
 
     /// Creates the Assignment `name` on `node` with a fresh generation.
-    fn create(&mut self, namespace: &str, name: String, replica: u32, node: String, template: &AssignmentSpec) {
+    /// `because` says why the replica goes there (kept on the Assignment for `describe`).
+    fn create(&mut self, namespace: &str, name: String, replica: u32, node: String, template: &AssignmentSpec, because: &str) {
         self.take(&node, template);
         let key = ObjectKey::new("assignments", namespace, name);
         let generation = self.next_generation;
         self.next_generation += 1;
         let spec = AssignmentSpec { replica, node_name: node, generation, placed_at_ms: self.now.unix_ms, ..template.clone() };
         self.plan.commands.push(Command::PutResource {
-            resource: assignment(&key, &spec),
+            resource: assignment(&key, &spec, Some(because)),
             key,
             precondition: Precondition::MustNotExist,
             write: ResourceWrite::Create { created_at: self.now.rfc3339.to_owned() },
@@ -274,7 +275,8 @@ fn plan_workload(
         Ok(t) => t,
         Err(reason) => {
             p.plan.unplaced.push(Unplaced { workload: id, missing: replica_count(workload), reason: reason.clone() });
-            workload_status(ObjectKey::new("workloads", namespace, name), object, 0, 0, Some(&reason), p);
+            let keep = object.value["status"].get("rollout").cloned();
+            workload_status(ObjectKey::new("workloads", namespace, name), object, 0, 0, Some(&reason), keep, p);
             return None;
         }
     };
@@ -300,15 +302,30 @@ fn plan_workload(
     let mut filled: BTreeSet<Slot> = BTreeSet::new();
     // Replicas moving off a node, which must not be placed back on it.
     let mut avoid: BTreeMap<Slot, String> = BTreeMap::new();
-    // Kept replicas not rewritten in this plan: candidates for rebalancing.
+    // Kept replicas already on the current template (candidates for rebalancing), and those
+    // a rollout has yet to update.
     let mut settled: Vec<Existing> = Vec::new();
+    let mut outdated: Vec<(Existing, AssignmentSpec)> = Vec::new();
+    let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let rolling = object.value["status"]["rollout"]["phase"] == "Progressing" && object.value["status"]["rollout"]["revision"] == generation;
     for e in existing {
         let slot = match workload.mode {
             WorkloadMode::Replicated => Slot::Replica(e.spec.replica),
             WorkloadMode::Daemon => Slot::Node(e.spec.node_name.clone()),
         };
         let node = e.spec.node_name.clone();
-        let failing = lost(&node) || live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.clone()));
+        let updated = AssignmentSpec {
+            replica: e.spec.replica,
+            node_name: node.clone(),
+            generation: e.spec.generation,
+            placed_at_ms: e.spec.placed_at_ms,
+            ..template.clone()
+        };
+        // During a rollout a crash loop is the rollout's to judge (rollback), and a replica on
+        // an old template is about to be replaced anyway: neither is a reason to move.
+        let crash_looping =
+            !rolling && updated == e.spec && live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.clone()));
+        let failing = lost(&node) || crash_looping;
         // Fail over only to somewhere else that fits; with nowhere to go, the replica waits.
         let moving = failing && workload.mode == WorkloadMode::Replicated && choose(&p.nodes, &matching, &want, Some(&node)).is_some();
         let keep = matching.contains(&node) && wanted.contains(&slot) && !filled.contains(&slot) && !moving
@@ -324,24 +341,13 @@ fn plan_workload(
             continue;
         }
         filled.insert(slot);
-        let updated = AssignmentSpec {
-            replica: e.spec.replica,
-            node_name: node,
-            generation: e.spec.generation,
-            placed_at_ms: e.spec.placed_at_ms,
-            ..template.clone()
-        };
         if updated != e.spec {
-            p.plan.commands.push(Command::PutResource {
-                key: e.key.clone(),
-                resource: assignment(&e.key, &updated),
-                precondition: Precondition::ResourceVersion(e.object.resource_version),
-                write: ResourceWrite::Replace,
-            });
+            outdated.push((e, updated));
         } else {
             settled.push(e);
         }
     }
+    let rollout = roll_out(namespace, name, object, workload, &settled, outdated, p);
 
     let mut missing = 0;
     let mut placed_now = 0;
@@ -363,6 +369,7 @@ fn plan_workload(
             }
             continue;
         };
+        let because = explain(&p.nodes, &want, &node_name, if avoid.contains_key(slot) { "failover" } else { "new replica" });
         want.add(&p.nodes, &node_name);
         placed_now += 1;
         p.placement_budget -= 1;
@@ -370,7 +377,7 @@ fn plan_workload(
             Slot::Replica(r) => (*r, format!("{name}-{r}")),
             Slot::Node(n) => (0, daemon_name(name, n)),
         };
-        p.create(namespace, object_name, replica, node_name, &template);
+        p.create(namespace, object_name, replica, node_name, &template, &because);
     }
     let ready = settled.iter().filter(|e| live.running.contains(&(format!("{}/{}", e.key.namespace, e.key.name), e.spec.node_name.clone()))).count() as u32;
     let peers = want.peers;
@@ -381,13 +388,13 @@ fn plan_workload(
     });
     let placed = wanted.len() as u32 - missing - deferred;
     // With replicas left for the next plan, the status waits until there is a verdict.
-    if deferred == 0 {
-        workload_status(ObjectKey::new("workloads", namespace, name), object, placed, ready, reason.as_deref(), p);
+    if deferred == 0 && rollout.status_write {
+        workload_status(ObjectKey::new("workloads", namespace, name), object, placed, ready, reason.as_deref(), rollout.status, p);
     }
     if let Some(reason) = reason {
         p.plan.unplaced.push(Unplaced { workload: id, missing, reason });
     }
-    (missing == 0 && placed_now == 0 && workload.mode == WorkloadMode::Replicated).then(|| Settled {
+    (missing == 0 && placed_now == 0 && !rollout.active && workload.mode == WorkloadMode::Replicated).then(|| Settled {
         namespace: namespace.to_owned(),
         workload: workload.clone(),
         template,
@@ -429,8 +436,9 @@ fn rebalance(namespace: &str, workload: &WorkloadSpec, settled: &[Existing], rea
         let target = target.expect("better implies a target");
         p.release(from, &e.spec);
         p.plan.commands.push(delete(&e.key, &e.object));
+        let because = explain(&p.nodes, want, &target, &format!("rebalanced from {from}"));
         want.add(&p.nodes, &target);
-        p.create(namespace, e.key.name.clone(), e.spec.replica, target, want.template);
+        p.create(namespace, e.key.name.clone(), e.spec.replica, target, want.template, &because);
         p.rebalance_budget -= 1;
         return;
     }
@@ -561,7 +569,7 @@ fn tier_rank(placement: &edgeplane_api::resources::Placement, tier: Tier) -> usi
 
 /// A status write when the Workload's status does not say what this plan leaves: replicas
 /// placed, replicas reported Running, and the `Scheduled` condition with why not.
-fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u32, unplaced: Option<&str>, p: &mut Planning<'_>) {
+fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u32, unplaced: Option<&str>, rollout: Option<Value>, p: &mut Planning<'_>) {
     let (status, reason, message) = match unplaced {
         None => ("True", "Placed", format!("{placed} replica(s) placed")),
         Some(why) => ("False", "Unschedulable", why.to_owned()),
@@ -572,6 +580,7 @@ fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u3
     let same = current["replicas"] == placed
         && current["readyReplicas"] == ready
         && current["observedGeneration"] == generation
+        && current.get("rollout") == rollout.as_ref()
         && scheduled.is_some_and(|c| c["status"] == status && c["message"] == message.as_str());
     if same {
         return;
@@ -587,6 +596,9 @@ fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u3
         "readyReplicas": ready,
         "conditions": [{ "type": "Scheduled", "status": status, "reason": reason, "message": message, "lastTransitionTime": since }],
     });
+    if let Some(rollout) = rollout {
+        resource["status"]["rollout"] = rollout;
+    }
     p.plan.commands.push(Command::PutResource {
         key,
         resource,
@@ -595,6 +607,133 @@ fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u3
     });
 }
 
+
+/// What the rollout step decided for the Workload's status.
+struct RolloutStep {
+    /// The `status.rollout` to have (None: none yet).
+    status: Option<Value>,
+    /// Whether the Workload's status may be written in this plan (not after a rollback,
+    /// which writes the whole Workload).
+    status_write: bool,
+    /// Replicas are being updated: no rebalancing meanwhile.
+    active: bool,
+}
+
+/// Rolls a changed template (module, configuration, Model, limits) over the replicas: at most
+/// `rollout.maxUnavailable` of them away from healthy at once, a replica counting as updated
+/// only once it reports Running on its new module. When an updated replica fails (CrashLoop
+/// or Failed) and `autoRollback` is on, the Workload's module and configuration go back to
+/// what they were before, and the status says why.
+#[allow(clippy::too_many_arguments)]
+fn roll_out(
+    namespace: &str,
+    name: &str,
+    object: &StoredObject,
+    workload: &WorkloadSpec,
+    settled: &[Existing],
+    mut outdated: Vec<(Existing, AssignmentSpec)>,
+    p: &mut Planning<'_>,
+) -> RolloutStep {
+    let live = p.live;
+    let id = |e: &Existing| (format!("{}/{}", e.key.namespace, e.key.name), e.spec.node_name.clone());
+    let healthy = |e: &Existing| live.running.contains(&id(e)) && live.digests.get(&id(e)).is_none_or(|d| *d == e.spec.module_digest);
+    let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let current: Option<edgeplane_api::resources::RolloutStatus> = object.value["status"].get("rollout").and_then(|r| serde_json::from_value(r.clone()).ok());
+    let replicas = (settled.len() + outdated.len()) as u32;
+    let updated = settled.iter().filter(|e| healthy(e)).count() as u32;
+    // The rollback's own rollout (the revision right after the one that failed) keeps saying
+    // so until the next change.
+    let after_rollback = current.as_ref().is_some_and(|c| c.phase == "RolledBack" && generation == c.revision + 1);
+
+    // A rollout is under way. What it started from, for a rollback.
+    let previous = match &current {
+        Some(c) if c.revision == generation || after_rollback => c.previous.clone(),
+        _ => outdated.first().map(|(e, _)| edgeplane_api::resources::PreviousRevision { module: e.spec.module_ref.clone(), config: e.spec.config.clone() }),
+    };
+    // A replica on the new revision that failed, or that has not come up within the health
+    // gate since the scheduler last updated replicas.
+    let gate_ms = workload.rollout.health_gate_seconds.saturating_mul(1000);
+    let step_started = current.as_ref().filter(|c| c.revision == generation).map_or(p.now.unix_ms, |c| c.step_started_ms);
+    let late = p.now.unix_ms.saturating_sub(step_started) > gate_ms;
+    let failure = settled.iter().find_map(|e| match live.failed.get(&id(e)) {
+        Some(why) => Some((e.key.name.clone(), e.spec.node_name.clone(), why.clone())),
+        None if late && !healthy(e) && live.is_ready(&e.spec.node_name) => Some((e.key.name.clone(), e.spec.node_name.clone(), format!("not Running {}s after its update", workload.rollout.health_gate_seconds))),
+        None => None,
+    });
+    let in_rollout = !outdated.is_empty() || current.as_ref().is_some_and(|c| c.revision == generation && c.phase == "Progressing");
+    let failure = failure.filter(|_| in_rollout);
+    if let (Some((replica, node, why)), Some(previous), true, false) = (&failure, &previous, workload.rollout.auto_rollback, after_rollback) {
+        // Back to the previous module and configuration: the next plans roll that out.
+        let mut resource = Value::clone(&object.value);
+        resource["spec"]["module"] = json!(previous.module);
+        match &previous.config {
+            Some(config) => resource["spec"]["config"] = json!(config),
+            None => drop(resource["spec"].as_object_mut().and_then(|s| s.remove("config"))),
+        }
+        let message = format!("rolled back to {}: replica {replica} on {node} failed on revision {generation}: {why}", previous.module);
+        let rollout = edgeplane_api::resources::RolloutStatus {
+            revision: generation,
+            phase: "RolledBack".to_owned(),
+            updated,
+            replicas,
+            message,
+            step_started_ms: step_started,
+            previous: Some(previous.clone()),
+        };
+        resource["status"]["rollout"] = serde_json::to_value(&rollout).expect("serializable");
+        let key = ObjectKey::new("workloads", namespace, name);
+        p.plan.commands.push(Command::PutResource {
+            key: key.clone(),
+            resource: resource.clone(),
+            precondition: Precondition::ResourceVersion(object.resource_version),
+            write: ResourceWrite::Replace,
+        });
+        // Same transaction, right after the replace (whose precondition guards both).
+        p.plan.commands.push(Command::PutResource { key, resource, precondition: Precondition::None, write: ResourceWrite::Status });
+        return RolloutStep { status: None, status_write: false, active: true };
+    }
+
+    if outdated.is_empty() {
+        let status = match current {
+            Some(mut c) if (c.revision == generation && c.phase == "Progressing") || after_rollback => {
+                c.updated = updated;
+                c.replicas = replicas;
+                if updated == replicas && !after_rollback {
+                    c.phase = "Complete".to_owned();
+                    c.message = format!("{updated} of {replicas} replicas run revision {generation}");
+                }
+                Some(c)
+            }
+            other => other,
+        };
+        let active = status.as_ref().is_some_and(|c| c.phase == "Progressing");
+        return RolloutStep { status: status.map(|c| serde_json::to_value(c).expect("serializable")), status_write: true, active };
+    }
+
+    // Outdated replicas that are not healthy anyway are updated at once (that costs no
+    // availability); healthy ones as far as the budget of unavailable replicas allows.
+    let unavailable = settled.iter().filter(|e| !healthy(e)).count() as u32 + outdated.iter().filter(|(e, _)| !healthy(e)).count() as u32;
+    let allowed = workload.rollout.max_unavailable.max(1).saturating_sub(unavailable) as usize;
+    outdated.sort_by(|a, b| (healthy(&a.0), &a.0.key.name).cmp(&(healthy(&b.0), &b.0.key.name)));
+    let broken = outdated.iter().filter(|(e, _)| !healthy(e)).count();
+    let step_started = if broken + allowed > 0 { p.now.unix_ms } else { step_started };
+    for (e, spec) in outdated.iter().take(broken + allowed) {
+        p.plan.commands.push(Command::PutResource {
+            key: e.key.clone(),
+            resource: assignment(&e.key, spec, e.object.value.pointer(&format!("/metadata/annotations/{}", PLACED_BECAUSE.replace('/', "~1"))).and_then(Value::as_str)),
+            precondition: Precondition::ResourceVersion(e.object.resource_version),
+            write: ResourceWrite::Replace,
+        });
+    }
+    let (phase, message) = match (&failure, after_rollback) {
+        (_, true) => ("RolledBack".to_owned(), current.as_ref().map(|c| c.message.clone()).unwrap_or_default()),
+        (Some((replica, node, why)), false) => ("Progressing".to_owned(), format!("replica {replica} on {node} fails on revision {generation}: {why}")),
+        (None, false) => ("Progressing".to_owned(), format!("{updated} of {replicas} replicas updated, {} waiting", outdated.len())),
+    };
+    let revision = if after_rollback { current.as_ref().map_or(generation, |c| c.revision) } else { generation };
+    let rollout = edgeplane_api::resources::RolloutStatus { revision, phase, updated, replicas, message, step_started_ms: step_started, previous };
+    RolloutStep { status: Some(serde_json::to_value(rollout).expect("serializable")), status_write: true, active: true }
+}
 
 /// Counts, per reason, the nodes that cannot take a replica.
 fn why_not(nodes: &BTreeMap<String, Node>, workload: &WorkloadSpec, live: &Liveness, template: &AssignmentSpec) -> BTreeMap<String, u32> {
@@ -646,8 +785,11 @@ fn health_transition(key: &ObjectKey, object: &StoredObject, live: &Liveness, no
     })
 }
 
-fn assignment(key: &ObjectKey, spec: &AssignmentSpec) -> Value {
-    json!({
+/// The annotation on an Assignment saying why its replica is on its node.
+pub const PLACED_BECAUSE: &str = "edgeplane.io/placed-because";
+
+fn assignment(key: &ObjectKey, spec: &AssignmentSpec, because: Option<&str>) -> Value {
+    let mut value = json!({
         "apiVersion": edgeplane_api::resources::API_VERSION,
         "kind": "Assignment",
         "metadata": {
@@ -656,7 +798,33 @@ fn assignment(key: &ObjectKey, spec: &AssignmentSpec) -> Value {
             "labels": { NODE_LABEL: spec.node_name, "edgeplane.io/workload": spec.workload },
         },
         "spec": spec,
-    })
+    });
+    if let Some(because) = because {
+        value["metadata"]["annotations"] = json!({ PLACED_BECAUSE: because });
+    }
+    value
+}
+
+/// Why `node` won, from the score's terms, before the replica is counted on it.
+fn explain(nodes: &BTreeMap<String, Node>, want: &Want<'_>, node: &str, why: &str) -> String {
+    let n = &nodes[node];
+    let mut parts = vec![format!("{why}: {node} scored best")];
+    if n.soft_taint {
+        parts.push("only nodes with PreferNoSchedule taints fit".to_owned());
+    }
+    if !want.workload.placement.preferred_tiers.is_empty() {
+        let rank = tier_rank(&want.workload.placement, n.spec.tier);
+        let tier = format!("{:?}", n.spec.tier).to_lowercase();
+        parts.push(if rank < want.workload.placement.preferred_tiers.len() { format!("tier {tier} (preference {})", rank + 1) } else { format!("tier {tier} (cloud fallback)") });
+    }
+    if let (Some(key), Some(domain)) = (&want.workload.placement.spread_by, want.domain(n)) {
+        parts.push(format!("{} replica(s) already in {key}={domain}", want.in_domain(n)));
+    }
+    parts.push(format!("{} replica(s) of the workload and {} instance(s) there", want.peers.get(node).copied().unwrap_or(0), n.instances));
+    if want.cached.contains(node) {
+        parts.push("module already there".to_owned());
+    }
+    parts.join("; ")
 }
 
 fn delete(key: &ObjectKey, object: &StoredObject) -> Command {
@@ -707,15 +875,23 @@ mod tests {
             self.settle_with(&Liveness::ready(live.iter().copied()))
         }
 
+        /// Plans and applies until settled; every replica on a Ready node reports Running.
         fn settle_with(&mut self, live: &Liveness) -> Vec<Unplaced> {
-            for _ in 0..5 {
-                let plan = plan(&self.state, live, NOW);
+            for _ in 0..8 {
+                let mut live = live.clone();
+                live.running = self
+                    .state
+                    .list("assignments", None)
+                    .filter_map(|(k, o)| typed::<AssignmentSpec>(o, "/spec").map(|s| (format!("{}/{}", k.namespace, k.name), s.node_name)))
+                    .filter(|(_, node)| live.is_ready(node))
+                    .collect();
+                let plan = plan(&self.state, &live, NOW);
                 if plan.commands.is_empty() {
                     return plan.unplaced;
                 }
                 self.apply(Command::Transaction(plan.commands)).expect("a fresh plan applies");
             }
-            panic!("the planner did not settle in 5 rounds");
+            panic!("the planner did not settle in 8 rounds");
         }
 
         fn assignments(&self) -> Vec<(String, String, u64)> {
@@ -827,8 +1003,11 @@ mod tests {
         assert_eq!(w.settle(&["a", "b", "c"]), vec![]);
         let placed: Vec<_> = w.assignments().into_iter().map(|(n, node, _)| (n, node)).collect();
         assert_eq!(placed, vec![("filter-0".into(), "a".into()), ("filter-1".into(), "b".into())]);
-        // Planning again changes nothing.
-        assert_eq!(plan(&w.state, &Liveness::ready(["a", "b"]), NOW), Plan::default());
+        // Planning again changes nothing (c's Ready condition is already recorded; the
+        // replicas report Running as they did).
+        let mut live = Liveness::ready(["a", "b", "c"]);
+        live.running = [("f/filter-0", "a"), ("f/filter-1", "b")].map(|(a, n)| (a.to_owned(), n.to_owned())).into();
+        assert_eq!(plan(&w.state, &live, NOW), Plan::default());
     }
 
     #[test]

@@ -64,6 +64,12 @@ struct Step {
     /// Replicas on Ready nodes report Running (default true).
     #[serde(default = "yes")]
     running: bool,
+    /// Workloads replaced (by name) before planning.
+    #[serde(default)]
+    update: Vec<WorkloadDef>,
+    /// Replicas running this module digest crash-loop (reported failed, not Running).
+    #[serde(default)]
+    crashing_module: Option<String>,
 }
 
 fn yes() -> bool {
@@ -108,13 +114,18 @@ impl World {
             live.health.insert(key.name.clone(), health);
         }
         live.down_for_ms = step.down.clone();
-        if step.running {
-            live.running = self
-                .assignments()
-                .into_iter()
-                .filter(|(_, s)| live.health.get(&s.node_name) == Some(&Health::Ready))
-                .map(|(k, s)| (format!("{}/{}", k.namespace, k.name), s.node_name))
-                .collect();
+        for (key, spec) in self.assignments() {
+            let id = (format!("{}/{}", key.namespace, key.name), spec.node_name.clone());
+            if live.health.get(&spec.node_name) != Some(&Health::Ready) {
+                continue;
+            }
+            live.digests.insert(id.clone(), spec.module_digest.clone());
+            if step.crashing_module.as_ref() == Some(&spec.module_digest) {
+                live.failed.insert(id.clone(), "trapped 6 times in a row".to_owned());
+                live.crash_looping.insert(id);
+            } else if step.running {
+                live.running.insert(id);
+            }
         }
         live
     }
@@ -141,6 +152,16 @@ fn run(scenario: &Scenario) -> String {
         for node in &step.add_nodes {
             w.add_node(node);
         }
+        for workload in &step.update {
+            let key = ObjectKey::new("workloads", NAMESPACE, workload.name.as_str());
+            let mut value = serde_json::Value::clone(&w.state.get(&key).expect("updated workload exists").value);
+            let mut spec = workload.spec.clone();
+            if spec.get("module").is_none() {
+                spec["module"] = json!("sha256:0000");
+            }
+            value["spec"] = spec;
+            w.put("workloads", NAMESPACE, &workload.name, value, ResourceWrite::Replace);
+        }
         for name in &step.cordon {
             let key = ObjectKey::new("edgenodes", "", name.as_str());
             let mut value = serde_json::Value::clone(&w.state.get(&key).expect("cordoned node exists").value);
@@ -159,7 +180,11 @@ fn run(scenario: &Scenario) -> String {
         };
         let _ = writeln!(out, "\n== step {}: {} ({rounds} round(s) to settle)", i + 1, step.what.trim());
         for (key, spec) in w.assignments() {
-            let _ = writeln!(out, "{}/{} -> {} (generation {})", key.namespace, key.name, spec.node_name, spec.generation);
+            let _ = writeln!(out, "{}/{} -> {} (generation {}, module {})", key.namespace, key.name, spec.node_name, spec.generation, spec.module_digest);
+            let object = w.state.get(&key).expect("listed");
+            if let Some(because) = object.value["metadata"]["annotations"][edgeplane_core::placement::PLACED_BECAUSE].as_str() {
+                let _ = writeln!(out, "  because {because}");
+            }
         }
         for u in &unplaced {
             let _ = writeln!(out, "pending {}: {} missing: {}", u.workload, u.missing, u.reason);
@@ -174,9 +199,21 @@ fn run(scenario: &Scenario) -> String {
             let scheduled = status["conditions"].as_array().and_then(|c| c.first()).cloned().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "workload {}: {} placed, {} ready, Scheduled={} ({})",
-                key.name, status["replicas"], status["readyReplicas"], scheduled["status"].as_str().unwrap_or("-"), scheduled["message"].as_str().unwrap_or("-")
+                "workload {}: {} placed, {} ready, Scheduled={} ({}), module {}",
+                key.name,
+                status["replicas"],
+                status["readyReplicas"],
+                scheduled["status"].as_str().unwrap_or("-"),
+                scheduled["message"].as_str().unwrap_or("-"),
+                object.value["spec"]["module"].as_str().unwrap_or("-")
             );
+            if let Some(rollout) = status.get("rollout") {
+                let _ = writeln!(
+                    out,
+                    "  rollout of revision {}: {}, {} of {} updated: {}",
+                    rollout["revision"], rollout["phase"].as_str().unwrap_or("-"), rollout["updated"], rollout["replicas"], rollout["message"].as_str().unwrap_or("")
+                );
+            }
         }
     }
     out

@@ -16,6 +16,7 @@ use edgeplane_api::{paths, ClusterStatus, Deleted, ObjectList, ObjectView, Statu
 mod data;
 mod nodes;
 mod resources;
+mod rollout;
 use reqwest::{Method, StatusCode};
 
 #[derive(Debug, Parser)]
@@ -103,10 +104,40 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// A Workload's rollouts: where the last one stands, past revisions, going back.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Take a node out of scheduling (cordon), back in (uncordon), or empty it (drain).
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Revision, phase, updated replicas and why; exits 1 if it was rolled back.
+    Status {
+        workload: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// Follow it until it is no longer progressing, for at most this many seconds.
+        #[arg(long, short = 'w', num_args = 0..=1, default_missing_value = "300")]
+        wait: Option<u64>,
+    },
+    /// The Workload's recent revisions and their modules.
+    History {
+        workload: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+    /// Go back to the module and configuration from before the last rollout.
+    Undo {
+        workload: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
     },
 }
 
@@ -359,6 +390,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Data { command: DataCommand::Tail { filters, last, follow, interval_ms } } => {
             data::tail(&client, &filters, last, follow, Duration::from_millis(interval_ms), &cli.output).await
         }
+        Command::Rollout { command: RolloutCommand::Status { workload, namespace, wait } } => {
+            rollout::status(&client, &namespace, &workload, wait.map(Duration::from_secs)).await
+        }
+        Command::Rollout { command: RolloutCommand::History { workload, namespace } } => rollout::history(&client, &namespace, &workload).await,
+        Command::Rollout { command: RolloutCommand::Undo { workload, namespace } } => rollout::undo(&client, &namespace, &workload).await,
         Command::Node { command: NodeCommand::Cordon { name } } => nodes::set_cordoned(&client, &name, true).await,
         Command::Node { command: NodeCommand::Uncordon { name } } => nodes::set_cordoned(&client, &name, false).await,
         Command::Node { command: NodeCommand::Drain { name } } => nodes::drain(&client, &name).await,

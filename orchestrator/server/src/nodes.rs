@@ -104,6 +104,11 @@ impl Liveness {
             running: with_phase(InstancePhase::Running),
             cached: instances().map(|(n, i)| (n.clone(), i.module_digest.clone())).collect(),
             cpu_millis: nodes.iter().map(|(n, (_, h))| (n.clone(), h.load.cpu_millis)).collect(),
+            failed: instances()
+                .filter(|(_, i)| matches!(i.phase, InstancePhase::CrashLoop | InstancePhase::Failed))
+                .map(|(n, i)| ((i.assignment.clone(), n.clone()), i.message.clone().unwrap_or_else(|| format!("{:?}", i.phase))))
+                .collect(),
+            digests: instances().map(|(n, i)| ((i.assignment.clone(), n.clone()), i.module_digest.clone())).collect(),
         }
     }
 
@@ -297,6 +302,8 @@ struct Observed {
     running: BTreeSet<(String, String)>,
     cached: BTreeSet<(String, String)>,
     cpu_millis: BTreeMap<String, u32>,
+    failed: BTreeMap<(String, String), String>,
+    digests: BTreeMap<(String, String), String>,
 }
 
 impl Observed {
@@ -311,6 +318,8 @@ impl Observed {
         liveness.running = self.running;
         liveness.cached = self.cached;
         liveness.cpu_millis = self.cpu_millis;
+        liveness.failed = self.failed;
+        liveness.digests = self.digests;
         liveness
     }
 }

@@ -342,7 +342,15 @@ fn events(state: &AppState, scope: &Scope, name: &str) -> Json<Value> {
                 if parts.is_empty() { "rewritten without changes".to_owned() } else { parts.join(", ") }
             }
         };
-        items.push(json!({ "type": e.kind.as_str(), "resourceVersion": e.index.to_string(), "message": what }));
+        let mut item = json!({ "type": e.kind.as_str(), "resourceVersion": e.index.to_string(), "message": what });
+        // What `edgectl rollout history` lists for a Workload's revisions.
+        if let Some(generation) = now.pointer("/metadata/generation") {
+            item["generation"] = generation.clone();
+        }
+        if let Some(module) = now.pointer("/spec/module") {
+            item["module"] = module.clone();
+        }
+        items.push(item);
         previous = Some(now);
     }
     Json(json!({ "kind": "EventList", "items": items }))
