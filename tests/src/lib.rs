@@ -155,6 +155,34 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncF
     }
 }
 
+/// Every record the cloud sink holds for a Workload, oldest first, paged from the first of
+/// `servers` that answers every page.
+pub async fn cloud_records(servers: &[SocketAddr], namespace: &str, workload: &str) -> Option<Vec<serde_json::Value>> {
+    'servers: for server in servers {
+        let api = Api::with_timeout(*server, Duration::from_secs(5));
+        let (mut all, mut after) = (Vec::new(), 0);
+        loop {
+            let path = format!("/v1/data?namespace={namespace}&workload={workload}&after={after}&limit=1000");
+            let Ok(reply) = api.get(&path).await else { continue 'servers };
+            if reply.code != 200 {
+                continue 'servers;
+            }
+            let records = reply.body["records"].as_array()?.clone();
+            if records.is_empty() {
+                return Some(all);
+            }
+            after = reply.body["next"].as_u64()?;
+            all.extend(records);
+        }
+    }
+    None
+}
+
+/// The readings of cloud sink records, in order.
+pub fn cloud_readings(records: &[serde_json::Value]) -> Vec<edgeplane_api::data::Reading> {
+    records.iter().flat_map(|r| serde_json::from_value::<Vec<edgeplane_api::data::Reading>>(r["readings"].clone()).expect("records carry readings")).collect()
+}
+
 /// `POST /v1/ingest/{topic}` with a binary batch: the status (0 when the node is not
 /// reachable) and the body.
 pub async fn ingest(http: &reqwest::Client, edge: SocketAddr, topic: &str, readings: &[edgeplane_api::data::Reading]) -> (u16, String) {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
-use edgeplane_tests::{bin_path, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
+use edgeplane_tests::{bin_path, cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
@@ -33,32 +33,6 @@ async fn running(edge: &EdgeRuntime, count: usize) {
 
 fn readings(device: &str, first: u64, values: impl IntoIterator<Item = f64>) -> Vec<Reading> {
     values.into_iter().enumerate().map(|(i, value)| Reading { ts: first + i as u64, device: device.into(), metric: "temperature".into(), value }).collect()
-}
-
-/// Every record the cloud sink holds for a workload, oldest first, asking any orchestrator.
-async fn cloud_records(servers: &[SocketAddr], workload: &str) -> Option<Vec<Value>> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    for server in servers {
-        let api = Api::with_timeout(*server, Duration::from_secs(5));
-        loop {
-            let reply = api.get(&format!("/v1/data?namespace={NS}&workload={workload}&after={after}&limit=1000")).await.ok()?;
-            if reply.code != 200 {
-                break;
-            }
-            let records = reply.body["records"].as_array()?.clone();
-            after = reply.body["next"].as_u64()?;
-            if records.is_empty() {
-                return Some(all);
-            }
-            all.extend(records);
-        }
-    }
-    None
-}
-
-fn cloud_readings(records: &[Value]) -> Vec<Reading> {
-    records.iter().flat_map(|r| serde_json::from_value::<Vec<Reading>>(r["readings"].clone()).expect("readings")).collect()
 }
 
 /// Cloud gone for a while, the edge SIGKILLed three times meanwhile (and restarted without any
@@ -129,7 +103,7 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
         "every accepted reading in the cloud sink",
         Duration::from_secs(60),
         async || {
-            let records = cloud_records(&servers, "pass").await?;
+            let records = cloud_records(&servers, NS, "pass").await?;
             (cloud_readings(&records).len() >= accepted.len()).then_some(records)
         },
         || format!("edge log:\n{}\n{}", edge.log_tail(), cluster.all_logs()),
@@ -294,7 +268,7 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
         "5 alerts in the cloud sink",
         Duration::from_secs(30),
         async || {
-            let records = cloud_records(&servers, "detector").await?;
+            let records = cloud_records(&servers, NS, "detector").await?;
             (cloud_readings(&records).len() >= expected_alerts.len()).then_some(records)
         },
         || format!("edge log:\n{}", edge.log_tail()),

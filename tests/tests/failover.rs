@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
-use edgeplane_tests::{create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime};
+use edgeplane_tests::{cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
@@ -44,29 +44,6 @@ async fn produce(http: &reqwest::Client, cluster: &Cluster, edges: &[EdgeRuntime
         assert!(Instant::now() < deadline, "no node took the batch\n{}", cluster.all_logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn cloud_readings(servers: &[SocketAddr]) -> Option<Vec<Reading>> {
-    for server in servers {
-        let api = Api::with_timeout(*server, Duration::from_secs(5));
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let Ok(reply) = api.get(&format!("/v1/data?namespace={NS}&workload=pass&after={after}&limit=1000")).await else { break };
-            if reply.code != 200 {
-                break;
-            }
-            let records = reply.body["records"].as_array()?.clone();
-            if records.is_empty() {
-                return Some(all);
-            }
-            after = reply.body["next"].as_u64()?;
-            for r in records {
-                all.extend(serde_json::from_value::<Vec<Reading>>(r["readings"].clone()).ok()?);
-            }
-        }
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +145,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     eventually(
         "every accepted reading in the cloud sink",
         Duration::from_secs(30),
-        async || cloud_readings(&servers).await.filter(|r| r.len() >= accepted.len()),
+        async || cloud_records(&servers, NS, "pass").await.map(|r| cloud_readings(&r)).filter(|r| r.len() >= accepted.len()),
         || cluster.all_logs(),
     )
     .await;
@@ -192,7 +169,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     let arrived = eventually(
         "every accepted reading in the cloud sink, after the drain too",
         Duration::from_secs(30),
-        async || cloud_readings(&servers).await.filter(|r| r.len() >= accepted.len()),
+        async || cloud_records(&servers, NS, "pass").await.map(|r| cloud_readings(&r)).filter(|r| r.len() >= accepted.len()),
         || cluster.all_logs(),
     )
     .await;
