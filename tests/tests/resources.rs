@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use edgeplane_tests::{Api, Cluster, ClusterSpec};
+use edgeplane_tests::{eventually, Api, Cluster, ClusterSpec};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -51,6 +51,21 @@ async fn resources_support_create_get_list_replace_patch_status_and_delete() {
     let (_, everywhere) = send(&b, Method::GET, &format!("{BASE}/workloads"), None).await;
     assert_eq!(everywhere["items"].as_array().map(Vec::len), Some(2));
 
+    // The scheduler writes the Workload's status (why it is pending: its module is not in the
+    // registry), which moves the resourceVersion on: wait for that, then read the version.
+    let observed = eventually(
+        "the scheduler to write the Workload's status",
+        Duration::from_secs(10),
+        async || {
+            let (_, got) = send(&b, Method::GET, &one, None).await;
+            (got["status"]["observedGeneration"] == 1).then_some(got)
+        },
+        || cluster.all_logs(),
+    )
+    .await;
+    assert_ne!(observed["metadata"]["resourceVersion"].as_str(), Some(rv1.as_str()), "a status write is a write");
+    let rv1 = observed["metadata"]["resourceVersion"].as_str().expect("resourceVersion").to_owned();
+
     // Replace with the current version: generation bumps (spec changed).
     let mut replaced = workload("filter", 2);
     replaced["metadata"]["resourceVersion"] = json!(rv1);
@@ -60,12 +75,14 @@ async fn resources_support_create_get_list_replace_patch_status_and_delete() {
     let (code, stale) = send(&b, Method::PUT, &one, Some(&replaced)).await;
     assert_eq!((code, stale["reason"].as_str()), (409, Some("Conflict")), "{stale}");
 
-    // Status is written alone, and survives spec changes.
+    // Status is written alone, and survives spec changes. (A condition of its own: the
+    // scheduler keeps other writers' conditions and rewrites only its own fields.)
+    let audited = json!({ "type": "Audited", "status": "True", "reason": "Reviewed" });
     let status_body = json!({ "apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": { "name": "filter" },
-        "spec": { "module": "ignored@9.9.9" }, "status": { "replicas": 2, "readyReplicas": 1 } });
+        "spec": { "module": "ignored@9.9.9" }, "status": { "conditions": [audited] } });
     let (code, s) = send(&a, Method::PUT, &format!("{one}/status"), Some(&status_body)).await;
     assert_eq!(code, 200, "{s}");
-    assert_eq!((s["status"]["readyReplicas"].clone(), s["spec"]["module"].clone()), (json!(1), json!("threshold-filter@1.0.0")));
+    assert_eq!((s["status"]["conditions"][0].clone(), s["spec"]["module"].clone()), (audited.clone(), json!("threshold-filter@1.0.0")));
 
     let patched = a
         .http_patch(&one, r#"{"spec":{"replicas":5},"metadata":{"labels":{"owner":"ops"}}}"#)
@@ -74,7 +91,8 @@ async fn resources_support_create_get_list_replace_patch_status_and_delete() {
     assert_eq!(patched.1["spec"]["replicas"], 5);
     assert_eq!(patched.1["metadata"]["labels"], json!({ "line": "a", "owner": "ops" }));
     assert_eq!(patched.1["metadata"]["generation"], 3);
-    assert_eq!(patched.1["status"]["readyReplicas"], 1, "a spec patch keeps the status");
+    let conditions = patched.1["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(conditions.contains(&audited), "a spec patch keeps the status: {}", patched.1);
 
     let (code, deleted) = send(&b, Method::DELETE, &one, None).await;
     assert_eq!((code, &deleted["metadata"]["name"]), (200, &json!("filter")), "{deleted}");

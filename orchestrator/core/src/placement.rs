@@ -576,11 +576,13 @@ fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u3
     };
     let current = &object.value["status"];
     let scheduled = current["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Scheduled"));
+    let scheduled_first = current["conditions"].as_array().and_then(|c| c.first()).is_some_and(|c| c["type"] == "Scheduled");
     let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
     let same = current["replicas"] == placed
         && current["readyReplicas"] == ready
         && current["observedGeneration"] == generation
         && current.get("rollout") == rollout.as_ref()
+        && scheduled_first
         && scheduled.is_some_and(|c| c["status"] == status && c["message"] == message.as_str());
     if same {
         return;
@@ -589,15 +591,22 @@ fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u3
         Some(c) if c["status"] == status => c["lastTransitionTime"].clone(),
         _ => json!(p.now.rfc3339),
     };
+    // The scheduler owns these fields and the Scheduled condition; anything else in the
+    // status (other conditions, other writers' fields) is kept as it is.
     let mut resource = Value::clone(&object.value);
-    resource["status"] = json!({
-        "observedGeneration": generation,
-        "replicas": placed,
-        "readyReplicas": ready,
-        "conditions": [{ "type": "Scheduled", "status": status, "reason": reason, "message": message, "lastTransitionTime": since }],
-    });
-    if let Some(rollout) = rollout {
-        resource["status"]["rollout"] = rollout;
+    let mut conditions: Vec<Value> = current["conditions"].as_array().cloned().unwrap_or_default().into_iter().filter(|c| c["type"] != "Scheduled").collect();
+    conditions.insert(0, json!({ "type": "Scheduled", "status": status, "reason": reason, "message": message, "lastTransitionTime": since }));
+    if !resource["status"].is_object() {
+        resource["status"] = json!({});
+    }
+    let owned = &mut resource["status"];
+    owned["observedGeneration"] = json!(generation);
+    owned["replicas"] = json!(placed);
+    owned["readyReplicas"] = json!(ready);
+    owned["conditions"] = Value::Array(conditions);
+    match rollout {
+        Some(rollout) => owned["rollout"] = rollout,
+        None => drop(owned.as_object_mut().and_then(|o| o.remove("rollout"))),
     }
     p.plan.commands.push(Command::PutResource {
         key,

@@ -92,17 +92,27 @@ pub async fn apply(client: &Client, files: &[String], namespace: Option<&str>) -
         let coll = collection(kind, Some(&ns));
         let one = format!("{coll}/{name}");
         let label = format!("{}.edgeplane.io/{name}", kind.kind.to_lowercase());
-        let verb = match client.call::<Value>(Method::GET, &one, &[], None).await {
-            Err(Failure::Refused(s)) if s.code == 404 => {
-                client.call::<Value>(Method::POST, &coll, &[], Some(value.to_string())).await?;
-                "created"
-            }
-            Err(e) => return Err(e),
-            Ok((_, current)) if same_desired_state(&current, &value) => "unchanged",
-            Ok((_, current)) => {
-                value["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-                client.call::<Value>(Method::PUT, &one, &[], Some(value.to_string())).await?;
-                "configured"
+        // The replace is conditional on the version read; the scheduler writes Workload and
+        // EdgeNode status at any time, which moves that version on. A conflict means: read
+        // again and decide again.
+        let mut attempts = 0;
+        let verb = loop {
+            attempts += 1;
+            match client.call::<Value>(Method::GET, &one, &[], None).await {
+                Err(Failure::Refused(s)) if s.code == 404 => {
+                    client.call::<Value>(Method::POST, &coll, &[], Some(value.to_string())).await?;
+                    break "created";
+                }
+                Err(e) => return Err(e),
+                Ok((_, current)) if same_desired_state(&current, &value) => break "unchanged",
+                Ok((_, current)) => {
+                    value["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+                    match client.call::<Value>(Method::PUT, &one, &[], Some(value.to_string())).await {
+                        Ok(_) => break "configured",
+                        Err(Failure::Refused(s)) if s.code == 409 && attempts < 5 => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         };
         println!("{label} {verb}");

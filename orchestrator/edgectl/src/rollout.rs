@@ -76,6 +76,19 @@ pub async fn history(client: &Client, namespace: &str, name: &str) -> Result<(),
 
 /// Puts the module and configuration from before the last rollout back (a new revision).
 pub async fn undo(client: &Client, namespace: &str, name: &str) -> Result<(), Failure> {
+    // The replace is conditional on the version read, which a status write by the scheduler
+    // can move on: read again and retry a few times.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match undo_once(client, namespace, name).await {
+            Err(Failure::Refused(s)) if s.code == 409 && attempts < 5 => continue,
+            result => return result,
+        }
+    }
+}
+
+async fn undo_once(client: &Client, namespace: &str, name: &str) -> Result<(), Failure> {
     let (_, mut workload): (_, Value) = client.call(Method::GET, &path(namespace, name), &[], None).await?;
     let previous = workload["status"]["rollout"]["previous"].clone();
     let Some(module) = previous["module"].as_str().map(str::to_owned) else {
