@@ -271,7 +271,7 @@ impl Agent {
             .iter()
             .map(|(key, r)| {
                 let s = r.handle.status();
-                let counters = self.dataplane.workload_counters(key);
+                let counters = self.dataplane.counters(key);
                 let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 InstanceReport {
                     assignment: key.clone(),

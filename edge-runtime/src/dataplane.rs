@@ -201,13 +201,9 @@ impl DataPlane {
         self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn counters(&self, key: &str) -> Arc<WorkloadCounters> {
+    /// One instance's counters (by assignment key), created on first use.
+    pub fn counters(&self, key: &str) -> Arc<WorkloadCounters> {
         self.workloads.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone()
-    }
-
-    /// One instance's counters, for its heartbeat report.
-    pub fn workload_counters(&self, key: &str) -> Arc<WorkloadCounters> {
-        self.counters(key)
     }
 
     /// Takes a batch (v1 format, already validated, `readings` long) into the node. Returns

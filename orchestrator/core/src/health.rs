@@ -49,15 +49,14 @@ pub struct Liveness {
     pub crash_looping: BTreeSet<(String, String)>,
     /// (assignment, node) pairs whose instance reports Running: what counts as available.
     pub running: BTreeSet<(String, String)>,
-    /// (node, module digest) pairs: modules a node has (it runs an instance of them).
-    pub cached: BTreeSet<(String, String)>,
     /// The CPU each node reported in its last heartbeat.
     pub cpu_millis: BTreeMap<String, u32>,
     /// (assignment, node) pairs whose instance reports CrashLoop or Failed, with its message:
     /// what stops a rollout.
     pub failed: BTreeMap<(String, String), String>,
     /// The module each reported instance runs, by (assignment, node): a replica is updated
-    /// once it runs the new module, not when its Assignment changed.
+    /// once it runs the new module, not when its Assignment changed; and a node that runs a
+    /// module has it (scoring prefers it).
     pub digests: BTreeMap<(String, String), String>,
 }
 
@@ -99,7 +98,6 @@ impl Liveness {
         }
         self.crash_looping.hash(&mut h);
         self.running.hash(&mut h);
-        self.cached.hash(&mut h);
         self.failed.hash(&mut h);
         self.digests.hash(&mut h);
         h.finish()

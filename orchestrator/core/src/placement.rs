@@ -74,6 +74,18 @@ struct Existing {
     spec: AssignmentSpec,
 }
 
+impl Existing {
+    /// (assignment `namespace/name`, node): how heartbeats report this replica's instance.
+    fn instance(&self) -> (String, String) {
+        (format!("{}/{}", self.key.namespace, self.key.name), self.spec.node_name.clone())
+    }
+}
+
+/// `metadata.generation` of a stored resource.
+fn generation_of(object: &StoredObject) -> i64 {
+    object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0)
+}
+
 /// The leader's clock, read before planning (planning itself reads no clock).
 #[derive(Debug, Clone, Copy)]
 pub struct Now<'a> {
@@ -207,7 +219,7 @@ struct Want<'a> {
 
 impl<'a> Want<'a> {
     fn new(workload: &'a WorkloadSpec, template: &'a AssignmentSpec, live: &'a Liveness) -> Want<'a> {
-        let cached = live.cached.iter().filter(|(_, digest)| *digest == template.module_digest).map(|(node, _)| node.as_str()).collect();
+        let cached = live.digests.iter().filter(|(_, digest)| **digest == template.module_digest).map(|((_, node), _)| node.as_str()).collect();
         Want { workload, template, peers: BTreeMap::new(), domains: BTreeMap::new(), cached }
     }
 
@@ -306,7 +318,7 @@ fn plan_workload(
     // a rollout has yet to update.
     let mut settled: Vec<Existing> = Vec::new();
     let mut outdated: Vec<(Existing, AssignmentSpec)> = Vec::new();
-    let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let generation = generation_of(object);
     let rolling = object.value["status"]["rollout"]["phase"] == "Progressing" && object.value["status"]["rollout"]["revision"] == generation;
     for e in existing {
         let slot = match workload.mode {
@@ -324,7 +336,7 @@ fn plan_workload(
         // During a rollout a crash loop is the rollout's to judge (rollback), and a replica on
         // an old template is about to be replaced anyway: neither is a reason to move.
         let crash_looping =
-            !rolling && updated == e.spec && live.crash_looping.contains(&(format!("{}/{}", e.key.namespace, e.key.name), node.clone()));
+            !rolling && updated == e.spec && live.crash_looping.contains(&e.instance());
         let failing = lost(&node) || crash_looping;
         // Fail over only to somewhere else that fits; with nowhere to go, the replica waits.
         let moving = failing && workload.mode == WorkloadMode::Replicated && choose(&p.nodes, &matching, &want, Some(&node)).is_some();
@@ -379,7 +391,7 @@ fn plan_workload(
         };
         p.create(namespace, object_name, replica, node_name, &template, &because);
     }
-    let ready = settled.iter().filter(|e| live.running.contains(&(format!("{}/{}", e.key.namespace, e.key.name), e.spec.node_name.clone()))).count() as u32;
+    let ready = settled.iter().filter(|e| live.running.contains(&e.instance())).count() as u32;
     let peers = want.peers;
     let reason = (missing > 0).then(|| {
         let total = p.nodes.len();
@@ -577,7 +589,7 @@ fn workload_status(key: ObjectKey, object: &StoredObject, placed: u32, ready: u3
     let current = &object.value["status"];
     let scheduled = current["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Scheduled"));
     let scheduled_first = current["conditions"].as_array().and_then(|c| c.first()).is_some_and(|c| c["type"] == "Scheduled");
-    let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let generation = generation_of(object);
     let same = current["replicas"] == placed
         && current["readyReplicas"] == ready
         && current["observedGeneration"] == generation
@@ -644,9 +656,8 @@ fn roll_out(
     p: &mut Planning<'_>,
 ) -> RolloutStep {
     let live = p.live;
-    let id = |e: &Existing| (format!("{}/{}", e.key.namespace, e.key.name), e.spec.node_name.clone());
-    let healthy = |e: &Existing| live.running.contains(&id(e)) && live.digests.get(&id(e)).is_none_or(|d| *d == e.spec.module_digest);
-    let generation = object.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let healthy = |e: &Existing| live.running.contains(&e.instance()) && live.digests.get(&e.instance()).is_none_or(|d| *d == e.spec.module_digest);
+    let generation = generation_of(object);
     let current: Option<edgeplane_api::resources::RolloutStatus> = object.value["status"].get("rollout").and_then(|r| serde_json::from_value(r.clone()).ok());
     let replicas = (settled.len() + outdated.len()) as u32;
     let updated = settled.iter().filter(|e| healthy(e)).count() as u32;
@@ -664,7 +675,7 @@ fn roll_out(
     let gate_ms = workload.rollout.health_gate_seconds.saturating_mul(1000);
     let step_started = current.as_ref().filter(|c| c.revision == generation).map_or(p.now.unix_ms, |c| c.step_started_ms);
     let late = p.now.unix_ms.saturating_sub(step_started) > gate_ms;
-    let failure = settled.iter().find_map(|e| match live.failed.get(&id(e)) {
+    let failure = settled.iter().find_map(|e| match live.failed.get(&e.instance()) {
         Some(why) => Some((e.key.name.clone(), e.spec.node_name.clone(), why.clone())),
         None if late && !healthy(e) && live.is_ready(&e.spec.node_name) => Some((e.key.name.clone(), e.spec.node_name.clone(), format!("not Running {}s after its update", workload.rollout.health_gate_seconds))),
         None => None,

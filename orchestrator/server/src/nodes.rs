@@ -12,7 +12,7 @@
 //! pure planner ([`edgeplane_core::placement`]) the applied state and the nodes heard from
 //! within the grace period, and proposes the planner's writes as one transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -97,19 +97,19 @@ impl Liveness {
         let silence = nodes.iter().map(|(n, (at, _))| (n.clone(), at.elapsed().min(since_leading).as_millis() as u64)).collect();
         let instances = || nodes.iter().flat_map(|(node, (_, h))| h.instances.iter().map(move |i| (node, i)));
         let with_phase = |phase| instances().filter(|(_, i)| i.phase == phase).map(|(n, i)| (i.assignment.clone(), n.clone())).collect();
-        Observed {
-            silence,
-            since_leading_ms: since_leading.as_millis() as u64,
+        // What the instances report; health is judged later, against the registered nodes.
+        let reports = placement::Liveness {
             crash_looping: with_phase(InstancePhase::CrashLoop),
             running: with_phase(InstancePhase::Running),
-            cached: instances().map(|(n, i)| (n.clone(), i.module_digest.clone())).collect(),
             cpu_millis: nodes.iter().map(|(n, (_, h))| (n.clone(), h.load.cpu_millis)).collect(),
             failed: instances()
                 .filter(|(_, i)| matches!(i.phase, InstancePhase::CrashLoop | InstancePhase::Failed))
                 .map(|(n, i)| ((i.assignment.clone(), n.clone()), i.message.clone().unwrap_or_else(|| format!("{:?}", i.phase))))
                 .collect(),
             digests: instances().map(|(n, i)| ((i.assignment.clone(), n.clone()), i.module_digest.clone())).collect(),
-        }
+            ..placement::Liveness::default()
+        };
+        Observed { silence, since_leading_ms: since_leading.as_millis() as u64, reports }
     }
 
     fn get(&self, name: &str) -> Option<NodeLiveness> {
@@ -298,12 +298,8 @@ async fn ensure_leader(state: &AppState) -> Result<(), ApiError> {
 struct Observed {
     silence: BTreeMap<String, u64>,
     since_leading_ms: u64,
-    crash_looping: BTreeSet<(String, String)>,
-    running: BTreeSet<(String, String)>,
-    cached: BTreeSet<(String, String)>,
-    cpu_millis: BTreeMap<String, u32>,
-    failed: BTreeMap<(String, String), String>,
-    digests: BTreeMap<(String, String), String>,
+    /// Everything but the health verdicts.
+    reports: placement::Liveness,
 }
 
 impl Observed {
@@ -313,14 +309,8 @@ impl Observed {
         for (key, _) in state.list("edgenodes", Some("")) {
             self.silence.entry(key.name.clone()).or_insert(self.since_leading_ms);
         }
-        let mut liveness = placement::Liveness::assess(&self.silence, policy);
-        liveness.crash_looping = self.crash_looping;
-        liveness.running = self.running;
-        liveness.cached = self.cached;
-        liveness.cpu_millis = self.cpu_millis;
-        liveness.failed = self.failed;
-        liveness.digests = self.digests;
-        liveness
+        let judged = placement::Liveness::assess(&self.silence, policy);
+        placement::Liveness { health: judged.health, down_for_ms: judged.down_for_ms, ..self.reports }
     }
 }
 
