@@ -432,7 +432,7 @@ impl Agent {
                 },
             }
         }
-        let routes = running.iter().map(|(key, r)| Route::new(key, &r.spec, r.handle.clone(), r.slots.clone())).collect();
+        let routes = running.iter().map(|(key, r)| Route::new(key, &r.spec, r.handle.clone(), r.slots.clone(), self.dataplane.counters(key))).collect();
         self.dataplane.set_routes(routes);
         self.topics.send_replace(self.dataplane.input_topics().into_iter().collect());
     }

@@ -49,10 +49,12 @@ pub struct Route {
     pub handle: Arc<InstanceHandle>,
     /// Room in the instance's queue: waited on, so the queue is never overrun.
     pub slots: Arc<Semaphore>,
+    /// The instance's counters, held here so that a batch does not look them up.
+    pub counters: Arc<WorkloadCounters>,
 }
 
 impl Route {
-    pub fn new(key: &str, spec: &AssignmentSpec, handle: Arc<InstanceHandle>, slots: Arc<Semaphore>) -> Route {
+    pub fn new(key: &str, spec: &AssignmentSpec, handle: Arc<InstanceHandle>, slots: Arc<Semaphore>, counters: Arc<WorkloadCounters>) -> Route {
         let (namespace, assignment) = key.split_once('/').unwrap_or(("", key));
         let outputs = spec.outputs.iter().map(|o| (o.name.clone(), Destination::of(o))).collect();
         Route {
@@ -65,6 +67,7 @@ impl Route {
             outputs,
             handle,
             slots,
+            counters,
         }
     }
 }
@@ -182,9 +185,7 @@ impl DataPlane {
     /// Replaces the routing table with the instances running now.
     pub fn set_routes(&self, routes: Vec<Route>) {
         let mut by_topic: BTreeMap<String, Vec<Arc<Route>>> = BTreeMap::new();
-        let mut counters = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
         for route in routes.into_iter().map(Arc::new) {
-            counters.entry(route.key.clone()).or_default();
             for topic in &route.inputs {
                 by_topic.entry(topic.clone()).or_default().push(route.clone());
             }
@@ -279,7 +280,7 @@ impl DataPlane {
 
     /// One batch through one instance; a failure costs that instance's readings, counted.
     async fn process(&self, route: &Route, batch: Arc<Vec<u8>>, count: u64) -> crate::host::Emitted {
-        let counters = self.counters(&route.key);
+        let counters = &route.counters;
         counters.readings_in.fetch_add(count, Ordering::Relaxed);
         counters.bytes_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let result = match route.slots.acquire().await {
@@ -298,7 +299,7 @@ impl DataPlane {
     }
 
     async fn sink(&self, route: &Route, output: &str, destination: &Destination, data: Vec<u8>, records: &mut Vec<OutRecord>) {
-        let counters = self.counters(&route.key);
+        let counters = &route.counters;
         let readings = validate_batch(&data).ok();
         let lost = |why: &str| {
             let count = u64::from(readings.unwrap_or(1));

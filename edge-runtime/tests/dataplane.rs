@@ -51,7 +51,7 @@ impl Node {
         let restart = RestartPolicy { first_backoff: Duration::from_secs(30), max_restarts: 3 };
         let handle = self.pool.start(InstanceSpec { name: name.into(), module, limits, config_doc: b"{}".to_vec(), restart, queue_capacity: 4 });
         self.routes.push((format!("ns/{name}-0"), spec, Arc::new(handle)));
-        let routes = self.routes.iter().map(|(key, spec, handle)| Route::new(key, spec, handle.clone(), Arc::new(Semaphore::new(4)))).collect();
+        let routes = self.routes.iter().map(|(key, spec, handle)| Route::new(key, spec, handle.clone(), Arc::new(Semaphore::new(4)), self.dataplane.counters(key))).collect();
         self.dataplane.set_routes(routes);
         let handle = &self.routes.last().expect("pushed").2;
         let deadline = Instant::now() + Duration::from_secs(10);
