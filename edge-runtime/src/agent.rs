@@ -140,6 +140,8 @@ pub struct Agent {
     dataplane: Arc<DataPlane>,
     /// The input topics of the running instances (what MQTT ingest subscribes to).
     topics: tokio::sync::watch::Sender<BTreeSet<String>>,
+    /// Set once the assignments saved on disk run again (or there were none).
+    resumed: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -166,6 +168,7 @@ impl Agent {
             load: Mutex::new(LoadMeter::default()),
             dataplane,
             topics: tokio::sync::watch::Sender::new(BTreeSet::new()),
+            resumed: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -175,6 +178,16 @@ impl Agent {
 
     pub fn dataplane(&self) -> &Arc<DataPlane> {
         &self.dataplane
+    }
+
+    /// Returns once the assignments saved on disk run again (instances may still be
+    /// compiling): from then on the data plane knows every topic the node reads. MQTT ingest
+    /// waits for this, or it would take the messages its persistent session queued while the
+    /// node was down, find no route for them and drop them.
+    pub async fn resumed(&self) {
+        let mut resumed = self.resumed.subscribe();
+        // The sender lives as long as the agent, so this only returns once it is set.
+        let _ = resumed.wait_for(|r| *r).await;
     }
 
     /// The input topics of the running instances, as they change.
@@ -193,6 +206,7 @@ impl Agent {
             Ok(None) => {}
             Err(e) => tracing::warn!("ignoring the saved assignments: {e:#}"),
         }
+        self.resumed.send_replace(true);
         let heartbeats = tokio::spawn(self.clone().heartbeat_loop());
         let uploads = tokio::spawn(self.clone().upload_loop());
         self.watch_loop().await;
@@ -419,7 +433,7 @@ impl Agent {
                 Some(r) if r.spec == spec => {}
                 Some(r) if same_instance(&r.spec, &spec) => {
                     tracing::info!(assignment = %key, model = ?spec.model.as_ref().map(|m| &m.version), "reconfiguring");
-                    r.handle.configure(config_document(&spec));
+                    r.handle.configure(config_document(&spec), model_version(&spec));
                     r.spec = spec;
                 }
                 _ => match self.start(&key, &spec).await {
@@ -520,6 +534,7 @@ impl Agent {
             module,
             limits,
             config_doc: config_document(spec),
+            model_version: model_version(spec),
             restart: RestartPolicy {
                 first_backoff: Duration::from_millis(spec.failure_policy.restart_backoff_ms.max(1)),
                 max_restarts: spec.failure_policy.max_restarts,
@@ -585,6 +600,7 @@ fn up_record(stored: crate::outbox::Stored) -> anyhow::Result<UpRecord> {
         workload: r.workload,
         output: r.output,
         generation: r.generation,
+        model: r.model,
         produced_ms: r.produced_ms,
         readings,
         opaque,
@@ -604,6 +620,12 @@ fn same_instance(a: &AssignmentSpec, b: &AssignmentSpec) -> bool {
 pub fn config_document(spec: &AssignmentSpec) -> Vec<u8> {
     let doc = json!({ "config": spec.config, "model": spec.model });
     serde_json::to_vec(&doc).expect("JSON values serialize")
+}
+
+/// The version of the Model in the configuration document, which the instance's cloud
+/// records carry.
+fn model_version(spec: &AssignmentSpec) -> Option<Arc<str>> {
+    spec.model.as_ref().map(|m| Arc::from(m.version.as_str()))
 }
 
 fn load_identity(dir: &Path, name: &str) -> anyhow::Result<Identity> {

@@ -28,7 +28,7 @@ use edgeplane_api::resources::{AssignmentSpec, SinkType};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::outbox::{DataKind, OutRecord, Outbox};
-use crate::pool::{InstanceHandle, ProcessError};
+use crate::pool::{InstanceHandle, ProcessError, Processed};
 
 /// Outputs routed to topics may feed other workloads this many times over before the batch is
 /// dropped (and counted): a safety net against topic loops.
@@ -264,12 +264,13 @@ impl DataPlane {
             let results = futures::future::join_all(subscribers.iter().map(|route| self.process(route, batch.clone(), count))).await;
             // Depth first in emission order keeps each stream's order within one request.
             let mut next = Vec::new();
-            for (route, emitted) in subscribers.iter().zip(results) {
+            for (route, processed) in subscribers.iter().zip(results) {
+                let Some(Processed { emitted, model_version }) = processed else { continue };
                 for (output, data) in emitted {
                     let Some((name, destination)) = route.outputs.get(output) else { continue };
                     match destination {
                         Destination::Topic(t) => next.push((t.clone(), Arc::new(data), depth + 1)),
-                        other => self.sink(route, name, other, data, &mut records).await,
+                        other => self.sink(route, name, model_version.as_deref(), other, data, &mut records).await,
                     }
                 }
             }
@@ -279,7 +280,7 @@ impl DataPlane {
     }
 
     /// One batch through one instance; a failure costs that instance's readings, counted.
-    async fn process(&self, route: &Route, batch: Arc<Vec<u8>>, count: u64) -> crate::host::Emitted {
+    async fn process(&self, route: &Route, batch: Arc<Vec<u8>>, count: u64) -> Option<Processed> {
         let counters = &route.counters;
         counters.readings_in.fetch_add(count, Ordering::Relaxed);
         counters.bytes_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -288,17 +289,17 @@ impl DataPlane {
             Err(_) => Err(ProcessError::Stopped(route.key.clone())),
         };
         match result {
-            Ok(emitted) => emitted,
+            Ok(processed) => Some(processed),
             Err(e) => {
                 tracing::warn!(workload = %route.key, readings = count, "batch lost: {e}");
                 counters.readings_dropped.fetch_add(count, Ordering::Relaxed);
                 self.node.readings_dropped.fetch_add(count, Ordering::Relaxed);
-                Vec::new()
+                None
             }
         }
     }
 
-    async fn sink(&self, route: &Route, output: &str, destination: &Destination, data: Vec<u8>, records: &mut Vec<OutRecord>) {
+    async fn sink(&self, route: &Route, output: &str, model_version: Option<&str>, destination: &Destination, data: Vec<u8>, records: &mut Vec<OutRecord>) {
         let counters = &route.counters;
         let readings = validate_batch(&data).ok();
         let lost = |why: &str| {
@@ -317,6 +318,7 @@ impl DataPlane {
                     workload: route.workload.clone(),
                     output: output.to_owned(),
                     generation: route.generation,
+                    model: model_version.map(str::to_owned),
                     produced_ms: now_ms(),
                     readings: readings.unwrap_or(0),
                     kind: if readings.is_some() { DataKind::Readings } else { DataKind::Opaque },

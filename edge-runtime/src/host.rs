@@ -34,11 +34,15 @@ const MAX_LOG_LINE: usize = 4096;
 pub struct HostConfig {
     /// Instances that can exist at once (pool slots).
     pub max_instances: u32,
-    /// The largest memory limit any instance may be given.
+    /// The largest memory limit any instance may be given; above [`MAX_WASM32_MEMORY`] it is
+    /// that.
     pub max_instance_memory: usize,
     /// Bytes an instance may emit while processing one batch.
     pub max_output_per_batch: usize,
 }
+
+/// All a 32-bit wasm memory can address, and what the pooling allocator reserves for one.
+pub const MAX_WASM32_MEMORY: usize = 4 << 30;
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -103,7 +107,7 @@ impl WasmHost {
         pool.total_core_instances(config.max_instances)
             .total_memories(config.max_instances)
             .total_tables(config.max_instances)
-            .max_memory_size(config.max_instance_memory)
+            .max_memory_size(config.max_instance_memory.min(MAX_WASM32_MEMORY))
             // Keep a few slots' pages warm so a restart does not page in from scratch.
             .max_unused_warm_slots(config.max_instances.min(16));
         let mut wasm = Config::new();

@@ -82,7 +82,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(node = agent.name(), status_api = %address, "edge runtime started");
     if let Some(broker) = mqtt_broker {
         let client_id = format!("edgeplane-{}", agent.name());
-        tokio::spawn(edgeplane_edge_runtime::mqtt::run(broker, client_id, dataplane.clone(), agent.topics()));
+        let (agent, dataplane) = (agent.clone(), dataplane.clone());
+        tokio::spawn(async move {
+            agent.resumed().await;
+            edgeplane_edge_runtime::mqtt::run(broker, client_id, dataplane, agent.topics()).await;
+        });
     }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

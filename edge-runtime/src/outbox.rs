@@ -20,7 +20,9 @@
 //!
 //! Frame: `u32 len, u32 crc32(payload), payload`; payload: `u64 index, u64 seq, u64
 //! generation, u64 produced_ms, u32 readings, u8 kind, 4 x (u16 len, UTF-8) stream, namespace,
-//! workload, output`, then the data. A torn frame at the end of the last segment (a crash
+//! workload, output`, then the data. Bit 7 of `kind` (`WITH_MODEL`) says a fifth name, the
+//! Model version, follows the four; records without one keep the original layout, which older
+//! segments were written in. A torn frame at the end of the last segment (a crash
 //! mid-write, never acknowledged) is cut off at startup.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -79,6 +81,8 @@ pub struct OutRecord {
     pub workload: String,
     pub output: String,
     pub generation: u64,
+    /// The version of the Model the instance ran with, if it has one.
+    pub model: Option<String>,
     pub produced_ms: u64,
     /// Readings in `data` (0 for opaque data).
     pub readings: u32,
@@ -480,6 +484,9 @@ impl Writer {
     }
 }
 
+/// Set in a frame's kind byte when the Model version follows the names.
+const WITH_MODEL: u8 = 0x80;
+
 fn encode(buf: &mut Vec<u8>, index: u64, seq: u64, r: &OutRecord) {
     let start = buf.len();
     buf.extend_from_slice(&[0; 8]);
@@ -487,12 +494,13 @@ fn encode(buf: &mut Vec<u8>, index: u64, seq: u64, r: &OutRecord) {
         buf.extend_from_slice(&n.to_le_bytes());
     }
     buf.extend_from_slice(&r.readings.to_le_bytes());
-    buf.push(match r.kind {
+    let kind = match r.kind {
         DataKind::Readings => 0,
         DataKind::Opaque => 1,
-    });
-    for s in [&r.stream, &r.namespace, &r.workload, &r.output] {
-        // Names come from validated resources (DNS names, at most 253 bytes).
+    };
+    buf.push(if r.model.is_some() { kind | WITH_MODEL } else { kind });
+    // Names come from validated resources: DNS names, and versions of at most 128 bytes.
+    for s in [&r.stream, &r.namespace, &r.workload, &r.output].into_iter().chain(&r.model) {
         buf.extend_from_slice(&(s.len() as u16).to_le_bytes());
         buf.extend_from_slice(s.as_bytes());
     }
@@ -525,20 +533,21 @@ fn decode(payload: &[u8]) -> anyhow::Result<Stored> {
         *n = u64::from_le_bytes(take(8)?.try_into()?);
     }
     let readings = u32::from_le_bytes(take(4)?.try_into()?);
-    let kind = match take(1)?[0] {
+    let kind_byte = take(1)?[0];
+    let kind = match kind_byte & !WITH_MODEL {
         0 => DataKind::Readings,
         1 => DataKind::Opaque,
         k => bail!("unknown record kind {k}"),
     };
-    let mut names: [String; 4] = Default::default();
-    for name in &mut names {
+    let mut name = || -> anyhow::Result<String> {
         let len = u16::from_le_bytes(take(2)?.try_into()?) as usize;
-        *name = String::from_utf8(take(len)?.to_vec()).context("name is not UTF-8")?;
-    }
+        String::from_utf8(take(len)?.to_vec()).context("name is not UTF-8")
+    };
+    let (stream, namespace, workload, output) = (name()?, name()?, name()?, name()?);
+    let model = if kind_byte & WITH_MODEL != 0 { Some(name()?) } else { None };
     let data = payload[at..].to_vec();
-    let [stream, namespace, workload, output] = names;
     let [index, seq, generation, produced_ms] = u64s;
-    Ok(Stored { index, seq, record: OutRecord { stream, namespace, workload, output, generation, produced_ms, readings, kind, data } })
+    Ok(Stored { index, seq, record: OutRecord { stream, namespace, workload, output, generation, model, produced_ms, readings, kind, data } })
 }
 
 struct Scan {
@@ -580,6 +589,8 @@ mod tests {
             workload: "wl".into(),
             output: "out".into(),
             generation: 7,
+            // Records with and without a model version, so that both survive the round trip.
+            model: (n % 2 == 1).then(|| format!("1.{n}.0")),
             produced_ms: 1000 + u64::from(n),
             readings: n,
             kind: DataKind::Readings,

@@ -43,6 +43,9 @@ pub struct InstanceSpec {
     pub limits: InstanceLimits,
     /// The configuration document (docs/abi.md) handed to `ep_configure`.
     pub config_doc: Vec<u8>,
+    /// The version of the Model in `config_doc`, if any: what the instance's outputs are
+    /// stamped with.
+    pub model_version: Option<Arc<str>>,
     pub restart: RestartPolicy,
     /// Batches that may wait for the instance; more are refused with [`ProcessError::Busy`].
     pub queue_capacity: usize,
@@ -89,11 +92,19 @@ impl Shared {
     }
 }
 
-type Reply = oneshot::Sender<Result<Emitted, ProcessError>>;
+/// A batch's outputs, with the version of the Model the instance processed it with. The
+/// worker reads the version with the batch, so it is exact across a reconfiguration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processed {
+    pub emitted: Emitted,
+    pub model_version: Option<Arc<str>>,
+}
+
+type Reply = oneshot::Sender<Result<Processed, ProcessError>>;
 
 enum Job {
     Start { id: u64, spec: InstanceSpec, shared: Arc<Shared> },
-    Configure { id: u64, doc: Vec<u8> },
+    Configure { id: u64, doc: Vec<u8>, model_version: Option<Arc<str>> },
     Process { id: u64, batch: Vec<u8>, reply: Reply },
     Stop { id: u64 },
 }
@@ -172,7 +183,7 @@ pub struct InstanceHandle {
 impl InstanceHandle {
     /// Queues a batch; the answer arrives on the returned channel once the instance has
     /// processed it. Refused at once when the instance's queue is full.
-    pub fn process(&self, batch: Vec<u8>) -> Result<oneshot::Receiver<Result<Emitted, ProcessError>>, ProcessError> {
+    pub fn process(&self, batch: Vec<u8>) -> Result<oneshot::Receiver<Result<Processed, ProcessError>>, ProcessError> {
         let queued = self.shared.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.capacity {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
@@ -187,15 +198,16 @@ impl InstanceHandle {
     }
 
     /// Processes a batch and waits for the result.
-    pub async fn process_wait(&self, batch: Vec<u8>) -> Result<Emitted, ProcessError> {
+    pub async fn process_wait(&self, batch: Vec<u8>) -> Result<Processed, ProcessError> {
         let answer = self.process(batch)?;
         answer.await.unwrap_or_else(|_| Err(ProcessError::Stopped(self.name.clone())))
     }
 
-    /// Hands the running instance a new configuration document, without restarting it. An
-    /// instance that had refused its configuration is started again with this one.
-    pub fn configure(&self, doc: Vec<u8>) {
-        let _ = self.sender.send(Job::Configure { id: self.id, doc });
+    /// Hands the running instance a new configuration document (with the version of the Model
+    /// in it), without restarting it. An instance that had refused its configuration is
+    /// started again with this one.
+    pub fn configure(&self, doc: Vec<u8>, model_version: Option<Arc<str>>) {
+        let _ = self.sender.send(Job::Configure { id: self.id, doc, model_version });
     }
 
     pub fn status(&self) -> InstanceStatus {
@@ -264,9 +276,12 @@ impl Worker {
                 slot.start(&self.host);
                 self.slots.insert(id, slot);
             }
-            Job::Configure { id, doc } => {
+            Job::Configure { id, doc, model_version } => {
                 let Some(slot) = self.slots.get_mut(&id) else { return };
                 slot.spec.config_doc = doc;
+                // A refused configuration fails the instance: nothing is processed under the
+                // new version until an instance has accepted it.
+                slot.spec.model_version = model_version;
                 match slot.instance.as_mut() {
                     Some(instance) => match instance.configure(&slot.spec.config_doc) {
                         Ok(()) => slot.shared.update(|s| {
@@ -304,7 +319,7 @@ impl Worker {
                             s.memory_bytes = memory;
                             s.consecutive_failures = 0;
                         });
-                        let _ = reply.send(Ok(emitted));
+                        let _ = reply.send(Ok(Processed { emitted, model_version: slot.spec.model_version.clone() }));
                     }
                     Err(e) => {
                         // Status first, so whoever gets the answer sees the consequence.

@@ -49,7 +49,7 @@ impl Node {
         let module = Arc::new(self.pool.host().load(&wat::parse_str(wat).expect("wat")).expect("loads"));
         let limits = InstanceLimits { memory_bytes: 1 << 20, batch_deadline: Duration::from_millis(200), outputs: vec!["out".into()], log_name: name.into() };
         let restart = RestartPolicy { first_backoff: Duration::from_secs(30), max_restarts: 3 };
-        let handle = self.pool.start(InstanceSpec { name: name.into(), module, limits, config_doc: b"{}".to_vec(), restart, queue_capacity: 4 });
+        let handle = self.pool.start(InstanceSpec { name: name.into(), module, limits, config_doc: b"{}".to_vec(), model_version: None, restart, queue_capacity: 4 });
         self.routes.push((format!("ns/{name}-0"), spec, Arc::new(handle)));
         let routes = self.routes.iter().map(|(key, spec, handle)| Route::new(key, spec, handle.clone(), Arc::new(Semaphore::new(4)), self.dataplane.counters(key))).collect();
         self.dataplane.set_routes(routes);

@@ -16,6 +16,16 @@ fn host() -> Arc<WasmHost> {
     Arc::new(WasmHost::new(config).expect("the wasm host starts"))
 }
 
+#[test]
+fn a_node_with_more_memory_than_wasm32_addresses_still_starts() {
+    // A cloud-tier node with 8 GiB: instances are capped at the 4 GiB a wasm32 memory reaches.
+    let config = HostConfig { max_instances: 4, max_instance_memory: 8 << 30, max_output_per_batch: 1 << 20 };
+    let host = WasmHost::new(config).expect("an 8 GiB node gets a wasm host");
+    let module = load(&host, &echo()).expect("loads");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
+    assert_eq!(instance.process(b"batch").expect("processes"), vec![(0, b"batch".to_vec())]);
+}
+
 fn load(host: &WasmHost, wat: &str) -> Result<CompiledModule, LoadError> {
     host.load(&wat::parse_str(wat).expect("test modules are valid WAT"))
 }
@@ -191,6 +201,7 @@ fn spec(host: &WasmHost, name: &str, wat: &str, max_restarts: u32) -> InstanceSp
         module: Arc::new(load(host, wat).expect("loads")),
         limits: limits(1, 50),
         config_doc: b"{}".to_vec(),
+        model_version: None,
         restart: RestartPolicy { first_backoff: Duration::from_millis(5), max_restarts },
         queue_capacity: 64,
     }
@@ -216,7 +227,7 @@ async fn a_trap_storm_backs_off_into_crash_loop_while_a_healthy_neighbour_runs_o
     let mut storm_failures = 0;
     for n in 0..200u32 {
         let batch = n.to_le_bytes().to_vec();
-        assert_eq!(healthy.process_wait(batch.clone()).await, Ok(vec![(0, batch)]), "healthy batch {n}");
+        assert_eq!(healthy.process_wait(batch.clone()).await.map(|p| p.emitted), Ok(vec![(0, batch)]), "healthy batch {n}");
         if let Ok(answer) = storm.process(vec![0; 8]) {
             match answer.await.expect("answered") {
                 Err(ProcessError::Guest(_, GuestError::Trap { message, .. })) => {
@@ -254,7 +265,7 @@ async fn a_deadline_kill_restarts_the_instance_and_it_serves_again() {
         other => panic!("expected the deadline, got {other:?}"),
     }
     wait_for_phase(&handle, InstancePhase::Running).await;
-    assert_eq!(handle.process_wait(vec![2, 3]).await, Ok(vec![(0, vec![2, 3])]));
+    assert_eq!(handle.process_wait(vec![2, 3]).await.map(|p| p.emitted), Ok(vec![(0, vec![2, 3])]));
     let status = handle.status();
     assert_eq!((status.restarts, status.batches_ok, status.batches_failed), (1, 1, 1), "{status:?}");
 }
@@ -284,6 +295,6 @@ async fn a_full_queue_refuses_batches_instead_of_growing() {
     }
     assert!(accepted.len() <= 5 && refused >= 45, "{} accepted, {refused} refused", accepted.len());
     for answer in accepted {
-        assert_eq!(answer.await.expect("answered"), Ok(vec![]));
+        assert_eq!(answer.await.expect("answered").map(|p| p.emitted), Ok(vec![]));
     }
 }

@@ -328,15 +328,19 @@ async fn a_model_update_reaches_a_pooled_instance_without_a_restart() {
         module,
         limits: InstanceLimits { memory_bytes: 16 << 20, batch_deadline: Duration::from_secs(1), outputs: vec!["alerts".into()], log_name: "t".into() },
         config_doc: format!(r#"{{"config":{{}},{MODEL_V1}}}"#).into_bytes(),
+        model_version: Some("1.0.0".into()),
         restart: RestartPolicy { first_backoff: Duration::from_millis(10), max_restarts: 3 },
         queue_capacity: 8,
     });
     let quiet: Vec<Reading> = (0..50).map(|i| r(1_000 + i, 20.0 + (i % 3) as f64 * 0.1, "press-1", "vibration")).collect();
     let alerts = |emitted: Vec<(usize, Vec<u8>)>| emitted.into_iter().map(|(_, b)| decode(&b).len()).sum::<usize>();
-    assert_eq!(alerts(handle.process_wait(encode(&quiet)).await.expect("v1 batch")), 0, "v1 finds nothing in quiet data");
-    handle.configure(format!(r#"{{"config":{{}},{MODEL_V2}}}"#).into_bytes());
+    let first = handle.process_wait(encode(&quiet)).await.expect("v1 batch");
+    assert_eq!((alerts(first.emitted), first.model_version.as_deref()), (0, Some("1.0.0")), "v1 finds nothing in quiet data");
+    handle.configure(format!(r#"{{"config":{{}},{MODEL_V2}}}"#).into_bytes(), Some("2.0.0".into()));
     let later: Vec<Reading> = quiet.iter().map(|x| Reading { ts: x.ts + 100, ..x.clone() }).collect();
-    assert!(alerts(handle.process_wait(encode(&later)).await.expect("v2 batch")) > 0, "v2 is sensitive enough to flag quiet data");
+    let second = handle.process_wait(encode(&later)).await.expect("v2 batch");
+    assert_eq!(second.model_version.as_deref(), Some("2.0.0"), "the outputs name the model that made them");
+    assert!(alerts(second.emitted) > 0, "v2 is sensitive enough to flag quiet data");
     let status = handle.status();
     assert_eq!((status.reconfigurations, status.restarts, status.batches_ok), (1, 0, 2), "{status:?}");
 }

@@ -34,6 +34,7 @@ fn record(stream: &str, seq: u64) -> UpRecord {
         workload: workload.into(),
         output: output.into(),
         generation: 2,
+        model: None,
         produced_ms: 1_700_000_000_000 + seq,
         readings,
         opaque,

@@ -148,6 +148,10 @@ pub struct UpRecord {
     pub output: String,
     /// The Assignment generation that produced the record.
     pub generation: u64,
+    /// The version of the Model the workload ran with, if it has one: which model made a
+    /// detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// When the node produced it (node clock, ms since the Unix epoch).
     pub produced_ms: u64,
     /// The output's readings when it is a v1 batch ...

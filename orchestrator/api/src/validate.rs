@@ -72,8 +72,14 @@ pub fn label_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `MAJOR.MINOR.PATCH`, optionally followed by `-prerelease`.
+/// Longest version accepted (edge runtimes store the Model's version with every record).
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// `MAJOR.MINOR.PATCH`, optionally followed by `-prerelease`; at most [`MAX_VERSION_LEN`] bytes.
 pub fn semver(value: &str) -> Result<(), String> {
+    if value.len() > MAX_VERSION_LEN {
+        return Err(format!("must be a version of at most {MAX_VERSION_LEN} bytes, got {}", value.len()));
+    }
     let core = value.split_once('-').map_or(value, |(c, _)| c);
     let parts: Vec<&str> = core.split('.').collect();
     if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
@@ -313,4 +319,21 @@ pub fn model(m: &Model) -> Problems {
         }
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_semver_and_bounded() {
+        for good in ["1.2.0", "0.0.1", "10.20.30-rc.1"] {
+            assert_eq!(semver(good), Ok(()), "{good}");
+        }
+        for bad in ["1.2", "1.2.x", "v1.2.0", ""] {
+            assert!(semver(bad).is_err(), "{bad:?} must be refused");
+        }
+        let long = format!("1.0.0-{}", "a".repeat(MAX_VERSION_LEN));
+        assert_eq!(semver(&long), Err(format!("must be a version of at most 128 bytes, got {}", long.len())));
+    }
 }

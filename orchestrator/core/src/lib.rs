@@ -632,6 +632,7 @@ mod tests {
             workload: "w".into(),
             output: "out".into(),
             generation: 3,
+            model: Some("2.0.0".into()),
             produced_ms: 1_700_000_000_000 + seq,
             readings: vec![edgeplane_api::data::Reading { ts: seq, device: "press-1".into(), metric: "temp".into(), value: 0.5 * seq as f64 }],
             opaque: None,

@@ -216,6 +216,7 @@ mod tests {
             workload: workload.to_owned(),
             output: output.to_owned(),
             generation: 1,
+            model: None,
             produced_ms: 1_000 + seq,
             readings: (0..readings)
                 .map(|i| Reading { ts: seq * 10 + i as u64, device: "d".into(), metric: "m".into(), value: i as f64 })
