@@ -113,22 +113,23 @@ fn query_pairs(filters: &Filters, after: Option<u64>, limit: Option<u32>) -> Vec
 }
 
 fn print_header() {
-    println!("{:>8}  {:<16} {:<36} {:>6}  {:>13}  {:<16} {:<16} VALUE", "CURSOR", "NODE", "STREAM", "SEQ", "TS", "DEVICE", "METRIC");
+    println!("{:>8}  {:<16} {:<48} {:>6}  {:<8} {:>13}  {:<16} {:<18} VALUE", "CURSOR", "NODE", "STREAM", "SEQ", "MODEL", "TS", "DEVICE", "METRIC");
 }
 
 /// One line per reading, or one for a record without readings.
 fn print_record(stored: &StoredRecord) {
     let r = &stored.record;
-    let prefix = format!("{:>8}  {:<16} {:<36} {:>6}", stored.cursor, stored.node, r.stream, r.seq);
+    let model = r.model.as_deref().unwrap_or("-");
+    let prefix = format!("{:>8}  {:<16} {:<48} {:>6}  {model:<8}", stored.cursor, stored.node, r.stream, r.seq);
     if r.readings.is_empty() {
         let what = match &r.opaque {
             Some(b64) => format!("(opaque, {} bytes)", decoded_len(b64)),
             None => "(no readings)".to_owned(),
         };
-        println!("{prefix}  {:>13}  {what}", r.produced_ms);
+        println!("{prefix} {:>13}  {what}", r.produced_ms);
     }
     for reading in &r.readings {
-        println!("{prefix}  {:>13}  {:<16} {:<16} {}", reading.ts, reading.device, reading.metric, reading.value);
+        println!("{prefix} {:>13}  {:<16} {:<18} {}", reading.ts, reading.device, reading.metric, reading.value);
     }
 }
 

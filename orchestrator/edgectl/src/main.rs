@@ -17,6 +17,7 @@ mod data;
 mod nodes;
 mod resources;
 mod rollout;
+mod top;
 use reqwest::{Method, StatusCode};
 
 #[derive(Debug, Parser)]
@@ -109,6 +110,11 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// What the edge nodes are doing now: instances, CPU, readings in, bytes up, outbox.
+    Top {
+        #[command(subcommand)]
+        command: TopCommand,
+    },
     /// Take a node out of scheduling (cordon), back in (uncordon), or empty it (drain).
     Node {
         #[command(subcommand)]
@@ -139,6 +145,12 @@ enum RolloutCommand {
         #[arg(long, short = 'n', default_value = "default")]
         namespace: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopCommand {
+    /// One line per edge node, from the heartbeats the leader holds.
+    Nodes,
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,6 +407,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Rollout { command: RolloutCommand::History { workload, namespace } } => rollout::history(&client, &namespace, &workload).await,
         Command::Rollout { command: RolloutCommand::Undo { workload, namespace } } => rollout::undo(&client, &namespace, &workload).await,
+        Command::Top { command: TopCommand::Nodes } => top::nodes(&client, cli.output == "json").await,
         Command::Node { command: NodeCommand::Cordon { name } } => nodes::set_cordoned(&client, &name, true).await,
         Command::Node { command: NodeCommand::Uncordon { name } } => nodes::set_cordoned(&client, &name, false).await,
         Command::Node { command: NodeCommand::Drain { name } } => nodes::drain(&client, &name).await,

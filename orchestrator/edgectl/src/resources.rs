@@ -186,17 +186,7 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
             .and_then(Value::as_object)
             .map_or(String::new(), |m| m.iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
     };
-    let ready = |v: &Value| {
-        v.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-            .map_or("Unknown".to_owned(), |c| match (c["status"].as_str(), c["reason"].as_str()) {
-                (Some("True"), _) => "Ready".to_owned(),
-                (_, Some("HeartbeatsMissed")) => "Suspect".to_owned(),
-                (_, Some("NodeDown")) => "Down".to_owned(),
-                _ => "NotReady".to_owned(),
-            })
-    };
+    let ready = node_status;
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<&str> = if with_namespace && kind.namespaced { vec!["NAMESPACE", "NAME"] } else { vec!["NAME"] };
     match kind.plural {
@@ -457,4 +447,18 @@ pub async fn describe(client: &Client, kind: &str, name: &str, namespace: Option
         println!("  {:<9} rv={:<8} {}", field(&e["type"]), field(&e["resourceVersion"]), field(&e["message"]));
     }
     Ok(())
+}
+
+/// An EdgeNode's health from its Ready condition: Ready, Suspect (heartbeats missed), Down,
+/// NotReady, or Unknown before the scheduler has judged it.
+pub fn node_status(node: &Value) -> String {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .map_or("Unknown".to_owned(), |c| match (c["status"].as_str(), c["reason"].as_str()) {
+            (Some("True"), _) => "Ready".to_owned(),
+            (_, Some("HeartbeatsMissed")) => "Suspect".to_owned(),
+            (_, Some("NodeDown")) => "Down".to_owned(),
+            _ => "NotReady".to_owned(),
+        })
 }
