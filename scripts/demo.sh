@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job: a local 3-node orchestrator cluster on loopback that you can write to and
-# read from. It builds everything, starts the cluster, writes and reads through every node,
-# kills the leader to show failover without data loss, and keeps running until Ctrl-C.
+# The main job: a factory on one machine. 3 orchestrators (Raft), 3 edge runtimes (two beside
+# the production lines, one cloud-tier), a mosquitto broker and a sensor simulator. It applies
+# the manifests in manifests/factory, shows the workloads processing the readings at the edge,
+# then walks through failures: an edge node dies, the cloud is cut off and comes back, a new
+# model version is rolled out. Then it keeps running until Ctrl-C.
 #
 #   scripts/demo.sh           run until interrupted
-#   scripts/demo.sh --check   run the same steps non-interactively, then shut down (tests use this)
+#   scripts/demo.sh --check   the same steps non-interactively, checked, then shut down
 #
 # EDGEPLANE_SKIP_BUILD=1 uses the binaries already in target/debug (the test suite sets it,
 # since cargo holds the build lock while tests run).
@@ -17,7 +19,9 @@ check=false
 [ "${1:-}" = "--check" ] && check=true
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-fail() { echo "demo: $*" >&2; exit 1; }
+note() { printf '    %s\n' "$*"; }
+fail() { echo "demo: FAILED: $*" >&2; exit 1; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 if [ "${EDGEPLANE_SKIP_BUILD:-0}" != 1 ]; then
     say "building (debug; the first build takes a few minutes)"
@@ -35,137 +39,306 @@ for i in "${ids[@]}"; do members+=(--member "$i=$(peer "$i"),$(api "$i")"); done
 export EDGEPLANE_SERVERS="$(api 1),$(api 2),$(api 3)"
 # Edge runtimes present this to register (a demo secret; set your own in production).
 export EDGEPLANE_BOOTSTRAP_TOKEN=edgeplane-demo-bootstrap-token
+broker=127.0.0.1:18830
 edges=(line-a-edge line-b-edge cloud-1)
+declare -A edge_port=([line-a-edge]=9101 [line-b-edge]=9102 [cloud-1]=9103)
 declare -A edge_args=(
-    [line-a-edge]="--label zone=hall-1 --label line=a --capabilities sensor.temperature,sensor.vibration,wasm.simd --listen 127.0.0.1:9101"
-    [line-b-edge]="--label zone=hall-2 --label line=b --capabilities sensor.vibration,wasm.simd --listen 127.0.0.1:9102"
-    [cloud-1]="--label zone=cloud --tier cloud --capabilities wasm.simd,accel.gpu --memory-mib 8192 --instance-slots 64 --listen 127.0.0.1:9103"
+    [line-a-edge]="--label zone=hall-1 --label line=a --capabilities sensor.temperature,sensor.vibration,wasm.simd"
+    [line-b-edge]="--label zone=hall-2 --label line=b --capabilities sensor.vibration,wasm.simd"
+    [cloud-1]="--label zone=cloud --tier cloud --capabilities wasm.simd,accel.gpu --memory-mib 8192 --instance-slots 64"
 )
 
-for i in "${ids[@]}" edge; do
-    addrs=("$(api "$i")" "$(peer "$i")")
-    [ "$i" = edge ] && addrs=(127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103)
-    for addr in "${addrs[@]}"; do
-        if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
-            fail "something already listens on $addr (an earlier demo still running?)"
-        fi
-    done
+addresses=("$broker")
+for i in "${ids[@]}"; do addresses+=("$(api "$i")" "$(peer "$i")"); done
+for e in "${edges[@]}"; do addresses+=("127.0.0.1:${edge_port[$e]}"); done
+for addr in "${addresses[@]}"; do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
+        fail "something already listens on $addr (an earlier demo still running?)"
+    fi
 done
 
 dir=.edgeplane/demo
 rm -rf "$dir"
 mkdir -p "$dir"
+# Every process started here runs in its own session (setsid), so that Ctrl-C reaches only
+# this script, which then stops them in order: the simulator, the edges and orchestrators, the
+# broker.
 declare -A pids=()
 
-start_node() {
-    "$bin/orchestrator" --id "$1" --data-dir "$dir/node$1" "${members[@]}" >>"$dir/node$1.log" 2>&1 &
+stop() {
+    local p=${pids[$1]:-}
+    [ -n "$p" ] || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    unset "pids[$1]"
+}
+stop_all() {
+    # The simulator first (it flushes its totals), the broker last.
+    local p
+    stop sensor-sim
+    for p in "${!pids[@]}"; do [ "$p" = mosquitto ] || kill -TERM "${pids[$p]}" 2>/dev/null || true; done
+    for p in "${!pids[@]}"; do [ "$p" = mosquitto ] || stop "$p"; done
+    stop mosquitto
+}
+trap 'stop_all' EXIT
+# Ctrl-C is how a run ends; in --check mode it is a failure (the checks did not finish).
+trap 'echo; say "shutting down"; $check && exit 130; exit 0' INT TERM HUP
+
+kill_now() {
+    kill -KILL "${pids[$1]}" 2>/dev/null || true
+    wait "${pids[$1]}" 2>/dev/null || true
+    unset "pids[$1]"
+}
+
+start_orchestrator() {
+    setsid "$bin/orchestrator" --id "$1" --data-dir "$dir/node$1" "${members[@]}" >>"$dir/node$1.log" 2>&1 &
     pids[$1]=$!
 }
 
 start_edge() {
     # shellcheck disable=SC2086 # the arguments are meant to split
-    "$bin/edge-runtime" --name "$1" --data-dir "$dir/$1" --heartbeat-ms 500 ${edge_args[$1]} >>"$dir/$1.log" 2>&1 &
+    setsid "$bin/edge-runtime" --name "$1" --data-dir "$dir/$1" --listen "127.0.0.1:${edge_port[$1]}" \
+        --heartbeat-ms 500 --mqtt-broker "$broker" ${edge_args[$1]} >>"$dir/$1.log" 2>&1 &
     pids[$1]=$!
 }
 
-# Instances reported Running by every edge runtime's status API.
-running_instances() {
-    local total=0 port n
-    for port in 9101 9102 9103; do
-        n=$(curl -s "http://127.0.0.1:$port/v1/instances" 2>/dev/null | grep -o '"phase":"Running"' | wc -l || true)
-        total=$((total + n))
-    done
-    echo "$total"
-}
-
-stop_all() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    pids=()
-}
-trap 'stop_all' EXIT
-trap 'echo; say "shutting down"; exit 0' INT TERM
-
-leader() {
-    "$edgectl" --timeout 2 cluster status 2>/dev/null | awk '$3 == "leader" { print $2; exit }'
-}
-
-wait_for_leader() {
-    local l=""
-    for _ in $(seq 100); do
-        l=$(leader || true)
-        [ -n "$l" ] && { echo "$l"; return 0; }
+# `eventually SECONDS WHAT COMMAND...`: runs COMMAND every 100 ms until it succeeds.
+eventually() {
+    local seconds=$1 what=$2
+    shift 2
+    local deadline=$(($(now_ms) + seconds * 1000))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(now_ms)" -lt "$deadline" ] || fail "$what within $seconds s; logs are in $dir"
         sleep 0.1
     done
-    fail "no leader elected within 10 s; logs are in $dir"
 }
 
-say "starting 3 orchestrators on 127.0.0.1-3 (API port 8101, peer port 7101); logs in $dir"
-for i in "${ids[@]}"; do start_node "$i"; done
-first_leader=$(wait_for_leader)
+has_leader() { "$edgectl" --timeout 1 cluster status 2>/dev/null | awk '$3 == "leader" { found = 1 } END { exit !found }'; }
+stats() { curl -sf "http://127.0.0.1:${edge_port[$1]}/v1/stats"; }
+instances() { curl -sf "http://127.0.0.1:${edge_port[$1]}/v1/instances"; }
+# The node an Assignment of WORKLOAD is on ("" when there is none).
+node_of() {
+    "$edgectl" --timeout 3 -o json get assignments -n factory 2>/dev/null |
+        jq -r --arg w "$1" '[.[] | select(.spec.workload == $w) | .spec.nodeName] | first // ""'
+}
+# Whether NODE reports an instance of WORKLOAD Running.
+runs() { instances "$1" | jq -e --arg w "$2" 'any(.[]; (.assignment | startswith("factory/" + $w + "-")) and .phase == "Running")'; }
+all_ready() { [ "$("$edgectl" -o json get nodes | jq '[.[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"))] | length')" = 3 ]; }
+all_ready_replicas() {
+    "$edgectl" -o json get workloads -n factory | jq -e 'length == 3 and all(.[]; (.status.readyReplicas // 0) >= .spec.replicas)'
+}
+all_running() {
+    local w
+    for w in line-a-temperature-filter vibration-anomalies vibration-aggregates; do
+        local n
+        n=$(node_of "$w")
+        [ -n "$n" ] && runs "$n" "$w" || return 1
+    done
+}
+# All records of the cloud sink matching the filters, as one JSON array (pages followed).
+cloud_records() {
+    local after=0 page all='[]'
+    while :; do
+        page=$("$edgectl" -o json data query -n factory --limit 10000 --after "$after" "$@")
+        all=$(jq -s '.[0] + .[1].records' <(echo "$all") <(echo "$page"))
+        [ "$(echo "$page" | jq '.records | length')" -gt 0 ] || break
+        after=$(echo "$page" | jq '.next')
+    done
+    echo "$all"
+}
+# `has_cloud_records WORKLOAD [FILTERS...]`
+has_cloud_records() {
+    local workload=$1
+    shift
+    [ "$(cloud_records --workload "$workload" "$@" | jq length)" -gt 0 ]
+}
+# `stats_of EDGE`: its stats, or the demo fails saying which edge did not answer.
+stats_of() { stats "$1" || fail "$1 does not answer on 127.0.0.1:${edge_port[$1]}; its log is in $dir"; }
+
+say "starting the MQTT broker (mosquitto on $broker)"
+cat >"$dir/mosquitto.conf" <<EOF
+listener ${broker#*:} ${broker%:*}
+allow_anonymous true
+# Queue generously for edge sessions that are away for a while (store-and-forward starts here).
+max_queued_messages 100000
+EOF
+setsid mosquitto -c "$dir/mosquitto.conf" >>"$dir/mosquitto.log" 2>&1 &
+pids[mosquitto]=$!
+eventually 5 "mosquitto did not listen on $broker" bash -c "exec 3<>/dev/tcp/${broker%:*}/${broker#*:}"
+
+say "starting 3 orchestrators on 127.0.0.1-3 (API port 8101, Raft port 7101); logs in $dir"
+for i in "${ids[@]}"; do start_orchestrator "$i"; done
+eventually 10 "no leader was elected" has_leader
 "$edgectl" cluster status
 
-say "writing through node 1, reading back from every node (linearizable reads)"
-"$edgectl" -s "$(api 1)" store put sensor line-a-temp --value '{"unit":"celsius","min":15,"max":80}'
-"$edgectl" -s "$(api 2)" store put sensor line-b-vibration --value '{"unit":"mm/s","max":7.1}'
-for i in "${ids[@]}"; do
-    echo "-- node $i:"
-    "$edgectl" -s "$(api "$i")" store list sensor
-done
-
-say "SIGKILL the leader (node $first_leader) and keep writing"
-kill -KILL "${pids[$first_leader]}"
-wait "${pids[$first_leader]}" 2>/dev/null || true
-started=$(date +%s%N)
-"$edgectl" store put sensor line-c-pressure --value '{"unit":"bar","max":4.5}'
-echo "write committed $(( ($(date +%s%N) - started) / 1000000 )) ms after the kill"
-new_leader=$(wait_for_leader)
-[ "$new_leader" != "$first_leader" ] || fail "the killed node is still reported as leader"
-"$edgectl" cluster status || true
-
-say "restarting node $first_leader: it catches up from the others"
-start_node "$first_leader"
-for _ in $(seq 100); do
-    n=$("$edgectl" -s "$(api "$first_leader")" store list sensor --stale 2>/dev/null | tail -n +2 | wc -l || echo 0)
-    [ "$n" = 3 ] && break
-    sleep 0.1
-done
-[ "$n" = 3 ] || fail "node $first_leader did not catch up (it holds $n of 3 objects)"
-"$edgectl" -s "$(api "$first_leader")" store list sensor --stale
-"$edgectl" cluster status
-
-say "declarative resources: applying the factory manifests (edge nodes, workloads, a model)"
-"$edgectl" apply -f manifests/factory
-"$edgectl" get nodes -o wide
-"$edgectl" get workloads -A
-"$edgectl" describe workload vibration-anomalies -n factory
-
-say "pushing the workload modules (wasm) into the registry"
+say "registering the factory's nodes and pushing the workload modules (wasm) into the registry"
+"$edgectl" apply -f manifests/factory/nodes.yaml
 for module in threshold-filter window-aggregator anomaly-detector ts-compressor; do
     "$edgectl" module push "target/workloads/$module.wasm" --name "$module" --version 1.0.0 -n factory
 done
 
-say "starting 3 edge runtimes (two line-side, one cloud-tier); they register and take their assignments"
+say "starting 3 edge runtimes: line-a-edge and line-b-edge beside the lines, cloud-1 in the cloud tier"
 for e in "${edges[@]}"; do start_edge "$e"; done
-# 1 filter (line a) + 2 anomaly detectors (daemon on the vibration nodes) + 2 aggregators.
-expected=5
-for _ in $(seq 200); do
-    [ "$(running_instances)" -ge "$expected" ] && break
-    sleep 0.1
+eventually 20 "the edge runtimes did not all report Ready" all_ready
+"$edgectl" get nodes -o wide
+
+say "applying the workloads: a temperature filter, a vibration anomaly detector with its model, 10 s vibration summaries"
+"$edgectl" apply -f manifests/factory
+eventually 30 "the workloads did not all run" all_running
+eventually 10 "the workloads' status did not show them ready" all_ready_replicas
+"$edgectl" get workloads -n factory
+echo
+"$edgectl" get assignments -n factory -o wide
+echo
+echo "Why each replica is where it is (the scheduler's edgeplane.io/placed-because annotation):"
+"$edgectl" -o json get assignments -n factory | jq -r '.[] | "  \(.spec.workload) on \(.spec.nodeName): \(.metadata.annotations["edgeplane.io/placed-because"] // "-")"'
+
+say "starting the sensor simulator: 2 presses (temperature, vibration) on line A, 2 pumps (vibration) on line B, 10 Hz each"
+note "faults are injected in turn every 15 s (worn bearing, overheating, imbalance, spikes); pump-b2 runs slightly imbalanced all along"
+note "what it publishes and each fault as it starts: $dir/sensor-sim.log"
+setsid "$bin/sensor-sim" --broker "$broker" --rate-hz 10 --fault-every-s 15 --imbalance >>"$dir/sensor-sim.log" 2>&1 &
+pids[sensor-sim]=$!
+
+say "the mission at work: readings filtered and scored at the edge, results arriving in the cloud"
+eventually 30 "no anomaly reached the cloud sink" has_cloud_records vibration-anomalies
+eventually 30 "no out-of-range temperature reached the cloud sink" has_cloud_records line-a-temperature-filter
+eventually 30 "no vibration summary reached the cloud sink" has_cloud_records vibration-aggregates
+grep '^fault' "$dir/sensor-sim.log" | sed 's/^/    simulator: /' || true
+echo
+echo "\$ edgectl top nodes      # readings in at each edge vs bytes sent up"
+"$edgectl" top nodes
+echo
+echo "\$ edgectl data tail -n factory --workload vibration-anomalies --last 6     # anomalies, with the model that found them"
+"$edgectl" data tail -n factory --workload vibration-anomalies --last 6
+echo
+echo "\$ edgectl data tail -n factory --workload line-a-temperature-filter --last 2   # only the temperatures out of band go up"
+"$edgectl" data tail -n factory --workload line-a-temperature-filter --last 2
+echo
+echo "\$ edgectl data tail -n factory --workload vibration-aggregates --last 2   # 10 s summaries instead of raw readings"
+"$edgectl" data tail -n factory --workload vibration-aggregates --last 2
+
+# ---- Failure 1: an edge node dies. ----
+victim=$(node_of vibration-anomalies)
+say "failure 1: SIGKILL $victim, the node running the anomaly detector; the scheduler moves its work"
+"$edgectl" get assignments -n factory -o wide | awk -v n="$victim" 'NR == 1 || $0 ~ n'
+killed_at=$(now_ms)
+kill_now "$victim"
+moved_to=""
+while :; do
+    moved_to=$(node_of vibration-anomalies)
+    if [ -n "$moved_to" ] && [ "$moved_to" != "$victim" ] && runs "$moved_to" vibration-anomalies >/dev/null 2>&1; then break; fi
+    [ $(($(now_ms) - killed_at)) -lt 30000 ] || fail "vibration-anomalies was not running elsewhere 30 s after $victim died"
+    sleep 0.05
 done
-"$edgectl" get assignments -A
+move_ms=$(($(now_ms) - killed_at))
+echo "vibration-anomalies runs on $moved_to ${move_ms} ms after $victim was killed (heartbeats missed for 1.5 s: declared down, replaced, started)"
+"$edgectl" get nodes
+"$edgectl" get assignments -n factory -o wide
+note "replicas whose placement only $victim satisfies (a nodeSelector) wait for it; the others moved"
+eventually 30 "no anomaly from $moved_to reached the cloud" has_cloud_records vibration-anomalies --node "$moved_to"
+echo "anomalies arrive from $moved_to now"
+
+say "$victim comes back: it registers again, drops the work that moved away and is Ready for new work"
+start_edge "$victim"
+eventually 20 "$victim did not report Ready again" all_ready
+# It resumes what it ran before it died, until the orchestrators tell it the work moved; what
+# that old replica produced meanwhile is fenced by the cloud sink. Let that settle first.
+settled() { ! runs "$victim" vibration-anomalies && [ "$(stats "$victim" | jq '.outbox.pendingRecords')" = 0 ]; }
+eventually 20 "$victim did not give up the work that moved away" settled
+"$edgectl" get nodes
+fenced=$(stats_of "$victim" | jq '.node.recordsFenced')
+[ "$fenced" = 0 ] || note "the cloud refused (fenced) $fenced record(s) from $victim's old replica, made after its work had moved"
+
+# ---- Failure 2: the cloud is cut off. ----
+say "failure 2: the cloud is cut off (all 3 orchestrators SIGKILLed); the edges keep working and buffer"
+# Outbox counters and the fenced count, before the cut and when the cloud comes back.
+declare -A before=() at_back=()
+counters='"\(.outbox.appendedRecords) \(.outbox.droppedRecords + .outbox.rejectedRecords + .outbox.corruptRecords) \(.node.recordsFenced)"'
+for e in "${edges[@]}"; do before[$e]=$(stats_of "$e" | jq -r "$counters"); done
+for i in "${ids[@]}"; do kill_now "$i"; done
+cut_at=$(now_ms)
+printf '    %-6s' "t"
+for e in "${edges[@]}"; do printf '%-36s' "$e: readings in / outbox"; done
+echo
+for t in 2 4 6 8 10; do
+    sleep 2
+    printf '    %-6s' "+${t}s"
+    for e in "${edges[@]}"; do
+        printf '%-36s' "$(stats "$e" | jq -r '"\(.node.readingsIn) / \(.outbox.pendingRecords) records, \(.outbox.pendingReadings) readings"' || echo "no answer")"
+    done
+    echo
+done
+buffered=0
+for e in "${edges[@]}"; do buffered=$((buffered + $(stats_of "$e" | jq '.outbox.pendingRecords'))); done
+[ "$buffered" -gt 0 ] || fail "the edges buffered nothing while the cloud was away"
+echo "    the edges hold $buffered records for the cloud, on disk (fsynced), while the sensors keep publishing"
+
+say "the cloud comes back: the orchestrators restart from their Raft logs, the edges drain their backlog"
+for e in "${edges[@]}"; do at_back[$e]=$(stats_of "$e" | jq -r "$counters"); done
+for i in "${ids[@]}"; do start_orchestrator "$i"; done
+back_at=$(now_ms)
+eventually 20 "no leader was elected after the restart" has_leader
+# Drained: each edge has delivered every record it had appended when the cloud came back
+# (the sensors keep going, so its outbox need not be empty at any one moment).
+drained() {
+    local e
+    for e in "${edges[@]}"; do
+        [ "$(stats "$e" | jq '.outbox.deliveredRecords')" -ge "${at_back[$e]%% *}" ] || return 1
+    done
+}
+eventually 60 "the edges did not drain their outboxes" drained
+echo "    leader elected and backlog drained $(($(now_ms) - back_at)) ms after the restart (the cloud was away $(((back_at - cut_at) / 1000)) s)"
 for e in "${edges[@]}"; do
-    port=${edge_args[$e]##*:}
-    echo "-- $e runs: $(curl -s "http://127.0.0.1:$port/v1/instances" | grep -o '"assignment":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')"
+    read -r appended_before lost_before fenced_before <<<"${before[$e]}"
+    read -r appended_back _ _ <<<"${at_back[$e]}"
+    read -r _ lost fenced <<<"$(stats_of "$e" | jq -r "$counters")"
+    [ "$lost" = "$lost_before" ] || fail "$e dropped, had refused or found corrupt $((lost - lost_before)) outbox records"
+    [ "$fenced" = "$fenced_before" ] || fail "$e had $((fenced - fenced_before)) records fenced around the cut-off"
+    stored=$(cloud_records --node "$e")
+    count=$(echo "$stored" | jq length)
+    broken=$(echo "$stored" | jq -r 'group_by(.stream)[] | (map(.seq) | sort) as $s | select($s != [range(1; ($s | length) + 1)]) | "\(.[0].stream): \($s | length) records with seq \($s[0]) .. \($s[-1])"')
+    [ -z "$broken" ] || fail "$e has gaps or duplicates in the cloud: $broken"
+    # Appended since the runtime's last start (the restarted node's earlier records are in the
+    # cloud too): all of them delivered.
+    [ "$count" -ge "$appended_back" ] || fail "$e had appended $appended_back records when the cloud came back, the cloud holds $count"
+    printf '    %-12s %4s records in the cloud over %s stream(s), %3s of them made while the cloud was away; nothing dropped\n' \
+        "$e" "$count" "$(echo "$stored" | jq '[.[].stream] | unique | length')" "$((appended_back - appended_before))"
 done
-n=$(running_instances)
-[ "$n" -ge "$expected" ] || fail "only $n of $expected instances are running; logs are in $dir"
-echo "$n instances running on the edge"
+echo "    nothing lost: each edge's streams are complete in the cloud (sequence numbers 1..n, no gap, no duplicate)"
+
+# ---- A new model version. ----
+# Alerts on pump-b2 (the slightly imbalanced pump) per 10 s, by the model that made them.
+pump_alerts() {
+    cloud_records --workload vibration-anomalies |
+        jq --arg m "$1" --argjson from "$2" --argjson to "$3" \
+            '[.[] | select(.model == $m) | .readings[]? | select(.device == "pump-b2" and .ts >= $from and .ts < $to)] | length'
+}
+say "a new model: vibration-detector 1.1.0 (retrained for slight imbalances) replaces 1.0.0 in place"
+window=10000
+# Ends a second ago: the last second's alerts may still be on their way up.
+v1_from=$(($(now_ms) - window - 1000))
+v1_count=$(pump_alerts 1.0.0 "$v1_from" "$((v1_from + window))")
+echo "    pump-b2 alerts in 10 s with model 1.0.0: $v1_count (of about 100 readings)"
+"$edgectl" apply -f manifests/updates/vibration-detector-1.1.0.yaml
+applied_at=$(now_ms)
+has_v11() { [ "$(cloud_records --workload vibration-anomalies | jq '[.[] | select(.model == "1.1.0")] | length')" -gt 0 ]; }
+eventually 30 "no alert from model 1.1.0 reached the cloud" has_v11
+echo "    first alert from model 1.1.0 in the cloud $(($(now_ms) - applied_at)) ms after the apply (the detector was reconfigured, not restarted)"
+v2_from=$(now_ms)
+echo "    counting 10 s of alerts with model 1.1.0 ..."
+sleep 11
+v2_count=$(pump_alerts 1.1.0 "$v2_from" "$((v2_from + window))")
+echo "    pump-b2 alerts in 10 s with model 1.1.0: $v2_count (with 1.0.0: $v1_count)"
+[ "$v2_count" -gt "$v1_count" ] || fail "model 1.1.0 flagged $v2_count pump-b2 readings in 10 s, no more than 1.0.0's $v1_count"
+"$edgectl" data tail -n factory --workload vibration-anomalies --last 4
+
+echo
+"$edgectl" top nodes
+echo
+echo "summary: workload moved in ${move_ms} ms; the edges buffered $buffered records while the cloud was away and lost none;"
+echo "         model 1.1.0 flagged $v2_count pump-b2 readings per 10 s where 1.0.0 flagged $v1_count"
 
 if $check; then
     say "check passed; shutting down"
@@ -174,28 +347,40 @@ fi
 
 cat <<TRY
 
-The cluster is running. Try, in another terminal:
+The factory keeps running. Try, in another terminal:
 
   export EDGEPLANE_SERVERS=$EDGEPLANE_SERVERS
-  $edgectl cluster status
-  $edgectl store put thing my-first --value '{"hello":"edge"}'
-  $edgectl store get thing my-first
-  $edgectl store put thing my-first --value '{"hello":"again"}' --if-version 1   # compare-and-swap
-  curl -s http://$(api 2)/v1/store/sensor
-  curl -s http://$(api 1)/metrics | grep edgeplane_raft_
-  $edgectl get workloads -A -o wide
-  $edgectl watch workloads -A                      # in one terminal, then in another:
-  $edgectl apply -f manifests/factory              # edit a file first to see "configured"
-  $edgectl describe node line-a-edge
-  $edgectl get assignments -A -o wide             # which replica runs where
-  curl -s http://127.0.0.1:9101/v1/instances       # what line-a-edge runs, and how it is doing
-  curl -s http://$(api 1)/v1/nodes/line-a-edge/heartbeat   # the leader's view (ask the leader)
+  $edgectl get workloads -n factory -w            # follow the workloads (Ctrl-C to stop)
+  $edgectl get assignments -n factory -o wide     # which replica runs where
+  $edgectl describe workload vibration-anomalies -n factory
+  $edgectl top nodes                              # readings in vs bytes up, per edge
+  $edgectl data tail -n factory --workload vibration-anomalies -f   # anomalies as they arrive
+  $edgectl data tail -n factory --workload vibration-aggregates -f  # 10 s summaries
+  $edgectl node drain line-b-edge                 # move work off a node, then: node uncordon line-b-edge
+  $edgectl cluster status                         # the Raft members
+  curl -s http://127.0.0.1:9101/v1/stats          # line-a-edge's data plane and outbox
+  tail -f $dir/sensor-sim.log                     # the faults the simulator injects
 
-Press Ctrl-C to stop everything.
+Press Ctrl-C to stop everything. Every 10 s, a line on what the edges did:
 TRY
+# Anomalies since the last line: paged from the cloud sink's cursor, so each is counted once.
+cursor=$("$edgectl" -o json data query -n factory --workload vibration-anomalies --limit 10000 | jq '.next')
 while true; do
-    for i in "${!pids[@]}"; do
-        kill -0 "${pids[$i]}" 2>/dev/null || fail "process $i exited; see $dir/node$i.log or $dir/$i.log"
+    for _ in $(seq 10); do
+        for p in "${!pids[@]}"; do
+            kill -0 "${pids[$p]}" 2>/dev/null || fail "$p exited; its log is in $dir"
+        done
+        sleep 1
     done
-    sleep 1
+    line="$(date +%T)"
+    for e in "${edges[@]}"; do
+        line+=$(stats "$e" | jq -r --arg e "$e" '"  \($e): \(.node.readingsIn) in, \(.node.bytesIn / 1024 | floor) KiB -> \(.node.bytesUp / 1024 | floor) KiB up, outbox \(.outbox.pendingRecords)"' || echo "  $e: no answer")
+    done
+    if page=$("$edgectl" --timeout 2 -o json data query -n factory --workload vibration-anomalies --limit 10000 --after "$cursor" 2>/dev/null); then
+        cursor=$(echo "$page" | jq '.next')
+        line+=$(echo "$page" | jq -r '"  | anomalies: \([.records[].readings | length] | add // 0) (models: \([.records[].model] | unique | join(",")))"')
+    else
+        line+="  | anomalies: the cloud does not answer"
+    fi
+    echo "$line"
 done

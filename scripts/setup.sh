@@ -15,18 +15,24 @@ fi
 
 # mosquitto's path on Debian; a non-login shell may not have /usr/sbin on PATH.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
-# mosquitto (the MQTT broker the data-plane tests, the demo and the benchmarks start) and its
-# clients (mosquitto_pub), from Debian's packages.
-if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
+# From Debian's packages: mosquitto (the MQTT broker the data-plane tests, the demo and the
+# benchmarks start) and its clients (mosquitto_pub); curl and jq, which the demo reads the
+# nodes' JSON with.
+packages=()
+command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
+command -v curl >/dev/null 2>&1 || packages+=(curl ca-certificates)
+command -v jq >/dev/null 2>&1 || packages+=(jq)
+if [ "${#packages[@]}" -gt 0 ]; then
     apt=(apt-get)
     if [ "$(id -u)" -ne 0 ]; then
         apt=(sudo apt-get)
     fi
-    echo "setup: installing mosquitto and mosquitto-clients with apt-get" >&2
+    echo "setup: installing ${packages[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     # The package lists may be missing or stale on a fresh machine: refresh and retry once.
-    if ! "${apt[@]}" install -y --no-install-recommends mosquitto mosquitto-clients; then
+    if ! "${apt[@]}" install -y --no-install-recommends "${packages[@]}"; then
         "${apt[@]}" update
-        "${apt[@]}" install -y --no-install-recommends mosquitto mosquitto-clients
+        "${apt[@]}" install -y --no-install-recommends "${packages[@]}"
     fi
 fi

@@ -85,7 +85,7 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
 
     // A changed copy is configured; the rest stays unchanged.
     let dir = tempfile::tempdir().expect("tempdir");
-    let changed = std::fs::read_to_string(root.join("manifests/factory/vibration.yaml")).expect("read").replace("replicas: 2", "replicas: 4");
+    let changed = std::fs::read_to_string(root.join("manifests/factory/vibration.yaml")).expect("read").replace("replicas: 1\n  placement:\n    preferredTiers: [edge, gateway]", "replicas: 4\n  placement:\n    preferredTiers: [edge, gateway]");
     std::fs::write(dir.path().join("vibration.yaml"), changed).expect("write");
     let configured = edgectl(&servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
     let out = String::from_utf8_lossy(&configured.stdout).to_string();
