@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
-use edgeplane_tests::{bin_path, cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
+use edgeplane_tests::{bin_path, Api, cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
@@ -31,6 +31,19 @@ async fn running(edge: &EdgeRuntime, count: usize) {
     edge.wait_running(count, Duration::from_secs(40)).await;
 }
 
+/// Pushes the threshold filter and creates workload "pass" on line A: it forwards every
+/// reading on `line-a/temperature` to the cloud sink, so what arrives must be what went in.
+async fn create_pass_through(api: &Api) {
+    push_module(api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
+    let outputs = json!([{"name": "in-range", "sink": {"type": "cloud"}}, {"name": "out-of-range", "sink": {"type": "cloud"}}]);
+    create_resource(api, NS, "workloads", &workload("pass", "threshold-filter@1.0.0", &["line-a/temperature"], outputs, json!({"min": -1e12, "max": 1e12, "forwardInRange": true}))).await;
+}
+
+/// Waits until the edge has subscribed to its MQTT topics.
+async fn subscribed(edge: &EdgeRuntime) {
+    eventually("the edge to subscribe", Duration::from_secs(20), async || edge.log_tail().contains("subscribing").then_some(()), || edge.log_tail()).await;
+}
+
 fn readings(device: &str, first: u64, values: impl IntoIterator<Item = f64>) -> Vec<Reading> {
     values.into_iter().enumerate().map(|(i, value)| Reading { ts: first + i as u64, device: device.into(), metric: "temperature".into(), value }).collect()
 }
@@ -44,10 +57,7 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
-    push_module(&api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
-    // A filter that lets everything through to the cloud: what arrives must be what went in.
-    let outputs = json!([{"name": "in-range", "sink": {"type": "cloud"}}, {"name": "out-of-range", "sink": {"type": "cloud"}}]);
-    create_resource(&api, NS, "workloads", &workload("pass", "threshold-filter@1.0.0", &["line-a/temperature"], outputs, json!({"min": -1e12, "max": 1e12, "forwardInRange": true}))).await;
+    create_pass_through(&api).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--heartbeat-ms", "200"]);
@@ -245,7 +255,7 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
     let broker_addr = broker.addr.to_string();
     let edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
     running(&edge, 2).await;
-    eventually("the edge to subscribe", Duration::from_secs(20), async || edge.log_tail().contains("subscribing").then_some(()), || edge.log_tail()).await;
+    subscribed(&edge).await;
 
     // 300 readings, one MQTT message each: normal ones, 5 anomalies, 3 garbage values.
     let mut lines = String::new();
@@ -303,14 +313,12 @@ async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_re
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
-    push_module(&api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
-    let outputs = json!([{"name": "in-range", "sink": {"type": "cloud"}}, {"name": "out-of-range", "sink": {"type": "cloud"}}]);
-    create_resource(&api, NS, "workloads", &workload("pass", "threshold-filter@1.0.0", &["line-a/temperature"], outputs, json!({"min": -1e12, "max": 1e12, "forwardInRange": true}))).await;
+    create_pass_through(&api).await;
 
     let broker_addr = broker.addr.to_string();
     let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
     running(&edge, 1).await;
-    eventually("the edge to subscribe", Duration::from_secs(20), async || edge.log_tail().contains("subscribing").then_some(()), || edge.log_tail()).await;
+    subscribed(&edge).await;
     let lines = |first: u64| (first..first + 100).map(|ts| format!("{}\n", json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5}))).collect::<String>();
     broker.publish_lines("line-a/temperature", &lines(1_000));
     let in_cloud = async |count: usize, edge: &EdgeRuntime| {
