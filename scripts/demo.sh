@@ -118,11 +118,10 @@ eventually() {
 has_leader() { "$edgectl" --timeout 1 cluster status 2>/dev/null | awk '$3 == "leader" { found = 1 } END { exit !found }'; }
 stats() { curl -sf "http://127.0.0.1:${edge_port[$1]}/v1/stats"; }
 instances() { curl -sf "http://127.0.0.1:${edge_port[$1]}/v1/instances"; }
-# The node an Assignment of WORKLOAD is on ("" when there is none).
-node_of() {
-    "$edgectl" --timeout 3 -o json get assignments -n factory 2>/dev/null |
-        jq -r --arg w "$1" '[.[] | select(.spec.workload == $w) | .spec.nodeName] | first // ""'
-}
+assignments() { "$edgectl" --timeout 3 -o json get assignments -n factory 2>/dev/null; }
+# The node an Assignment of WORKLOAD is on ("" when there is none), in the assignments on stdin.
+node_in() { jq -r --arg w "$1" '[.[] | select(.spec.workload == $w) | .spec.nodeName] | first // ""'; }
+node_of() { assignments | node_in "$1"; }
 # Whether NODE reports an instance of WORKLOAD Running.
 runs() { instances "$1" | jq -e --arg w "$2" 'any(.[]; (.assignment | startswith("factory/" + $w + "-")) and .phase == "Running")'; }
 all_ready() { [ "$("$edgectl" -o json get nodes | jq '[.[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"))] | length')" = 3 ]; }
@@ -130,10 +129,10 @@ all_ready_replicas() {
     "$edgectl" -o json get workloads -n factory | jq -e 'length == 3 and all(.[]; (.status.readyReplicas // 0) >= .spec.replicas)'
 }
 all_running() {
-    local w
+    local current w n
+    current=$(assignments) || return 1
     for w in line-a-temperature-filter vibration-anomalies vibration-aggregates; do
-        local n
-        n=$(node_of "$w")
+        n=$(node_in "$w" <<<"$current")
         [ -n "$n" ] && runs "$n" "$w" || return 1
     done
 }
