@@ -239,14 +239,24 @@ note "replicas whose placement only $victim satisfies (a nodeSelector) wait for 
 eventually 30 "no anomaly from $moved_to reached the cloud" has_cloud_records vibration-anomalies --node "$moved_to"
 echo "anomalies arrive from $moved_to now"
 
-say "$victim comes back: it registers again, drops the work that moved away and is Ready for new work"
+say "$victim comes back: it registers again, stops its old replicas, and the scheduler may rebalance work onto it"
 start_edge "$victim"
 eventually 20 "$victim did not report Ready again" all_ready
 # It resumes what it ran before it died, until the orchestrators tell it the work moved; what
-# that old replica produced meanwhile is fenced by the cloud sink. Let that settle first.
-settled() { ! runs "$victim" vibration-anomalies && [ "$(stats "$victim" | jq '.outbox.pendingRecords')" = 0 ]; }
-eventually 20 "$victim did not give up the work that moved away" settled
+# that old replica produced meanwhile is fenced by the cloud sink. (The scheduler may also
+# place work on it again, under a new generation.) Settled: it runs exactly the generations
+# assigned to it now, and its outbox is empty.
+settled() {
+    local current running
+    current=$(assignments) && running=$(instances "$victim") || return 1
+    jq -e -n --argjson a "$current" --argjson i "$running" --arg node "$victim" '
+        ($a | map(select(.spec.nodeName == $node) | {key: ("factory/" + .metadata.name), value: .spec.generation}) | from_entries)
+        == ($i | map({key: .assignment, value: .generation}) | from_entries)' || return 1
+    [ "$(stats "$victim" | jq '.outbox.pendingRecords')" = 0 ]
+}
+eventually 20 "$victim did not settle on the work assigned to it now" settled
 "$edgectl" get nodes
+"$edgectl" get assignments -n factory -o wide
 fenced=$(stats_of "$victim" | jq '.node.recordsFenced')
 [ "$fenced" = 0 ] || note "the cloud refused (fenced) $fenced record(s) from $victim's old replica, made after its work had moved"
 
@@ -297,15 +307,20 @@ for e in "${edges[@]}"; do
     [ "$fenced" = "$fenced_before" ] || fail "$e had $((fenced - fenced_before)) records fenced around the cut-off"
     stored=$(cloud_records --node "$e")
     count=$(echo "$stored" | jq length)
-    broken=$(echo "$stored" | jq -r 'group_by(.stream)[] | (map(.seq) | sort) as $s | select($s != [range(1; ($s | length) + 1)]) | "\(.[0].stream): \($s | length) records with seq \($s[0]) .. \($s[-1])"')
-    [ -z "$broken" ] || fail "$e has gaps or duplicates in the cloud: $broken"
+    duplicated=$(echo "$stored" | jq -r 'group_by(.stream)[] | select((map(.seq) | unique | length) != length) | .[0].stream')
+    [ -z "$duplicated" ] || fail "$e has duplicate sequence numbers in the cloud: $duplicated"
+    # Streams number from 1. A number may be missing only for a record the cloud fenced (an old
+    # replica's output after its work had moved, counted by the node; nothing was dropped,
+    # checked above). A fenced record at a stream's end leaves no gap, hence at most.
+    missing=$(echo "$stored" | jq '[group_by(.stream)[] | (map(.seq) | max) - length] | add // 0')
+    [ "$missing" -le "$fenced" ] || fail "$e: $missing sequence numbers are missing from the cloud, but the cloud fenced only $fenced of its records"
     # Appended since the runtime's last start (the restarted node's earlier records are in the
     # cloud too): all of them delivered.
     [ "$count" -ge "$appended_back" ] || fail "$e had appended $appended_back records when the cloud came back, the cloud holds $count"
-    printf '    %-12s %4s records in the cloud over %s stream(s), %3s of them made while the cloud was away; nothing dropped\n' \
-        "$e" "$count" "$(echo "$stored" | jq '[.[].stream] | unique | length')" "$((appended_back - appended_before))"
+    printf '    %-12s %4s records in the cloud over %s stream(s), %3s of them made while the cloud was away; nothing dropped, %s fenced\n' \
+        "$e" "$count" "$(echo "$stored" | jq '[.[].stream] | unique | length')" "$((appended_back - appended_before))" "$fenced"
 done
-echo "    nothing lost: each edge's streams are complete in the cloud (sequence numbers 1..n, no gap, no duplicate)"
+echo "    nothing lost: each edge's streams are complete in the cloud (no duplicate, no gap but the records the cloud fenced)"
 
 # ---- A new model version. ----
 # Alerts on pump-b2 (the slightly imbalanced pump) per 10 s, by the model that made them.
