@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 # shellcheck source=setup.sh
 . scripts/setup.sh
 
+# Style first: a formatting or lint problem fails the run before the long part does.
+for tool in rustfmt clippy; do
+    if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$tool" || { echo "test: cargo ${tool/rustfmt/fmt} is missing; install it with: rustup component add $tool" >&2; exit 1; }
+    fi
+done
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+(cd workloads && cargo clippy --all-targets --locked -- -D warnings)
+
 # The workload modules (wasm32) that the edge runtime's tests and the end-to-end tests run.
 bash scripts/build-workloads.sh
 

@@ -128,7 +128,8 @@ impl Config {
         if args.instance_slots == 0 || args.memory_mib == 0 {
             errors.push("instance-slots and memory-mib: must be >= 1".to_owned());
         }
-        let outbox_policy = args.outbox_policy.parse().map_err(|e| errors.push(format!("outbox-policy: {e}"))).unwrap_or(OverflowPolicy::RejectNew);
+        let outbox_policy =
+            args.outbox_policy.parse().map_err(|e| errors.push(format!("outbox-policy: {e}"))).unwrap_or(OverflowPolicy::RejectNew);
         if args.outbox_max_mib == 0 || args.max_inflight_readings == 0 || args.max_body_mib == 0 {
             errors.push("outbox-max-mib, max-inflight-readings and max-body-mib: must be >= 1".to_owned());
         }

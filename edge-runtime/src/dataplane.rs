@@ -10,29 +10,38 @@
 //! it leaves the producer holding the data.
 //!
 //! Backpressure, never silent loss: at most `max_inflight_readings` readings are inside the
-//! chain at once and every instance has a bounded queue (waited on, not overrun). Ingest
-//! beyond that is refused (429); ingest that cannot be processed now (a workload restarting,
-//! no workload on the topic, the outbox full under reject-new) is refused with 503. Readings
-//! lost after acceptance (a workload that trapped on them, a sink that failed) are counted per
-//! workload.
+//! chain at once, counting what workloads pass on to other workloads (a chained batch takes
+//! its own share of the budget; data that is not a batch of readings counts one reading per
+//! [`BYTES_PER_READING`] bytes), and every instance has a bounded queue (waited on, not
+//! overrun). Ingest beyond the budget is refused (429); ingest that cannot be processed now
+//! (a workload restarting, no workload on the topic, the outbox full under reject-new) is
+//! refused with 503. Readings lost after acceptance (a workload that trapped on them, a sink
+//! that failed, a chained batch the budget had no room for) are counted per workload.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
-use edgeplane_api::data::{validate_batch, Reading};
+use edgeplane_api::data::{validate_batch, Reading, StreamId};
 use edgeplane_api::node::{DataReport, InstancePhase};
 use edgeplane_api::resources::{AssignmentSpec, SinkType};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::{EdgeMetrics, Scraped, WorkloadCounters};
 use crate::outbox::{DataKind, OutRecord, Outbox};
 use crate::pool::{InstanceHandle, ProcessError, Processed};
 
 /// Outputs routed to topics may feed other workloads this many times over before the batch is
 /// dropped (and counted): a safety net against topic loops.
 pub const MAX_CHAIN_DEPTH: usize = 8;
+/// Chained data that is not a batch of readings takes one reading's share of the in-flight
+/// budget per this many bytes (about a reading's size in the batch format).
+pub const BYTES_PER_READING: usize = 64;
+/// Cloud records carry at most this many bytes of readings (in the batch format); a larger
+/// output is split into several records in order. Encoded for upload (JSON) a record grows by
+/// up to about 3.5 times, which keeps every record well inside the orchestrators' upload limit.
+pub const MAX_RECORD_BATCH_BYTES: usize = 1 << 20;
 
 /// One running instance, as the data plane sees it.
 #[derive(Debug)]
@@ -50,11 +59,11 @@ pub struct Route {
     /// Room in the instance's queue: waited on, so the queue is never overrun.
     pub slots: Arc<Semaphore>,
     /// The instance's counters, held here so that a batch does not look them up.
-    pub counters: Arc<WorkloadCounters>,
+    pub counters: WorkloadCounters,
 }
 
 impl Route {
-    pub fn new(key: &str, spec: &AssignmentSpec, handle: Arc<InstanceHandle>, slots: Arc<Semaphore>, counters: Arc<WorkloadCounters>) -> Route {
+    pub fn new(key: &str, spec: &AssignmentSpec, handle: Arc<InstanceHandle>, slots: Arc<Semaphore>, counters: WorkloadCounters) -> Route {
         let (namespace, assignment) = key.split_once('/').unwrap_or(("", key));
         let outputs = spec.outputs.iter().map(|o| (o.name.clone(), Destination::of(o))).collect();
         Route {
@@ -69,6 +78,10 @@ impl Route {
             slots,
             counters,
         }
+    }
+
+    fn stream(&self, output: &str) -> StreamId {
+        StreamId::new(&self.namespace, &self.assignment, output)
     }
 }
 
@@ -104,7 +117,7 @@ impl Destination {
 pub enum Refused {
     #[error("too many readings in flight on this node ({0} would exceed {1}); retry later")]
     Busy(u64, u64),
-    #[error("a batch of {0} readings is larger than this node ever holds at once ({1})")]
+    #[error("a batch of {0} readings is larger than this node ever holds at once ({1}); send smaller batches")]
     TooLarge(u64, u64),
     #[error("no workload on this node reads topic {0:?}")]
     NoSubscriber(String),
@@ -112,62 +125,50 @@ pub enum Refused {
     NotReady(String, String),
     #[error("the outbox is full ({0} bytes waiting for the cloud) and its policy is reject-new")]
     OutboxFull(u64),
+    /// The disk failed under the request; the producer keeps the data.
     #[error("{0}")]
     Internal(String),
-}
-
-/// Counters of one instance (kept across route rebuilds, by assignment key).
-#[derive(Debug, Default)]
-pub struct WorkloadCounters {
-    pub readings_in: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub records_up: AtomicU64,
-    pub bytes_up: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub readings_dropped: AtomicU64,
-}
-
-/// Node-wide counters.
-#[derive(Debug, Default)]
-struct NodeCounters {
-    requests: AtomicU64,
-    readings_in: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_up: AtomicU64,
-    readings_refused: AtomicU64,
-    readings_dropped: AtomicU64,
-    chain_loops: AtomicU64,
-    records_fenced: AtomicU64,
 }
 
 /// Where outputs to `mqtt` sinks are published (set when the node has a broker).
 pub type MqttPublisher = rumqttc::AsyncClient;
 
+type Table = BTreeMap<String, Vec<Arc<Route>>>;
+
 #[derive(Debug)]
 pub struct DataPlane {
-    routes: RwLock<Arc<BTreeMap<String, Vec<Arc<Route>>>>>,
+    routes: RwLock<Arc<Table>>,
     outbox: Arc<Outbox>,
     inflight: Arc<Semaphore>,
     max_inflight: u64,
-    workloads: Mutex<BTreeMap<String, Arc<WorkloadCounters>>>,
-    node: NodeCounters,
+    metrics: EdgeMetrics,
     mqtt: RwLock<Option<MqttPublisher>>,
     http: reqwest::Client,
     /// Woken after every append, so the uploader sends without polling.
     pub appended: Notify,
 }
 
+/// A batch on its way through the chain, with its share of the in-flight budget (the
+/// ingested batch's share is the request's).
+struct Work {
+    topic: String,
+    batch: Arc<Vec<u8>>,
+    depth: usize,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
 impl DataPlane {
     pub fn new(outbox: Arc<Outbox>, max_inflight_readings: u64) -> DataPlane {
         // A semaphore holds at most usize::MAX >> 3 permits.
         let max_inflight = max_inflight_readings.min(1 << 40);
+        let inflight = Arc::new(Semaphore::new(max_inflight as usize));
+        let metrics = EdgeMetrics::new(Scraped { outbox: Arc::clone(&outbox), inflight: Arc::clone(&inflight), max_inflight });
         DataPlane {
             routes: RwLock::new(Arc::new(BTreeMap::new())),
             outbox,
-            inflight: Arc::new(Semaphore::new(max_inflight as usize)),
+            inflight,
             max_inflight,
-            workloads: Mutex::new(BTreeMap::new()),
-            node: NodeCounters::default(),
+            metrics,
             mqtt: RwLock::new(None),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
             appended: Notify::new(),
@@ -178,13 +179,17 @@ impl DataPlane {
         &self.outbox
     }
 
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.metrics
+    }
+
     pub fn set_mqtt(&self, publisher: MqttPublisher) {
         *self.mqtt.write().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
     }
 
     /// Replaces the routing table with the instances running now.
     pub fn set_routes(&self, routes: Vec<Route>) {
-        let mut by_topic: BTreeMap<String, Vec<Arc<Route>>> = BTreeMap::new();
+        let mut by_topic: Table = BTreeMap::new();
         for route in routes.into_iter().map(Arc::new) {
             for topic in &route.inputs {
                 by_topic.entry(topic.clone()).or_default().push(route.clone());
@@ -198,20 +203,29 @@ impl DataPlane {
         self.routes().keys().cloned().collect()
     }
 
-    fn routes(&self) -> Arc<BTreeMap<String, Vec<Arc<Route>>>> {
+    fn routes(&self) -> Arc<Table> {
         self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// One instance's counters (by assignment key), created on first use.
-    pub fn counters(&self, key: &str) -> Arc<WorkloadCounters> {
-        self.workloads.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone()
+    pub fn counters(&self, key: &str) -> WorkloadCounters {
+        self.metrics.workload(key)
+    }
+
+    /// The most readings one ingest may carry.
+    pub fn max_inflight(&self) -> u64 {
+        self.max_inflight
     }
 
     /// Takes a batch (v1 format, already validated, `readings` long) into the node. Returns
     /// once its cloud outputs are on disk; refused without side effects otherwise.
     pub async fn ingest(&self, topic: &str, batch: Vec<u8>, readings: u64, wire_bytes: usize) -> Result<(), Refused> {
+        let node = &self.metrics.node;
         let refused = |e: Refused| {
-            self.node.readings_refused.fetch_add(readings, Ordering::Relaxed);
+            match e {
+                Refused::TooLarge(..) => node.readings_too_large.inc_by(readings),
+                _ => node.readings_refused.inc_by(readings),
+            };
             e
         };
         let routes = self.routes();
@@ -234,42 +248,43 @@ impl DataPlane {
             Ok(permit) => permit,
             Err(_) => return Err(refused(Refused::Busy(readings, self.max_inflight))),
         };
-        self.node.requests.fetch_add(1, Ordering::Relaxed);
-        self.node.readings_in.fetch_add(readings, Ordering::Relaxed);
-        self.node.bytes_in.fetch_add(wire_bytes as u64, Ordering::Relaxed);
+        node.requests.inc();
+        node.readings_in.inc_by(readings);
+        node.bytes_in.inc_by(wire_bytes as u64);
         let records = self.run_chain(&routes, topic, batch).await;
         if let Err(e) = self.outbox.append(records).await {
             // The disk failed under us: the producer gets an error and keeps the data.
-            tracing::error!("{e:#}");
-            return Err(Refused::Internal(format!("{e:#}")));
+            tracing::error!("{e}");
+            return Err(Refused::Internal(e.to_string()));
         }
         self.appended.notify_one();
         Ok(())
     }
 
-    /// Runs a batch through every instance on its topic and, breadth first, through the
-    /// instances on the topics they emit to. Returns the records for the cloud sink.
-    async fn run_chain(&self, routes: &BTreeMap<String, Vec<Arc<Route>>>, topic: &str, batch: Vec<u8>) -> Vec<OutRecord> {
-        let mut work = vec![(topic.to_owned(), Arc::new(batch), 0usize)];
+    /// Runs a batch through every instance on its topic and, depth first in emission order
+    /// (which keeps each stream's order within one request), through the instances on the
+    /// topics they emit to. Returns the records for the cloud sink.
+    async fn run_chain(&self, routes: &Table, topic: &str, batch: Vec<u8>) -> Vec<OutRecord> {
+        let node = &self.metrics.node;
+        let mut work = vec![Work { topic: topic.to_owned(), batch: Arc::new(batch), depth: 0, _share: None }];
         let mut records = Vec::new();
-        while let Some((topic, batch, depth)) = work.pop() {
+        while let Some(Work { topic, batch, depth, _share }) = work.pop() {
             let Some(subscribers) = routes.get(&topic) else { continue };
             let count = batch_count(&batch);
             if depth > MAX_CHAIN_DEPTH {
                 tracing::warn!(%topic, "dropping a batch that went through {MAX_CHAIN_DEPTH} workloads: the topics form a loop");
-                self.node.chain_loops.fetch_add(1, Ordering::Relaxed);
-                self.node.readings_dropped.fetch_add(count, Ordering::Relaxed);
+                node.chain_loops.inc();
+                node.readings_dropped.inc_by(count);
                 continue;
             }
             let results = futures::future::join_all(subscribers.iter().map(|route| self.process(route, batch.clone(), count))).await;
-            // Depth first in emission order keeps each stream's order within one request.
             let mut next = Vec::new();
             for (route, processed) in subscribers.iter().zip(results) {
                 let Some(Processed { emitted, model_version }) = processed else { continue };
                 for (output, data) in emitted {
                     let Some((name, destination)) = route.outputs.get(output) else { continue };
                     match destination {
-                        Destination::Topic(t) => next.push((t.clone(), Arc::new(data), depth + 1)),
+                        Destination::Topic(t) => next.extend(self.chained(route, t, data, depth + 1)),
                         other => self.sink(route, name, model_version.as_deref(), other, data, &mut records).await,
                     }
                 }
@@ -279,11 +294,31 @@ impl DataPlane {
         records
     }
 
+    /// A batch a workload emitted to a topic, with its share of the in-flight budget; `None`
+    /// (counted as dropped) when the budget has no room for it.
+    fn chained(&self, route: &Route, topic: &str, data: Vec<u8>, depth: usize) -> Option<Work> {
+        let share = match validate_batch(&data) {
+            Ok(readings) => readings,
+            Err(_) => data.len().div_ceil(BYTES_PER_READING) as u32,
+        };
+        match self.inflight.clone().try_acquire_many_owned(share) {
+            Ok(permit) => Some(Work { topic: topic.to_owned(), batch: Arc::new(data), depth, _share: Some(permit) }),
+            Err(_) => {
+                let lost = batch_count(&data);
+                tracing::warn!(workload = %route.key, %topic, readings = lost, "chained batch dropped: the node's in-flight budget is used up");
+                self.metrics.node.chain_overflow.inc();
+                self.metrics.node.readings_dropped.inc_by(lost);
+                route.counters.readings_dropped.inc_by(lost);
+                None
+            }
+        }
+    }
+
     /// One batch through one instance; a failure costs that instance's readings, counted.
     async fn process(&self, route: &Route, batch: Arc<Vec<u8>>, count: u64) -> Option<Processed> {
         let counters = &route.counters;
-        counters.readings_in.fetch_add(count, Ordering::Relaxed);
-        counters.bytes_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.readings_in.inc_by(count);
+        counters.bytes_in.inc_by(batch.len() as u64);
         let result = match route.slots.acquire().await {
             Ok(_slot) => route.handle.process_wait(Arc::unwrap_or_clone(batch)).await,
             Err(_) => Err(ProcessError::Stopped(route.key.clone())),
@@ -292,55 +327,66 @@ impl DataPlane {
             Ok(processed) => Some(processed),
             Err(e) => {
                 tracing::warn!(workload = %route.key, readings = count, "batch lost: {e}");
-                counters.readings_dropped.fetch_add(count, Ordering::Relaxed);
-                self.node.readings_dropped.fetch_add(count, Ordering::Relaxed);
+                counters.readings_dropped.inc_by(count);
+                self.metrics.node.readings_dropped.inc_by(count);
                 None
             }
         }
     }
 
-    async fn sink(&self, route: &Route, output: &str, model_version: Option<&str>, destination: &Destination, data: Vec<u8>, records: &mut Vec<OutRecord>) {
+    async fn sink(
+        &self,
+        route: &Route,
+        output: &str,
+        model_version: Option<&str>,
+        destination: &Destination,
+        data: Vec<u8>,
+        records: &mut Vec<OutRecord>,
+    ) {
         let counters = &route.counters;
         let readings = validate_batch(&data).ok();
         let lost = |why: &str| {
             let count = u64::from(readings.unwrap_or(1));
             tracing::warn!(workload = %route.key, %output, "output lost: {why}");
-            counters.readings_dropped.fetch_add(count, Ordering::Relaxed);
-            self.node.readings_dropped.fetch_add(count, Ordering::Relaxed);
+            counters.readings_dropped.inc_by(count);
+            self.metrics.node.readings_dropped.inc_by(count);
         };
         match destination {
             Destination::Cloud => {
-                counters.records_up.fetch_add(1, Ordering::Relaxed);
-                counters.bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                records.push(OutRecord {
-                    stream: format!("{}/{}/{output}", route.namespace, route.assignment),
-                    namespace: route.namespace.clone(),
-                    workload: route.workload.clone(),
-                    output: output.to_owned(),
-                    generation: route.generation,
-                    model: model_version.map(str::to_owned),
-                    produced_ms: now_ms(),
-                    readings: readings.unwrap_or(0),
-                    kind: if readings.is_some() { DataKind::Readings } else { DataKind::Opaque },
-                    data,
-                });
+                let produced_ms = now_ms();
+                for (kind, readings, data) in record_parts(readings, data) {
+                    counters.records_up.inc();
+                    counters.bytes_up.inc_by(data.len() as u64);
+                    records.push(OutRecord {
+                        stream: route.stream(output),
+                        namespace: route.namespace.clone(),
+                        workload: route.workload.clone(),
+                        output: output.to_owned(),
+                        generation: route.generation,
+                        model: model_version.map(str::to_owned),
+                        produced_ms,
+                        readings,
+                        kind,
+                        data,
+                    });
+                }
             }
             Destination::Log => {
-                counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                counters.bytes_out.inc_by(data.len() as u64);
                 tracing::info!(target: "sink", workload = %route.key, %output, "{}", render(&data));
             }
             Destination::Mqtt(topic) => {
                 let publisher = self.mqtt.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let Some(publisher) = publisher else { return lost("the node has no MQTT broker (--mqtt-broker)") };
                 let payload = render(&data).into_bytes();
-                counters.bytes_out.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                counters.bytes_out.inc_by(payload.len() as u64);
                 if let Err(e) = publisher.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload).await {
                     lost(&format!("MQTT publish to {topic}: {e}"));
                 }
             }
             Destination::Http(url) => {
                 let body = render(&data);
-                counters.bytes_out.fetch_add(body.len() as u64, Ordering::Relaxed);
+                counters.bytes_out.inc_by(body.len() as u64);
                 let sent = self.http.post(url).header("content-type", "application/json").body(body).send().await;
                 match sent {
                     Ok(response) if response.status().is_success() => {}
@@ -353,72 +399,80 @@ impl DataPlane {
         }
     }
 
-    /// Records an upload the orchestrators answered: its bytes, and the records they fenced.
-    pub fn uploaded(&self, body_bytes: u64, fenced: u64) {
-        self.node.bytes_up.fetch_add(body_bytes, Ordering::Relaxed);
-        self.node.records_fenced.fetch_add(fenced, Ordering::Relaxed);
+    /// Records an upload the orchestrators answered: its bytes, the records they fenced, and
+    /// those they refused for good (set aside).
+    pub fn uploaded(&self, body_bytes: u64, fenced: u64, rejected: u64) {
+        let node = &self.metrics.node;
+        node.bytes_up.inc_by(body_bytes);
+        node.records_fenced.inc_by(fenced);
+        node.records_rejected.inc_by(rejected);
     }
 
     /// The node-wide figures for heartbeats, `/v1/stats` and `/metrics`.
     pub fn report(&self) -> DataReport {
         let outbox = self.outbox.stats();
         let queue_depth = self.routes().values().flatten().map(|r| r.handle.status().queue_depth).sum::<u64>();
+        let node = &self.metrics.node;
         DataReport {
-            readings_in: self.node.readings_in.load(Ordering::Relaxed),
-            bytes_in: self.node.bytes_in.load(Ordering::Relaxed),
-            bytes_up: self.node.bytes_up.load(Ordering::Relaxed),
-            readings_refused: self.node.readings_refused.load(Ordering::Relaxed),
-            readings_dropped: self.node.readings_dropped.load(Ordering::Relaxed),
+            readings_in: node.readings_in.get(),
+            bytes_in: node.bytes_in.get(),
+            bytes_up: node.bytes_up.get(),
+            readings_refused: node.readings_refused.get(),
+            readings_dropped: node.readings_dropped.get(),
             outbox_pending_records: outbox.pending_records,
             outbox_pending_bytes: outbox.pending_bytes,
             outbox_dropped_records: outbox.dropped_records,
-            records_fenced: self.node.records_fenced.load(Ordering::Relaxed),
+            records_fenced: node.records_fenced.get(),
             queue_depth,
         }
     }
 
-    /// Prometheus text exposition of the data plane.
-    pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let report = self.report();
-        let outbox = self.outbox.stats();
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
-            let _ = write!(out, "# HELP edgeplane_{name} {help}\n# TYPE edgeplane_{name} {kind}\nedgeplane_{name} {value}\n");
-        };
-        counter("ingest_requests_total", "Batches accepted by ingest.", "counter", self.node.requests.load(Ordering::Relaxed));
-        counter("ingest_readings_total", "Readings accepted by ingest.", "counter", report.readings_in);
-        counter("ingest_bytes_total", "Bytes of accepted readings as they arrived.", "counter", report.bytes_in);
-        counter("ingest_refused_readings_total", "Readings refused by ingest (429/503); the producer kept them.", "counter", report.readings_refused);
-        counter("dropped_readings_total", "Readings lost after acceptance (workload failures, sink errors, topic loops).", "counter", report.readings_dropped);
-        counter("upstream_bytes_total", "Bytes of upload bodies the orchestrators accepted.", "counter", report.bytes_up);
-        counter("fenced_records_total", "Uploaded records the orchestrators fenced (an older assignment generation).", "counter", report.records_fenced);
-        counter("inflight_readings", "Readings inside the node's workloads now.", "gauge", self.max_inflight - self.inflight.available_permits() as u64);
-        counter("queue_depth", "Batches waiting in instance queues.", "gauge", report.queue_depth);
-        counter("outbox_pending_records", "Records waiting for the cloud.", "gauge", outbox.pending_records);
-        counter("outbox_pending_readings", "Readings waiting for the cloud.", "gauge", outbox.pending_readings);
-        counter("outbox_pending_bytes", "Bytes on disk waiting for the cloud.", "gauge", outbox.pending_bytes);
-        counter("outbox_max_bytes", "The outbox's bound.", "gauge", outbox.max_bytes);
-        counter("outbox_appended_records_total", "Records appended to the outbox.", "counter", outbox.appended_records);
-        counter("outbox_delivered_records_total", "Records the orchestrators acknowledged.", "counter", outbox.delivered_records);
-        counter("outbox_delivered_readings_total", "Readings the orchestrators acknowledged.", "counter", outbox.delivered_readings);
-        counter("outbox_dropped_records_total", "Records dropped by the drop-oldest policy (over the node's life).", "counter", outbox.dropped_records);
-        counter("outbox_dropped_readings_total", "Readings dropped by the drop-oldest policy (over the node's life).", "counter", outbox.dropped_readings);
-        let workloads = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, help, get) in [
-            ("workload_readings_in_total", "Readings handed to the workload.", (|c: &WorkloadCounters| &c.readings_in) as fn(&WorkloadCounters) -> &AtomicU64),
-            ("workload_bytes_in_total", "Bytes handed to the workload.", |c| &c.bytes_in),
-            ("workload_bytes_up_total", "Bytes the workload sent to the cloud sink.", |c| &c.bytes_up),
-            ("workload_bytes_out_total", "Bytes the workload sent to mqtt, http and log sinks.", |c| &c.bytes_out),
-            ("workload_dropped_readings_total", "Readings lost in or after the workload.", |c| &c.readings_dropped),
-        ] {
-            let _ = writeln!(out, "# HELP edgeplane_{name} {help}\n# TYPE edgeplane_{name} counter");
-            for (key, counters) in workloads.iter() {
-                let _ = writeln!(out, "edgeplane_{name}{{assignment=\"{key}\"}} {}", get(counters).load(Ordering::Relaxed));
-            }
-        }
-        out
+    pub fn stats(&self) -> Stats {
+        let workloads = self
+            .metrics
+            .workloads()
+            .into_iter()
+            .map(|(key, c)| {
+                let stats = WorkloadStats {
+                    readings_in: c.readings_in.get(),
+                    bytes_in: c.bytes_in.get(),
+                    records_up: c.records_up.get(),
+                    bytes_up: c.bytes_up.get(),
+                    bytes_out: c.bytes_out.get(),
+                    readings_dropped: c.readings_dropped.get(),
+                };
+                (key, stats)
+            })
+            .collect();
+        Stats { node: self.report(), outbox: self.outbox.stats(), workloads }
     }
+}
+
+/// An output bound for the cloud as the records it becomes: readings in batches of at most
+/// [`MAX_RECORD_BATCH_BYTES`], in order; anything else as one opaque record.
+fn record_parts(readings: Option<u32>, data: Vec<u8>) -> Vec<(DataKind, u32, Vec<u8>)> {
+    let Some(count) = readings else { return vec![(DataKind::Opaque, 0, data)] };
+    if data.len() <= MAX_RECORD_BATCH_BYTES {
+        return vec![(DataKind::Readings, count, data)];
+    }
+    let Ok(all) = edgeplane_api::data::decode_batch(&data) else { return vec![(DataKind::Opaque, 0, data)] };
+    let mut parts = Vec::new();
+    let mut chunk: Vec<Reading> = Vec::new();
+    let mut size = 4;
+    for reading in all {
+        let bytes = 20 + reading.device.len() + reading.metric.len();
+        if !chunk.is_empty() && size + bytes > MAX_RECORD_BATCH_BYTES {
+            let taken = std::mem::take(&mut chunk);
+            parts.push((DataKind::Readings, taken.len() as u32, edgeplane_api::data::encode_batch(&taken)));
+            size = 4;
+        }
+        size += bytes;
+        chunk.push(reading);
+    }
+    if !chunk.is_empty() {
+        parts.push((DataKind::Readings, chunk.len() as u32, edgeplane_api::data::encode_batch(&chunk)));
+    }
+    parts
 }
 
 /// The reading count of a v1 batch (its first four bytes; workloads validate the rest).
@@ -439,21 +493,37 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Why an ingest body cannot be taken (the answer: 400, or 415 for the media type).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("a Content-Type header is required: application/json, application/x-ndjson or {BINARY}")]
+    MissingContentType,
+    #[error("unsupported content type {0:?}: use application/json, application/x-ndjson or {BINARY}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// Parses an ingest body into a v1 batch: JSON (one reading or an array), NDJSON (one reading
-/// per line) or the binary batch itself. Returns the batch and its reading count.
-pub fn parse_body(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, u32), String> {
+/// per line) or the binary batch itself, by its media type. Returns the batch and its reading
+/// count.
+pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<(Vec<u8>, u32), BodyError> {
+    let content_type = content_type.ok_or(BodyError::MissingContentType)?;
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let malformed = BodyError::Malformed;
     let readings: Vec<Reading> = match media.as_str() {
         BINARY | "application/octet-stream" => {
-            let count = validate_batch(body).map_err(|e| e.to_string())?;
+            let count = validate_batch(body).map_err(|e| malformed(e.to_string()))?;
             return Ok((body.to_vec(), count));
         }
         "application/json" => {
-            let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
             if value.is_array() {
-                serde_json::from_value(value).map_err(|e| format!("expected an array of readings {{ts, device, metric, value}}: {e}"))?
+                serde_json::from_value(value)
+                    .map_err(|e| malformed(format!("expected an array of readings {{ts, device, metric, value}}: {e}")))?
             } else {
-                vec![serde_json::from_value(value).map_err(|e| format!("expected a reading {{ts, device, metric, value}}: {e}"))?]
+                vec![serde_json::from_value(value)
+                    .map_err(|e| malformed(format!("expected a reading {{ts, device, metric, value}}: {e}")))?]
             }
         }
         "application/x-ndjson" | "application/jsonl" => {
@@ -462,13 +532,16 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, u32), Str
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                readings.push(serde_json::from_slice(line).map_err(|e| format!("line {}: expected a reading {{ts, device, metric, value}}: {e}", i + 1))?);
+                readings.push(
+                    serde_json::from_slice(line)
+                        .map_err(|e| malformed(format!("line {}: expected a reading {{ts, device, metric, value}}: {e}", i + 1)))?,
+                );
             }
             readings
         }
-        other => return Err(format!("unsupported content type {other:?}: use application/json, application/x-ndjson or {BINARY}")),
+        other => return Err(BodyError::UnsupportedMediaType(other.to_owned())),
     };
-    check_readings(&readings)?;
+    check_readings(&readings).map_err(malformed)?;
     Ok((edgeplane_api::data::encode_batch(&readings), readings.len() as u32))
 }
 
@@ -482,6 +555,9 @@ pub fn check_readings(readings: &[Reading]) -> Result<(), String> {
             if name.is_empty() || name.len() > edgeplane_api::data::MAX_NAME_LEN {
                 return Err(format!("reading {i}: {what} must have 1 to {} bytes", edgeplane_api::data::MAX_NAME_LEN));
             }
+        }
+        if !r.value.is_finite() {
+            return Err(format!("reading {i}: value is {}; readings must be finite numbers", r.value));
         }
     }
     Ok(())
@@ -507,28 +583,6 @@ pub struct WorkloadStats {
     pub readings_dropped: u64,
 }
 
-impl DataPlane {
-    pub fn stats(&self) -> Stats {
-        let workloads = self.workloads.lock().unwrap_or_else(|p| p.into_inner());
-        let workloads = workloads
-            .iter()
-            .map(|(key, c)| {
-                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                let stats = WorkloadStats {
-                    readings_in: load(&c.readings_in),
-                    bytes_in: load(&c.bytes_in),
-                    records_up: load(&c.records_up),
-                    bytes_up: load(&c.bytes_up),
-                    bytes_out: load(&c.bytes_out),
-                    readings_dropped: load(&c.readings_dropped),
-                };
-                (key.clone(), stats)
-            })
-            .collect();
-        Stats { node: self.report(), outbox: self.outbox.stats(), workloads }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,23 +591,48 @@ mod tests {
     fn bodies_of_every_format_become_the_same_batch() {
         let json = br#"[{"ts":1,"device":"press-1","metric":"temperature","value":20.5},{"ts":2,"device":"press-1","metric":"temperature","value":21}]"#;
         let ndjson = b"{\"ts\":1,\"device\":\"press-1\",\"metric\":\"temperature\",\"value\":20.5}\n\n{\"ts\":2,\"device\":\"press-1\",\"metric\":\"temperature\",\"value\":21}\n";
-        let (batch, count) = parse_body("application/json; charset=utf-8", json).expect("json");
+        let (batch, count) = parse_body(Some("application/json; charset=utf-8"), json).expect("json");
         assert_eq!(count, 2);
-        assert_eq!(parse_body("application/x-ndjson", ndjson).expect("ndjson"), (batch.clone(), 2));
-        assert_eq!(parse_body(BINARY, &batch).expect("binary"), (batch.clone(), 2));
+        assert_eq!(parse_body(Some("application/x-ndjson"), ndjson).expect("ndjson"), (batch.clone(), 2));
+        assert_eq!(parse_body(Some(BINARY), &batch).expect("binary"), (batch.clone(), 2));
         let one = br#"{"ts":1,"device":"press-1","metric":"temperature","value":20.5}"#;
-        assert_eq!(parse_body("application/json", one).expect("one").1, 1);
+        assert_eq!(parse_body(Some("application/json"), one).expect("one").1, 1);
     }
 
     #[test]
     fn bad_bodies_say_what_is_wrong() {
-        let missing = parse_body("application/json", br#"[{"ts":1,"device":"d","value":1}]"#).expect_err("refused");
+        let text = |r: Result<(Vec<u8>, u32), BodyError>| r.expect_err("refused").to_string();
+        let missing = text(parse_body(Some("application/json"), br#"[{"ts":1,"device":"d","value":1}]"#));
         assert!(missing.contains("metric"), "{missing}");
-        let line = parse_body("application/x-ndjson", b"{\"ts\":1,\"device\":\"d\",\"metric\":\"m\",\"value\":1}\nnope\n").expect_err("refused");
+        let line = text(parse_body(Some("application/x-ndjson"), b"{\"ts\":1,\"device\":\"d\",\"metric\":\"m\",\"value\":1}\nnope\n"));
         assert!(line.starts_with("line 2"), "{line}");
-        let empty = parse_body("application/json", br#"{"ts":1,"device":"","metric":"m","value":1}"#).expect_err("refused");
+        let empty = text(parse_body(Some("application/json"), br#"{"ts":1,"device":"","metric":"m","value":1}"#));
         assert!(empty.contains("device"), "{empty}");
-        assert!(parse_body("text/plain", b"x").expect_err("refused").contains("unsupported content type"));
-        assert!(parse_body(BINARY, &[1, 0, 0, 0]).expect_err("refused").contains("malformed batch"));
+        assert_eq!(parse_body(Some("text/plain"), b"x"), Err(BodyError::UnsupportedMediaType("text/plain".into())));
+        assert_eq!(parse_body(None, b"[]"), Err(BodyError::MissingContentType));
+        assert!(text(parse_body(Some(BINARY), &[1, 0, 0, 0])).contains("malformed batch"));
+        // NaN has no JSON form, and numbers past f64's range are not readings either.
+        let huge = text(parse_body(Some("application/json"), br#"{"ts":1,"device":"d","metric":"m","value":1e400}"#));
+        assert!(huge.contains("invalid JSON") || huge.contains("finite"), "{huge}");
+    }
+
+    #[test]
+    fn large_cloud_outputs_become_several_records_in_order() {
+        let readings: Vec<Reading> =
+            (0..60_000).map(|i| Reading { ts: i, device: "press-1".into(), metric: "vibration".into(), value: i as f64 }).collect();
+        let batch = edgeplane_api::data::encode_batch(&readings);
+        assert!(batch.len() > MAX_RECORD_BATCH_BYTES);
+        let parts = record_parts(Some(60_000), batch);
+        assert!(parts.len() > 1 && parts.iter().all(|(_, _, d)| d.len() <= MAX_RECORD_BATCH_BYTES), "{} parts", parts.len());
+        let back: Vec<Reading> = parts
+            .iter()
+            .flat_map(|(_, n, d)| {
+                let decoded = edgeplane_api::data::decode_batch(d).expect("each part is a batch");
+                assert_eq!(decoded.len() as u32, *n);
+                decoded
+            })
+            .collect();
+        assert_eq!(back, readings);
+        assert_eq!(record_parts(None, vec![1, 2, 3]), vec![(DataKind::Opaque, 0, vec![1, 2, 3])]);
     }
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{
-    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap, TypedFunc,
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, TypedFunc,
 };
 
 /// The guest ABI version this host speaks.
@@ -28,6 +28,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 const SETUP_DEADLINE: Duration = Duration::from_millis(1_000);
 /// A guest log line is cut to this length.
 const MAX_LOG_LINE: usize = 4096;
+/// What each `emit` costs on top of its bytes, against the per-batch output budget: the
+/// host keeps an entry per emit, so calls of zero bytes must not be free (a guest could
+/// otherwise grow the host's memory without bound within one batch).
+pub const EMIT_OVERHEAD: usize = 64;
 
 /// Process-wide limits of the wasm host.
 #[derive(Debug, Clone)]
@@ -37,7 +41,8 @@ pub struct HostConfig {
     /// The largest memory limit any instance may be given; above [`MAX_WASM32_MEMORY`] it is
     /// that.
     pub max_instance_memory: usize,
-    /// Bytes an instance may emit while processing one batch.
+    /// Bytes an instance may emit while processing one batch, each emit counting
+    /// [`EMIT_OVERHEAD`] more.
     pub max_output_per_batch: usize,
 }
 
@@ -48,6 +53,17 @@ impl Default for HostConfig {
     fn default() -> Self {
         HostConfig { max_instances: 128, max_instance_memory: 256 << 20, max_output_per_batch: 8 << 20 }
     }
+}
+
+/// Why the wasm host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+    #[error("cannot define the host function {name}: {why}")]
+    HostFunction { name: &'static str, why: String },
+    #[error("cannot start the epoch thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Why a module could not be loaded; permanent for that module (restarting will not help).
@@ -102,7 +118,7 @@ impl std::fmt::Debug for WasmHost {
 }
 
 impl WasmHost {
-    pub fn new(config: HostConfig) -> anyhow::Result<WasmHost> {
+    pub fn new(config: HostConfig) -> Result<WasmHost, HostError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(config.max_instances)
             .total_memories(config.max_instances)
@@ -115,7 +131,7 @@ impl WasmHost {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .max_wasm_stack(512 << 10);
-        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let engine = Engine::new(&wasm).map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let linker = host_functions(&engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
@@ -163,9 +179,7 @@ impl WasmHost {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(SETUP_DEADLINE));
         let instance = module.pre.instantiate(&mut store).map_err(|e| classify(&store, e, SETUP_DEADLINE))?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| GuestError::Abi("`memory` is not a memory".into()))?;
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| GuestError::Abi("`memory` is not a memory".into()))?;
         let abi_version = typed(&instance, &mut store, "ep_abi_version")?;
         let alloc = typed(&instance, &mut store, "ep_alloc")?;
         let process = typed(&instance, &mut store, "ep_process")?;
@@ -326,9 +340,9 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-fn host_functions(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
+fn host_functions(engine: &Engine) -> Result<Linker<InstanceState>, HostError> {
     let mut linker = Linker::new(engine);
-    let define = |e: wasmtime::Error| anyhow::anyhow!("cannot define a host function: {e}");
+    let define = |name: &'static str| move |e: wasmtime::Error| HostError::HostFunction { name, why: format!("{e:#}") };
     linker
         .func_wrap(
             "edgeplane",
@@ -341,15 +355,18 @@ fn host_functions(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
                     return Ok(-1);
                 };
                 let bytes = guest_slice(data, data_ptr, data_len, "emit: data")?;
-                state.output_used = state.output_used.saturating_add(bytes.len());
-                if state.output_used > state.output_budget {
+                let cost = bytes.len().saturating_add(EMIT_OVERHEAD);
+                if state.output_used.saturating_add(cost) > state.output_budget {
+                    // Refused and remembered: the batch's answer says the budget was exceeded.
+                    state.output_used = state.output_budget.saturating_add(1);
                     return Ok(-2);
                 }
+                state.output_used += cost;
                 state.emitted.push((output, bytes.to_vec()));
                 Ok(0)
             },
         )
-        .map_err(define)?;
+        .map_err(define("emit"))?;
     linker
         .func_wrap("edgeplane", "log", |mut caller: Caller<'_, InstanceState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let memory = caller_memory(&mut caller)?;
@@ -365,12 +382,12 @@ fn host_functions(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
             }
             Ok(())
         })
-        .map_err(define)?;
+        .map_err(define("log"))?;
     linker
         .func_wrap("edgeplane", "now_ms", || -> i64 {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
         })
-        .map_err(define)?;
+        .map_err(define("now_ms"))?;
     Ok(linker)
 }
 
@@ -383,9 +400,9 @@ fn caller_memory(caller: &mut Caller<'_, InstanceState>) -> wasmtime::Result<Mem
 
 /// The guest's `ptr..ptr+len`, or a trap naming what was out of bounds.
 fn guest_slice<'a>(memory: &'a [u8], ptr: i32, len: i32, what: &str) -> wasmtime::Result<&'a [u8]> {
-    guest_range(ptr, len, memory.len()).map(|r| &memory[r]).ok_or_else(|| {
-        wasmtime::Error::msg(format!("{what} at {ptr:#x}+{len} is outside the guest's {} bytes of memory", memory.len()))
-    })
+    guest_range(ptr, len, memory.len())
+        .map(|r| &memory[r])
+        .ok_or_else(|| wasmtime::Error::msg(format!("{what} at {ptr:#x}+{len} is outside the guest's {} bytes of memory", memory.len())))
 }
 
 fn guest_range(ptr: i32, len: i32, memory_len: usize) -> Option<std::ops::Range<usize>> {
@@ -399,9 +416,7 @@ where
     P: wasmtime::WasmParams,
     R: wasmtime::WasmResults,
 {
-    instance
-        .get_typed_func::<P, R>(&mut *store, name)
-        .map_err(|e| GuestError::Abi(format!("`{name}` has the wrong type: {e}")))
+    instance.get_typed_func::<P, R>(&mut *store, name).map_err(|e| GuestError::Abi(format!("`{name}` has the wrong type: {e}")))
 }
 
 /// Turns a wasmtime error from a guest call into what happened, in the guest's terms.
@@ -420,7 +435,7 @@ fn ticks(deadline: Duration) -> u64 {
     (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
 }
 
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), HostError> {
     std::thread::Builder::new()
         .name("wasm-epoch".into())
         .spawn(move || {
@@ -429,6 +444,6 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<(
                 engine.increment_epoch();
             }
         })
-        .map_err(|e| anyhow::anyhow!("cannot start the epoch thread: {e}"))?;
+        .map_err(HostError::Thread)?;
     Ok(())
 }

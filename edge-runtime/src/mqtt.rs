@@ -1,31 +1,45 @@
 //! MQTT ingest: the node subscribes (QoS 1, persistent session) to every topic one of its
 //! workloads reads, and acknowledges a message only once the data plane has accepted it.
 //!
+//! Each topic has its own ingest task, so a topic whose workload cannot take data now
+//! (restarting, crash-looping) holds back only its own messages: the others flow on. Within
+//! a topic, messages are ingested and acknowledged in the order they arrived, JSON readings
+//! merged into batches no larger than the node's in-flight budget (a message larger than the
+//! budget is split), so that no accepted message is ever too large to take.
+//!
 //! Backpressure reaches the broker: while the data plane refuses (busy, a workload
 //! restarting, the outbox full) the batch is retried and nothing is acknowledged, so the
 //! broker stops sending once its in-flight window for this client is full, and keeps the rest
 //! queued for us. A crash before the acknowledgement makes the broker send the message again
-//! (MQTT's at-least-once).
+//! (MQTT's at-least-once). (QoS 1 acknowledgements go out per topic in order, not across
+//! topics in arrival order as MQTT 3.1.1 section 4.6 asks; brokers match them by packet id,
+//! and that is what lets one stuck topic not hold up the others' acknowledgements.)
 //!
-//! One task polls the connection (it must keep running for keep-alives and acknowledgements
-//! to flow); it hands publications to the ingest task over a bounded channel. The ingest task
-//! takes whatever has arrived, groups it by topic into batches, ingests them and then
-//! acknowledges.
+//! What can never be accepted is acknowledged and counted, not retried forever: a message
+//! that is not readings in any accepted form (`edgeplane_mqtt_malformed_messages_total`), and
+//! readings of a topic no workload on this node reads any more (unsubscribed while they were
+//! on their way; after a grace period, counted as dropped).
 //!
 //! Payloads: a JSON reading, a JSON array of readings, or a v1 binary batch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use edgeplane_api::data::{encode_batch, validate_batch, Reading};
+use edgeplane_api::data::{decode_batch, encode_batch, validate_batch, Reading};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::dataplane::{check_readings, DataPlane, Refused};
 
-/// Publications taken in one go (and one outbox sync).
+/// Publications taken in one go per topic (and one outbox sync).
 const BATCH_MESSAGES: usize = 1000;
+/// How long readings of a topic nothing reads wait for a route before they are dropped: a
+/// workload being replaced comes back within this.
+const NO_ROUTE_GRACE: Duration = Duration::from_secs(5);
+/// QoS 0 messages (never acknowledged, so not held back by the broker's window) a stuck topic
+/// queues at most; beyond it they are dropped and counted, as QoS 0 allows.
+const MAX_QUEUED_QOS0: usize = 10_000;
 
 /// Connects to the broker and runs MQTT ingest until the process stops. `topics` carries the
 /// input topics of the instances running now.
@@ -44,14 +58,14 @@ pub async fn run(broker: String, client_id: String, dataplane: Arc<DataPlane>, t
     // Requests (acknowledgements above all) wait here for the polling task. Pending
     // acknowledgements never outnumber the QoS 1 messages the broker lets us hold unacknowledged
     // (mosquitto's max_inflight_messages, at most 65,535), so with this capacity the ingest
-    // task never waits for room while the polling task waits for it.
+    // tasks never wait for room while the polling task waits for them.
     let (client, eventloop) = AsyncClient::new(options, 1 << 16);
     dataplane.set_mqtt(client.clone());
     let (publications, received) = mpsc::channel(BATCH_MESSAGES);
     let (connected_tx, connected) = watch::channel(0u64);
     tokio::spawn(poll(eventloop, publications, connected_tx));
     tokio::spawn(subscriptions(client.clone(), topics, connected));
-    ingest(client, dataplane, received).await;
+    dispatch(client, dataplane, received).await;
 }
 
 /// Drives the connection; reconnects after a second when it drops.
@@ -109,63 +123,132 @@ async fn subscriptions(client: AsyncClient, mut topics: watch::Receiver<BTreeSet
     }
 }
 
-/// What arrived on one topic: JSON readings (ingested as one batch), binary batches (each as
-/// it is), and the bytes of all of it.
-type Arrivals = (Vec<Reading>, Vec<Vec<u8>>, usize);
+/// A topic's queue: its ingest task's mailbox, and how many QoS 0 messages wait in it.
+struct TopicQueue {
+    sender: mpsc::UnboundedSender<Publish>,
+    qos0: Arc<std::sync::atomic::AtomicUsize>,
+}
 
-async fn ingest(client: AsyncClient, dataplane: Arc<DataPlane>, mut received: mpsc::Receiver<Publish>) {
-    let mut messages = Vec::with_capacity(BATCH_MESSAGES);
-    loop {
-        if received.recv_many(&mut messages, BATCH_MESSAGES).await == 0 {
-            return;
+/// Hands each publication to its topic's ingest task. Never waits on a topic: the queues
+/// are bounded by the broker's in-flight window (QoS 1) and by [`MAX_QUEUED_QOS0`].
+async fn dispatch(client: AsyncClient, dataplane: Arc<DataPlane>, mut received: mpsc::Receiver<Publish>) {
+    use std::sync::atomic::Ordering;
+    let mut queues: HashMap<String, TopicQueue> = HashMap::new();
+    while let Some(publish) = received.recv().await {
+        dataplane.metrics().node.mqtt_messages.inc();
+        let queue = queues.entry(publish.topic.clone()).or_insert_with(|| {
+            let (sender, mailbox) = mpsc::unbounded_channel();
+            let qos0 = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let topic = Topic { name: publish.topic.clone(), client: client.clone(), dataplane: dataplane.clone(), qos0: qos0.clone() };
+            tokio::spawn(topic.run(mailbox));
+            TopicQueue { sender, qos0 }
+        });
+        if publish.qos == QoS::AtMostOnce && queue.qos0.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_QOS0 {
+            queue.qos0.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(topic = %publish.topic, "dropping a QoS 0 message: the topic's queue is full");
+            dataplane.metrics().node.readings_dropped.inc();
+            continue;
         }
-        let mut by_topic: BTreeMap<String, Arrivals> = BTreeMap::new();
-        for message in &messages {
-            let entry = by_topic.entry(message.topic.clone()).or_default();
-            entry.2 += message.payload.len();
-            match parse_payload(&message.payload) {
-                Ok(Payload::Readings(readings)) => entry.0.extend(readings),
-                Ok(Payload::Batch(batch)) => entry.1.push(batch),
-                Err(e) => tracing::warn!(topic = %message.topic, "dropping a malformed MQTT message: {e}"),
-            }
-        }
-        for (topic, (readings, batches, wire_bytes)) in by_topic {
-            if !readings.is_empty() {
-                let count = readings.len() as u64;
-                deliver(&dataplane, &topic, encode_batch(&readings), count, wire_bytes).await;
-            }
-            for batch in batches {
-                let count = u64::from(validate_batch(&batch).unwrap_or(0));
-                deliver(&dataplane, &topic, batch, count, 0).await;
-            }
-        }
-        for message in messages.drain(..) {
-            if let Err(e) = client.ack(&message).await {
-                tracing::warn!("cannot acknowledge an MQTT message: {e}");
-            }
-        }
+        // The task only ends with the process.
+        let _ = queue.sender.send(publish);
     }
 }
 
-/// Ingests one batch, waiting out backpressure; gives up only on data with nowhere to go.
-async fn deliver(dataplane: &DataPlane, topic: &str, batch: Vec<u8>, count: u64, wire_bytes: usize) {
-    let mut wait = Duration::from_millis(5);
-    loop {
-        match dataplane.ingest(topic, batch.clone(), count, wire_bytes).await {
-            Ok(()) => return,
-            Err(Refused::NoSubscriber(_)) => {
-                // Unsubscribed while the message was on its way: nothing here reads it.
-                tracing::warn!(%topic, readings = count, "dropping MQTT readings: no workload reads the topic any more");
+/// One topic's ingest task.
+struct Topic {
+    name: String,
+    client: AsyncClient,
+    dataplane: Arc<DataPlane>,
+    qos0: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A batch to ingest, in arrival order, with the bytes it arrived as.
+struct Batch {
+    bytes: Vec<u8>,
+    readings: u64,
+    wire_bytes: usize,
+}
+
+impl Topic {
+    async fn run(self, mut mailbox: mpsc::UnboundedReceiver<Publish>) {
+        let mut messages = Vec::with_capacity(BATCH_MESSAGES);
+        loop {
+            if mailbox.recv_many(&mut messages, BATCH_MESSAGES).await == 0 {
                 return;
             }
-            Err(Refused::TooLarge(..)) => {
-                tracing::warn!(%topic, readings = count, "dropping an MQTT batch larger than the node's in-flight limit");
-                return;
+            let qos0 = messages.iter().filter(|m| m.qos == QoS::AtMostOnce).count();
+            for batch in self.batches(&messages) {
+                self.deliver(batch).await;
             }
-            Err(e) => {
-                tracing::debug!(%topic, "MQTT ingest waits: {e}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(500));
+            for message in messages.drain(..) {
+                if let Err(e) = self.client.ack(&message).await {
+                    tracing::warn!(topic = %self.name, "cannot acknowledge an MQTT message: {e}");
+                }
+            }
+            self.qos0.fetch_sub(qos0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The messages' readings as batches within the in-flight budget, in arrival order.
+    /// Malformed messages are counted and left out.
+    fn batches(&self, messages: &[Publish]) -> Vec<Batch> {
+        let limit = self.dataplane.max_inflight().max(1) as usize;
+        let mut batches = Vec::new();
+        let mut pending: Vec<Reading> = Vec::new();
+        let mut pending_bytes = 0;
+        let flush = |pending: &mut Vec<Reading>, wire_bytes: &mut usize, batches: &mut Vec<Batch>| {
+            for (i, chunk) in pending.chunks(limit).enumerate() {
+                // The bytes they arrived as count once, with the first chunk.
+                let wire = if i == 0 { std::mem::take(wire_bytes) } else { 0 };
+                batches.push(Batch { bytes: encode_batch(chunk), readings: chunk.len() as u64, wire_bytes: wire });
+            }
+            pending.clear();
+        };
+        for message in messages {
+            match parse_payload(&message.payload) {
+                Ok(Payload::Readings(readings)) => {
+                    pending.extend(readings);
+                    pending_bytes += message.payload.len();
+                }
+                Ok(Payload::Batch(bytes, count)) => {
+                    flush(&mut pending, &mut pending_bytes, &mut batches);
+                    if count as usize <= limit {
+                        batches.push(Batch { bytes, readings: u64::from(count), wire_bytes: message.payload.len() });
+                    } else {
+                        // Larger than the node ever holds at once: split, never refuse.
+                        pending = decode_batch(&bytes).unwrap_or_default();
+                        pending_bytes = message.payload.len();
+                        flush(&mut pending, &mut pending_bytes, &mut batches);
+                    }
+                }
+                Err(e) => {
+                    self.dataplane.metrics().node.mqtt_malformed.inc();
+                    tracing::warn!(topic = %self.name, "dropping a malformed MQTT message: {e}");
+                }
+            }
+        }
+        flush(&mut pending, &mut pending_bytes, &mut batches);
+        batches
+    }
+
+    /// Ingests one batch, waiting out backpressure; gives up only on readings nothing on this
+    /// node reads any more, after a grace period for a route to come back.
+    async fn deliver(&self, batch: Batch) {
+        let mut wait = Duration::from_millis(5);
+        let mut unrouted_since: Option<Instant> = None;
+        loop {
+            match self.dataplane.ingest(&self.name, batch.bytes.clone(), batch.readings, batch.wire_bytes).await {
+                Ok(()) => return,
+                Err(Refused::NoSubscriber(_)) if unrouted_since.get_or_insert_with(Instant::now).elapsed() >= NO_ROUTE_GRACE => {
+                    tracing::warn!(topic = %self.name, readings = batch.readings, "dropping MQTT readings: no workload on this node reads the topic any more");
+                    self.dataplane.metrics().node.readings_dropped.inc_by(batch.readings);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %self.name, "MQTT ingest waits: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
             }
         }
     }
@@ -173,13 +256,15 @@ async fn deliver(dataplane: &DataPlane, topic: &str, batch: Vec<u8>, count: u64,
 
 enum Payload {
     Readings(Vec<Reading>),
-    Batch(Vec<u8>),
+    /// A binary batch and its reading count.
+    Batch(Vec<u8>, u32),
 }
 
 fn parse_payload(payload: &[u8]) -> Result<Payload, String> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
-            let reading: Reading = serde_json::from_slice(payload).map_err(|e| format!("expected a reading {{ts, device, metric, value}}: {e}"))?;
+            let reading: Reading =
+                serde_json::from_slice(payload).map_err(|e| format!("expected a reading {{ts, device, metric, value}}: {e}"))?;
             check_readings(std::slice::from_ref(&reading))?;
             Ok(Payload::Readings(vec![reading]))
         }
@@ -188,6 +273,29 @@ fn parse_payload(payload: &[u8]) -> Result<Payload, String> {
             check_readings(&readings)?;
             Ok(Payload::Readings(readings))
         }
-        _ => validate_batch(payload).map(|_| Payload::Batch(payload.to_vec())).map_err(|e| e.to_string()),
+        _ => match validate_batch(payload) {
+            Ok(count) => Ok(Payload::Batch(payload.to_vec(), count)),
+            // Text that is not JSON is a common mistake; say so rather than how a binary
+            // batch would fail to parse it.
+            Err(_) if std::str::from_utf8(payload).is_ok_and(|t| t.chars().all(|c| !c.is_control() || c.is_whitespace())) => {
+                let shown: String = String::from_utf8_lossy(payload).chars().take(40).collect();
+                Err(format!("not JSON (a reading object or an array of them) nor a binary batch: {shown:?}"))
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_say_what_they_are_not() {
+        let text = parse_payload(b"hello world").err().expect("refused");
+        assert!(text.starts_with("not JSON") && text.contains("hello world"), "{text}");
+        let nan = encode_batch(&[Reading { ts: 1, device: "d".into(), metric: "m".into(), value: f64::NAN }]);
+        assert!(parse_payload(&nan).err().expect("refused").contains("finite"));
+        assert!(matches!(parse_payload(br#"[{"ts":1,"device":"d","metric":"m","value":2}]"#), Ok(Payload::Readings(r)) if r.len() == 1));
     }
 }

@@ -23,6 +23,15 @@ use tokio::sync::oneshot;
 
 use crate::host::{CompiledModule, Emitted, GuestError, Instance, InstanceLimits, WasmHost};
 
+/// A pool thread could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start wasm thread {index}")]
+pub struct PoolError {
+    index: usize,
+    #[source]
+    source: std::io::Error,
+}
+
 /// The longest wait between restarts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -120,7 +129,7 @@ pub struct WasmPool {
 }
 
 impl WasmPool {
-    pub fn new(host: Arc<WasmHost>, threads: usize) -> anyhow::Result<WasmPool> {
+    pub fn new(host: Arc<WasmHost>, threads: usize) -> Result<WasmPool, PoolError> {
         let threads = threads.max(1);
         let load = Arc::new((0..threads).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
         let mut workers = Vec::with_capacity(threads);
@@ -130,7 +139,7 @@ impl WasmPool {
             std::thread::Builder::new()
                 .name(format!("wasm-{index}"))
                 .spawn(move || worker.run(rx))
-                .map_err(|e| anyhow::anyhow!("cannot start wasm thread {index}: {e}"))?;
+                .map_err(|source| PoolError { index, source })?;
             workers.push(tx);
         }
         Ok(WasmPool { host, workers, next_id: AtomicU64::new(1), load })

@@ -39,6 +39,28 @@ fn limits(memory_mib: usize, deadline_ms: u64) -> InstanceLimits {
     }
 }
 
+/// Zero-byte emits cost the host an entry each; before they were charged against the output
+/// budget, a guest could queue millions of them within one batch.
+#[test]
+fn a_flood_of_empty_emits_is_bounded_by_the_output_budget() {
+    let host = host();
+    let flood = module(
+        r#"(func (export "ep_process") (param i32 i32) (result i32) (local $n i32)
+            (local.set $n (i32.const 2000000))
+            (loop $again
+                (drop (call $emit (i32.const 16) (i32.const 3) (i32.const 0) (i32.const 0)))
+                (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                (br_if $again (local.get $n)))
+            i32.const 0)"#,
+    );
+    let module = load(&host, &flood).expect("loads");
+    let mut instance = host.instantiate(&module, limits(1, 10_000), b"{}").expect("starts");
+    let emitted = instance.process(b"batch").expect("processes");
+    let most = (1 << 20) / edgeplane_edge_runtime::host::EMIT_OVERHEAD;
+    assert!(emitted.len() <= most, "{} emits kept; the budget allows {most}", emitted.len());
+    assert!(!emitted.is_empty(), "emits within the budget are kept");
+}
+
 #[test]
 fn a_well_behaved_module_echoes_its_batches() {
     let host = host();
@@ -53,8 +75,8 @@ fn a_well_behaved_module_echoes_its_batches() {
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline() {
     let host = host();
-    let module = load(&host, &module(r#"(func (export "ep_process") (param i32 i32) (result i32) (loop $l (br $l)) i32.const 0)"#))
-        .expect("loads");
+    let module =
+        load(&host, &module(r#"(func (export "ep_process") (param i32 i32) (result i32) (loop $l (br $l)) i32.const 0)"#)).expect("loads");
     let mut instance = host.instantiate(&module, limits(1, 50), b"{}").expect("starts");
     let started = Instant::now();
     let error = instance.process(b"batch").expect_err("an infinite loop cannot succeed");
@@ -89,8 +111,10 @@ fn output_outside_memory_is_a_trap_with_the_bad_pointer() {
     let host = host();
     let module = load(
         &host,
-        &module(r#"(func (export "ep_process") (param i32 i32) (result i32)
-            (call $emit (i32.const 16) (i32.const 3) (i32.const 131000) (i32.const 4096)))"#),
+        &module(
+            r#"(func (export "ep_process") (param i32 i32) (result i32)
+            (call $emit (i32.const 16) (i32.const 3) (i32.const 131000) (i32.const 4096)))"#,
+        ),
     )
     .expect("loads");
     let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
@@ -274,9 +298,11 @@ async fn a_deadline_kill_restarts_the_instance_and_it_serves_again() {
 async fn a_full_queue_refuses_batches_instead_of_growing() {
     let host = host();
     let pool = WasmPool::new(host.clone(), 1).expect("pool starts");
-    let slow = module(r#"(func (export "ep_process") (param i32 i32) (result i32) (local $i i32)
+    let slow = module(
+        r#"(func (export "ep_process") (param i32 i32) (result i32) (local $i i32)
         (loop $spin (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $spin (i32.lt_u (local.get $i) (i32.const 20000000))))
-        i32.const 0)"#);
+        i32.const 0)"#,
+    );
     let mut spec = spec(&host, "slow", &slow, 5);
     spec.limits.batch_deadline = Duration::from_secs(10);
     spec.queue_capacity = 4;

@@ -123,7 +123,9 @@ fn threshold_filter_forwards_exactly_the_readings_outside_the_range() {
     let outside: Vec<&Reading> = data.iter().filter(|r| r.value.is_nan() || r.value < 17.0 || r.value > 23.5).collect();
     let inside: Vec<&Reading> = data.iter().filter(|r| r.value >= 17.0 && r.value <= 23.5).collect();
     assert!(outside.len() > 50 && inside.len() > 50, "the data should exercise both sides");
-    let same = |a: &Reading, b: &Reading| a.ts == b.ts && a.device == b.device && a.metric == b.metric && (a.value == b.value || (a.value.is_nan() && b.value.is_nan()));
+    let same = |a: &Reading, b: &Reading| {
+        a.ts == b.ts && a.device == b.device && a.metric == b.metric && (a.value == b.value || (a.value.is_nan() && b.value.is_nan()))
+    };
     let out = &got["out-of-range"];
     assert_eq!(out.len(), outside.len(), "out-of-range count");
     assert!(out.iter().zip(&outside).all(|(a, b)| same(a, b)), "out-of-range readings differ");
@@ -159,7 +161,9 @@ fn window_aggregator_summarises_each_device_and_window() {
         let key = (reading.device.clone(), reading.metric.clone());
         if let Some(w) = open.get(&key).filter(|w| w.start < start) {
             let end = w.start + 10_000;
-            for (suffix, value) in [("count", w.count as f64), ("min", w.min), ("max", w.max), ("mean", w.sum / w.count as f64), ("last", w.last)] {
+            for (suffix, value) in
+                [("count", w.count as f64), ("min", w.min), ("max", w.max), ("mean", w.sum / w.count as f64), ("last", w.last)]
+            {
                 expected.push(r(end, value, &key.0, &format!("{}.{suffix}", key.1)));
             }
             open.remove(&key);
@@ -179,7 +183,10 @@ fn window_aggregator_summarises_each_device_and_window() {
     let (got, expected) = (sorted(got), sorted(expected));
     assert_eq!(got.len(), expected.len(), "number of summary readings");
     for (g, e) in got.iter().zip(&expected) {
-        assert!(g.ts == e.ts && g.device == e.device && g.metric == e.metric && (g.value - e.value).abs() <= 1e-9 * e.value.abs().max(1.0), "got {g:?}, expected {e:?}");
+        assert!(
+            g.ts == e.ts && g.device == e.device && g.metric == e.metric && (g.value - e.value).abs() <= 1e-9 * e.value.abs().max(1.0),
+            "got {g:?}, expected {e:?}"
+        );
     }
 }
 
@@ -225,7 +232,10 @@ fn anomaly_detector_scores_like_the_model_says_and_switches_models_live() {
     assert!(!expected.is_empty() && expected.len() < 200, "v1 should flag the spikes only, flags {}", expected.len());
     assert_eq!(got.len(), expected.len(), "alert count under model 1.0.0");
     for (g, e) in got.iter().zip(&expected) {
-        assert!(g.ts == e.ts && g.device == e.device && g.metric == e.metric && (g.value - e.value).abs() < 1e-12, "got {g:?}, expected {e:?}");
+        assert!(
+            g.ts == e.ts && g.device == e.device && g.metric == e.metric && (g.value - e.value).abs() < 1e-12,
+            "got {g:?}, expected {e:?}"
+        );
     }
 
     // A new model version, delivered to the running instance: the next batch uses it, and the
@@ -326,7 +336,12 @@ async fn a_model_update_reaches_a_pooled_instance_without_a_restart() {
     let handle = pool.start(InstanceSpec {
         name: "factory/vibration-anomalies-0".into(),
         module,
-        limits: InstanceLimits { memory_bytes: 16 << 20, batch_deadline: Duration::from_secs(1), outputs: vec!["alerts".into()], log_name: "t".into() },
+        limits: InstanceLimits {
+            memory_bytes: 16 << 20,
+            batch_deadline: Duration::from_secs(1),
+            outputs: vec!["alerts".into()],
+            log_name: "t".into(),
+        },
         config_doc: format!(r#"{{"config":{{}},{MODEL_V1}}}"#).into_bytes(),
         model_version: Some("1.0.0".into()),
         restart: RestartPolicy { first_backoff: Duration::from_millis(10), max_restarts: 3 },

@@ -5,7 +5,8 @@
 //!   partitions them, and cleans up on drop (no process outlives a test).
 //! - [`PeerProxy`]: sits on every Raft peer link so a test can cut links (a partition that
 //!   leaves the API reachable, which SIGSTOP cannot model).
-//! - [`Api`]: a small JSON client for one orchestrator.
+//! - [`Api`]: a small JSON client for one orchestrator (through `edgeplane-client`).
+//! - [`ThrottleProxy`]: a TCP proxy that slows answers down, to model a slow link.
 //! - [`EdgeRuntime`]: an edge-runtime process registered with a cluster.
 //! - [`workload_wasm`]: the workload modules `scripts/build-workloads.sh` built.
 //! - [`bin_path`]: finds the binaries `cargo build` produced.
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgeplane_api::ClusterStatus;
+pub use edgeplane_client::{Client, ClientError, ClientOptions, Method, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -136,7 +138,12 @@ impl EdgeRuntime {
             if instances.len() == count && instances.iter().all(|i| i["phase"] == "Running") {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} did not run {count} instance(s) in {timeout:?}: {instances:?}\nlog:\n{}", self.name, self.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not run {count} instance(s) in {timeout:?}: {instances:?}\nlog:\n{}",
+                self.name,
+                self.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -180,7 +187,10 @@ pub async fn cloud_records(servers: &[SocketAddr], namespace: &str, workload: &s
 
 /// The readings of cloud sink records, in order.
 pub fn cloud_readings(records: &[serde_json::Value]) -> Vec<edgeplane_api::data::Reading> {
-    records.iter().flat_map(|r| serde_json::from_value::<Vec<edgeplane_api::data::Reading>>(r["readings"].clone()).expect("records carry readings")).collect()
+    records
+        .iter()
+        .flat_map(|r| serde_json::from_value::<Vec<edgeplane_api::data::Reading>>(r["readings"].clone()).expect("records carry readings"))
+        .collect()
 }
 
 /// `POST /v1/ingest/{topic}` with a binary batch: the status (0 when the node is not
@@ -244,14 +254,19 @@ impl Mosquitto {
         let port = free_port(ip);
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
-        let settings = format!("listener {port} {ip}\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n");
+        let settings =
+            format!("listener {port} {ip}\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n");
         std::fs::write(&conf, settings).expect("mosquitto.conf");
         let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("mosquitto log");
         let child = Command::new(program).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("start mosquitto");
         let addr = SocketAddr::from((ip, port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {addr}: {}", std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {addr}: {}",
+                std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Mosquitto { addr, child, _dir: dir }
@@ -260,7 +275,8 @@ impl Mosquitto {
     /// Publishes each line as one QoS 1 message on `topic`, with mosquitto_pub.
     pub fn publish_lines(&self, topic: &str, lines: &str) {
         use std::io::Write as _;
-        let program = find_program("mosquitto_pub").expect("mosquitto_pub (Debian's mosquitto-clients) is not installed: run scripts/setup.sh");
+        let program =
+            find_program("mosquitto_pub").expect("mosquitto_pub (Debian's mosquitto-clients) is not installed: run scripts/setup.sh");
         let mut publish = Command::new(program)
             .args(["-h", &self.addr.ip().to_string(), "-p", &self.addr.port().to_string(), "-q", "1", "-t", topic, "-l"])
             .stdin(Stdio::piped())
@@ -293,7 +309,11 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/debug/deps/<test> or target/debug/<bin>
     let dir = exe.parent().expect("exe dir");
-    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary, with a clear message when it has not been built.
@@ -417,10 +437,7 @@ impl Cluster {
 
     /// The command line shared by every member.
     fn member_args(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .flat_map(|n| ["--member".to_owned(), format!("{}={},{}", n.id, n.peer_public, n.api)])
-            .collect()
+        self.nodes.iter().flat_map(|n| ["--member".to_owned(), format!("{}={},{}", n.id, n.peer_public, n.api)]).collect()
     }
 
     fn launch(&mut self, id: u64) {
@@ -660,11 +677,55 @@ impl PeerProxy {
     }
 }
 
-/// A JSON client for one orchestrator's API.
+/// A TCP proxy to one address that passes requests through at once and answers at most
+/// `bytes_per_second` per connection: a slow link to the cloud, as an edge on a cellular
+/// uplink sees it. Small messages (heartbeats) cross it quickly; large ones (module
+/// downloads) take their time. Stops with the test's runtime.
+#[derive(Debug)]
+pub struct ThrottleProxy {
+    pub addr: SocketAddr,
+}
+
+impl ThrottleProxy {
+    pub async fn start(ip: Ipv4Addr, target: SocketAddr, bytes_per_second: u64) -> ThrottleProxy {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    let (mut ir, mut iw) = inbound.split();
+                    let (mut or, mut ow) = outbound.split();
+                    let slow = async {
+                        let mut buf = vec![0u8; 4096];
+                        loop {
+                            let n = match or.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if iw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs_f64(n as f64 / bytes_per_second as f64)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ir, &mut ow) => {}
+                        () = slow => {}
+                    }
+                });
+            }
+        });
+        ThrottleProxy { addr }
+    }
+}
+
+/// A JSON client for one orchestrator's API: the shared client (`edgeplane-client`), sending
+/// to this one server only, so that a test sees exactly what it answers.
 #[derive(Debug, Clone)]
 pub struct Api {
-    base: String,
-    http: reqwest::Client,
+    server: String,
+    client: Arc<Client>,
 }
 
 /// A response: status code and JSON body (`Null` when the body is not JSON).
@@ -674,73 +735,69 @@ pub struct Reply {
     pub body: serde_json::Value,
     /// Whether the server said it closes the connection after this reply.
     pub connection_close: bool,
+    /// The `Warning` headers, as text.
+    pub warnings: Vec<String>,
 }
 
 impl Api {
     pub fn new(addr: SocketAddr) -> Api {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("http client");
-        Api { base: format!("http://{addr}"), http }
+        Api::with_timeout(addr, Duration::from_secs(10))
     }
 
     pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> Api {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(timeout)
-            .build()
-            .expect("http client");
-        Api { base: format!("http://{addr}"), http }
+        let options = ClientOptions { connect_timeout: Duration::from_millis(500), attempt_timeout: timeout, ..ClientOptions::default() };
+        let client = Client::new(&[addr.to_string()], options).expect("a valid address");
+        Api { server: client.servers()[0].clone(), client: Arc::new(client) }
     }
 
-    pub async fn cluster(&self) -> Result<ClusterStatus, reqwest::Error> {
-        self.http.get(format!("{}/v1/cluster", self.base)).send().await?.json().await
+    pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
+        self.client.send_to(&self.server, Request::get("/v1/cluster")).await?.json()
     }
 
-    pub async fn request(&self, method: reqwest::Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<Reply, reqwest::Error> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path_and_query));
+    /// Sends any request to this server, once, and returns the answer as it came.
+    pub async fn raw(&self, request: Request) -> Result<edgeplane_client::Response, ClientError> {
+        self.client.send_to(&self.server, request).await
+    }
+
+    /// Sends any request to this server, once.
+    pub async fn send(&self, request: Request) -> Result<Reply, ClientError> {
+        let answer = self.raw(request).await?;
+        let connection_close = answer.headers.get("connection").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+        Ok(Reply { code: answer.status.as_u16(), body, connection_close, warnings: answer.warnings() })
+    }
+
+    pub async fn request(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<Reply, ClientError> {
+        let mut request = Request::new(method, path_and_query);
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
+            request = request.body(b, "application/json");
         }
-        let resp = req.send().await?;
-        let code = resp.status().as_u16();
-        let connection_close = resp.headers().get("connection").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let bytes = resp.bytes().await?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Ok(Reply { code, body, connection_close })
+        self.send(request).await
     }
 
-    pub async fn put(&self, path_and_query: &str, value: &serde_json::Value) -> Result<Reply, reqwest::Error> {
-        self.request(reqwest::Method::PUT, path_and_query, Some(value.to_string().into_bytes())).await
+    pub async fn put(&self, path_and_query: &str, value: &serde_json::Value) -> Result<Reply, ClientError> {
+        self.request(Method::PUT, path_and_query, Some(value.to_string().into_bytes())).await
     }
 
-    pub async fn get(&self, path_and_query: &str) -> Result<Reply, reqwest::Error> {
-        self.request(reqwest::Method::GET, path_and_query, None).await
+    pub async fn get(&self, path_and_query: &str) -> Result<Reply, ClientError> {
+        self.request(Method::GET, path_and_query, None).await
     }
 
-    pub async fn delete(&self, path_and_query: &str) -> Result<Reply, reqwest::Error> {
-        self.request(reqwest::Method::DELETE, path_and_query, None).await
+    pub async fn delete(&self, path_and_query: &str) -> Result<Reply, ClientError> {
+        self.request(Method::DELETE, path_and_query, None).await
     }
 
     /// A JSON merge patch; returns status code and body.
     pub async fn http_patch(&self, path: &str, patch: &str) -> (u16, serde_json::Value) {
-        let resp = self
-            .http
-            .patch(format!("{}{}", self.base, path))
-            .header("content-type", "application/merge-patch+json")
-            .body(patch.to_owned())
-            .send()
-            .await
-            .expect("patch");
-        let code = resp.status().as_u16();
-        (code, resp.json().await.unwrap_or(serde_json::Value::Null))
+        let request = Request::new(Method::PATCH, path).body(patch.to_owned(), "application/merge-patch+json");
+        let reply = self.send(request).await.expect("patch");
+        (reply.code, reply.body)
     }
 
     /// The value of one Prometheus sample, e.g. `edgeplane_raft_snapshots_restored_total`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        let answer = self.client.send_to(&self.server, Request::get("/metrics")).await.ok()?;
+        let text = String::from_utf8_lossy(&answer.body);
         text.lines().find_map(|l| {
             let (n, v) = l.split_once(' ')?;
             (n == name).then(|| v.trim().parse().ok()).flatten()

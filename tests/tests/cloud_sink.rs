@@ -28,7 +28,7 @@ fn record(stream: &str, seq: u64) -> UpRecord {
         (vec![Reading { ts: 1_000 + seq, device: "press-1".into(), metric: "temperature".into(), value: seq as f64 + 0.5 }], None)
     };
     UpRecord {
-        stream: stream.into(),
+        stream: stream.parse().expect("a stream id"),
         seq,
         namespace: "factory".into(),
         workload: workload.into(),
@@ -45,20 +45,14 @@ fn body(records: Vec<UpRecord>) -> Vec<u8> {
     serde_json::to_vec(&UploadRequest { records }).expect("serializable")
 }
 
-async fn post(http: &reqwest::Client, addr: SocketAddr, path: &str, token: &str, body: Vec<u8>) -> Result<(u16, Value), reqwest::Error> {
-    let response = http
-        .post(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let code = response.status().as_u16();
-    Ok((code, response.json().await.unwrap_or(Value::Null)))
+async fn post(addr: SocketAddr, path: &str, token: &str, body: Vec<u8>) -> Result<(u16, Value), edgeplane_tests::ClientError> {
+    let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, path).body(body, "application/json").bearer(Some(token));
+    let reply = Api::new(addr).send(request).await?;
+    Ok((reply.code, reply.body))
 }
 
-async fn upload(http: &reqwest::Client, addr: SocketAddr, token: &str, records: Vec<UpRecord>) -> UploadResponse {
-    let (code, answer) = post(http, addr, &upload_path(NODE), token, body(records)).await.expect("upload");
+async fn upload(addr: SocketAddr, token: &str, records: Vec<UpRecord>) -> UploadResponse {
+    let (code, answer) = post(addr, &upload_path(NODE), token, body(records)).await.expect("upload");
     assert_eq!(code, 200, "upload to {addr}: {answer}");
     serde_json::from_value(answer).expect("an UploadResponse")
 }
@@ -100,7 +94,6 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
     let follower = cluster.running().into_iter().find(|&id| id != leader).expect("a follower");
     let addrs: Vec<SocketAddr> = (1..=cluster.spec.size).map(|id| cluster.api_addr(id)).collect();
     let at = |id: u64| addrs[(id - 1) as usize];
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
 
     let register = RegisterRequest {
         name: NODE.into(),
@@ -111,16 +104,16 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
         capacity: Capacity { memory_mib: 512, instance_slots: 4, cpu_millis: 2_000 },
     };
     let registration = serde_json::to_vec(&register).expect("serializable");
-    let (code, answer) = post(&http, at(follower), REGISTER, BOOTSTRAP_TOKEN, registration).await.expect("register");
+    let (code, answer) = post(at(follower), REGISTER, BOOTSTRAP_TOKEN, registration).await.expect("register");
     assert_eq!(code, 200, "register: {answer}");
     let token = serde_json::from_value::<RegisterResponse>(answer).expect("a RegisterResponse").token;
 
     // To a follower: the write is forwarded to the leader and answered once committed.
     let first: Vec<UpRecord> = (1..=5).map(|s| record(TEMPERATURE, s)).chain((1..=2).map(|s| record(FRAMES, s))).collect();
-    assert_eq!(upload(&http, at(follower), &token, first).await, UploadResponse { accepted: 7, duplicates: 0, stale: 0 });
+    assert_eq!(upload(at(follower), &token, first).await, UploadResponse { accepted: 7, duplicates: 0, stale: 0, refused: 0 });
     // An overlapping resend, to the leader this time, with a record repeated inside the batch.
     let resend: Vec<UpRecord> = (3..=7).chain([7]).map(|s| record(TEMPERATURE, s)).collect();
-    assert_eq!(upload(&http, at(leader), &token, resend).await, UploadResponse { accepted: 2, duplicates: 4, stale: 0 });
+    assert_eq!(upload(at(leader), &token, resend).await, UploadResponse { accepted: 2, duplicates: 4, stale: 0, refused: 0 });
 
     // Every record once, in cursor order, on every orchestrator.
     for id in cluster.running() {
@@ -143,19 +136,19 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
 
     // Credentials: wrong, missing, or for another node.
     let one = || body(vec![record(TEMPERATURE, 100)]);
-    let (code, answer) = post(&http, at(follower), &upload_path(NODE), "wrong-token", one()).await.expect("post");
+    let (code, answer) = post(at(follower), &upload_path(NODE), "wrong-token", one()).await.expect("post");
     assert_eq!(code, 401, "{answer}");
-    let (code, _) = post(&http, at(follower), &upload_path("line-b-edge"), &token, one()).await.expect("post");
+    let (code, _) = post(at(follower), &upload_path("line-b-edge"), &token, one()).await.expect("post");
     assert_eq!(code, 401);
-    let unsigned = http.post(format!("http://{}{}", at(leader), upload_path(NODE))).body(one()).send().await.expect("post");
-    assert_eq!(unsigned.status().as_u16(), 401);
+    let unsigned = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, upload_path(NODE)).body(one(), "application/json");
+    assert_eq!(Api::new(at(leader)).send(unsigned).await.expect("post").code, 401);
     // Malformed bodies: 400, naming the field; nothing is stored.
     let mut bad = serde_json::to_value(record(TEMPERATURE, 0)).expect("json");
     bad["readings"][0]["metric"] = json!("");
     let mut no_seq = serde_json::to_value(record(TEMPERATURE, 9)).expect("json");
     no_seq.as_object_mut().expect("object").remove("seq");
     let malformed = json!({"records": [record(TEMPERATURE, 8), bad, no_seq]}).to_string().into_bytes();
-    let (code, answer) = post(&http, at(follower), &upload_path(NODE), &token, malformed).await.expect("post");
+    let (code, answer) = post(at(follower), &upload_path(NODE), &token, malformed).await.expect("post");
     assert_eq!(code, 400, "{answer}");
     assert_eq!(causes(&answer), ["records[1].seq", "records[1].readings[0].metric", "records[2]"], "{answer}");
     assert!(answer["details"]["causes"][2]["message"].as_str().is_some_and(|m| m.contains("seq")), "{answer}");
@@ -215,7 +208,6 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
     // An uploader that resends every record until it is acknowledged, with overlapping
     // windows, while the leader is killed: each record is stored exactly once.
     let uploader = {
-        let http = http.clone();
         let token = token.clone();
         let servers: Vec<SocketAddr> = cluster.running().into_iter().map(at).collect();
         tokio::spawn(async move {
@@ -227,7 +219,7 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
                     // Round robin, so that uploads also meet the dead leader and fail over.
                     let addr = servers[server % servers.len()];
                     server += 1;
-                    match post(&http, addr, &upload_path(NODE), &token, body(records.clone())).await {
+                    match post(addr, &upload_path(NODE), &token, body(records.clone())).await {
                         Ok((200, _)) => break,
                         // 503/504 or a dead server: the outcome may be unknown, so send it again.
                         Ok((code, answer)) if code >= 500 => eprintln!("upload {seq} to {addr}: {code} {answer}"),
@@ -251,7 +243,7 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
     // After the failover, a resend of everything is all duplicates.
     let everything: Vec<UpRecord> = (1..=40).map(|s| record(TEMPERATURE, s)).collect();
     let survivor = survivors.iter().copied().find(|&id| id != new_leader).expect("a follower survives");
-    assert_eq!(upload(&http, at(survivor), &token, everything).await, UploadResponse { accepted: 0, duplicates: 40, stale: 0 });
+    assert_eq!(upload(at(survivor), &token, everything).await, UploadResponse { accepted: 0, duplicates: 40, stale: 0, refused: 0 });
     for id in survivors {
         let after = page(&cluster.api(id), &format!("?stream={TEMPERATURE}")).await;
         assert_eq!(seqs(&after), (1..=40).collect::<Vec<_>>(), "node {id}:\n{}", cluster.all_logs());
@@ -268,4 +260,46 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
         followed.push(next_tailed(&mut tailed).await);
     }
     assert_eq!(followed, (8..=40).collect::<Vec<_>>());
+}
+
+/// A node that starts over with an empty data directory (a replaced disk) is a new runtime:
+/// once the operator frees its name, it registers with a new uid and numbers its streams from
+/// 1 again. Its records must be stored, not taken for duplicates of the old runtime's. The
+/// same runtime registering again (a lost credential) keeps its numbering: a resend is still
+/// a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_over_with_an_empty_disk_is_not_deduplicated_against_its_past() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 63, size: 1, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let addr = cluster.api_addr(leader);
+    let register = async |uid: &str| {
+        let request = RegisterRequest {
+            name: NODE.into(),
+            uid: uid.into(),
+            labels: Default::default(),
+            tier: Default::default(),
+            capabilities: Vec::new(),
+            capacity: Capacity { memory_mib: 512, instance_slots: 4, cpu_millis: 2_000 },
+        };
+        let (code, answer) = post(addr, REGISTER, BOOTSTRAP_TOKEN, serde_json::to_vec(&request).expect("json")).await.expect("register");
+        assert_eq!(code, 200, "register {uid}: {answer}");
+        serde_json::from_value::<RegisterResponse>(answer).expect("a RegisterResponse").token
+    };
+    let old = register("old-disk").await;
+    assert_eq!(upload(addr, &old, (1..=5).map(|s| record(TEMPERATURE, s)).collect()).await.accepted, 5);
+
+    // The disk is replaced: the operator deletes the EdgeNode so the name can be taken again.
+    let deleted = Api::new(addr).delete(&format!("/apis/edgeplane.io/v1alpha1/edgenodes/{NODE}")).await.expect("delete");
+    assert_eq!(deleted.code, 200, "{}", deleted.body);
+    let new = register("new-disk").await;
+    let fresh = upload(addr, &new, (1..=3).map(|s| record(TEMPERATURE, s)).collect()).await;
+    assert_eq!(fresh, UploadResponse { accepted: 3, duplicates: 0, stale: 0, refused: 0 }, "the new runtime's records are new");
+    // The old runtime's credential is gone with its registration.
+    let (code, _) = post(addr, &upload_path(NODE), &old, body(vec![record(TEMPERATURE, 6)])).await.expect("post");
+    assert_eq!(code, 401);
+
+    // The same runtime registering again keeps its epoch: what it sent before is a duplicate.
+    let again = register("new-disk").await;
+    let resend = upload(addr, &again, (2..=4).map(|s| record(TEMPERATURE, s)).collect()).await;
+    assert_eq!(resend, UploadResponse { accepted: 1, duplicates: 2, stale: 0, refused: 0 });
 }

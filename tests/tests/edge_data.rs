@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
-use edgeplane_tests::{bin_path, Api, cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
+use edgeplane_tests::{
+    bin_path, cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec,
+    EdgeRuntime, Mosquitto,
+};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
@@ -36,16 +39,38 @@ async fn running(edge: &EdgeRuntime, count: usize) {
 async fn create_pass_through(api: &Api) {
     push_module(api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
     let outputs = json!([{"name": "in-range", "sink": {"type": "cloud"}}, {"name": "out-of-range", "sink": {"type": "cloud"}}]);
-    create_resource(api, NS, "workloads", &workload("pass", "threshold-filter@1.0.0", &["line-a/temperature"], outputs, json!({"min": -1e12, "max": 1e12, "forwardInRange": true}))).await;
+    create_resource(
+        api,
+        NS,
+        "workloads",
+        &workload(
+            "pass",
+            "threshold-filter@1.0.0",
+            &["line-a/temperature"],
+            outputs,
+            json!({"min": -1e12, "max": 1e12, "forwardInRange": true}),
+        ),
+    )
+    .await;
 }
 
 /// Waits until the edge has subscribed to its MQTT topics.
 async fn subscribed(edge: &EdgeRuntime) {
-    eventually("the edge to subscribe", Duration::from_secs(20), async || edge.log_tail().contains("subscribing").then_some(()), || edge.log_tail()).await;
+    eventually(
+        "the edge to subscribe",
+        Duration::from_secs(20),
+        async || edge.log_tail().contains("subscribing").then_some(()),
+        || edge.log_tail(),
+    )
+    .await;
 }
 
 fn readings(device: &str, first: u64, values: impl IntoIterator<Item = f64>) -> Vec<Reading> {
-    values.into_iter().enumerate().map(|(i, value)| Reading { ts: first + i as u64, device: device.into(), metric: "temperature".into(), value }).collect()
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Reading { ts: first + i as u64, device: device.into(), metric: "temperature".into(), value })
+        .collect()
 }
 
 /// Cloud gone for a while, the edge SIGKILLed three times meanwhile (and restarted without any
@@ -68,7 +93,14 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     let mut next_ts = 1_000;
     // Sends batches until `count` were accepted, retrying refused ones (the producer keeps
     // what was not accepted); `between` runs after each accepted batch.
-    async fn produce(http: &reqwest::Client, edge: &mut EdgeRuntime, accepted: &mut Vec<Reading>, next_ts: &mut u64, count: usize, mut between: impl FnMut(usize, &mut EdgeRuntime)) {
+    async fn produce(
+        http: &reqwest::Client,
+        edge: &mut EdgeRuntime,
+        accepted: &mut Vec<Reading>,
+        next_ts: &mut u64,
+        count: usize,
+        mut between: impl FnMut(usize, &mut EdgeRuntime),
+    ) {
         for i in 0..count {
             let batch = readings("press-1", *next_ts, (0..25).map(|k| (*next_ts + k) as f64 * 0.5));
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -166,9 +198,20 @@ async fn a_fast_producer_is_pushed_back_and_memory_stays_bounded() {
     )
     .expect("wat");
     push_module(&api, NS, "slow", slow).await;
-    create_resource(&api, NS, "workloads", &workload("slow", "slow@1.0.0", &["line-a/temperature"], json!([{"name": "out", "sink": {"type": "cloud"}}]), json!({}))).await;
+    create_resource(
+        &api,
+        NS,
+        "workloads",
+        &workload("slow", "slow@1.0.0", &["line-a/temperature"], json!([{"name": "out", "sink": {"type": "cloud"}}]), json!({})),
+    )
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--max-inflight-readings", "2000", "--outbox-max-mib", "1"]);
+    let edge = EdgeRuntime::start(
+        "line-a-edge",
+        &servers,
+        dir.path().join("edge"),
+        &["--label", "line=a", "--max-inflight-readings", "2000", "--outbox-max-mib", "1"],
+    );
     running(&edge, 1).await;
     let addr = edge.status_addr().await;
 
@@ -247,8 +290,26 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
     // The filter drops sensor garbage (outside -50..150) that the detector would flag; the
     // detector flags what is 4 standard deviations from 20 (below 12 or above 28).
     let filter_outputs = json!([{"name": "in-range", "topic": "line-a/clean"}, {"name": "out-of-range", "sink": {"type": "log"}}]);
-    create_resource(&api, NS, "workloads", &workload("sanity", "threshold-filter@1.0.0", &["line-a/temperature"], filter_outputs, json!({"min": -50, "max": 150, "forwardInRange": true}))).await;
-    let mut detector = workload("detector", "anomaly-detector@1.0.0", &["line-a/clean"], json!([{"name": "alerts", "sink": {"type": "cloud"}}]), json!({"threshold": 0.5}));
+    create_resource(
+        &api,
+        NS,
+        "workloads",
+        &workload(
+            "sanity",
+            "threshold-filter@1.0.0",
+            &["line-a/temperature"],
+            filter_outputs,
+            json!({"min": -50, "max": 150, "forwardInRange": true}),
+        ),
+    )
+    .await;
+    let mut detector = workload(
+        "detector",
+        "anomaly-detector@1.0.0",
+        &["line-a/clean"],
+        json!([{"name": "alerts", "sink": {"type": "cloud"}}]),
+        json!({"threshold": 0.5}),
+    );
     detector["spec"]["modelRef"] = json!("temperature");
     create_resource(&api, NS, "workloads", &detector).await;
 
@@ -285,7 +346,11 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
     )
     .await;
     let alerts = cloud_readings(&records);
-    assert_eq!(alerts.iter().map(|a| a.ts).collect::<Vec<_>>(), expected_alerts, "alerts for exactly the anomalies, not for the filtered garbage");
+    assert_eq!(
+        alerts.iter().map(|a| a.ts).collect::<Vec<_>>(),
+        expected_alerts,
+        "alerts for exactly the anomalies, not for the filtered garbage"
+    );
     assert!(alerts.iter().all(|a| a.metric == "temperature.anomaly" && a.value >= 0.5), "{alerts:?}");
     let s = edge.stats().await;
     assert_eq!(s["node"]["readingsIn"], 300, "every message was ingested once: {s}");
@@ -316,10 +381,15 @@ async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_re
     create_pass_through(&api).await;
 
     let broker_addr = broker.addr.to_string();
-    let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
+    let mut edge =
+        EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
     running(&edge, 1).await;
     subscribed(&edge).await;
-    let lines = |first: u64| (first..first + 100).map(|ts| format!("{}\n", json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5}))).collect::<String>();
+    let lines = |first: u64| {
+        (first..first + 100)
+            .map(|ts| format!("{}\n", json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5})))
+            .collect::<String>()
+    };
     broker.publish_lines("line-a/temperature", &lines(1_000));
     let in_cloud = async |count: usize, edge: &EdgeRuntime| {
         eventually(
@@ -341,6 +411,102 @@ async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_re
     let readings = in_cloud(200, &edge).await;
     let timestamps: Vec<u64> = readings.iter().map(|r| r.ts).collect();
     let expected: Vec<u64> = (1_000..1_100).chain(2_000..2_100).collect();
-    assert_eq!(timestamps, expected, "every message published while the edge was down arrives once, in order\nedge log:\n{}", edge.log_tail());
+    assert_eq!(
+        timestamps,
+        expected,
+        "every message published while the edge was down arrives once, in order\nedge log:\n{}",
+        edge.log_tail()
+    );
     assert!(!edge.log_tail().contains("no workload reads the topic"), "nothing was dropped for want of a route:\n{}", edge.log_tail());
+}
+
+/// The edge's doors, tried with what real clients send by mistake, and MQTT with one topic
+/// whose workload cannot take data: the readings of the other topics flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_the_others() {
+    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 64, 0, 10));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(ClusterSpec { subnet: 64, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
+    create_pass_through(&api).await;
+    // A module that refuses every configuration: its instance is Failed for good.
+    let refuses = r#"(module
+        (memory (export "memory") 1)
+        (func (export "ep_abi_version") (result i32) i32.const 1)
+        (func (export "ep_alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "ep_configure") (param i32 i32) (result i32) i32.const 1)
+        (func (export "ep_process") (param i32 i32) (result i32) i32.const 0))"#;
+    push_module(&api, NS, "refuses", wat::parse_str(refuses).expect("valid WAT")).await;
+    create_resource(
+        &api,
+        NS,
+        "workloads",
+        &workload("stuck", "refuses@1.0.0", &["line-a/stuck"], json!([{"name": "out", "sink": {"type": "cloud"}}]), json!({})),
+    )
+    .await;
+
+    let broker_addr = broker.addr.to_string();
+    let edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
+    let addr = edge.status_addr().await;
+    eventually("both instances", Duration::from_secs(40), async || (edge.instances().await.len() == 2).then_some(()), || edge.log_tail())
+        .await;
+    subscribed(&edge).await;
+
+    // HTTP ingest: every refusal is JSON, says what is wrong, and counts right.
+    let http = reqwest::Client::new();
+    let post = async |content_type: Option<&str>, body: Vec<u8>| {
+        let mut request = http.post(format!("http://{addr}/v1/ingest/line-a/temperature")).body(body);
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        let response = request.send().await.expect("ingest answers");
+        let code = response.status().as_u16();
+        (code, response.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let nan =
+        edgeplane_api::data::encode_batch(&[Reading { ts: 1, device: "press-1".into(), metric: "temperature".into(), value: f64::NAN }]);
+    let (code, answer) = post(Some("application/vnd.edgeplane.batch"), nan).await;
+    assert!(code == 400 && answer["message"].as_str().is_some_and(|m| m.contains("finite")), "NaN: {code} {answer}");
+    let (code, answer) = post(None, br#"[{"ts":1,"device":"d","metric":"m","value":1}]"#.to_vec()).await;
+    assert!(code == 415 && answer["message"].as_str().is_some_and(|m| m.contains("Content-Type")), "no content type: {code} {answer}");
+    let (code, answer) = post(Some("application/json"), vec![b' '; 17 << 20]).await;
+    assert_eq!((code, answer["code"].clone()), (413, json!(413)), "17 MiB: {answer}");
+    assert_eq!(edge.stats().await["node"]["readingsRefused"], 0, "refusals at the door are not backpressure");
+
+    // MQTT: the stuck topic first, then text that is not JSON, then readings that must arrive.
+    broker.publish_lines(
+        "line-a/stuck",
+        &(0..10).map(|ts| format!("{}\n", json!({"ts": ts, "device": "d", "metric": "m", "value": 1.0}))).collect::<String>(),
+    );
+    broker.publish_lines("line-a/temperature", "hello world\n");
+    let lines: String =
+        (1_000..1_050).map(|ts| format!("{}\n", json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5}))).collect();
+    broker.publish_lines("line-a/temperature", &lines);
+    let arrived = eventually(
+        "the other topic's readings in the cloud",
+        Duration::from_secs(30),
+        async || {
+            let readings = cloud_readings(&cloud_records(&servers, NS, "pass").await?);
+            (readings.len() >= 50).then_some(readings)
+        },
+        || format!("edge log:\n{}", edge.log_tail()),
+    )
+    .await;
+    assert_eq!(arrived.iter().map(|r| r.ts).collect::<Vec<_>>(), (1_000..1_050).collect::<Vec<_>>());
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l == "edgeplane_mqtt_malformed_messages_total 1"), "the text message is counted:\n{metrics}");
+    // Once everything is delivered, nothing is pending: no records, and no bytes either.
+    eventually(
+        "an empty outbox",
+        Duration::from_secs(20),
+        async || {
+            let stats = edge.stats().await;
+            (stats["outbox"]["pendingRecords"] == 0).then_some(stats)
+        },
+        || edge.log_tail(),
+    )
+    .await;
+    assert_eq!(edge.stats().await["outbox"]["pendingBytes"], 0, "no pending bytes without pending records");
 }

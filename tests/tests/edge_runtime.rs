@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use edgeplane_tests::{eventually, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, BOOTSTRAP_TOKEN};
-use reqwest::Method;
+use edgeplane_tests::{Method, Request};
 use serde_json::{json, Value};
 
 const WORKLOADS: &str = "/apis/edgeplane.io/v1alpha1/namespaces/factory/workloads";
@@ -59,7 +59,12 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     let args = ["--label", "line=a", "--capabilities", "sensor.temperature,wasm.simd", "--heartbeat-ms", "200"];
     let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge-a"), &args);
     // A node that does not match the Workload: it must get nothing.
-    let other = EdgeRuntime::start("line-b-edge", &servers, dir.path().join("edge-b"), &["--label", "line=b", "--capabilities", "sensor.temperature"]);
+    let other = EdgeRuntime::start(
+        "line-b-edge",
+        &servers,
+        dir.path().join("edge-b"),
+        &["--label", "line=b", "--capabilities", "sensor.temperature"],
+    );
 
     // Registration: an EdgeNode with the runtime's labels, capabilities and uid.
     let node = eventually(
@@ -77,7 +82,10 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     let uid = node.pointer("/metadata/annotations/edgeplane.io~1node-uid").cloned().expect("uid annotation");
 
     // Apply: the edge starts it.
-    let created = api.request(Method::POST, WORKLOADS, Some(workload("threshold-filter@1.0.0", json!({"min": 15.0, "max": 80.0})))).await.expect("create");
+    let created = api
+        .request(Method::POST, WORKLOADS, Some(workload("threshold-filter@1.0.0", json!({"min": 15.0, "max": 80.0}))))
+        .await
+        .expect("create");
     assert_eq!(created.code, 201, "{}", created.body);
     let running = instance(&edge, "the filter to run", |i| i["phase"] == "Running").await;
     assert_eq!(running["assignment"], "factory/temperature-filter-0");
@@ -86,15 +94,30 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     let generation = running["generation"].clone();
 
     // Change the configuration: applied to the running instance, no restart.
-    let replaced = api.request(Method::PUT, &format!("{WORKLOADS}/temperature-filter"), Some(workload("threshold-filter@1.0.0", json!({"min": 20.0, "max": 80.0})))).await.expect("replace");
+    let replaced = api
+        .request(
+            Method::PUT,
+            &format!("{WORKLOADS}/temperature-filter"),
+            Some(workload("threshold-filter@1.0.0", json!({"min": 20.0, "max": 80.0}))),
+        )
+        .await
+        .expect("replace");
     assert_eq!(replaced.code, 200, "{}", replaced.body);
     let reconfigured = instance(&edge, "the new configuration to reach the instance", |i| i["reconfigurations"] == 1).await;
     assert_eq!((reconfigured["restarts"].clone(), reconfigured["generation"].clone()), (json!(0), generation.clone()), "{reconfigured}");
 
     // Change the module: the instance is replaced by one running the new module.
-    let replaced = api.request(Method::PUT, &format!("{WORKLOADS}/temperature-filter"), Some(workload("window-aggregator@1.0.0", json!({"windowSeconds": 10})))).await.expect("replace");
+    let replaced = api
+        .request(
+            Method::PUT,
+            &format!("{WORKLOADS}/temperature-filter"),
+            Some(workload("window-aggregator@1.0.0", json!({"windowSeconds": 10}))),
+        )
+        .await
+        .expect("replace");
     assert_eq!(replaced.code, 200, "{}", replaced.body);
-    let updated = instance(&edge, "the new module to run", |i| i["moduleDigest"] == json!(aggregator_digest) && i["phase"] == "Running").await;
+    let updated =
+        instance(&edge, "the new module to run", |i| i["moduleDigest"] == json!(aggregator_digest) && i["phase"] == "Running").await;
     assert_eq!(updated["reconfigurations"], 0, "a new instance: {updated}");
 
     // The leader hears about it in the heartbeats.
@@ -122,27 +145,102 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
 
     // Another runtime claiming the name is refused.
     let claim = json!({"name": "line-a-edge", "uid": "someone-else", "capacity": {"memoryMib": 64, "instanceSlots": 1, "cpuMillis": 100}});
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/v1/nodes/register", cluster.api_addr(leader)))
-        .bearer_auth(BOOTSTRAP_TOKEN)
-        .json(&claim)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(response.status().as_u16(), 409);
-    let wrong_token = reqwest::Client::new()
-        .post(format!("http://{}/v1/nodes/register", cluster.api_addr(leader)))
-        .bearer_auth("not-the-token")
-        .json(&claim)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(wrong_token.status().as_u16(), 401);
+    let register = |token: &'static str| Request::new(Method::POST, "/v1/nodes/register").json(&claim).bearer(Some(token));
+    let response = cluster.api(leader).send(register(BOOTSTRAP_TOKEN)).await.expect("register");
+    assert_eq!(response.code, 409, "{}", response.body);
+    let wrong_token = cluster.api(leader).send(register("not-the-token")).await.expect("register");
+    assert_eq!(wrong_token.code, 401, "{}", wrong_token.body);
 
     // Delete: the instance stops.
     let deleted = api.delete(&format!("{WORKLOADS}/temperature-filter")).await.expect("delete");
     assert_eq!(deleted.code, 200, "{}", deleted.body);
-    eventually("the instance to stop", Duration::from_secs(20), async || edge.instances().await.is_empty().then_some(()), || edge.log_tail()).await;
+    eventually(
+        "the instance to stop",
+        Duration::from_secs(20),
+        async || edge.instances().await.is_empty().then_some(()),
+        || edge.log_tail(),
+    )
+    .await;
     let assignments = api.get("/apis/edgeplane.io/v1alpha1/assignments").await.expect("list").body;
     assert_eq!(assignments["items"], json!([]), "{assignments}");
+}
+
+/// A module of about 6 MiB (a large data segment and many functions) behind a link that
+/// answers at 400 KiB/s: downloading it takes about 15 s. The node must keep heartbeating all
+/// the while (its Ready condition never wavers, and the leader hears heartbeats that report the
+/// instance still Pending), then run the module. Before downloads and compiles left the
+/// instances' table alone, heartbeats waited for the download and the node went Down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_heartbeating_while_a_large_module_downloads_slowly_and_compiles() {
+    let grace = ["--node-suspect-ms", "3000", "--node-grace-ms", "6000"].map(str::to_owned).to_vec();
+    let cluster = Cluster::start(ClusterSpec { subnet: 62, size: 1, extra_args: grace, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let proxy = edgeplane_tests::ThrottleProxy::start(std::net::Ipv4Addr::new(127, 62, 1, 1), cluster.api_addr(leader), 400 * 1024).await;
+
+    let functions: String = (0..500).map(|i| format!("(func $f{i} (result i32) (i32.add (i32.const {i}) (i32.const 1)))")).collect();
+    let big = format!(
+        r#"(module
+            (memory (export "memory") 100)
+            (data (i32.const 0) "{}")
+            {functions}
+            (func (export "ep_abi_version") (result i32) i32.const 1)
+            (func (export "ep_alloc") (param i32) (result i32) i32.const 65536)
+            (func (export "ep_process") (param i32 i32) (result i32) i32.const 0))"#,
+        "x".repeat(6 << 20)
+    );
+    push(&api, "big", "1.0.0", wat::parse_str(&big).expect("valid WAT")).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let edge = EdgeRuntime::start("slow-edge", &[proxy.addr], dir.path().join("slow-edge"), &["--heartbeat-ms", "500"]);
+    let node_path = "/apis/edgeplane.io/v1alpha1/edgenodes/slow-edge";
+    let ready = |node: &Value| {
+        node.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].clone())
+    };
+    eventually(
+        "the node to be Ready",
+        Duration::from_secs(30),
+        async || {
+            let node = api.get(node_path).await.ok()?.body;
+            (ready(&node) == Some(json!("True"))).then_some(())
+        },
+        || edge.log_tail(),
+    )
+    .await;
+
+    let workload = json!({
+        "apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": "big", "namespace": "factory"},
+        "spec": {"module": "big@1.0.0", "inputs": ["slow/in"], "outputs": [{"name": "out", "sink": {"type": "log"}}],
+                 "resources": {"memoryMib": 16, "batchTimeMs": 100}}
+    });
+    let created = api.request(Method::POST, WORKLOADS, Some(serde_json::to_vec(&workload).expect("json"))).await.expect("create");
+    assert_eq!(created.code, 201, "{}", created.body);
+
+    // Until the instance runs: every heartbeat the leader gets, and the node's Ready condition.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (mut last_age, mut heartbeats_while_pending) = (u64::MAX, 0);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the module never ran\n{}", edge.log_tail());
+        let node = api.get(node_path).await.expect("node").body;
+        assert_eq!(ready(&node), Some(json!("True")), "the node stopped being Ready while it downloaded: {node}\n{}", edge.log_tail());
+        let beat = api.get("/v1/nodes/slow-edge/heartbeat").await.expect("heartbeat").body;
+        let age = beat["ageMs"].as_u64().unwrap_or(u64::MAX);
+        let phase = beat.pointer("/heartbeat/instances/0/phase").cloned().unwrap_or(Value::Null);
+        if age < last_age && phase == json!("Pending") {
+            heartbeats_while_pending += 1;
+        }
+        last_age = age;
+        if phase == json!("Running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        heartbeats_while_pending >= 5,
+        "only {heartbeats_while_pending} heartbeats reported the module pending: the download was too quick to prove anything"
+    );
 }

@@ -78,6 +78,12 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
     let out = String::from_utf8_lossy(&first.stdout).to_string();
     assert_eq!(out.matches(" created").count(), 7, "{}", text(&first));
     assert!(out.contains("workload.edgeplane.io/line-a-temperature-filter created"), "{out}");
+    // No module was pushed: the Workloads are stored, with a warning saying why they wait.
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("Warning: module threshold-filter@1.0.0 is not in the registry"),
+        "{}",
+        text(&first)
+    );
 
     let again = edgectl(&servers, &["apply", "-f", examples]);
     let out = String::from_utf8_lossy(&again.stdout).to_string();
@@ -85,7 +91,10 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
 
     // A changed copy is configured; the rest stays unchanged.
     let dir = tempfile::tempdir().expect("tempdir");
-    let changed = std::fs::read_to_string(root.join("manifests/factory/vibration.yaml")).expect("read").replace("replicas: 1\n  placement:\n    preferredTiers: [edge, gateway]", "replicas: 4\n  placement:\n    preferredTiers: [edge, gateway]");
+    let changed = std::fs::read_to_string(root.join("manifests/factory/vibration.yaml")).expect("read").replace(
+        "replicas: 1\n  placement:\n    preferredTiers: [edge, gateway]",
+        "replicas: 4\n  placement:\n    preferredTiers: [edge, gateway]",
+    );
     std::fs::write(dir.path().join("vibration.yaml"), changed).expect("write");
     let configured = edgectl(&servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
     let out = String::from_utf8_lossy(&configured.stdout).to_string();
@@ -98,7 +107,9 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
 
     let described = edgectl(&servers, &["describe", "workload", "vibration-aggregates", "-n", "factory"]);
     let out = String::from_utf8_lossy(&described.stdout).to_string();
-    for expected in ["Name:              vibration-aggregates", "Generation:        2", "replicas: 4", "created", "spec changed (generation 2)"] {
+    for expected in
+        ["Name:              vibration-aggregates", "Generation:        2", "replicas: 4", "created", "spec changed (generation 2)"]
+    {
         assert!(out.contains(expected), "describe lacks {expected:?}: {}", text(&described));
     }
 
@@ -133,6 +144,46 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
 
     let completions = edgectl(&servers, &["completions", "bash"]);
     assert!(String::from_utf8_lossy(&completions.stdout).contains("_edgectl"), "{}", text(&completions));
+
+    // What a newcomer meets: where `get` looked, the kinds there are, output to a pipe that
+    // closes early, and addresses that are not an orchestrator's.
+    let empty = edgectl(&servers, &["get", "workloads"]);
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("No workloads found in namespace default."), "{}", text(&empty));
+    let unknown = edgectl(&servers, &["get", "widgets"]);
+    assert!(unknown.status.code() == Some(2) && String::from_utf8_lossy(&unknown.stderr).contains("assignments"), "{}", text(&unknown));
+    let help = edgectl(&servers, &["get", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("assignments"), "{}", text(&help));
+    let edgectl_bin = bin_path("edgectl");
+    let piped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' --server {servers} describe workload vibration-aggregates -n factory | head -2", edgectl_bin.display()))
+        .env_remove("EDGEPLANE_SERVERS")
+        .output()
+        .expect("run edgectl into head");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 2, "{}", text(&piped));
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("panicked"), "a closed pipe is not a crash: {}", text(&piped));
+    let https = edgectl("https://127.0.0.1:1", &["get", "nodes"]);
+    assert!(
+        https.status.code() == Some(2) && String::from_utf8_lossy(&https.stderr).contains("https is not supported"),
+        "{}",
+        text(&https)
+    );
+    let nowhere = format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST));
+    let refused = edgectl(&nowhere, &["get", "nodes"]);
+    assert!(refused.status.code() == Some(3) && String::from_utf8_lossy(&refused.stderr).contains("nothing listens"), "{}", text(&refused));
+    // Something that speaks HTTP but is not an orchestrator (an edge runtime's API, say).
+    let stranger = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let stranger_addr = stranger.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut conn, _)) = stranger.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    let not_ours = tokio::task::spawn_blocking(move || edgectl(&stranger_addr.to_string(), &["get", "nodes"])).await.expect("edgectl");
+    assert!(String::from_utf8_lossy(&not_ours.stderr).contains("orchestrator's API address"), "{}", text(&not_ours));
 }
 
 /// `edgectl get -w` watches the leader; the leader is SIGKILLed mid-stream; edgectl resumes on
@@ -156,7 +207,14 @@ async fn a_watch_resumes_across_a_leader_failover_without_missing_or_repeating_e
     let backup = edgeplane_tests::Api::with_timeout(cluster.api_addr(followers[1]), Duration::from_secs(8));
     // Existing objects: they arrive as the initial ADDED events.
     for i in 0..3 {
-        assert_eq!(writer.request(reqwest::Method::POST, coll, Some(model(&format!("m{i}"), 0).to_string().into_bytes())).await.expect("post").code, 201);
+        assert_eq!(
+            writer
+                .request(edgeplane_tests::Method::POST, coll, Some(model(&format!("m{i}"), 0).to_string().into_bytes()))
+                .await
+                .expect("post")
+                .code,
+            201
+        );
     }
 
     let mut child = std::process::Command::new(bin_path("edgectl"))
@@ -197,17 +255,24 @@ async fn a_watch_resumes_across_a_leader_failover_without_missing_or_repeating_e
         }
         let api = if i < 12 { &writer } else { &backup };
         let name = format!("m{i}");
-        if let Ok(r) = api.request(reqwest::Method::POST, coll, Some(model(&name, 0).to_string().into_bytes())).await {
+        if let Ok(r) = api.request(edgeplane_tests::Method::POST, coll, Some(model(&name, 0).to_string().into_bytes())).await {
             if r.code == 201 {
                 let rv = r.body["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv");
                 acked.push(("ADDED".to_owned(), name, rv));
             }
         }
     }
-    let updated = backup.request(reqwest::Method::PUT, &format!("{coll}/m5"), Some(model("m5", 7).to_string().into_bytes())).await.expect("put");
+    let updated = backup
+        .request(edgeplane_tests::Method::PUT, &format!("{coll}/m5"), Some(model("m5", 7).to_string().into_bytes()))
+        .await
+        .expect("put");
     assert_eq!(updated.code, 200, "{}", updated.body);
-    acked.push(("MODIFIED".to_owned(), "m5".to_owned(), updated.body["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv")));
-    let deleted = backup.request(reqwest::Method::DELETE, &format!("{coll}/m3"), None).await.expect("delete");
+    acked.push((
+        "MODIFIED".to_owned(),
+        "m5".to_owned(),
+        updated.body["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv"),
+    ));
+    let deleted = backup.request(edgeplane_tests::Method::DELETE, &format!("{coll}/m3"), None).await.expect("delete");
     assert_eq!(deleted.code, 200, "{}", deleted.body);
     assert!(acked.len() >= 15, "too few writes were acknowledged around the failover: {acked:?}");
     let last_rv = acked.iter().map(|a| a.2).max().expect("acked");

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
-use edgeplane_tests::{cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime};
+use edgeplane_tests::{
+    cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime,
+};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
@@ -62,9 +64,11 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     });
     create_resource(&api, NS, "workloads", &workload).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut edges: Vec<EdgeRuntime> =
-        (1..=4).map(|i| EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--label", "line=a"])).collect();
-    let (first_node, first_generation) = eventually("the replica to be placed", Duration::from_secs(30), async || placement(&cluster).await, || cluster.all_logs()).await;
+    let mut edges: Vec<EdgeRuntime> = (1..=4)
+        .map(|i| EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--label", "line=a"]))
+        .collect();
+    let (first_node, first_generation) =
+        eventually("the replica to be placed", Duration::from_secs(30), async || placement(&cluster).await, || cluster.all_logs()).await;
     let first = edges.iter().position(|e| e.name == first_node).expect("one of ours");
     edges[first].wait_running(1, Duration::from_secs(30)).await;
 
@@ -113,28 +117,28 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     assert_eq!(condition["status"], "False", "{condition}");
 
     // The old node's outputs of the old generation are fenced by the cloud sink.
-    let identity: Value = serde_json::from_slice(&std::fs::read(edges[first].data_dir.join("identity.json")).expect("identity")).expect("json");
+    let identity: Value =
+        serde_json::from_slice(&std::fs::read(edges[first].data_dir.join("identity.json")).expect("identity")).expect("json");
     let token = identity["token"].as_str().expect("registered").to_owned();
     // Produced now, after the move: what a node cut off from the cloud would still send.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
     let stale = json!({"records": [{"stream": "factory/pass-0/in-range", "seq": 1_000_000, "namespace": NS, "workload": "pass",
         "output": "in-range", "generation": first_generation, "producedMs": now_ms, "readings": batch(99_000)}]});
-    let answer: Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/nodes/{first_node}/data", cluster.api_addr(leader)))
-        .bearer_auth(&token)
+    let upload = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, format!("/v1/nodes/{first_node}/data"))
         .json(&stale)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("json");
+        .bearer(Some(&token));
+    let answer: Value = cluster.api(leader).send(upload).await.expect("upload").body;
     assert_eq!((answer["accepted"].clone(), answer["stale"].clone()), (json!(0), json!(1)), "{answer}");
 
     // The old node returns: its stale copy stops (it resumed it from disk first).
     edges[first].start_again();
-    eventually("the returning node to stop its stale copy", Duration::from_secs(30), async || edges[first].instances().await.is_empty().then_some(()), || edges[first].log_tail())
-        .await;
+    eventually(
+        "the returning node to stop its stale copy",
+        Duration::from_secs(30),
+        async || edges[first].instances().await.is_empty().then_some(()),
+        || edges[first].log_tail(),
+    )
+    .await;
     for i in 10..12 {
         let readings = batch(i * 100);
         produce(&http, &cluster, &edges, &readings).await;
@@ -158,8 +162,19 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     let said = String::from_utf8_lossy(&drained.stdout).into_owned();
     assert!(drained.status.success(), "edgectl node drain: {}{}", said, String::from_utf8_lossy(&drained.stderr));
     assert!(said.contains("assignment factory/pass-0 evicted") && said.contains("cordoned"), "{said}");
-    let (third, _) = eventually("the drained replica to be placed elsewhere", Duration::from_secs(20), async || placement(&cluster).await.filter(|(n, _)| *n != current), || cluster.all_logs()).await;
-    let node: Value = cluster.api(cluster.wait_for_leader(Duration::from_secs(5)).await).get(&format!("/apis/edgeplane.io/v1alpha1/edgenodes/{current}")).await.expect("node").body;
+    let (third, _) = eventually(
+        "the drained replica to be placed elsewhere",
+        Duration::from_secs(20),
+        async || placement(&cluster).await.filter(|(n, _)| *n != current),
+        || cluster.all_logs(),
+    )
+    .await;
+    let node: Value = cluster
+        .api(cluster.wait_for_leader(Duration::from_secs(5)).await)
+        .get(&format!("/apis/edgeplane.io/v1alpha1/edgenodes/{current}"))
+        .await
+        .expect("node")
+        .body;
     assert_eq!(node.pointer("/spec/cordoned"), Some(&json!(true)), "{node}");
     let third = edges.iter().position(|e| e.name == third).expect("one of ours");
     edges[third].wait_running(1, Duration::from_secs(30)).await;

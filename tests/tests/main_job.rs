@@ -19,11 +19,7 @@ const DEMO_PROCESSES: [&str; 4] = [
 fn the_main_job_runs_end_to_end_and_cleans_up() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let bin_dir = edgeplane_tests::bin_dir();
-    assert!(
-        bin_dir.ends_with("target/debug"),
-        "the demo runs target/debug binaries; this test was built into {}",
-        bin_dir.display()
-    );
+    assert!(bin_dir.ends_with("target/debug"), "the demo runs target/debug binaries; this test was built into {}", bin_dir.display());
     let output = Command::new("bash")
         .arg(root.join("scripts/demo.sh"))
         .arg("--check")

@@ -28,7 +28,12 @@ fn wasm(text: &str) -> Vec<u8> {
 }
 
 fn edgectl(servers: &str, args: &[&str]) -> Output {
-    Command::new(bin_path("edgectl")).args(["--server", servers, "--timeout", "10"]).args(args).env_remove("EDGEPLANE_SERVERS").output().expect("run edgectl")
+    Command::new(bin_path("edgectl"))
+        .args(["--server", servers, "--timeout", "10"])
+        .args(args)
+        .env_remove("EDGEPLANE_SERVERS")
+        .output()
+        .expect("run edgectl")
 }
 
 fn text(o: &Output) -> String {
@@ -50,7 +55,9 @@ async fn modules_are_checked_stored_by_digest_immutable_and_served_by_every_node
     let good = wasm(VALID);
     let digest = format!("sha256:{}", sha2::Sha256::digest(&good).iter().map(|b| format!("{b:02x}")).collect::<String>());
     let good_path = write("filter.wasm", &good);
-    let push = |path: &str, version: &str| edgectl(&servers, &["module", "push", path, "--name", "threshold-filter", "--version", version, "-n", "factory"]);
+    let push = |path: &str, version: &str| {
+        edgectl(&servers, &["module", "push", path, "--name", "threshold-filter", "--version", version, "-n", "factory"])
+    };
 
     let first = push(&good_path, "1.0.0");
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
@@ -86,14 +93,57 @@ async fn modules_are_checked_stored_by_digest_immutable_and_served_by_every_node
 
     let listed = edgectl(&servers, &["module", "list", "-n", "factory", "-o", "wide"]);
     let table = String::from_utf8_lossy(&listed.stdout);
-    assert!(table.contains("threshold-filter.1.0.0") && table.contains("threshold-filter.1.1.0") && table.contains(&digest), "{}", text(&listed));
+    assert!(
+        table.contains("threshold-filter.1.0.0") && table.contains("threshold-filter.1.1.0") && table.contains(&digest),
+        "{}",
+        text(&listed)
+    );
     assert!(!table.contains("2.0.0") && !table.contains("3.0.0"), "refused modules must not be stored: {}", text(&listed));
 
     // Every orchestrator holds the bytes: they survive the leader.
     cluster.kill(leader);
     for id in cluster.running() {
-        let resp = reqwest::get(format!("http://{}/v1/blobs/{digest}", cluster.api_addr(id))).await.expect("get blob");
-        assert_eq!(resp.status().as_u16(), 200, "node {id}");
-        assert_eq!(resp.bytes().await.expect("bytes").to_vec(), good, "node {id} serves the pushed bytes");
+        let resp = cluster.api(id).raw(edgeplane_tests::Request::get(format!("/v1/blobs/{digest}"))).await.expect("get blob");
+        assert_eq!(resp.status.as_u16(), 200, "node {id}");
+        assert_eq!(resp.body.to_vec(), good, "node {id} serves the pushed bytes");
     }
+}
+
+/// Deleting the last Module of a digest lets the leader collect its bytes; a digest another
+/// Module still names is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_nothing_refers_to_are_collected() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 65, size: 1, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let push = async |name: &str, bytes: Vec<u8>| {
+        let reply =
+            api.request(edgeplane_tests::Method::POST, &format!("/v1/modules/factory/{name}/1.0.0"), Some(bytes)).await.expect("push");
+        assert_eq!(reply.code, 201, "{}", reply.body);
+        reply.body["spec"]["digest"].as_str().expect("digest").to_owned()
+    };
+    let filter = push("filter", edgeplane_tests::workload_wasm("threshold-filter")).await;
+    let aggregator = push("aggregator", edgeplane_tests::workload_wasm("window-aggregator")).await;
+    let same_bytes = push("filter-copy", edgeplane_tests::workload_wasm("threshold-filter")).await;
+    assert_eq!(filter, same_bytes, "the same bytes, stored once");
+    for module in ["filter.1.0.0", "aggregator.1.0.0"] {
+        let deleted = api.delete(&format!("/apis/edgeplane.io/v1alpha1/namespaces/factory/modules/{module}")).await.expect("delete");
+        assert_eq!(deleted.code, 200, "{}", deleted.body);
+    }
+    let blob = async |digest: &str| api.get(&format!("/v1/blobs/{digest}")).await.expect("blob").code;
+    edgeplane_tests::eventually(
+        "the unreferenced blob to be collected",
+        Duration::from_secs(40),
+        async || (blob(&aggregator).await == 404).then_some(()),
+        || cluster.all_logs(),
+    )
+    .await;
+    assert_eq!(blob(&filter).await, 200, "filter-copy still names the filter's bytes");
+
+    // What an edge would refuse to compile is refused at push, naming the limit.
+    let functions: String = (0..10_001).map(|_| "(func)").collect();
+    let complex = wasm(&VALID.replace("(memory (export \"memory\") 1)", &format!("(memory (export \"memory\") 1) {functions}")));
+    let refused = api.request(edgeplane_tests::Method::POST, "/v1/modules/factory/complex/1.0.0", Some(complex)).await.expect("push");
+    assert_eq!(refused.code, 422, "{}", refused.body);
+    assert!(refused.body["message"].as_str().is_some_and(|m| m.contains("10005 functions")), "{}", refused.body);
 }

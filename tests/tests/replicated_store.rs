@@ -21,7 +21,8 @@ impl Writers {
     fn start(cluster: &Cluster, per_node: usize) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
-        let apis: Vec<Api> = cluster.running().into_iter().map(|id| Api::with_timeout(cluster.api_addr(id), Duration::from_secs(3))).collect();
+        let apis: Vec<Api> =
+            cluster.running().into_iter().map(|id| Api::with_timeout(cluster.api_addr(id), Duration::from_secs(3))).collect();
         let mut tasks = Vec::new();
         for w in 0..apis.len() * per_node {
             let apis = apis.clone();
@@ -141,8 +142,7 @@ async fn acknowledged_writes_survive_a_leader_kill_and_the_killed_node_catches_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_old_leader_never_serves_a_stale_linearizable_read() {
-    let cluster =
-        Cluster::start(ClusterSpec { subnet: 12, write_timeout_ms: 1_500, ..Default::default() }).await;
+    let cluster = Cluster::start(ClusterSpec { subnet: 12, write_timeout_ms: 1_500, ..Default::default() }).await;
     let old = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let path = format!("/v1/store/{KIND}/k");
     let first = cluster.api(old).put(&path, &json!("v1")).await.expect("put v1");
@@ -183,6 +183,42 @@ async fn an_isolated_old_leader_never_serves_a_stale_linearizable_read() {
     }
 }
 
+/// A member cut off from the quorum answers 503 once it knows of no leader, instead of holding
+/// requests for the whole write timeout: the client's timeout here is far shorter than the
+/// cluster's, so without that answer the client would only see its own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_from_the_quorum_answers_503_instead_of_hanging() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 16, write_timeout_ms: 30_000, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let cut_off = cluster.running().into_iter().find(|&id| id != leader).expect("a follower");
+    let others: Vec<u64> = cluster.running().into_iter().filter(|&id| id != cut_off).collect();
+    cluster.cut(&[cut_off], &others);
+    let api = Api::with_timeout(cluster.api_addr(cut_off), Duration::from_secs(8));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.cluster().await.is_ok_and(|s| s.leader_id.is_some()) {
+        assert!(Instant::now() < deadline, "the cut-off member still believes in a leader\n{}", cluster.all_logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let write = api.put(&format!("/v1/store/{KIND}/cut-off"), &json!(1)).await;
+    let write = write.unwrap_or_else(|e| panic!("the write was not answered within the client's 8 s: {e}"));
+    assert_eq!((write.code, write.body["reason"].as_str()), (503, Some("ServiceUnavailable")), "{}", write.body);
+    let read = api.get(&format!("/v1/store/{KIND}/cut-off")).await.unwrap_or_else(|e| panic!("the read was not answered: {e}"));
+    assert_eq!(read.code, 503, "{}", read.body);
+    // The rest of the cluster still writes, and the member catches up once healed.
+    let elsewhere = cluster.api(others[0]).put(&format!("/v1/store/{KIND}/majority"), &json!(2)).await.expect("write");
+    assert!(elsewhere.code == 201, "{}", elsewhere.body);
+    cluster.heal();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let read = api.get(&format!("/v1/store/{KIND}/majority")).await.expect("read");
+        if read.code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the healed member never served the read: {} {}", read.code, read.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_a_status_and_change_nothing() {
     let cluster = Cluster::start(ClusterSpec { subnet: 13, ..Default::default() }).await;
@@ -204,7 +240,13 @@ async fn bad_requests_are_refused_with_a_status_and_change_nothing() {
         ("bad name", raw(Method::PUT, "/v1/store/thing/-a", Some(b"1")).await, 400, "Invalid", Some("path.name")),
         ("unknown parameter", raw(Method::PUT, "/v1/store/thing/a?replicas=3", Some(b"1")).await, 400, "Invalid", Some("query.replicas")),
         ("bad ifVersion", raw(Method::PUT, "/v1/store/thing/a?ifVersion=-1", Some(b"1")).await, 400, "Invalid", Some("query.ifVersion")),
-        ("bad consistency", raw(Method::GET, "/v1/store/thing/a?consistency=eventual", None).await, 400, "Invalid", Some("query.consistency")),
+        (
+            "bad consistency",
+            raw(Method::GET, "/v1/store/thing/a?consistency=eventual", None).await,
+            400,
+            "Invalid",
+            Some("query.consistency"),
+        ),
         ("invalid JSON", raw(Method::PUT, "/v1/store/thing/a", Some(b"{\"a\":")).await, 400, "Invalid", Some("body")),
         ("empty body", raw(Method::PUT, "/v1/store/thing/a", Some(b"")).await, 400, "Invalid", Some("body")),
         (
@@ -214,8 +256,20 @@ async fn bad_requests_are_refused_with_a_status_and_change_nothing() {
             "RequestEntityTooLarge",
             None,
         ),
-        ("stale compare-and-swap", raw(Method::PUT, &format!("/v1/store/{KIND}/keep?ifVersion=1"), Some(b"2")).await, 409, "Conflict", None),
-        ("create existing", raw(Method::PUT, &format!("/v1/store/{KIND}/keep?ifAbsent=true"), Some(b"2")).await, 409, "AlreadyExists", None),
+        (
+            "stale compare-and-swap",
+            raw(Method::PUT, &format!("/v1/store/{KIND}/keep?ifVersion=1"), Some(b"2")).await,
+            409,
+            "Conflict",
+            None,
+        ),
+        (
+            "create existing",
+            raw(Method::PUT, &format!("/v1/store/{KIND}/keep?ifAbsent=true"), Some(b"2")).await,
+            409,
+            "AlreadyExists",
+            None,
+        ),
         ("delete missing", raw(Method::DELETE, &format!("/v1/store/{KIND}/nope"), None).await, 404, "NotFound", None),
         ("unknown path", raw(Method::GET, "/v2/nothing", None).await, 404, "NotFound", None),
     ];

@@ -43,8 +43,14 @@ async fn resources_support_create_get_list_replace_patch_status_and_delete() {
     // Read through another node: linearizable, so the create is visible.
     let (code, got) = send(&b, Method::GET, &one, None).await;
     assert_eq!((code, &got["spec"]["replicas"]), (200, &json!(1)), "{got}");
-    send(&a, Method::POST, &coll, Some(&json!({ "apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload",
-        "metadata": { "name": "other", "labels": { "line": "b" } }, "spec": { "module": "agg@1.0.0" } }))).await;
+    send(
+        &a,
+        Method::POST,
+        &coll,
+        Some(&json!({ "apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload",
+        "metadata": { "name": "other", "labels": { "line": "b" } }, "spec": { "module": "agg@1.0.0" } })),
+    )
+    .await;
     let (_, listed) = send(&b, Method::GET, &format!("{coll}?labelSelector=line%3Da"), None).await;
     let names: Vec<&str> = listed["items"].as_array().expect("items").iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
     assert_eq!((listed["kind"].as_str(), names), (Some("WorkloadList"), vec!["filter"]));
@@ -84,9 +90,7 @@ async fn resources_support_create_get_list_replace_patch_status_and_delete() {
     assert_eq!(code, 200, "{s}");
     assert_eq!((s["status"]["conditions"][0].clone(), s["spec"]["module"].clone()), (audited.clone(), json!("threshold-filter@1.0.0")));
 
-    let patched = a
-        .http_patch(&one, r#"{"spec":{"replicas":5},"metadata":{"labels":{"owner":"ops"}}}"#)
-        .await;
+    let patched = a.http_patch(&one, r#"{"spec":{"replicas":5},"metadata":{"labels":{"owner":"ops"}}}"#).await;
     assert_eq!(patched.0, 200, "{}", patched.1);
     assert_eq!(patched.1["spec"]["replicas"], 5);
     assert_eq!(patched.1["metadata"]["labels"], json!({ "line": "a", "owner": "ops" }));
@@ -112,11 +116,20 @@ async fn invalid_resources_are_refused_with_field_paths_and_nothing_is_stored() 
     wrong_ns["metadata"]["namespace"] = json!("elsewhere");
     let mut unknown = workload("w", 1);
     unknown["spec"]["replica"] = json!(3);
-    let cases: Vec<(&str, Method, String, Option<Value>, u16, Vec<&str>)> = vec![
+    // (what, method, path, body, expected code, fields the causes must name)
+    type Case<'a> = (&'a str, Method, String, Option<Value>, u16, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         ("negative replicas and a bad module ref", Method::POST, coll.clone(), Some(negative), 422, vec!["spec.replicas", "spec.module"]),
         ("namespace differs from the path", Method::POST, coll.clone(), Some(wrong_ns), 422, vec!["metadata.namespace"]),
         ("unknown field", Method::POST, coll.clone(), Some(unknown), 422, vec!["spec.replica"]),
-        ("kind differs from the path", Method::POST, format!("{BASE}/namespaces/factory/models"), Some(workload("w", 1)), 422, vec!["kind"]),
+        (
+            "kind differs from the path",
+            Method::POST,
+            format!("{BASE}/namespaces/factory/models"),
+            Some(workload("w", 1)),
+            422,
+            vec!["kind"],
+        ),
         ("unknown resource type", Method::GET, format!("{BASE}/namespaces/factory/pods"), None, 404, vec![]),
         ("cluster-scoped kind under a namespace", Method::GET, format!("{BASE}/namespaces/factory/edgenodes"), None, 404, vec![]),
         ("bad label selector", Method::GET, format!("{coll}?labelSelector=a%20b%3Dc"), None, 400, vec!["query.labelSelector"]),

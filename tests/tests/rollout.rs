@@ -13,7 +13,8 @@ const WORKLOAD: &str = "/apis/edgeplane.io/v1alpha1/namespaces/factory/workloads
 
 fn edgectl(servers: &[SocketAddr], args: &[&str]) -> (bool, String) {
     let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
-    let output = std::process::Command::new(bin_path("edgectl")).args(["--server", &servers.join(",")]).args(args).output().expect("edgectl");
+    let output =
+        std::process::Command::new(bin_path("edgectl")).args(["--server", &servers.join(",")]).args(args).output().expect("edgectl");
     (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
@@ -48,7 +49,11 @@ async fn modules_roll_over_replicas_and_a_failing_one_is_rolled_back() {
     let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
     let filter = workload_wasm("threshold-filter");
     push_module(&api, NS, "threshold-filter", filter.clone()).await;
-    let v1 = api.get("/apis/edgeplane.io/v1alpha1/namespaces/factory/modules/threshold-filter.1.0.0").await.expect("module").body["spec"]["digest"].as_str().expect("digest").to_owned();
+    let v1 = api.get("/apis/edgeplane.io/v1alpha1/namespaces/factory/modules/threshold-filter.1.0.0").await.expect("module").body["spec"]
+        ["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
     // "Version 2": the same filter pushed under another name, so that the Workload's module
     // reference changes (a rollout) while the replicas keep working; pushed with edgectl.
     let (ok, out) = {
@@ -71,7 +76,9 @@ async fn modules_roll_over_replicas_and_a_failing_one_is_rolled_back() {
     push_module(&api, NS, "broken", broken).await;
     create_resource(&api, NS, "workloads", &json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": {"name": "filter", "namespace": NS}, "spec": spec("threshold-filter@1.0.0")})).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let edges: Vec<EdgeRuntime> = (1..=2).map(|i| EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("e{i}")), &["--label", "line=a"])).collect();
+    let edges: Vec<EdgeRuntime> = (1..=2)
+        .map(|i| EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("e{i}")), &["--label", "line=a"]))
+        .collect();
     running(&edges, &v1).await;
 
     // A new version (same bytes, another module name and so another module reference).

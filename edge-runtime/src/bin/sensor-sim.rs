@@ -59,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.rate_hz > 0.0 && args.rate_hz <= 10_000.0, "--rate-hz must be in (0, 10000], got {}", args.rate_hz);
     anyhow::ensure!(args.publish_ms > 0, "--publish-ms must be positive");
     let (host, port) = match args.broker.rsplit_once(':') {
-        Some((host, port)) => (host.to_owned(), port.parse::<u16>().map_err(|_| anyhow::anyhow!("--broker: bad port in {:?}", args.broker))?),
+        Some((host, port)) => {
+            (host.to_owned(), port.parse::<u16>().map_err(|_| anyhow::anyhow!("--broker: bad port in {:?}", args.broker))?)
+        }
         None => (args.broker.clone(), 1883),
     };
     let mut options = MqttOptions::new(format!("sensor-sim-{}", std::process::id()), host, port);
@@ -69,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(poll(eventloop, link.clone(), args.broker.clone()));
 
     let started = now_ms();
-    let mut plant = Plant::new(args.seed, FaultSchedule { every_ms: (args.fault_every_s * 1000.0) as u64, imbalance: args.imbalance }, started);
+    let mut plant =
+        Plant::new(args.seed, FaultSchedule { every_ms: (args.fault_every_s * 1000.0) as u64, imbalance: args.imbalance }, started);
     let sample_ms = 1000.0 / args.rate_hz;
     let mut next_sample = started as f64;
     let mut publish = tokio::time::interval(Duration::from_millis(args.publish_ms));
@@ -430,7 +433,12 @@ mod tests {
         assert!(faults[1].starts_with("press-a2 overheating"), "{faults:?}");
         // The worn bearing (5-13 s) against the same sensor's healthy time (13-15 s and later).
         let during = |samples: &[(&str, Reading, Option<String>)], device: &str, metric: &str, from: u64, to: u64| {
-            mean(samples.iter().filter(|(_, r, _)| r.device == device && r.metric == metric && r.ts >= START + from && r.ts < START + to).map(|(_, r, _)| r.value))
+            mean(
+                samples
+                    .iter()
+                    .filter(|(_, r, _)| r.device == device && r.metric == metric && r.ts >= START + from && r.ts < START + to)
+                    .map(|(_, r, _)| r.value),
+            )
         };
         assert!(during(&samples, "press-a1", "vibration", 5_000, 13_000) > 4.5);
         assert!(during(&samples, "press-a1", "vibration", 14_000, 45_000) < 2.3);

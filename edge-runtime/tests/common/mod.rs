@@ -13,11 +13,12 @@ pub const PRELUDE: &str = r#"
 
 /// A well-behaved module: emits every batch unchanged on `out`.
 pub fn echo() -> String {
-    module(r#"(func (export "ep_process") (param $ptr i32) (param $len i32) (result i32)
-        (call $emit (i32.const 16) (i32.const 3) (local.get $ptr) (local.get $len)))"#)
+    module(
+        r#"(func (export "ep_process") (param $ptr i32) (param $len i32) (result i32)
+        (call $emit (i32.const 16) (i32.const 3) (local.get $ptr) (local.get $len)))"#,
+    )
 }
 
 pub fn module(body: &str) -> String {
     format!("(module {PRELUDE} {body})")
 }
-

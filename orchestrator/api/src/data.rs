@@ -68,12 +68,18 @@ pub fn encode_batch(readings: &[Reading]) -> Vec<u8> {
 }
 
 /// Checks a v1 batch without decoding it and returns its reading count: the fast path of
-/// binary ingest, which hands the bytes on as they are.
+/// binary ingest, which hands the bytes on as they are. Values must be finite: NaN and
+/// infinities have no JSON form, so the cloud could never store them.
 pub fn validate_batch(bytes: &[u8]) -> Result<u32, BatchError> {
     let mut cursor = Cursor { bytes, at: 0 };
     let count = cursor.u32()?;
     for i in 0..count {
-        cursor.skip(16).map_err(|e| BatchError(format!("reading {i}: {}", e.0)))?;
+        cursor.skip(8).map_err(|e| BatchError(format!("reading {i}: {}", e.0)))?;
+        let value =
+            f64::from_le_bytes(cursor.take(8).map_err(|e| BatchError(format!("reading {i}: {}", e.0)))?.try_into().expect("8 bytes"));
+        if !value.is_finite() {
+            return Err(BatchError(format!("reading {i}: value is {value}; readings must be finite numbers")));
+        }
         for what in ["device", "metric"] {
             let name = cursor.name().map_err(|e| BatchError(format!("reading {i} {what}: {}", e.0)))?;
             if name.is_empty() {
@@ -133,15 +139,67 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Identifies one output of one replica: `{namespace}/{assignment}/{output}`, the unit of
+/// ordering and deduplication of what nodes send up. On the wire it is that string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub namespace: String,
+    /// The Assignment's name (its replica of the Workload).
+    pub assignment: String,
+    pub output: String,
+}
+
+impl StreamId {
+    pub fn new(namespace: impl Into<String>, assignment: impl Into<String>, output: impl Into<String>) -> StreamId {
+        StreamId { namespace: namespace.into(), assignment: assignment.into(), output: output.into() }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.namespace, self.assignment, self.output)
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = String;
+
+    /// Splits at the first and the last `/`: namespaces and outputs hold none, and the
+    /// names' own rules are checked where records come in.
+    fn from_str(s: &str) -> Result<StreamId, String> {
+        let shape = || format!("{s:?} is not {{namespace}}/{{assignment}}/{{output}}");
+        let (namespace, rest) = s.split_once('/').ok_or_else(shape)?;
+        let (assignment, output) = rest.rsplit_once('/').ok_or_else(shape)?;
+        if namespace.is_empty() || assignment.is_empty() || output.is_empty() {
+            return Err(shape());
+        }
+        Ok(StreamId::new(namespace, assignment, output))
+    }
+}
+
+impl Serialize for StreamId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StreamId, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One output batch of one workload replica, as it leaves a node's outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpRecord {
-    /// `{namespace}/{assignment}/{output}`: the unit of ordering and deduplication (with the
-    /// node that sent it).
-    pub stream: String,
-    /// 1, 2, 3, ... per (node, stream), in the order the node produced the records. A gap
-    /// means the node dropped records under its outbox policy and counted them.
+    /// The unit of ordering and deduplication (with the node, and the node's incarnation,
+    /// that sent it).
+    pub stream: StreamId,
+    /// 1, 2, 3, ... per (node, stream), in the order the node produced the records, from the
+    /// node's registration with a fresh data directory. A gap means the node dropped records
+    /// under its outbox policy, or found them corrupt, and counted them.
     pub seq: u64,
     pub namespace: String,
     pub workload: String,
@@ -184,9 +242,14 @@ pub struct UploadResponse {
     /// Records at or below their stream's highest stored sequence number: already stored.
     pub duplicates: u64,
     /// Records produced by an older generation of their Assignment than the current one
-    /// (the replica was placed anew elsewhere): fenced, not stored.
+    /// (the replica was placed anew elsewhere), or sent by an earlier incarnation of the
+    /// node: fenced, not stored.
     #[serde(default)]
     pub stale: u64,
+    /// Records of new streams beyond the number of streams the sink keeps per node: refused,
+    /// not stored. The node counts them as rejected.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// A record as the cloud sink keeps it.
@@ -265,5 +328,26 @@ mod tests {
         assert!(validate_batch(&[1, 0]).is_err());
         let empty_device = encode_batch(&[reading(1, "")]);
         assert!(validate_batch(&empty_device).expect_err("refused").0.contains("empty device"));
+    }
+
+    #[test]
+    fn values_must_be_finite() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let batch = encode_batch(&[reading(1, "a"), Reading { value, ..reading(2, "b") }]);
+            let err = validate_batch(&batch).expect_err("refused");
+            assert!(err.0.starts_with("reading 1: value is") && err.0.contains("finite"), "{err}");
+        }
+        assert_eq!(validate_batch(&encode_batch(&[Reading { value: f64::MAX, ..reading(1, "a") }])), Ok(1));
+    }
+
+    #[test]
+    fn stream_ids_read_and_write_as_one_string() {
+        let id: StreamId = "factory/line-a-filter-0/alerts".parse().expect("parses");
+        assert_eq!(id, StreamId::new("factory", "line-a-filter-0", "alerts"));
+        assert_eq!(serde_json::to_string(&id).expect("json"), r#""factory/line-a-filter-0/alerts""#);
+        assert_eq!(serde_json::from_str::<StreamId>(r#""a/b.c/d""#).expect("json"), StreamId::new("a", "b.c", "d"));
+        for bad in ["", "a", "a/b", "/b/c", "a//c", "a/b/"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad:?}");
+        }
     }
 }

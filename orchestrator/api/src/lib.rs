@@ -11,18 +11,24 @@
 //! - [`resources`]: EdgeNode, Module, Workload and Model in Kubernetes form, with their CRDs.
 //! - [`manifest`]: parsing YAML manifests, all-or-nothing, every problem with its field path.
 //! - [`validate`]: the semantic rules (names, labels, counts, references).
+//! - [`selector`]: label selectors.
 //! - [`node`]: registration and heartbeats of edge runtimes.
+//! - [`abi`]: the limits on guest modules' size and complexity.
 //! - [`data`]: readings, the v1 batch format, and the cloud sink's upload and query types.
 //! - [`openapi`]: the OpenAPI document of the resource API.
+//! - [`watch`]: the events of a watch stream.
 
 use serde::{Deserialize, Serialize};
 
+pub mod abi;
 pub mod data;
 pub mod manifest;
 pub mod node;
 pub mod openapi;
 pub mod resources;
+pub mod selector;
 pub mod validate;
+pub mod watch;
 
 /// REST paths of the orchestrator.
 pub mod paths {

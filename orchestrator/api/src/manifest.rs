@@ -9,8 +9,9 @@
 //!    values outside an enum, missing required fields; all of them, not just the first;
 //! 3. meaning, on the typed resource ([`crate::validate`]): names, labels, counts, references.
 //!
-//! The meaning pass needs a well-formed resource, so it runs once a document's structure is
-//! right: a document with structural problems reports those first.
+//! The meaning pass needs a well-formed resource: on a document with structural problems it
+//! runs on what is left once the offending fields are taken out, so that one round trip
+//! reports the problems of both passes (a missing required field still stops it).
 
 use std::fmt;
 
@@ -71,7 +72,9 @@ impl fmt::Display for DocumentErrors {
     }
 }
 
-/// A validated resource.
+/// A validated resource. (Not boxed: a resource is parsed once per document or request, and
+/// moved rarely.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     EdgeNode(EdgeNode),
@@ -108,10 +111,7 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, Vec<DocumentErrors>> {
         return Err(vec![DocumentErrors {
             document: 0,
             object: None,
-            problems: vec![FieldError::new(
-                "",
-                format!("the manifest is {} bytes; the limit is {MAX_MANIFEST_BYTES}", text.len()),
-            )],
+            problems: vec![FieldError::new("", format!("the manifest is {} bytes; the limit is {MAX_MANIFEST_BYTES}", text.len()))],
         }]);
     }
     let mut resources = Vec::new();
@@ -136,7 +136,11 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, Vec<DocumentErrors>> {
             Err((object, problems)) => errors.push(DocumentErrors { document: number, object, problems }),
         }
     }
-    if errors.is_empty() { Ok(resources) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(resources)
+    } else {
+        Err(errors)
+    }
 }
 
 fn yaml_error(e: &serde_yaml::Error) -> FieldError {
@@ -168,10 +172,8 @@ fn parse_document(value: Value) -> DocResult {
         return Err((None, vec![FieldError::new("", "a document must be a mapping with apiVersion, kind, metadata and spec")]));
     };
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .map(|n| if kind.is_empty() { n.to_owned() } else { format!("{kind}/{n}") });
+    let name =
+        value.pointer("/metadata/name").and_then(Value::as_str).map(|n| if kind.is_empty() { n.to_owned() } else { format!("{kind}/{n}") });
     let mut problems = Vec::new();
     match map.get("apiVersion").and_then(Value::as_str) {
         Some(API_VERSION) => {}
@@ -206,18 +208,66 @@ fn parse_document(value: Value) -> DocResult {
         problems.push(FieldError::new("spec", "required"));
     }
     if !problems.is_empty() {
+        // The meaning of what is well-formed, so that both kinds of problem come at once.
+        let mut rest = value;
+        for p in &problems {
+            remove_path(&mut rest, &p.field);
+        }
+        if let Ok((semantic, _)) = meaning(&kind, rest) {
+            let known = |field: &str| problems.iter().any(|p| p.field == field || field.starts_with(&format!("{}.", p.field)));
+            let extra: Vec<FieldError> = semantic.into_iter().filter(|s| !known(&s.field)).collect();
+            problems.extend(extra);
+        }
         return Err((name, problems));
     }
-    let typed = match kind.as_str() {
+    match meaning(&kind, value) {
+        Ok((semantic, resource)) if semantic.is_empty() => Ok(resource),
+        Ok((semantic, _)) => Err((name, semantic)),
+        Err(e) => Err((name, vec![e])),
+    }
+}
+
+/// The typed resource of a well-formed document and the problems of its meaning.
+fn meaning(kind: &str, value: Value) -> Result<(Vec<FieldError>, Resource), FieldError> {
+    match kind {
         "EdgeNode" => typed(value).map(|r: EdgeNode| (validate::edge_node(&r), Resource::EdgeNode(r))),
         "Module" => typed(value).map(|r: Module| (validate::module(&r), Resource::Module(r))),
         "Workload" => typed(value).map(|r: Workload| (validate::workload(&r), Resource::Workload(r))),
         _ => typed(value).map(|r: Model| (validate::model(&r), Resource::Model(r))),
-    };
-    match typed {
-        Ok((semantic, resource)) if semantic.is_empty() => Ok(resource),
-        Ok((semantic, _)) => Err((name, semantic)),
-        Err(e) => Err((name, vec![e])),
+    }
+}
+
+/// Removes the field at a problem's path (`spec.outputs[1].sink.type`), if there is one.
+fn remove_path(value: &mut Value, path: &str) {
+    let mut steps: Vec<(&str, Option<usize>)> = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        match part.split_once('[') {
+            Some((name, rest)) => {
+                steps.push((name, None));
+                for index in rest.split('[').map(|i| i.trim_end_matches(']')) {
+                    steps.push(("", index.parse().ok()));
+                }
+            }
+            None => steps.push((part, None)),
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else { return };
+    let mut at = value;
+    for (name, index) in parents {
+        let next = match index {
+            Some(i) => at.get_mut(*i),
+            None => at.get_mut(*name),
+        };
+        let Some(next) = next else { return };
+        at = next;
+    }
+    match last {
+        (_, Some(i)) => {
+            if let Some(items) = at.as_array_mut().filter(|a| *i < a.len()) {
+                items.remove(*i);
+            }
+        }
+        (name, None) => drop(at.as_object_mut().and_then(|m| m.remove(*name))),
     }
 }
 

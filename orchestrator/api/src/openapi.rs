@@ -102,7 +102,8 @@ fn responses(list: &[(&str, Value)]) -> Value {
 fn op(id: &str, summary: &str, parameters: Vec<Value>, body: Option<&Value>, answers: &[(&str, Value)]) -> Value {
     let mut o = json!({ "operationId": id, "summary": summary, "parameters": parameters, "responses": responses(answers) });
     if let Some(b) = body {
-        o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": b }, "application/yaml": { "schema": b } } });
+        o["requestBody"] =
+            json!({ "required": true, "content": { "application/json": { "schema": b }, "application/yaml": { "schema": b } } });
     }
     o
 }

@@ -52,10 +52,7 @@ impl ResourceKind {
     /// Any name a person might use: plural, kind or alias, in any case.
     pub fn by_any_name(name: &str) -> Option<ResourceKind> {
         let lower = name.to_lowercase();
-        KINDS
-            .iter()
-            .copied()
-            .find(|k| k.plural == lower || k.kind.to_lowercase() == lower || k.aliases.contains(&lower.as_str()))
+        KINDS.iter().copied().find(|k| k.plural == lower || k.kind.to_lowercase() == lower || k.aliases.contains(&lower.as_str()))
     }
 }
 
@@ -381,9 +378,7 @@ pub struct WorkloadStatus {
 pub struct RolloutStatus {
     /// The Workload generation being rolled out.
     pub revision: i64,
-    /// `Progressing`, `Complete`, or `RolledBack` (a new replica failed; the spec went back to
-    /// `previous`).
-    pub phase: String,
+    pub phase: RolloutPhase,
     /// Replicas running the revision, of the desired count.
     pub updated: u32,
     pub replicas: u32,
@@ -397,6 +392,29 @@ pub struct RolloutStatus {
     /// rollout undo`) returns to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<PreviousRevision>,
+}
+
+/// The phase of a rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutPhase {
+    /// Replicas are being updated to the revision.
+    #[default]
+    Progressing,
+    /// Every replica runs the revision.
+    Complete,
+    /// A replica on the revision failed; the spec went back to `previous`, which rolls out in
+    /// turn.
+    RolledBack,
+}
+
+impl RolloutPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Complete => "Complete",
+            RolloutPhase::RolledBack => "RolledBack",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

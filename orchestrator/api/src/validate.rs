@@ -65,9 +65,7 @@ pub fn label_value(value: &str) -> Result<(), String> {
         || !value.starts_with(alnum)
         || !value.ends_with(alnum)
     {
-        return Err(format!(
-            "{value:?} must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-        ));
+        return Err(format!("{value:?} must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"));
     }
     Ok(())
 }
@@ -107,7 +105,9 @@ fn dotted_name(value: &str) -> Result<(), String> {
         || !value.starts_with(alnum)
         || !value.ends_with(alnum)
     {
-        return Err(format!("{value:?} must be lowercase letters, digits, '.', '-', '_' or '/', starting and ending with a letter or digit"));
+        return Err(format!(
+            "{value:?} must be lowercase letters, digits, '.', '-', '_' or '/', starting and ending with a letter or digit"
+        ));
     }
     Ok(())
 }
@@ -218,7 +218,9 @@ pub fn workload(w: &Workload) -> Problems {
     match (s.replicas, s.mode) {
         (Some(n), _) if n < 0 => push(&mut p, "spec.replicas", format!("must be >= 0, got {n}")),
         (Some(n), _) if n > 10_000 => push(&mut p, "spec.replicas", format!("must be <= 10000, got {n}")),
-        (Some(_), WorkloadMode::Daemon) => push(&mut p, "spec.replicas", "must not be set with mode: daemon (one replica per matching node)"),
+        (Some(_), WorkloadMode::Daemon) => {
+            push(&mut p, "spec.replicas", "must not be set with mode: daemon (one replica per matching node)")
+        }
         _ => {}
     }
     let pl = &s.placement;

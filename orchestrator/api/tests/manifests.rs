@@ -39,7 +39,13 @@ fn every_example_manifest_is_valid() {
             }
         }
     }
-    for expected in ["EdgeNode/line-a-edge", "EdgeNode/cloud-1", "Workload/line-a-temperature-filter", "Model/vibration-detector", "Workload/vibration-anomalies"] {
+    for expected in [
+        "EdgeNode/line-a-edge",
+        "EdgeNode/cloud-1",
+        "Workload/line-a-temperature-filter",
+        "Model/vibration-detector",
+        "Workload/vibration-anomalies",
+    ] {
         assert!(kinds.iter().any(|k| k == expected), "examples lack {expected}: {kinds:?}");
     }
 }
@@ -72,7 +78,8 @@ fn bad_manifests_are_rejected_whole_with_every_problem_named() {
 
 #[test]
 fn a_valid_document_beside_a_bad_one_is_not_returned() {
-    let text = std::fs::read_to_string(root().join("orchestrator/api/tests/bad-manifests/one-bad-document-rejects-all.yaml")).expect("read");
+    let text =
+        std::fs::read_to_string(root().join("orchestrator/api/tests/bad-manifests/one-bad-document-rejects-all.yaml")).expect("read");
     let errors = manifest::parse(&text).expect_err("one document is bad");
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].document, 2, "the first document is valid; only the second is reported");

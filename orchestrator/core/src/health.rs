@@ -120,7 +120,8 @@ mod tests {
     #[test]
     fn silence_makes_suspects_then_down_nodes() {
         let policy = HealthPolicy { suspect_after_ms: 1000, down_after_ms: 1500 };
-        let silence: BTreeMap<String, u64> = [("a", 10), ("b", 1000), ("c", 1499), ("d", 1500), ("e", 4000)].into_iter().map(|(n, s)| (n.to_owned(), s)).collect();
+        let silence: BTreeMap<String, u64> =
+            [("a", 10), ("b", 1000), ("c", 1499), ("d", 1500), ("e", 4000)].into_iter().map(|(n, s)| (n.to_owned(), s)).collect();
         let liveness = Liveness::assess(&silence, policy);
         let health: Vec<Health> = liveness.health.values().copied().collect();
         assert_eq!(health, [Health::Ready, Health::Suspect, Health::Suspect, Health::Down, Health::Down]);

@@ -18,10 +18,14 @@
 //!   that reaches the log more than a window after it was issued (its earlier copy might have
 //!   been forgotten). Together: every request takes effect at most once.
 //! - [`sink`]: the cloud sink, records uploaded by edge nodes ([`Command::AppendData`]).
+//! - [`health`], [`placement`]: node health from heartbeat silence, and the scheduler's
+//!   planner; [`gc`]: which module blobs nothing refers to any more. Pure functions of the
+//!   state that the leader's loops run and whose output they propose.
 //! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
 
+pub mod gc;
 pub mod health;
 pub mod placement;
 pub mod sink;
@@ -82,19 +86,38 @@ pub enum Precondition {
 /// A command carried by one log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    Put { key: ObjectKey, value: serde_json::Value, precondition: Precondition },
-    Delete { key: ObjectKey, precondition: Precondition },
+    Put {
+        key: ObjectKey,
+        value: serde_json::Value,
+        precondition: Precondition,
+    },
+    Delete {
+        key: ObjectKey,
+        precondition: Precondition,
+    },
     /// A write of a Kubernetes-style resource (`metadata`, `spec`, `status`), where the state
     /// machine owns `metadata.generation`, `metadata.uid`, `metadata.creationTimestamp` and,
     /// outside status writes, `status`.
-    PutResource { key: ObjectKey, resource: serde_json::Value, precondition: Precondition, write: ResourceWrite },
+    PutResource {
+        key: ObjectKey,
+        resource: serde_json::Value,
+        precondition: Precondition,
+        write: ResourceWrite,
+    },
     /// Several commands that take effect together or not at all: the first refusal refuses
     /// the whole transaction and leaves the state as it was.
     Transaction(Vec<Command>),
-    /// Records a node uploaded, for the cloud sink (see [`sink`]). The retention limit travels
-    /// in the command rather than being read from each orchestrator's configuration, so
-    /// replicas configured differently still evict the same records.
-    AppendData { node: String, records: Vec<UpRecord>, retain_readings: u64 },
+    /// Records a node uploaded, for the cloud sink (see [`sink`]). `epoch` is the node's
+    /// incarnation, from its credential (entries written before epochs existed have 0). The
+    /// retention limit travels in the command rather than being read from each orchestrator's
+    /// configuration, so replicas configured differently still evict the same records.
+    AppendData {
+        node: String,
+        #[serde(default)]
+        epoch: u64,
+        records: Vec<UpRecord>,
+        retain_readings: u64,
+    },
 }
 
 /// Which part of a resource a [`Command::PutResource`] writes.
@@ -190,11 +213,7 @@ impl ClusterState {
     /// an id already applied within the window makes the entry a no-op (`None`); a request
     /// arriving more than a window after it was issued is refused ([`ApplyError::Expired`]).
     pub fn apply_entry(&mut self, index: u64, data: &[u8], request: Option<RequestTag>) -> Option<Result<Applied, ApplyError>> {
-        assert!(
-            index > self.applied_index,
-            "entry {index} applied twice or out of order (applied index {})",
-            self.applied_index
-        );
+        assert!(index > self.applied_index, "entry {index} applied twice or out of order (applied index {})", self.applied_index);
         self.applied_index = index;
         self.forget_requests_before(index.saturating_sub(DEDUP_WINDOW));
         if data.is_empty() {
@@ -250,24 +269,22 @@ impl ClusterState {
                 }
                 Ok(Applied::Transaction(applied))
             }
-            Command::AppendData { node, records, retain_readings } => {
+            Command::AppendData { node, epoch, records, retain_readings } => {
                 let objects = &self.objects;
-                // Fencing: the generation of the Assignment named by the record's stream
-                // (`{namespace}/{assignment}/{output}`), and when it was placed, if it exists.
+                // Fencing: the generation of the Assignment named by the record's stream, and
+                // when it was placed, if it exists.
                 let current = |record: &UpRecord| {
-                    let assignment = record.stream.strip_prefix(&format!("{}/", record.namespace))?.split('/').next()?;
-                    let object = objects.get(&ObjectKey::new("assignments", &record.namespace, assignment))?;
+                    let stream = &record.stream;
+                    let object = objects.get(&ObjectKey::new("assignments", &stream.namespace, &stream.assignment))?;
                     let spec = object.value.get("spec")?;
                     Some((spec.get("generation")?.as_u64()?, spec.get("placedAtMs").and_then(serde_json::Value::as_u64).unwrap_or(0)))
                 };
-                Ok(Applied::AppendedData(self.sink.append(node, records, retain_readings, current)))
+                Ok(Applied::AppendedData(self.sink.append(node, epoch, records, retain_readings, current)))
             }
             Command::PutResource { key, resource, precondition, write } => {
                 let current = self.objects.get(&key);
                 let value = match (&write, current) {
-                    (ResourceWrite::Create { .. }, Some(o)) => {
-                        return Err(ApplyError::AlreadyExists { key, current: o.resource_version })
-                    }
+                    (ResourceWrite::Create { .. }, Some(o)) => return Err(ApplyError::AlreadyExists { key, current: o.resource_version }),
                     (ResourceWrite::Replace | ResourceWrite::Status, None) => return Err(ApplyError::NotFound { key }),
                     (ResourceWrite::Create { created_at }, None) => new_resource(resource, index, created_at),
                     (ResourceWrite::Replace, Some(o)) => {
@@ -312,14 +329,8 @@ impl ClusterState {
     }
 
     /// Objects of one kind, in key order; `namespace: None` lists every namespace.
-    pub fn list<'a>(
-        &'a self,
-        kind: &'a str,
-        namespace: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a ObjectKey, &'a StoredObject)> + 'a {
-        self.objects
-            .iter()
-            .filter(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+    pub fn list<'a>(&'a self, kind: &'a str, namespace: Option<&'a str>) -> impl Iterator<Item = (&'a ObjectKey, &'a StoredObject)> + 'a {
+        self.objects.iter().filter(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
     }
 
     pub fn len(&self) -> usize {
@@ -361,9 +372,7 @@ impl ClusterState {
     /// A digest of the whole state, equal on two replicas exactly when their states are equal.
     /// For checks in tests and simulations; FNV-1a over the snapshot encoding.
     pub fn digest(&self) -> u64 {
-        self.to_snapshot()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+        self.to_snapshot().iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
     }
 }
 
@@ -433,24 +442,16 @@ fn metadata_mut(resource: &mut serde_json::Value) -> &mut serde_json::Map<String
     meta.as_object_mut().expect("made an object above")
 }
 
-fn check_precondition(
-    key: &ObjectKey,
-    current: Option<&StoredObject>,
-    precondition: Precondition,
-) -> Result<(), ApplyError> {
+fn check_precondition(key: &ObjectKey, current: Option<&StoredObject>, precondition: Precondition) -> Result<(), ApplyError> {
     match (precondition, current) {
         (Precondition::None, _) => Ok(()),
         (Precondition::MustNotExist, None) => Ok(()),
-        (Precondition::MustNotExist, Some(o)) => {
-            Err(ApplyError::AlreadyExists { key: key.clone(), current: o.resource_version })
-        }
+        (Precondition::MustNotExist, Some(o)) => Err(ApplyError::AlreadyExists { key: key.clone(), current: o.resource_version }),
         (Precondition::ResourceVersion(_), None) => Err(ApplyError::NotFound { key: key.clone() }),
         (Precondition::ResourceVersion(expected), Some(o)) if o.resource_version == expected => Ok(()),
-        (Precondition::ResourceVersion(expected), Some(o)) => Err(ApplyError::Conflict {
-            key: key.clone(),
-            expected,
-            current: o.resource_version,
-        }),
+        (Precondition::ResourceVersion(expected), Some(o)) => {
+            Err(ApplyError::Conflict { key: key.clone(), expected, current: o.resource_version })
+        }
     }
 }
 
@@ -483,10 +484,7 @@ mod tests {
         let mut state = ClusterState::default();
         state.apply_entry(1, &put("a", json!(1), Precondition::MustNotExist), None);
         let stale = state.apply_entry(2, &put("a", json!(2), Precondition::ResourceVersion(7)), None);
-        assert!(
-            matches!(stale, Some(Err(ApplyError::Conflict { expected: 7, current: 1, .. }))),
-            "stale CAS must conflict, got {stale:?}"
-        );
+        assert!(matches!(stale, Some(Err(ApplyError::Conflict { expected: 7, current: 1, .. }))), "stale CAS must conflict, got {stale:?}");
         let fresh = state.apply_entry(3, &put("a", json!(3), Precondition::ResourceVersion(1)), None);
         assert!(matches!(fresh, Some(Ok(Applied::Put { created: false, .. }))), "got {fresh:?}");
         let again = state.apply_entry(4, &put("a", json!(4), Precondition::MustNotExist), None);
@@ -514,10 +512,7 @@ mod tests {
         let mut state = ClusterState::default();
         state.apply_entry(1, &put("a", json!("x"), Precondition::None), None);
         let deleted = state.apply_entry(2, &delete("a", Precondition::ResourceVersion(1)), None);
-        assert!(
-            matches!(&deleted, Some(Ok(Applied::Deleted { previous, .. })) if *previous.value == json!("x")),
-            "got {deleted:?}"
-        );
+        assert!(matches!(&deleted, Some(Ok(Applied::Deleted { previous, .. })) if *previous.value == json!("x")), "got {deleted:?}");
         assert!(state.is_empty());
     }
 
@@ -543,7 +538,11 @@ mod tests {
             let key = ObjectKey::new("thing", *ns, *name);
             state.apply_entry(i as u64 + 1, &Command::Put { key, value: json!(i), precondition: Precondition::None }.encode(), None);
         }
-        state.apply_entry(4, &Command::Put { key: ObjectKey::new("other", "ns1", "z"), value: json!(0), precondition: Precondition::None }.encode(), None);
+        state.apply_entry(
+            4,
+            &Command::Put { key: ObjectKey::new("other", "ns1", "z"), value: json!(0), precondition: Precondition::None }.encode(),
+            None,
+        );
         let names: Vec<_> = state.list("thing", Some("ns1")).map(|(k, _)| k.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(state.list("thing", None).count(), 3);
@@ -621,12 +620,15 @@ mod tests {
         assert!(state.get(&key("b")).is_none(), "the refused transaction left nothing behind");
         let accepted = Command::Transaction(vec![put("b", Precondition::None), put("c", Precondition::MustNotExist)]);
         assert!(matches!(state.apply_entry(3, &accepted.encode(), None), Some(Ok(Applied::Transaction(v))) if v.len() == 2));
-        assert_eq!((state.get(&key("b")).map(|o| o.resource_version), state.get(&key("c")).map(|o| o.resource_version)), (Some(3), Some(3)));
+        assert_eq!(
+            (state.get(&key("b")).map(|o| o.resource_version), state.get(&key("c")).map(|o| o.resource_version)),
+            (Some(3), Some(3))
+        );
     }
 
     fn upload(stream: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<UpRecord> {
         seqs.map(|seq| UpRecord {
-            stream: stream.to_owned(),
+            stream: stream.parse().expect("a stream id"),
             seq,
             namespace: "ns".into(),
             workload: "w".into(),
@@ -634,27 +636,32 @@ mod tests {
             generation: 3,
             model: Some("2.0.0".into()),
             produced_ms: 1_700_000_000_000 + seq,
-            readings: vec![edgeplane_api::data::Reading { ts: seq, device: "press-1".into(), metric: "temp".into(), value: 0.5 * seq as f64 }],
+            readings: vec![edgeplane_api::data::Reading {
+                ts: seq,
+                device: "press-1".into(),
+                metric: "temp".into(),
+                value: 0.5 * seq as f64,
+            }],
             opaque: None,
         })
         .collect()
     }
 
     fn append(node: &str, records: Vec<UpRecord>, retain_readings: u64) -> Vec<u8> {
-        Command::AppendData { node: node.into(), records, retain_readings }.encode()
+        Command::AppendData { node: node.into(), epoch: 1, records, retain_readings }.encode()
     }
 
     #[test]
     fn appended_data_answers_its_counts_and_survives_a_snapshot() {
         let mut state = ClusterState::default();
         let first = state.apply_entry(1, &append("n1", upload("ns/w/out", 1..=4), 3), None);
-        assert_eq!(first, Some(Ok(Applied::AppendedData(Appended { accepted: 4, duplicates: 0, stale: 0, evicted: 1 }))));
+        assert_eq!(first, Some(Ok(Applied::AppendedData(Appended { accepted: 4, duplicates: 0, stale: 0, evicted: 1, refused: 0 }))));
         let mut restored = ClusterState::from_snapshot(&state.to_snapshot()).expect("valid snapshot");
         assert_eq!(restored, state);
         assert_eq!((restored.sink().records(), restored.sink().weight(), restored.sink().evicted()), (3, 3, 1));
         // The restored high-water marks still refuse the evicted record 1, and cursors continue.
         let again = restored.apply_entry(2, &append("n1", upload("ns/w/out", 1..=5), 3), None);
-        assert_eq!(again, Some(Ok(Applied::AppendedData(Appended { accepted: 1, duplicates: 4, stale: 0, evicted: 1 }))));
+        assert_eq!(again, Some(Ok(Applied::AppendedData(Appended { accepted: 1, duplicates: 4, stale: 0, evicted: 1, refused: 0 }))));
         let page = restored.sink().query(&edgeplane_api::data::DataQuery::default());
         assert_eq!(page.records.iter().map(|r| (r.cursor, r.record.seq)).collect::<Vec<_>>(), [(3, 3), (4, 4), (5, 5)]);
         assert_eq!(page.first_retained, 3);
@@ -665,7 +672,7 @@ mod tests {
         let mut state = ClusterState::default();
         state.apply_entry(1, &put("a", json!(1), Precondition::None), None);
         let refused = Command::Transaction(vec![
-            Command::AppendData { node: "n1".into(), records: upload("ns/w/out", 1..=2), retain_readings: 10 },
+            Command::AppendData { node: "n1".into(), epoch: 1, records: upload("ns/w/out", 1..=2), retain_readings: 10 },
             Command::Put { key: ObjectKey::new("thing", "", "a"), value: json!(2), precondition: Precondition::MustNotExist },
         ]);
         assert!(matches!(state.apply_entry(2, &refused.encode(), None), Some(Err(ApplyError::AlreadyExists { .. }))));

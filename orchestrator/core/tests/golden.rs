@@ -98,7 +98,10 @@ impl World {
     }
 
     fn assignments(&self) -> Vec<(ObjectKey, AssignmentSpec)> {
-        self.state.list("assignments", None).map(|(k, o)| (k.clone(), serde_json::from_value(o.value["spec"].clone()).expect("an Assignment"))).collect()
+        self.state
+            .list("assignments", None)
+            .map(|(k, o)| (k.clone(), serde_json::from_value(o.value["spec"].clone()).expect("an Assignment")))
+            .collect()
     }
 
     fn liveness(&self, step: &Step) -> Liveness {
@@ -180,7 +183,11 @@ fn run(scenario: &Scenario) -> String {
         };
         let _ = writeln!(out, "\n== step {}: {} ({rounds} round(s) to settle)", i + 1, step.what.trim());
         for (key, spec) in w.assignments() {
-            let _ = writeln!(out, "{}/{} -> {} (generation {}, module {})", key.namespace, key.name, spec.node_name, spec.generation, spec.module_digest);
+            let _ = writeln!(
+                out,
+                "{}/{} -> {} (generation {}, module {})",
+                key.namespace, key.name, spec.node_name, spec.generation, spec.module_digest
+            );
             let object = w.state.get(&key).expect("listed");
             if let Some(because) = object.value["metadata"]["annotations"][edgeplane_core::placement::PLACED_BECAUSE].as_str() {
                 let _ = writeln!(out, "  because {because}");
@@ -190,9 +197,19 @@ fn run(scenario: &Scenario) -> String {
             let _ = writeln!(out, "pending {}: {} missing: {}", u.workload, u.missing, u.reason);
         }
         for (key, object) in w.state.list("edgenodes", Some("")) {
-            let ready = object.value["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready")).cloned().unwrap_or_default();
+            let ready = object.value["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .cloned()
+                .unwrap_or_default();
             let cordoned = if object.value["spec"]["cordoned"] == true { ", cordoned" } else { "" };
-            let _ = writeln!(out, "node {}: Ready={} ({}){cordoned}", key.name, ready["status"].as_str().unwrap_or("-"), ready["reason"].as_str().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "node {}: Ready={} ({}){cordoned}",
+                key.name,
+                ready["status"].as_str().unwrap_or("-"),
+                ready["reason"].as_str().unwrap_or("-")
+            );
         }
         for (key, object) in w.state.list("workloads", None) {
             let status = &object.value["status"];
@@ -211,7 +228,11 @@ fn run(scenario: &Scenario) -> String {
                 let _ = writeln!(
                     out,
                     "  rollout of revision {}: {}, {} of {} updated: {}",
-                    rollout["revision"], rollout["phase"].as_str().unwrap_or("-"), rollout["updated"], rollout["replicas"], rollout["message"].as_str().unwrap_or("")
+                    rollout["revision"],
+                    rollout["phase"].as_str().unwrap_or("-"),
+                    rollout["updated"],
+                    rollout["replicas"],
+                    rollout["message"].as_str().unwrap_or("")
                 );
             }
         }
@@ -221,7 +242,11 @@ fn run(scenario: &Scenario) -> String {
 
 fn scenarios() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("tests/golden").map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/golden")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
     files.sort();
     files
 }
@@ -233,7 +258,8 @@ fn planner_decisions_match_the_golden_files() {
     let files = scenarios();
     assert!(files.len() >= 8, "the catalogue has {} scenarios", files.len());
     for path in files {
-        let scenario: Scenario = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let scenario: Scenario =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let got = run(&scenario);
         let expected_path = path.with_extension("expected");
         if update {
@@ -245,5 +271,9 @@ fn planner_decisions_match_the_golden_files() {
             failures.push(format!("{}:\n--- expected\n{expected}\n--- got\n{got}", path.display()));
         }
     }
-    assert!(failures.is_empty(), "planner output differs from the golden files (EDGEPLANE_UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "planner output differs from the golden files (EDGEPLANE_UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n")
+    );
 }

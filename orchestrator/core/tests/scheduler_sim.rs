@@ -121,7 +121,14 @@ impl Sim {
 }
 
 fn run(seed: u64) {
-    let mut sim = Sim { state: ClusterState::default(), index: 0, rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1), health: BTreeMap::new(), down_for_ms: BTreeMap::new(), seed };
+    let mut sim = Sim {
+        state: ClusterState::default(),
+        index: 0,
+        rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        health: BTreeMap::new(),
+        down_for_ms: BTreeMap::new(),
+        seed,
+    };
     for i in 0..NODES {
         let capabilities: Vec<&str> = CAPABILITIES.iter().copied().filter(|_| sim.rng.chance(60)).collect();
         let slots = 2 + sim.rng.below(7);
@@ -215,7 +222,8 @@ fn check(sim: &Sim, before: &BTreeSet<(ObjectKey, u64)>, generations: &mut BTree
     let mut seen: BTreeMap<(&str, u64), &ObjectKey> = BTreeMap::new();
     let assignments = sim.assignments();
     for (key, spec) in &assignments {
-        let (node, _) = nodes.get(&spec.node_name).unwrap_or_else(|| panic!("seed {seed} step {step}: {key} on unknown node {}", spec.node_name));
+        let (node, _) =
+            nodes.get(&spec.node_name).unwrap_or_else(|| panic!("seed {seed} step {step}: {key} on unknown node {}", spec.node_name));
         let workload = &workloads[&spec.workload];
         for c in &workload.placement.required_capabilities {
             assert!(node.capabilities.contains(c), "seed {seed} step {step}: {key} on {} which lacks {c}", spec.node_name);
@@ -224,7 +232,12 @@ fn check(sim: &Sim, before: &BTreeSet<(ObjectKey, u64)>, generations: &mut BTree
         entry.0 += 1;
         entry.1 += spec.resources.memory_mib;
         if !before.contains(&(key.clone(), spec.generation)) {
-            assert_eq!(sim.health[&spec.node_name], Health::Ready, "seed {seed} step {step}: {key} (generation {}) placed on a node that is not Ready", spec.generation);
+            assert_eq!(
+                sim.health[&spec.node_name],
+                Health::Ready,
+                "seed {seed} step {step}: {key} (generation {}) placed on a node that is not Ready",
+                spec.generation
+            );
         }
         if let Some(other) = seen.insert((spec.workload.as_str(), spec.generation), key) {
             panic!("seed {seed} step {step}: {key} and {other} share generation {}", spec.generation);
@@ -235,8 +248,16 @@ fn check(sim: &Sim, before: &BTreeSet<(ObjectKey, u64)>, generations: &mut BTree
     }
     for (name, (instances, memory)) in load {
         let capacity = &nodes[name].0.capacity;
-        assert!(instances <= capacity.instance_slots, "seed {seed} step {step}: {name} runs {instances} instances in {} slots", capacity.instance_slots);
-        assert!(memory * 100 <= capacity.memory_mib * HEADROOM_PERCENT, "seed {seed} step {step}: {name} holds {memory} MiB of {} MiB", capacity.memory_mib);
+        assert!(
+            instances <= capacity.instance_slots,
+            "seed {seed} step {step}: {name} runs {instances} instances in {} slots",
+            capacity.instance_slots
+        );
+        assert!(
+            memory * 100 <= capacity.memory_mib * HEADROOM_PERCENT,
+            "seed {seed} step {step}: {name} holds {memory} MiB of {} MiB",
+            capacity.memory_mib
+        );
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use edgeplane_api::data::{DataPage, StoredRecord, DATA};
-use reqwest::Method;
+use edgeplane_client::Method;
 
 use crate::{Client, Failure};
 
@@ -43,7 +43,7 @@ pub async fn query(client: &Client, filters: &Filters, limit: Option<u32>, outpu
     let page = fetch(client, filters, filters.after, limit).await?;
     match output {
         "json" => crate::print_json(&page),
-        "yaml" => print!("{}", serde_yaml::to_string(&page).expect("serializable")),
+        "yaml" => out!("{}", serde_yaml::to_string(&page).expect("serializable")),
         _ => {
             print_header();
             page.records.iter().for_each(print_record);
@@ -77,8 +77,8 @@ pub async fn tail(client: &Client, filters: &Filters, last: usize, follow: bool,
         print_header();
     }
     let show = |record: &StoredRecord| match output {
-        "json" => println!("{}", serde_json::to_string(record).expect("serializable")),
-        "yaml" => print!("---\n{}", serde_yaml::to_string(record).expect("serializable")),
+        "json" => outln!("{}", serde_json::to_string(record).expect("serializable")),
+        "yaml" => out!("---\n{}", serde_yaml::to_string(record).expect("serializable")),
         _ => print_record(record),
     };
     kept.iter().for_each(show);
@@ -105,7 +105,8 @@ async fn fetch(client: &Client, filters: &Filters, after: Option<u64>, limit: Op
 /// The URL parameters of `GET /v1/data` ([`edgeplane_api::data::DataQuery`]).
 fn query_pairs(filters: &Filters, after: Option<u64>, limit: Option<u32>) -> Vec<(&'static str, String)> {
     let f = filters;
-    let named = [("namespace", &f.namespace), ("workload", &f.workload), ("node", &f.node), ("stream", &f.stream), ("output", &f.output_name)];
+    let named =
+        [("namespace", &f.namespace), ("workload", &f.workload), ("node", &f.node), ("stream", &f.stream), ("output", &f.output_name)];
     let mut pairs: Vec<(&'static str, String)> = named.into_iter().filter_map(|(k, v)| Some((k, v.clone()?))).collect();
     pairs.extend(after.map(|a| ("after", a.to_string())));
     pairs.extend(limit.map(|l| ("limit", l.to_string())));
@@ -113,7 +114,17 @@ fn query_pairs(filters: &Filters, after: Option<u64>, limit: Option<u32>) -> Vec
 }
 
 fn print_header() {
-    println!("{:>8}  {:<16} {:<48} {:>6}  {:<8} {:>13}  {:<16} {:<18} VALUE", "CURSOR", "NODE", "STREAM", "SEQ", "MODEL", "TS", "DEVICE", "METRIC");
+    outln!(
+        "{:>8}  {:<16} {:<48} {:>6}  {:<8} {:>13}  {:<16} {:<18} VALUE",
+        "CURSOR",
+        "NODE",
+        "STREAM",
+        "SEQ",
+        "MODEL",
+        "TS",
+        "DEVICE",
+        "METRIC"
+    );
 }
 
 /// One line per reading, or one for a record without readings.
@@ -126,10 +137,10 @@ fn print_record(stored: &StoredRecord) {
             Some(b64) => format!("(opaque, {} bytes)", decoded_len(b64)),
             None => "(no readings)".to_owned(),
         };
-        println!("{prefix} {:>13}  {what}", r.produced_ms);
+        outln!("{prefix} {:>13}  {what}", r.produced_ms);
     }
     for reading in &r.readings {
-        println!("{prefix} {:>13}  {:<16} {:<18} {}", reading.ts, reading.device, reading.metric, reading.value);
+        outln!("{prefix} {:>13}  {:<16} {:<18} {}", reading.ts, reading.device, reading.metric, reading.value);
     }
 }
 
@@ -145,8 +156,14 @@ mod tests {
 
     #[test]
     fn filters_become_url_parameters() {
-        let filters =
-            Filters { namespace: None, workload: None, node: Some("edge-1".into()), stream: None, output_name: Some("alerts".into()), after: None };
+        let filters = Filters {
+            namespace: None,
+            workload: None,
+            node: Some("edge-1".into()),
+            stream: None,
+            output_name: Some("alerts".into()),
+            after: None,
+        };
         let pairs = query_pairs(&filters, Some(7), Some(5));
         let expected = [("node", "edge-1"), ("output", "alerts"), ("after", "7"), ("limit", "5")].map(|(k, v)| (k, v.to_owned()));
         assert_eq!(pairs, expected);

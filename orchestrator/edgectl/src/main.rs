@@ -1,24 +1,38 @@
 //! `edgectl`: the command-line client of edgeplane orchestrators.
 //!
 //! It knows several orchestrator addresses (--server, repeated or comma-separated, or
-//! EDGEPLANE_SERVERS, or `servers` in its config file) and fails over between them: a server that cannot be reached, or that
-//! answers 503 (no leader, overloaded), is skipped in favour of the next, or of the leader it
-//! names. Exit codes: 0 success, 1 the orchestrator refused the request, 2 bad usage,
-//! 3 no orchestrator could be reached.
+//! EDGEPLANE_SERVERS, or `servers` in its config file) and talks to them through
+//! `edgeplane-client`, which fails over between them by the rules every edgeplane client
+//! shares. Exit codes: 0 success, 1 the orchestrator refused the request, 2 bad usage,
+//! 3 no orchestrator could be reached. Output to a closed pipe (`edgectl get ... | head -1`)
+//! ends the program quietly.
 
 use std::io::Read as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use edgeplane_api::{paths, ClusterStatus, Deleted, ObjectList, ObjectView, Status};
+use edgeplane_client::{ClientError, ClientOptions, Method, Request, StatusCode};
+
+/// `println!` that ends the program quietly when stdout is closed (`edgectl get | head -1`)
+/// instead of panicking.
+macro_rules! outln {
+    () => { $crate::output::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!`, likewise.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*)) };
+}
 
 mod data;
 mod nodes;
+mod output;
 mod resources;
 mod rollout;
 mod top;
-use reqwest::{Method, StatusCode};
 
 #[derive(Debug, Parser)]
 #[command(name = "edgectl", version, about = "Control an edgeplane cluster")]
@@ -52,7 +66,8 @@ enum Command {
         #[arg(long, short = 'n')]
         namespace: Option<String>,
     },
-    /// List resources, or show one: nodes, workloads, models, modules.
+    /// List resources, or show one: nodes, workloads, models, modules, assignments (in the
+    /// namespace "default" unless -n or -A says otherwise).
     Get {
         kind: String,
         name: Option<String>,
@@ -292,7 +307,8 @@ struct Scope {
 /// Why a command failed, mapped to the exit code a script can rely on.
 #[derive(Debug)]
 enum Failure {
-    Refused(Status),
+    /// Boxed: a `Status` is large, and a `Failure` travels in every `Result`.
+    Refused(Box<Status>),
     /// Manifests that failed validation: nothing was sent.
     Invalid(Vec<String>),
     Unreachable(String),
@@ -376,7 +392,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let (code, module): (_, serde_json::Value) =
                 client.call_with(reqwest::Method::POST, &path, &[], Some((bytes, "application/wasm"))).await?;
             let verb = if code == StatusCode::CREATED { "pushed" } else { "unchanged" };
-            println!(
+            outln!(
                 "module.edgeplane.io/{name}.{version} {verb} ({}, {} bytes)",
                 module["spec"]["digest"].as_str().unwrap_or("?"),
                 module["spec"]["sizeBytes"]
@@ -396,16 +412,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Cluster { command: ClusterCommand::Status } => cluster_status(&client, json).await,
         Command::Store { command } => store(&client, command, json).await,
-        Command::Data { command: DataCommand::Query { filters, limit } } => {
-            data::query(&client, &filters, limit, &cli.output).await
-        }
+        Command::Data { command: DataCommand::Query { filters, limit } } => data::query(&client, &filters, limit, &cli.output).await,
         Command::Data { command: DataCommand::Tail { filters, last, follow, interval_ms } } => {
             data::tail(&client, &filters, last, follow, Duration::from_millis(interval_ms), &cli.output).await
         }
         Command::Rollout { command: RolloutCommand::Status { workload, namespace, wait } } => {
             rollout::status(&client, &namespace, &workload, wait.map(Duration::from_secs)).await
         }
-        Command::Rollout { command: RolloutCommand::History { workload, namespace } } => rollout::history(&client, &namespace, &workload).await,
+        Command::Rollout { command: RolloutCommand::History { workload, namespace } } => {
+            rollout::history(&client, &namespace, &workload).await
+        }
         Command::Rollout { command: RolloutCommand::Undo { workload, namespace } } => rollout::undo(&client, &namespace, &workload).await,
         Command::Top { command: TopCommand::Nodes } => top::nodes(&client, cli.output == "json").await,
         Command::Node { command: NodeCommand::Cordon { name } } => nodes::set_cordoned(&client, &name, true).await,
@@ -416,18 +432,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn cluster_status(client: &Client, json: bool) -> Result<(), Failure> {
     let mut rows = Vec::new();
-    for server in &client.servers {
+    for server in client.servers() {
         let status = client.get_from::<ClusterStatus>(server, paths::CLUSTER).await;
         rows.push((server.clone(), status));
     }
     if json {
         let list: Vec<_> = rows.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
-        println!("{}", serde_json::to_string_pretty(&list).expect("serializable"));
+        outln!("{}", serde_json::to_string_pretty(&list).expect("serializable"));
     } else {
-        println!("{:<28} {:>4} {:<13} {:>6} {:>7} {:>10} {:>10} {:>10}", "SERVER", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "SNAPSHOT");
+        outln!(
+            "{:<28} {:>4} {:<13} {:>6} {:>7} {:>10} {:>10} {:>10}",
+            "SERVER",
+            "ID",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "COMMIT",
+            "APPLIED",
+            "SNAPSHOT"
+        );
         for (server, status) in &rows {
             match status {
-                Ok(s) => println!(
+                Ok(s) => outln!(
                     "{:<28} {:>4} {:<13} {:>6} {:>7} {:>10} {:>10} {:>10}",
                     server,
                     s.node_id,
@@ -438,7 +464,7 @@ async fn cluster_status(client: &Client, json: bool) -> Result<(), Failure> {
                     s.applied_index,
                     s.snapshot_index
                 ),
-                Err(e) => println!("{server:<28} unreachable: {e}"),
+                Err(e) => outln!("{server:<28} unreachable: {e}"),
             }
         }
     }
@@ -456,8 +482,7 @@ async fn store(client: &Client, command: StoreCommand, json: bool) -> Result<(),
                 (None, Some(f)) => read_input(&f)?,
                 (None, None) => unreachable!("clap requires one"),
             };
-            serde_json::from_str::<serde_json::Value>(&body)
-                .map_err(|e| Failure::Usage(format!("the value is not valid JSON: {e}")))?;
+            serde_json::from_str::<serde_json::Value>(&body).map_err(|e| Failure::Usage(format!("the value is not valid JSON: {e}")))?;
             let mut query = scope.query();
             if let Some(v) = if_version {
                 query.push(("ifVersion", v.to_string()));
@@ -465,13 +490,12 @@ async fn store(client: &Client, command: StoreCommand, json: bool) -> Result<(),
             if if_absent {
                 query.push(("ifAbsent", "true".to_owned()));
             }
-            let (code, object): (_, ObjectView) =
-                client.call(Method::PUT, &paths::object(&kind, &name), &query, Some(body)).await?;
+            let (code, object): (_, ObjectView) = client.call(Method::PUT, &paths::object(&kind, &name), &query, Some(body)).await?;
             if json {
                 print_json(&object);
             } else {
                 let verb = if code == StatusCode::CREATED { "created" } else { "replaced" };
-                println!("{kind}/{name} {verb} (resourceVersion {})", object.resource_version);
+                outln!("{kind}/{name} {verb} (resourceVersion {})", object.resource_version);
             }
         }
         StoreCommand::Get { kind, name, scope, stale } => {
@@ -501,7 +525,7 @@ async fn store(client: &Client, command: StoreCommand, json: bool) -> Result<(),
             if json {
                 print_json(&deleted);
             } else {
-                println!("{kind}/{name} deleted (at index {})", deleted.deleted_at);
+                outln!("{kind}/{name} deleted (at index {})", deleted.deleted_at);
             }
         }
     }
@@ -562,11 +586,11 @@ fn read_input(file: &str) -> Result<String, Failure> {
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    outln!("{}", serde_json::to_string_pretty(value).expect("serializable"));
 }
 
 fn print_table(objects: &[ObjectView]) {
-    println!("{:<16} {:<32} {:>8}  VALUE", "NAMESPACE", "NAME", "VERSION");
+    outln!("{:<16} {:<32} {:>8}  VALUE", "NAMESPACE", "NAME", "VERSION");
     for o in objects {
         let ns = if o.namespace.is_empty() { "-" } else { &o.namespace };
         let mut value = o.value.to_string();
@@ -574,44 +598,36 @@ fn print_table(objects: &[ObjectView]) {
             value.truncate(57);
             value.push_str("...");
         }
-        println!("{:<16} {:<32} {:>8}  {}", ns, o.name, o.resource_version, value);
+        outln!("{:<16} {:<32} {:>8}  {}", ns, o.name, o.resource_version, value);
     }
 }
 
-/// An HTTP client that fails over between orchestrators.
+/// The orchestrators, through the shared client, with answers mapped to [`Failure`]s.
 struct Client {
-    servers: Vec<String>,
-    http: reqwest::Client,
-    timeout: Duration,
+    inner: edgeplane_client::Client,
 }
 
 impl Client {
     fn new(servers: &[String], timeout: Duration) -> Result<Client, Failure> {
-        let servers: Vec<String> = servers
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .map(|s| if s.contains("://") { s.trim_end_matches('/').to_owned() } else { format!("http://{s}") })
-            .collect();
-        if servers.is_empty() {
-            return Err(Failure::Usage("no --server given".to_owned()));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| Failure::Usage(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Client { servers, http, timeout })
+        let options = ClientOptions { deadline: timeout, attempt_timeout: Duration::from_secs(15), ..ClientOptions::default() };
+        let inner = edgeplane_client::Client::new(servers, options).map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok(Client { inner })
     }
 
+    fn servers(&self) -> &[String] {
+        self.inner.servers()
+    }
+
+    /// One server's answer, without failing over (`cluster status` asks each).
     async fn get_from<T: serde::de::DeserializeOwned>(&self, server: &str, path: &str) -> Result<T, String> {
-        let resp = self.http.get(format!("{server}{path}")).send().await.map_err(|e| short_error(&e))?;
-        resp.json().await.map_err(|e| e.to_string())
+        let answer = self.inner.send_to(server, Request::get(path)).await.map_err(|e| e.to_string())?;
+        if !answer.is_success() {
+            return Err(answer.status_error().to_string());
+        }
+        answer.json().map_err(|e| e.to_string())
     }
 
-    /// Sends a request to the first server that can answer it. Unreachable servers and 503s
-    /// (nothing was proposed) move on to the next server, preferring a leader hint; other
-    /// answers, including 504 (outcome unknown), are final.
+    /// Sends a request with a JSON body (or none) to whichever orchestrator can answer it.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -622,69 +638,44 @@ impl Client {
         self.call_with(method, path, query, body.map(|b| (b.into_bytes(), "application/json"))).await
     }
 
-    /// [`Client::call`] with a body of any content type.
+    /// [`Client::call`] with a body of any content type. Warnings the server sends are
+    /// printed to stderr, as kubectl does.
     async fn call_with<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
-        body: Option<(Vec<u8>, &str)>,
+        body: Option<(Vec<u8>, &'static str)>,
     ) -> Result<(StatusCode, T), Failure> {
-        let deadline = Instant::now() + self.timeout;
-        let mut order: Vec<String> = self.servers.clone();
-        let mut last_problem = String::new();
-        loop {
-            let mut hint = None;
-            for server in &order {
-                let mut req = self.http.request(method.clone(), format!("{server}{path}")).query(query);
-                if let Some(b) = &body {
-                    req = req.header("content-type", b.1).body(b.0.clone());
-                }
-                let resp = match req.send().await {
-                    Ok(resp) => resp,
-                    Err(e) => {
-                        last_problem = format!("{server}: {}", short_error(&e));
-                        continue;
-                    }
-                };
-                let code = resp.status();
-                let bytes = resp.bytes().await.map_err(|e| Failure::Unreachable(format!("{server}: {e}")))?;
-                if code.is_success() {
-                    let value = serde_json::from_slice(&bytes)
-                        .map_err(|e| Failure::Unreachable(format!("{server} sent an unexpected answer: {e}")))?;
-                    return Ok((code, value));
-                }
-                let status: Status = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Status::new(code.as_u16(), edgeplane_api::StatusReason::InternalError, String::from_utf8_lossy(&bytes))
-                });
-                if code != StatusCode::SERVICE_UNAVAILABLE {
-                    return Err(Failure::Refused(status));
-                }
-                last_problem = format!("{server}: {}", status.message);
-                hint = hint.or(status.details.leader_api_addr.clone());
-            }
-            if Instant::now() >= deadline {
-                return Err(Failure::Unreachable(format!(
-                    "no orchestrator could serve the request within {:?}; last problem: {last_problem}",
-                    self.timeout
-                )));
-            }
-            if let Some(h) = hint.map(|h| format!("http://{h}")) {
-                order.retain(|s| s != &h);
-                order.insert(0, h);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut request = Request::new(method, with_query(path, query));
+        if let Some((bytes, content_type)) = body {
+            request = request.body(bytes, content_type);
         }
+        let answer = self.inner.send(request).await.map_err(unreachable)?;
+        for warning in answer.warnings() {
+            eprintln!("Warning: {warning}");
+        }
+        if !answer.is_success() {
+            return Err(Failure::Refused(Box::new(answer.status_error())));
+        }
+        let value = answer.json().map_err(|e| Failure::Unreachable(e.to_string()))?;
+        Ok((answer.status, value))
     }
 }
 
-fn short_error(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "connection refused or unreachable".to_owned()
-    } else if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
+/// `path?k=v&...`, the values percent-encoded.
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let url = reqwest::Url::parse_with_params("http://edgectl.invalid/", query).expect("a fixed base URL parses");
+    format!("{path}?{}", url.query().unwrap_or_default())
+}
+
+fn unreachable(e: ClientError) -> Failure {
+    match e {
+        ClientError::BadServer { .. } => Failure::Usage(e.to_string()),
+        other => Failure::Unreachable(other.to_string()),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use edgeplane_api::node::NODE_LABEL;
 use edgeplane_api::paths;
-use reqwest::Method;
+use edgeplane_client::Method;
 use serde_json::{json, Value};
 
 use crate::{Client, Failure};
@@ -16,7 +16,7 @@ pub async fn set_cordoned(client: &Client, node: &str, cordoned: bool) -> Result
     let path = format!("{}/edgenodes/{node}", paths::RESOURCES);
     let patch = json!({ "spec": { "cordoned": cordoned } }).to_string().into_bytes();
     let _: (_, Value) = client.call_with(Method::PATCH, &path, &[], Some((patch, "application/merge-patch+json"))).await?;
-    println!("edgenode.edgeplane.io/{node} {}", if cordoned { "cordoned" } else { "uncordoned" });
+    outln!("edgenode.edgeplane.io/{node} {}", if cordoned { "cordoned" } else { "uncordoned" });
     Ok(())
 }
 
@@ -26,9 +26,11 @@ pub async fn drain(client: &Client, node: &str) -> Result<(), Failure> {
     let (_, assignments): (_, Value) = client.call(Method::GET, &format!("{}/assignments", paths::RESOURCES), &selector, None).await?;
     let (_, workloads): (_, Value) = client.call(Method::GET, &format!("{}/workloads", paths::RESOURCES), &[], None).await?;
     let daemon = |namespace: &str, workload: &str| {
-        workloads["items"].as_array().into_iter().flatten().any(|w| {
-            w["metadata"]["namespace"] == namespace && w["metadata"]["name"] == workload && w["spec"]["mode"] == "daemon"
-        })
+        workloads["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|w| w["metadata"]["namespace"] == namespace && w["metadata"]["name"] == workload && w["spec"]["mode"] == "daemon")
     };
     let mut evicted = 0;
     for assignment in assignments["items"].as_array().into_iter().flatten() {
@@ -36,14 +38,14 @@ pub async fn drain(client: &Client, node: &str) -> Result<(), Failure> {
         let name = assignment["metadata"]["name"].as_str().unwrap_or_default();
         let workload = assignment["spec"]["workload"].as_str().unwrap_or_default();
         if daemon(namespace, workload) {
-            println!("assignment {namespace}/{name} kept (daemon workload {workload})");
+            outln!("assignment {namespace}/{name} kept (daemon workload {workload})");
             continue;
         }
         let path = format!("{}/namespaces/{namespace}/assignments/{name}", paths::RESOURCES);
         let _: (_, Value) = client.call(Method::DELETE, &path, &[], None).await?;
-        println!("assignment {namespace}/{name} evicted (workload {workload})");
+        outln!("assignment {namespace}/{name} evicted (workload {workload})");
         evicted += 1;
     }
-    println!("edgenode.edgeplane.io/{node} drained: {evicted} replica(s) evicted; the scheduler places them elsewhere");
+    outln!("edgenode.edgeplane.io/{node} drained: {evicted} replica(s) evicted; the scheduler places them elsewhere");
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use edgeplane_api::manifest::{self, Resource};
-use reqwest::{Method, StatusCode};
+use edgeplane_client::{Method, Request, StatusCode};
 use serde_json::Value;
 
 use crate::{Client, Failure};
@@ -11,10 +11,14 @@ use crate::{Client, Failure};
 use edgeplane_api::paths::RESOURCES as BASE;
 use edgeplane_api::resources::ResourceKind;
 
-
 pub fn kind_named(name: &str) -> Result<ResourceKind, Failure> {
-    ResourceKind::by_any_name(name)
-        .ok_or_else(|| Failure::Usage(format!("unknown resource type {name:?}; use nodes, workloads, models or modules")))
+    ResourceKind::by_any_name(name).ok_or_else(|| {
+        let known: Vec<&str> = edgeplane_api::resources::KINDS
+            .iter()
+            .map(|k| k.aliases.iter().find(|a| a.ends_with('s')).copied().unwrap_or(k.plural))
+            .collect();
+        Failure::Usage(format!("unknown resource type {name:?}; use one of: {}", known.join(", ")))
+    })
 }
 
 fn kind_of(resource: &Resource) -> ResourceKind {
@@ -84,7 +88,11 @@ pub async fn apply(client: &Client, files: &[String], namespace: Option<&str>) -
     for (_, resource) in resources {
         let kind = kind_of(&resource);
         let mut value = resource_json(&resource);
-        let ns = value["metadata"]["namespace"].as_str().map(str::to_owned).or(namespace.map(str::to_owned)).unwrap_or_else(|| "default".to_owned());
+        let ns = value["metadata"]["namespace"]
+            .as_str()
+            .map(str::to_owned)
+            .or(namespace.map(str::to_owned))
+            .unwrap_or_else(|| "default".to_owned());
         if kind.namespaced {
             value["metadata"]["namespace"] = Value::String(ns.clone());
         }
@@ -115,7 +123,7 @@ pub async fn apply(client: &Client, files: &[String], namespace: Option<&str>) -
                 }
             }
         };
-        println!("{label} {verb}");
+        outln!("{label} {verb}");
     }
     Ok(())
 }
@@ -161,22 +169,24 @@ pub async fn get(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
         }
     };
     match args.output {
-        "json" if single => println!("{}", serde_json::to_string_pretty(&items[0]).expect("json")),
-        "json" => println!("{}", serde_json::to_string_pretty(&items).expect("json")),
+        "json" if single => outln!("{}", serde_json::to_string_pretty(&items[0]).expect("json")),
+        "json" => outln!("{}", serde_json::to_string_pretty(&items).expect("json")),
         "yaml" => {
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    println!("---");
+                    outln!("---");
                 }
-                print!("{}", serde_yaml::to_string(item).expect("yaml"));
+                out!("{}", serde_yaml::to_string(item).expect("yaml"));
             }
         }
-        other => print_table(kind, &items, other == "wide", args.all_namespaces),
+        other => print_table(kind, &items, other == "wide", ns),
     }
     Ok(())
 }
 
-fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: bool) {
+/// `namespace`: the one listed (`None`: every namespace, shown in a column).
+fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Option<&str>) {
+    let with_namespace = namespace.is_none();
     let s = |v: &Value, p: &str| v.pointer(p).map_or(String::new(), |x| x.as_str().map_or_else(|| x.to_string(), str::to_owned));
     let join = |v: &Value, p: &str| {
         v.pointer(p).and_then(Value::as_array).map_or(String::new(), |a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
@@ -225,13 +235,27 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
         match kind.plural {
             "edgenodes" => {
                 let tier = s(v, "/spec/tier");
-                row.extend([if tier.is_empty() { "edge".to_owned() } else { tier }, ready(v), s(v, "/spec/cordoned"), join(v, "/spec/capabilities")]);
+                row.extend([
+                    if tier.is_empty() { "edge".to_owned() } else { tier },
+                    ready(v),
+                    s(v, "/spec/cordoned"),
+                    join(v, "/spec/capabilities"),
+                ]);
                 if wide {
-                    row.extend([s(v, "/spec/capacity/memoryMib"), s(v, "/spec/capacity/instanceSlots"), s(v, "/spec/capacity/cpuMillis"), labels(v)]);
+                    row.extend([
+                        s(v, "/spec/capacity/memoryMib"),
+                        s(v, "/spec/capacity/instanceSlots"),
+                        s(v, "/spec/capacity/cpuMillis"),
+                        labels(v),
+                    ]);
                 }
             }
             "workloads" => {
-                let replicas = if v.pointer("/spec/mode").and_then(Value::as_str) == Some("daemon") { "daemon".to_owned() } else { s(v, "/spec/replicas") };
+                let replicas = if v.pointer("/spec/mode").and_then(Value::as_str) == Some("daemon") {
+                    "daemon".to_owned()
+                } else {
+                    s(v, "/spec/replicas")
+                };
                 let ready_replicas = v.pointer("/status/readyReplicas").map_or("0".to_owned(), ToString::to_string);
                 row.extend([s(v, "/spec/module"), replicas, ready_replicas, join(v, "/spec/inputs")]);
                 if wide {
@@ -246,7 +270,9 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
                 row.extend([s(v, "/spec/workload"), s(v, "/spec/nodeName"), s(v, "/spec/generation"), s(v, "/spec/moduleRef")]);
                 if wide {
                     let model = match (v.pointer("/spec/model/name"), v.pointer("/spec/model/version")) {
-                        (Some(name), Some(version)) => format!("{}@{}", name.as_str().unwrap_or_default(), version.as_str().unwrap_or_default()),
+                        (Some(name), Some(version)) => {
+                            format!("{}@{}", name.as_str().unwrap_or_default(), version.as_str().unwrap_or_default())
+                        }
                         _ => String::new(),
                     };
                     row.extend([model, s(v, "/spec/moduleDigest")]);
@@ -262,15 +288,18 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, with_namespace: 
         rows.push(row);
     }
     if rows.is_empty() {
-        eprintln!("No {} found.", kind.plural);
+        match namespace.filter(|_| kind.namespaced) {
+            Some(ns) => eprintln!("No {} found in namespace {ns}.", kind.plural),
+            None => eprintln!("No {} found.", kind.plural),
+        }
         return;
     }
     let widths: Vec<usize> =
         (0..header.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
     let line = |cells: Vec<String>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("   ");
-    println!("{}", line(header.iter().map(|h| (*h).to_owned()).collect()).trim_end());
+    outln!("{}", line(header.iter().map(|h| (*h).to_owned()).collect()).trim_end());
     for r in rows {
-        println!("{}", line(r).trim_end());
+        outln!("{}", line(r).trim_end());
     }
 }
 
@@ -279,27 +308,23 @@ pub async fn delete(client: &Client, kind: &str, name: &str, namespace: Option<&
     let path = format!("{}/{name}", collection(kind, Some(namespace.unwrap_or("default"))));
     let (code, _) = client.call::<Value>(Method::DELETE, &path, &[], None).await?;
     debug_assert_eq!(code, StatusCode::OK);
-    println!("{}.edgeplane.io/{name} deleted", kind.kind.to_lowercase());
+    outln!("{}.edgeplane.io/{name} deleted", kind.kind.to_lowercase());
     Ok(())
 }
 
-/// Follows changes until interrupted. When a server goes away, resumes on the next one from
-/// the last resourceVersion seen, so no event is missed or repeated; when the history no
-/// longer reaches that far back (410), lists again. A whole kind is watched: `args.name` is
-/// not used (the command line does not allow one with a watch).
+/// Follows changes until interrupted. When a server goes away, resumes (through the client's
+/// failover, on whichever orchestrator answers) from the last resourceVersion seen, so no
+/// event is missed or repeated; when the history no longer reaches that far back (410), lists
+/// again. A whole kind is watched: `args.name` is not used (the command line does not allow
+/// one with a watch).
 pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
+    use edgeplane_api::watch::{WatchEvent, WatchEventType};
+    use futures::StreamExt as _;
     let kind = kind_named(args.kind)?;
     let ns = if args.all_namespaces { None } else { Some(args.namespace.unwrap_or("default")) };
     let path = collection(kind, ns);
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(1))
-        .build()
-        .map_err(|e| Failure::Usage(format!("cannot build an HTTP client: {e}")))?;
     let mut from: Option<u64> = None;
-    let mut server = 0;
-    let mut failures = 0;
     loop {
-        let base = &client.servers[server % client.servers.len()];
         let mut query: Vec<(&str, String)> = vec![("watch", "true".to_owned())];
         if let Some(v) = from {
             query.push(("resourceVersion", v.to_string()));
@@ -307,59 +332,37 @@ pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
         if let Some(s) = args.selector {
             query.push(("labelSelector", s.to_owned()));
         }
-        let response = http.get(format!("{base}{path}")).query(&query).send().await;
-        let mut response = match response {
-            Ok(r) if r.status() == StatusCode::GONE => {
-                eprintln!("# {base}: history does not reach resourceVersion {from:?}; listing again");
+        let request = Request::get(crate::with_query(&path, &query)).attempt_timeout(std::time::Duration::from_secs(365 * 24 * 3600));
+        let (server, response) = match client.inner.open(request).await.map_err(crate::unreachable)? {
+            Ok(live) => live,
+            Err(answer) if answer.status == StatusCode::GONE => {
+                eprintln!("# {}: history does not reach resourceVersion {from:?}; listing again", answer.server);
                 from = None;
                 continue;
             }
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                let code = r.status();
-                let body = r.text().await.unwrap_or_default();
-                if code.is_client_error() {
-                    let status = serde_json::from_str(&body)
-                        .unwrap_or_else(|_| edgeplane_api::Status::new(code.as_u16(), edgeplane_api::StatusReason::BadRequest, body));
-                    return Err(Failure::Refused(status));
-                }
-                failures += 1;
-                server += 1;
-                continue;
-            }
-            Err(_) => {
-                failures += 1;
-                if failures > client.servers.len() * 50 {
-                    return Err(Failure::Unreachable("no orchestrator could be reached to watch".to_owned()));
-                }
-                server += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
+            Err(answer) => return Err(Failure::Refused(Box::new(answer.status_error()))),
         };
-        failures = 0;
+        let mut stream = response.bytes_stream();
         let mut buffer = Vec::new();
         let mut relist = false;
-        'stream: while let Ok(Some(chunk)) = response.chunk().await {
+        'stream: while let Some(Ok(chunk)) = stream.next().await {
             buffer.extend_from_slice(&chunk);
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                let kind_of_event = event["type"].as_str().unwrap_or("");
-                let version = event.pointer("/object/metadata/resourceVersion").and_then(Value::as_str).and_then(|v| v.parse().ok());
-                match kind_of_event {
-                    "ERROR" => {
-                        eprintln!("# {base}: {}; listing again", event.pointer("/object/message").and_then(Value::as_str).unwrap_or("watch ended"));
+                let Ok(event) = serde_json::from_slice::<WatchEvent>(&line) else { continue };
+                match event.type_ {
+                    WatchEventType::Error => {
+                        eprintln!("# {server}: {}; listing again", event.object["message"].as_str().unwrap_or("watch ended"));
                         relist = true;
                         break 'stream;
                     }
-                    "BOOKMARK" => {}
+                    WatchEventType::Bookmark => {}
                     _ => print_event(&event, args.output),
                 }
-                if let Some(v) = version {
+                if let Some(v) = event.resource_version() {
                     // Initial ADDED events carry their objects' (older) versions; only the
                     // bookmark and later events advance the resume point.
-                    if kind_of_event == "BOOKMARK" || from.is_some() {
+                    if event.type_ == WatchEventType::Bookmark || from.is_some() {
                         from = Some(v);
                     }
                 }
@@ -368,29 +371,26 @@ pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
         if relist {
             from = None;
         } else {
-            eprintln!("# lost {base}; resuming from resourceVersion {from:?} on the next server");
-            server += 1;
+            eprintln!("# lost {server}; resuming from resourceVersion {from:?}");
         }
     }
 }
 
-fn print_event(event: &Value, output: &str) {
+fn print_event(event: &edgeplane_api::watch::WatchEvent, output: &str) {
     if output == "json" {
-        println!("{event}");
+        outln!("{}", serde_json::to_string(event).expect("json"));
         return;
     }
-    let o = &event["object"];
+    let o = &event.object;
     let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).map(|n| format!("{n}/")).unwrap_or_default();
-    println!(
+    outln!(
         "{:<9} {}/{}{}  rv={}",
-        event["type"].as_str().unwrap_or(""),
+        event.type_.as_str(),
         o["kind"].as_str().unwrap_or("").to_lowercase(),
         ns,
         o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
         o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")
     );
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
 }
 
 /// Spec, status, conditions and recent changes of one object, for people.
@@ -401,50 +401,56 @@ pub async fn describe(client: &Client, kind: &str, name: &str, namespace: Option
     let (_, events) = client.call::<Value>(Method::GET, &format!("{path}/events"), &[], None).await?;
     let meta = &object["metadata"];
     let field = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    println!("Name:              {}", field(&meta["name"]));
+    outln!("Name:              {}", field(&meta["name"]));
     if kind.namespaced {
-        println!("Namespace:         {}", field(&meta["namespace"]));
+        outln!("Namespace:         {}", field(&meta["namespace"]));
     }
-    println!("Kind:              {}", kind.kind);
+    outln!("Kind:              {}", kind.kind);
     let labels = meta["labels"].as_object().map_or_else(Vec::new, |m| m.iter().map(|(k, v)| format!("{k}={}", field(v))).collect());
-    println!("Labels:            {}", if labels.is_empty() { "<none>".to_owned() } else { labels.join(", ") });
-    println!("Created:           {}", field(&meta["creationTimestamp"]));
-    println!("Generation:        {}", field(&meta["generation"]));
-    println!("ResourceVersion:   {}", field(&meta["resourceVersion"]));
-    println!("Spec:");
+    outln!("Labels:            {}", if labels.is_empty() { "<none>".to_owned() } else { labels.join(", ") });
+    outln!("Created:           {}", field(&meta["creationTimestamp"]));
+    outln!("Generation:        {}", field(&meta["generation"]));
+    outln!("ResourceVersion:   {}", field(&meta["resourceVersion"]));
+    outln!("Spec:");
     for line in serde_yaml::to_string(&object["spec"]).expect("yaml").lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
     let conditions = object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     match object.get("status") {
         Some(status) if !status.is_null() => {
-            println!("Status:");
+            outln!("Status:");
             let mut rest = status.clone();
             if let Some(m) = rest.as_object_mut() {
                 m.remove("conditions");
             }
             if rest.as_object().is_some_and(|m| !m.is_empty()) {
                 for line in serde_yaml::to_string(&rest).expect("yaml").lines() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
         }
-        _ => println!("Status:            <not reported yet>"),
+        _ => outln!("Status:            <not reported yet>"),
     }
     if !conditions.is_empty() {
-        println!("Conditions:");
-        println!("  {:<14} {:<8} {:<20} MESSAGE", "TYPE", "STATUS", "REASON");
+        outln!("Conditions:");
+        outln!("  {:<14} {:<8} {:<20} MESSAGE", "TYPE", "STATUS", "REASON");
         for c in conditions {
-            println!("  {:<14} {:<8} {:<20} {}", field(&c["type"]), field(&c["status"]), c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""));
+            outln!(
+                "  {:<14} {:<8} {:<20} {}",
+                field(&c["type"]),
+                field(&c["status"]),
+                c["reason"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            );
         }
     }
     let items = events["items"].as_array().cloned().unwrap_or_default();
-    println!("Events (recent changes recorded by the answering orchestrator):");
+    outln!("Events (recent changes recorded by the answering orchestrator):");
     if items.is_empty() {
-        println!("  <none in this orchestrator's history>");
+        outln!("  <none in this orchestrator's history>");
     }
     for e in items {
-        println!("  {:<9} rv={:<8} {}", field(&e["type"]), field(&e["resourceVersion"]), field(&e["message"]));
+        outln!("  {:<9} rv={:<8} {}", field(&e["type"]), field(&e["resourceVersion"]), field(&e["message"]));
     }
     Ok(())
 }
@@ -452,13 +458,13 @@ pub async fn describe(client: &Client, kind: &str, name: &str, namespace: Option
 /// An EdgeNode's health from its Ready condition: Ready, Suspect (heartbeats missed), Down,
 /// NotReady, or Unknown before the scheduler has judged it.
 pub fn node_status(node: &Value) -> String {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .map_or("Unknown".to_owned(), |c| match (c["status"].as_str(), c["reason"].as_str()) {
+    node.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Ready")).map_or(
+        "Unknown".to_owned(),
+        |c| match (c["status"].as_str(), c["reason"].as_str()) {
             (Some("True"), _) => "Ready".to_owned(),
             (_, Some("HeartbeatsMissed")) => "Suspect".to_owned(),
             (_, Some("NodeDown")) => "Down".to_owned(),
             _ => "NotReady".to_owned(),
-        })
+        },
+    )
 }

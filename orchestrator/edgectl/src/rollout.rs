@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use edgeplane_api::paths;
-use reqwest::Method;
+use edgeplane_client::Method;
 use serde_json::Value;
 
 use crate::{Client, Failure};
@@ -34,7 +34,7 @@ pub async fn status(client: &Client, namespace: &str, name: &str, wait: Option<D
             )
         };
         if line != last {
-            println!("{line}");
+            outln!("{line}");
             last = line;
         }
         let phase = rollout["phase"].as_str().unwrap_or("");
@@ -42,7 +42,11 @@ pub async fn status(client: &Client, namespace: &str, name: &str, wait: Option<D
         // older one.
         let seen = workload["status"]["observedGeneration"] == workload["metadata"]["generation"];
         if phase == "RolledBack" && seen {
-            return Err(Failure::Refused(edgeplane_api::Status::new(409, edgeplane_api::StatusReason::Conflict, "the rollout was rolled back")));
+            return Err(Failure::Refused(Box::new(edgeplane_api::Status::new(
+                409,
+                edgeplane_api::StatusReason::Conflict,
+                "the rollout was rolled back",
+            ))));
         }
         match deadline {
             Some(deadline) if phase == "Progressing" || !seen => {
@@ -59,11 +63,11 @@ pub async fn status(client: &Client, namespace: &str, name: &str, wait: Option<D
 /// The Workload's recent revisions (changes of its spec the orchestrators remember).
 pub async fn history(client: &Client, namespace: &str, name: &str) -> Result<(), Failure> {
     let (_, events): (_, Value) = client.call(Method::GET, &format!("{}/events", path(namespace, name)), &[], None).await?;
-    println!("{:<12} {:<18} {:<72} WHAT", "GENERATION", "RESOURCEVERSION", "MODULE");
+    outln!("{:<12} {:<18} {:<72} WHAT", "GENERATION", "RESOURCEVERSION", "MODULE");
     for e in events["items"].as_array().into_iter().flatten() {
         let message = e["message"].as_str().unwrap_or_default();
         if message.starts_with("created") || message.contains("spec changed") {
-            println!(
+            outln!(
                 "{:<12} {:<18} {:<72} {message}",
                 e["generation"].to_string(),
                 e["resourceVersion"].as_str().unwrap_or_default(),
@@ -103,6 +107,6 @@ async fn undo_once(client: &Client, namespace: &str, name: &str) -> Result<(), F
         status.remove("status");
     }
     let _: (_, Value) = client.call(Method::PUT, &path(namespace, name), &[], Some(workload.to_string())).await?;
-    println!("workload.edgeplane.io/{name} rolled back to {module}");
+    outln!("workload.edgeplane.io/{name} rolled back to {module}");
     Ok(())
 }

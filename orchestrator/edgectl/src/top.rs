@@ -8,7 +8,7 @@
 
 use edgeplane_api::node::{heartbeat_path, InstancePhase, NodeLiveness};
 use edgeplane_api::paths;
-use reqwest::Method;
+use edgeplane_client::Method;
 use serde_json::Value;
 
 use crate::resources::node_status;
@@ -32,21 +32,31 @@ pub async fn nodes(client: &Client, json: bool) -> Result<(), Failure> {
             .iter()
             .map(|(name, status, liveness)| serde_json::json!({ "name": name, "status": status, "liveness": liveness }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&nodes).expect("serializable"));
+        outln!("{}", serde_json::to_string_pretty(&nodes).expect("serializable"));
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<8} {:>9} {:>9} {:>6} {:>12} {:>10} {:>10} {:>6} {:>8} {:>8}",
-        "NODE", "STATUS", "HEARD", "INSTANCES", "CPU", "READINGS-IN", "BYTES-IN", "BYTES-UP", "SAVED", "OUTBOX", "DROPPED"
+        "NODE",
+        "STATUS",
+        "HEARD",
+        "INSTANCES",
+        "CPU",
+        "READINGS-IN",
+        "BYTES-IN",
+        "BYTES-UP",
+        "SAVED",
+        "OUTBOX",
+        "DROPPED"
     );
     for (name, status, liveness) in rows {
         let Some(l) = liveness else {
-            println!("{name:<16} {status:<8} {:>9}", "never");
+            outln!("{name:<16} {status:<8} {:>9}", "never");
             continue;
         };
         let d = &l.heartbeat.data;
         let running = l.heartbeat.instances.iter().filter(|i| i.phase == InstancePhase::Running).count();
-        println!(
+        outln!(
             "{name:<16} {status:<8} {:>9} {:>9} {:>6} {:>12} {:>10} {:>10} {:>6} {:>8} {:>8}",
             format!("{:.1}s ago", l.age_ms as f64 / 1000.0),
             format!("{running}/{}", l.heartbeat.instances.len()),

@@ -252,7 +252,10 @@ mod tests {
         Entry { index, term, data: data.as_bytes().to_vec().into(), ..Default::default() }
     }
 
-    fn summary(s: &LogState) -> (Vec<(u64, u64)>, (u64, u64), u64, u64, Vec<u64>) {
+    /// (index, term) of every entry, the compaction mark, commit, snapshot index, voters.
+    type Summary = (Vec<(u64, u64)>, (u64, u64), u64, u64, Vec<u64>);
+
+    fn summary(s: &LogState) -> Summary {
         (
             s.entries.iter().map(|e| (e.index, e.term)).collect(),
             s.compacted,
@@ -307,8 +310,7 @@ mod tests {
         snapshot.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
         {
             let (disk, _) = DiskLog::open(&path).expect("open");
-            disk.persist(&WriteBatch { entries: vec![entry(1, 1, "a"), entry(2, 1, "b")], ..Default::default() })
-                .expect("persist");
+            disk.persist(&WriteBatch { entries: vec![entry(1, 1, "a"), entry(2, 1, "b")], ..Default::default() }).expect("persist");
             disk.persist(&WriteBatch { snapshot: Some(snapshot), ..Default::default() }).expect("persist");
         }
         let (_, s) = DiskLog::open(&path).expect("reopen");

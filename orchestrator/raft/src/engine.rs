@@ -72,10 +72,16 @@ pub struct EngineConfig {
     /// Ticks without hearing from a leader before a follower campaigns (randomised up to 2x).
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
-    /// Take a snapshot (and compact the log) every this many applied entries.
+    /// Take a snapshot (and compact the log) every this many applied entries...
     pub snapshot_every: u64,
-    /// Entries kept behind a snapshot so that slightly lagging followers need no snapshot.
+    /// ...or once the entries applied since the last one hold this many bytes, whichever
+    /// comes first: the uncompacted log lives in memory, and a few large entries (uploads of
+    /// megabytes) must not make it grow without bound.
+    pub snapshot_bytes: u64,
+    /// Entries kept behind a snapshot so that slightly lagging followers need no snapshot...
     pub snapshot_trailing: u64,
+    /// ...as long as they hold at most this many bytes.
+    pub snapshot_trailing_bytes: u64,
     pub max_size_per_msg: u64,
     pub max_inflight_msgs: usize,
     /// Bytes of uncommitted entries a leader accepts before refusing proposals.
@@ -93,7 +99,9 @@ impl EngineConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_every: 10_000,
+            snapshot_bytes: 64 * 1024 * 1024,
             snapshot_trailing: 1_000,
+            snapshot_trailing_bytes: 16 * 1024 * 1024,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             max_uncommitted_size: 64 * 1024 * 1024,
@@ -166,8 +174,7 @@ impl SnapshotJob {
 
     /// Serializes the captured state. Pure; run it on any thread.
     pub fn build(self) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        snapshot.data = self.state.to_snapshot().into();
+        let mut snapshot = Snapshot { data: self.state.to_snapshot().into(), ..Snapshot::default() };
         let meta = snapshot.mut_metadata();
         meta.index = self.index;
         meta.term = self.term;
@@ -210,6 +217,8 @@ pub struct Engine {
     pending: WriteBatch,
     /// A [`SnapshotJob`] was handed out and not yet installed.
     snapshot_in_flight: bool,
+    /// Bytes of the entries applied since the last snapshot job was handed out.
+    applied_bytes: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -238,11 +247,7 @@ impl Engine {
             election_tick: config.election_ticks,
             heartbeat_tick: config.heartbeat_ticks,
             min_election_tick: config.election_ticks,
-            max_election_tick: if config.randomized_election {
-                2 * config.election_ticks
-            } else {
-                config.election_ticks + 1
-            },
+            max_election_tick: if config.randomized_election { 2 * config.election_ticks } else { config.election_ticks + 1 },
             // The state machine was rebuilt from the snapshot; later committed entries are
             // replayed from the log.
             applied: state.applied_index(),
@@ -256,7 +261,7 @@ impl Engine {
         };
         raft_config.validate().map_err(EngineError::Raft)?;
         let raw = RawNode::new(&raft_config, LogStore::new(log), logger).map_err(EngineError::Raft)?;
-        Ok(Engine { raw, state, config, pending, snapshot_in_flight: false })
+        Ok(Engine { raw, state, config, pending, snapshot_in_flight: false, applied_bytes: 0 })
     }
 
     pub fn id(&self) -> u64 {
@@ -438,6 +443,7 @@ impl Engine {
                 // Already contained in a snapshot we restored.
                 continue;
             }
+            self.applied_bytes += entry_bytes(&entry);
             let tag = decode_context(&entry.context);
             let request = tag.map(|t| RequestId(t.id));
             let outcome = match entry.get_entry_type() {
@@ -462,14 +468,18 @@ impl Engine {
         }
     }
 
-    /// Captures the state for a snapshot once enough entries were applied since the last one.
+    /// Captures the state for a snapshot once enough entries (or bytes) were applied since the
+    /// last one.
     fn snapshot_job(&mut self) -> Option<SnapshotJob> {
         let applied = self.state.applied_index();
         let log = self.raw.store().state();
-        if self.snapshot_in_flight || applied < log.snapshot_index() + self.config.snapshot_every {
+        let due = applied >= log.snapshot_index() + self.config.snapshot_every
+            || (self.applied_bytes >= self.config.snapshot_bytes && applied > log.snapshot_index());
+        if self.snapshot_in_flight || !due {
             return None;
         }
         self.snapshot_in_flight = true;
+        self.applied_bytes = 0;
         Some(SnapshotJob {
             index: applied,
             term: log.term(applied).expect("applied entries are in the log"),
@@ -489,15 +499,28 @@ impl Engine {
         if index <= log.snapshot_index() || index < log.compacted.0 {
             return false;
         }
-        let compact_to = index.saturating_sub(self.config.snapshot_trailing);
-        let compact_through = (compact_to > log.compacted.0)
-            .then(|| log.term(compact_to).map(|term| (compact_to, term)))
-            .flatten();
+        // Keep up to `snapshot_trailing` entries behind the snapshot, within the byte budget.
+        let mut compact_to = index.saturating_sub(self.config.snapshot_trailing);
+        let mut kept = 0u64;
+        for i in (compact_to + 1..=index).rev() {
+            let Some(entry) = log.entry(i) else { break };
+            kept += entry_bytes(entry);
+            if kept > self.config.snapshot_trailing_bytes {
+                compact_to = i;
+                break;
+            }
+        }
+        let compact_through = (compact_to > log.compacted.0).then(|| log.term(compact_to).map(|term| (compact_to, term))).flatten();
         let change = WriteBatch { own_snapshot: Some(snapshot), compact_through, ..Default::default() };
         self.raw.mut_store().state.apply(&change);
         self.pending.merge(change);
         true
     }
+}
+
+/// What an entry weighs in the in-memory log.
+fn entry_bytes(entry: &Entry) -> u64 {
+    (entry.data.len() + entry.context.len() + 32) as u64
 }
 
 /// Pending proposals of one node, matched to their callers by request id.
@@ -529,13 +552,52 @@ impl<T> Proposals<T> {
         self.waiting.is_empty()
     }
 
-    /// Removes and returns every waiter for which `expired` holds.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&RequestId, &mut T)> {
         self.waiting.iter_mut()
     }
+}
 
-    pub fn drain_expired(&mut self, mut expired: impl FnMut(&T) -> bool) -> Vec<T> {
-        let ids: Vec<RequestId> = self.waiting.iter().filter(|(_, w)| expired(w)).map(|(id, _)| *id).collect();
-        ids.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a single-member engine's Readys to completion, persisting to memory, and returns
+    /// the snapshot jobs they handed out.
+    fn drive(engine: &mut Engine) -> Vec<SnapshotJob> {
+        let mut jobs = Vec::new();
+        while let Some((_, _, unpersisted)) = engine.begin_ready() {
+            jobs.extend(engine.finish_ready(unpersisted).snapshot_job);
+        }
+        jobs
+    }
+
+    /// A few large entries are enough for a snapshot, long before the entry count says so:
+    /// the uncompacted log lives in memory.
+    #[test]
+    fn large_entries_bring_the_snapshot_forward() {
+        let mut config = EngineConfig::new(1, vec![1]);
+        config.snapshot_every = 1_000_000;
+        config.snapshot_bytes = 100_000;
+        config.snapshot_trailing_bytes = 50_000;
+        let mut engine = Engine::new(config, LogState::default(), &crate::logging::raft_logger()).expect("engine");
+        for _ in 0..50 {
+            engine.tick();
+            drive(&mut engine);
+        }
+        assert!(engine.is_leader(), "a single member elects itself");
+        let mut jobs = Vec::new();
+        for i in 0..5u64 {
+            engine.propose(RequestId(u128::from(i)), 0, vec![b'x'; 30_000]).expect("proposed");
+            jobs.extend(drive(&mut engine));
+        }
+        assert_eq!(jobs.len(), 1, "about 120 KB of entries passed the 100 KB mark once");
+        let job = jobs.pop().expect("a job");
+        let index = job.index();
+        assert!(engine.install_snapshot(job.build()));
+        drive(&mut engine);
+        let log = engine.log();
+        assert_eq!(log.snapshot_index(), index);
+        let kept: u64 = (log.first_index()..=index).filter_map(|i| log.entry(i)).map(entry_bytes).sum();
+        assert!(kept <= 50_000, "the entries kept behind the snapshot are bounded by bytes: {kept}");
     }
 }

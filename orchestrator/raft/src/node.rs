@@ -9,10 +9,19 @@
 //! timeout, every write not yet applied is proposed again under its original request id (its
 //! first proposal may have died with the old leader or in a full queue). The state machine
 //! applies a request id once, so the retry is safe and a client sees a leader failover as
-//! latency rather than as an error of unknown outcome. Each loop turn takes whatever is queued, then handles the Ready in one place
-//! ([`Actor::process_ready`]). While one batch is being fsynced on a blocking thread, new
-//! requests wait in the mailbox and go into the next batch together: group commit falls out
-//! of the structure.
+//! latency rather than as an error of unknown outcome. A node that knows of no leader for
+//! longer than [`NodeConfig::no_leader_timeout`] (it is cut off from the quorum, or no
+//! election succeeds) answers at once instead of holding requests for the whole timeout:
+//! writes it never proposed with [`WriteError::NoLeader`], writes it proposed with
+//! [`WriteError::Timeout`] (their outcome is unknown), reads with [`ReadError::NoLeader`].
+//!
+//! The actor does Raft work only. A read confirms its position with a quorum (ReadIndex),
+//! waits until the state machine has applied it, and hands the caller a copy of the state
+//! ([`ClusterState`] lives in persistent maps, so the copy is O(1)); the caller lists,
+//! renders or plans on its own task. Each loop turn takes whatever is queued, then handles
+//! the Ready in one place ([`Actor::process_ready`]). While one batch is being fsynced on a
+//! blocking thread, new requests wait in the mailbox and go into the next batch together:
+//! group commit falls out of the structure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +51,10 @@ pub struct NodeConfig {
     /// A ReadIndex round, or a write proposal, that has not completed in this long is
     /// started again (its messages may have been lost, or the leader changed).
     pub read_retry: Duration,
+    /// How long a request waits for a leader to become known before it is answered: long
+    /// enough for an election, short enough that a node cut off from the quorum answers 503
+    /// (with whatever it knows) well before clients give up.
+    pub no_leader_timeout: Duration,
     pub mailbox: usize,
 }
 
@@ -52,6 +65,7 @@ impl Default for NodeConfig {
             write_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
             read_retry: Duration::from_millis(500),
+            no_leader_timeout: Duration::from_millis(1_000),
             mailbox: 16 * 1024,
         }
     }
@@ -100,11 +114,11 @@ pub enum ReadError {
 #[error("the Raft log could not be persisted")]
 pub struct NodeFailed(#[source] pub DiskError);
 
-type ReadFn = Box<dyn FnOnce(Result<&ClusterState, ReadError>) + Send>;
+type ReadReply = oneshot::Sender<Result<ClusterState, ReadError>>;
 
 enum Request {
     Write { command: Command, reply: oneshot::Sender<Result<Applied, WriteError>> },
-    Read { consistency: Consistency, query: ReadFn },
+    Read { consistency: Consistency, reply: ReadReply },
     Status { reply: oneshot::Sender<EngineStatus> },
 }
 
@@ -135,18 +149,12 @@ impl NodeHandle {
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Runs `query` against the state machine, after confirming with a quorum that this node's
-    /// state is current (`Linearizable`) or at once (`Stale`).
-    pub async fn read<R, F>(&self, consistency: Consistency, query: F) -> Result<R, ReadError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&ClusterState) -> R + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let query: ReadFn = Box::new(move |state| {
-            let _ = tx.send(state.map(query));
-        });
-        self.mailbox.try_send(Request::Read { consistency, query }).map_err(|e| match e {
+    /// A copy of the state machine, after confirming with a quorum that this node's state is
+    /// current (`Linearizable`) or at once (`Stale`). The copy is O(1) (persistent maps) and
+    /// stays consistent however long the caller works on it; the actor does none of that work.
+    pub async fn read(&self, consistency: Consistency) -> Result<ClusterState, ReadError> {
+        let (reply, rx) = oneshot::channel();
+        self.mailbox.try_send(Request::Read { consistency, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ReadError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => ReadError::Stopped,
         })?;
@@ -160,18 +168,25 @@ impl NodeHandle {
     }
 }
 
+/// What a node actor is made of.
+#[derive(Debug)]
+pub struct NodeParts {
+    pub engine: Engine,
+    pub disk: Arc<DiskLog>,
+    pub transport: Transport,
+    pub peer_events: mpsc::Receiver<PeerEvent>,
+    pub config: NodeConfig,
+    pub metrics: RaftMetrics,
+    /// Makes this process's request ids unique (node id and boot nonce).
+    pub origin: RequestOrigin,
+    /// Where applied changes are published.
+    pub watch: Arc<WatchHub>,
+}
+
 /// Starts the actor. It runs until every [`NodeHandle`] is dropped (then returns `Ok`) or its
 /// disk fails.
-pub fn spawn(
-    engine: Engine,
-    disk: Arc<DiskLog>,
-    transport: Transport,
-    peer_events: mpsc::Receiver<PeerEvent>,
-    config: NodeConfig,
-    metrics: RaftMetrics,
-    origin: RequestOrigin,
-    watch: Arc<WatchHub>,
-) -> (NodeHandle, tokio::task::JoinHandle<Result<(), NodeFailed>>) {
+pub fn spawn(parts: NodeParts) -> (NodeHandle, tokio::task::JoinHandle<Result<(), NodeFailed>>) {
+    let NodeParts { engine, disk, transport, peer_events, config, metrics, origin, watch } = parts;
     let (tx, rx) = mpsc::channel(config.mailbox);
     // One snapshot is built at a time, so one slot suffices.
     let (built_tx, built_rx) = mpsc::channel(1);
@@ -189,6 +204,7 @@ pub fn spawn(
         reads: Reads::default(),
         last_leader: None,
         proposals_epoch: None,
+        leaderless_since: None,
     };
     let task = tokio::spawn(actor.run(rx, peer_events, built_rx));
     (NodeHandle { mailbox: tx }, task)
@@ -197,6 +213,8 @@ pub fn spawn(
 struct PendingWrite {
     reply: oneshot::Sender<Result<Applied, WriteError>>,
     deadline: Instant,
+    /// Since when no leader has been known while this write waited; `None` while one is.
+    leaderless_since: Option<Instant>,
     command: Vec<u8>,
     /// The commit index when the write was accepted; every proposal of it carries this.
     issued_at: u64,
@@ -206,7 +224,7 @@ struct PendingWrite {
 }
 
 struct PendingRead {
-    query: ReadFn,
+    reply: ReadReply,
     deadline: Instant,
 }
 
@@ -243,6 +261,8 @@ struct Actor {
     built_snapshots: mpsc::Sender<raft::prelude::Snapshot>,
     /// The (term, leader) under which pending writes were last (re-)proposed.
     proposals_epoch: Option<(u64, u64)>,
+    /// Since when this node has known no leader; `None` while it knows one.
+    leaderless_since: Option<Instant>,
 }
 
 const DRAIN_LIMIT: usize = 4096;
@@ -311,6 +331,7 @@ impl Actor {
                 let mut write = PendingWrite {
                     reply,
                     deadline: now + self.config.write_timeout,
+                    leaderless_since: None,
                     command: command.encode(),
                     issued_at: self.engine.commit_index(),
                     proposed_under: None,
@@ -324,13 +345,13 @@ impl Actor {
                     }
                 }
             }
-            Request::Read { consistency: Consistency::Stale, query } => {
+            Request::Read { consistency: Consistency::Stale, reply } => {
                 self.count_read("stale", "ok");
-                query(Ok(self.engine.state()));
+                let _ = reply.send(Ok(self.engine.state().clone()));
             }
-            Request::Read { consistency: Consistency::Linearizable, query } => {
+            Request::Read { consistency: Consistency::Linearizable, reply } => {
                 let deadline = Instant::now() + self.config.read_timeout;
-                self.reads.queued.push(PendingRead { query, deadline });
+                self.reads.queued.push(PendingRead { reply, deadline });
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.engine.status());
@@ -368,8 +389,7 @@ impl Actor {
 
     /// Proposes again every pending write for which `stale` holds.
     fn repropose(&mut self, stale: impl Fn(&PendingWrite) -> bool) {
-        let stale: Vec<RequestId> =
-            self.writes.iter_mut().filter(|(_, w)| stale(w)).map(|(id, _)| *id).collect();
+        let stale: Vec<RequestId> = self.writes.iter_mut().filter(|(_, w)| stale(w)).map(|(id, _)| *id).collect();
         for id in stale {
             let Some(mut write) = self.writes.take(id) else { continue };
             if write.proposed_under.is_some() {
@@ -426,9 +446,7 @@ impl Actor {
         let disk = Arc::clone(&self.disk);
         let started = std::time::Instant::now();
         // fsync blocks for milliseconds: never on the reactor.
-        let result = tokio::task::spawn_blocking(move || disk.persist(&batch))
-            .await
-            .expect("the persist task does not panic");
+        let result = tokio::task::spawn_blocking(move || disk.persist(&batch)).await.expect("the persist task does not panic");
         self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_entries.observe(entries as f64);
         result.map_err(|e| {
@@ -496,25 +514,50 @@ impl Actor {
 
     fn serve_confirmed_reads(&mut self) {
         let applied = self.engine.state().applied_index();
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads.confirmed)
-            .into_iter()
-            .partition(|(index, _)| *index <= applied);
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.reads.confirmed).into_iter().partition(|(index, _)| *index <= applied);
         self.reads.confirmed = waiting;
         for (_, reads) in ready {
             for read in reads {
                 self.count_read("linearizable", "ok");
-                (read.query)(Ok(self.engine.state()));
+                let _ = read.reply.send(Ok(self.engine.state().clone()));
             }
         }
     }
 
     /// Fails requests past their deadline, and restarts stalled proposals and ReadIndex rounds.
+    /// While no leader is known, requests fail after [`NodeConfig::no_leader_timeout`]
+    /// instead: a node cut off from the quorum answers rather than holding them.
     fn expire(&mut self, now: Instant) {
         let retry = self.config.read_retry;
         self.repropose(|w| w.proposed_under.is_some() && now.duration_since(w.proposed_at) >= retry);
-        for waiter in self.writes.drain_expired(|w| w.deadline <= now) {
+        let leaderless = match self.engine.leader_id() {
+            Some(_) => None,
+            None => Some(*self.leaderless_since.get_or_insert(now)),
+        };
+        if leaderless.is_none() {
+            self.leaderless_since = None;
+        }
+        // A write waits for a leader from the later of its arrival and the leader's loss.
+        let no_leader_for = |w: &mut PendingWrite| match leaderless {
+            Some(since) => now.duration_since(*w.leaderless_since.get_or_insert(since)),
+            None => {
+                w.leaderless_since = None;
+                Duration::ZERO
+            }
+        };
+        let patience = self.config.no_leader_timeout;
+        let mut expired = Vec::new();
+        for (id, w) in self.writes.iter_mut() {
+            if w.deadline <= now || no_leader_for(w) >= patience {
+                expired.push(*id);
+            }
+        }
+        for id in expired {
+            let Some(waiter) = self.writes.take(id) else { continue };
             let (outcome, error) = match waiter.proposed_under {
                 None => ("no_leader", WriteError::NoLeader),
+                // It may have reached a leader before this node lost it.
                 Some(_) => ("timeout", WriteError::Timeout),
             };
             self.count_write(outcome);
@@ -526,18 +569,19 @@ impl Actor {
                 self.reads.queued.extend(reads);
             }
         }
-        let no_leader = self.engine.leader_id().is_none();
+        let give_up = leaderless.is_some_and(|since| now.duration_since(since) >= patience);
         let reads = &mut self.reads;
         let mut expired = Vec::new();
-        for list in std::iter::once(&mut reads.queued).chain(reads.confirmed.iter_mut().map(|(_, r)| r)) {
-            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|r| r.deadline <= now);
+        let in_flight = reads.in_flight.iter_mut().map(|(_, _, r)| r);
+        for list in std::iter::once(&mut reads.queued).chain(in_flight).chain(reads.confirmed.iter_mut().map(|(_, r)| r)) {
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|r| give_up || r.deadline <= now);
             *list = keep;
             expired.extend(gone);
         }
         for read in expired {
-            let error = if no_leader { ReadError::NoLeader } else { ReadError::Timeout };
-            self.count_read("linearizable", "timeout");
-            (read.query)(Err(error));
+            let error = if leaderless.is_some() { ReadError::NoLeader } else { ReadError::Timeout };
+            self.count_read("linearizable", if leaderless.is_some() { "no_leader" } else { "timeout" });
+            let _ = read.reply.send(Err(error));
         }
     }
 

@@ -96,6 +96,14 @@ impl LogState {
         Some(self.entries[(index - self.first_index()) as usize].term)
     }
 
+    /// The entry at `index`, if the log holds it.
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        if index < self.first_index() || index > self.last_index() {
+            return None;
+        }
+        self.entries.get((index - self.first_index()) as usize)
+    }
+
     /// Applies a batch: the reference semantics every store must implement.
     pub fn apply(&mut self, batch: &WriteBatch) {
         if let Some(snapshot) = &batch.snapshot {
@@ -154,19 +162,10 @@ impl LogStore {
 
 impl Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState {
-            hard_state: self.state.hard_state.clone(),
-            conf_state: self.state.conf_state.clone(),
-        })
+        Ok(RaftState { hard_state: self.state.hard_state.clone(), conf_state: self.state.conf_state.clone() })
     }
 
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
+    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _context: GetEntriesContext) -> raft::Result<Vec<Entry>> {
         let s = &self.state;
         if low < s.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));

@@ -2,10 +2,17 @@
 //!
 //! Each node keeps one persistent outbound connection per peer, fed by a bounded queue and
 //! re-established with exponential backoff. A full queue drops the message: Raft tolerates
-//! loss and resends, while an unbounded queue behind a dead peer would only grow. Frames are a
-//! 4-byte big-endian length and a protobuf-encoded `eraftpb::Message`; a connection opens with
-//! a hello naming the cluster and the sender, so that nodes configured for different clusters
-//! refuse each other instead of mixing logs.
+//! loss and resends, while an unbounded queue behind a dead peer would only grow. A connection
+//! opens with a hello naming the cluster and the sender, so that nodes configured for
+//! different clusters refuse each other instead of mixing logs.
+//!
+//! Frames are a 1-byte kind, a 4-byte big-endian length and the payload:
+//! - `MESSAGE`: a protobuf-encoded `eraftpb::Message`;
+//! - `SNAPSHOT_BEGIN`: the snapshot's data length (u64) and the `MsgSnapshot` without its
+//!   data, followed by `SNAPSHOT_CHUNK` frames carrying the data in order.
+//!
+//! A snapshot of any size crosses in chunks no larger than a frame, so a state that has grown
+//! past the frame limit still reaches a follower that needs it.
 
 use std::collections::HashMap;
 use std::io;
@@ -21,9 +28,28 @@ use tokio::task::JoinSet;
 use crate::metrics::RaftMetrics;
 use crate::net::{Listener, Network, Stream};
 
-const HELLO_MAGIC: &[u8; 16] = b"edgeplane-raft/1";
-/// Largest frame accepted; a snapshot of the whole state travels as one frame.
-const MAX_FRAME: usize = 256 * 1024 * 1024;
+const HELLO_MAGIC: &[u8; 16] = b"edgeplane-raft/2";
+const MESSAGE: u8 = 0;
+const SNAPSHOT_BEGIN: u8 = 1;
+const SNAPSHOT_CHUNK: u8 = 2;
+
+/// Limits of the peer protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportLimits {
+    /// Largest frame sent or accepted (a message, or one chunk of a snapshot).
+    pub max_frame: usize,
+    /// Snapshot data travels in chunks of this size.
+    pub snapshot_chunk: usize,
+    /// Largest snapshot accepted from a peer: it is assembled in memory.
+    pub max_snapshot: u64,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits { max_frame: 64 * 1024 * 1024, snapshot_chunk: 4 * 1024 * 1024, max_snapshot: 64 * 1024 * 1024 * 1024 }
+    }
+}
+
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -44,10 +70,7 @@ pub enum PeerEvent {
 pub fn cluster_id(members: &[(u64, SocketAddr)]) -> u64 {
     let mut sorted: Vec<_> = members.iter().map(|(id, addr)| format!("{id}={addr}")).collect();
     sorted.sort();
-    sorted
-        .join(",")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    sorted.join(",").bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The sending side: one queue and one connection task per peer.
@@ -68,13 +91,15 @@ impl Transport {
         network: Network,
         events: mpsc::Sender<PeerEvent>,
         metrics: RaftMetrics,
+        limits: TransportLimits,
     ) -> Transport {
         let mut queues = HashMap::new();
         let mut tasks = JoinSet::new();
         for (id, addr) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             queues.insert(id, tx);
-            let peer = PeerLink { self_id, cluster, id, addr, network: network.clone(), events: events.clone(), metrics: metrics.clone() };
+            let peer =
+                PeerLink { self_id, cluster, id, addr, network: network.clone(), events: events.clone(), metrics: metrics.clone(), limits };
             tasks.spawn(peer.run(rx));
         }
         Transport { queues, events, metrics, _tasks: tasks }
@@ -109,6 +134,7 @@ struct PeerLink {
     network: Network,
     events: mpsc::Sender<PeerEvent>,
     metrics: RaftMetrics,
+    limits: TransportLimits,
 }
 
 impl PeerLink {
@@ -155,7 +181,7 @@ impl PeerLink {
             if queue.recv_many(&mut batch, 256).await == 0 {
                 return Ok(());
             }
-            let result = write_frames(&mut w, &batch).await;
+            let result = write_frames(&mut w, &batch, self.limits).await;
             if let Err(e) = result {
                 self.report_failed(&batch).await;
                 return Err(e);
@@ -181,28 +207,50 @@ impl PeerLink {
     }
 }
 
-async fn write_frames(w: &mut BufWriter<Stream>, messages: &[Message]) -> io::Result<()> {
+async fn write_frames(w: &mut BufWriter<Stream>, messages: &[Message], limits: TransportLimits) -> io::Result<()> {
     for m in messages {
-        let bytes = m.write_to_bytes().map_err(io::Error::other)?;
-        if bytes.len() > MAX_FRAME {
-            // The peer would refuse it; failing here reports the snapshot as undelivered.
-            tracing::error!(
-                to = m.to,
-                bytes = bytes.len(),
-                "a {:?} exceeds the {MAX_FRAME}-byte frame limit and cannot be sent",
-                m.get_msg_type()
-            );
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "message exceeds the frame limit"));
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            write_snapshot(w, m, limits).await?;
+            continue;
         }
-        w.write_u32(bytes.len() as u32).await?;
-        w.write_all(&bytes).await?;
+        let bytes = m.write_to_bytes().map_err(io::Error::other)?;
+        write_frame(w, MESSAGE, &[&bytes], limits).await?;
     }
     w.flush().await
 }
 
+/// A snapshot message: its envelope without the data, then the data in chunks.
+async fn write_snapshot(w: &mut BufWriter<Stream>, m: &Message, limits: TransportLimits) -> io::Result<()> {
+    let data = m.get_snapshot().get_data();
+    let mut envelope = m.clone();
+    envelope.mut_snapshot().data = Default::default();
+    let envelope = envelope.write_to_bytes().map_err(io::Error::other)?;
+    let length = (data.len() as u64).to_be_bytes();
+    write_frame(w, SNAPSHOT_BEGIN, &[&length, &envelope], limits).await?;
+    for chunk in data.chunks(limits.snapshot_chunk.clamp(1, limits.max_frame)) {
+        write_frame(w, SNAPSHOT_CHUNK, &[chunk], limits).await?;
+    }
+    Ok(())
+}
+
+async fn write_frame(w: &mut BufWriter<Stream>, kind: u8, parts: &[&[u8]], limits: TransportLimits) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > limits.max_frame {
+        // The peer would refuse it; failing here reports the message as undelivered.
+        tracing::error!(bytes = len, "a peer frame exceeds the {}-byte limit and cannot be sent", limits.max_frame);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "message exceeds the frame limit"));
+    }
+    w.write_u8(kind).await?;
+    w.write_u32(len as u32).await?;
+    for part in parts {
+        w.write_all(part).await?;
+    }
+    Ok(())
+}
+
 /// Accepts peer connections and forwards their messages to the node. Runs until the listener
 /// fails or the node stops taking events.
-pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<PeerEvent>) {
+pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<PeerEvent>, limits: TransportLimits) {
     let mut readers = JoinSet::new();
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -219,7 +267,7 @@ pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<
         }
         let events = events.clone();
         readers.spawn(async move {
-            if let Err(e) = read_peer(stream, cluster, events).await {
+            if let Err(e) = read_peer(stream, cluster, events, limits).await {
                 tracing::debug!(%addr, error = %e, "peer connection closed");
             }
         });
@@ -228,36 +276,116 @@ pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<
     }
 }
 
-async fn read_peer(stream: Stream, cluster: u64, events: mpsc::Sender<PeerEvent>) -> io::Result<()> {
+async fn read_peer(stream: Stream, cluster: u64, events: mpsc::Sender<PeerEvent>, limits: TransportLimits) -> io::Result<()> {
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     let mut magic = [0u8; 16];
     r.read_exact(&mut magic).await?;
     if &magic != HELLO_MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not an edgeplane raft peer"));
+        return Err(invalid("not an edgeplane raft peer speaking this protocol version".to_owned()));
     }
     let their_cluster = r.read_u64().await?;
     let from = r.read_u64().await?;
     if their_cluster != cluster {
-        tracing::error!(
-            from,
-            "refusing a peer configured with a different member list (cluster id {their_cluster:x}, ours {cluster:x})"
-        );
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "cluster id mismatch"));
+        tracing::error!(from, "refusing a peer configured with a different member list (cluster id {their_cluster:x}, ours {cluster:x})");
+        return Err(invalid("cluster id mismatch".to_owned()));
     }
     let mut buf = Vec::new();
     loop {
-        let len = r.read_u32().await? as usize;
-        if len > MAX_FRAME {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
-        }
-        buf.resize(len, 0);
-        r.read_exact(&mut buf).await?;
-        let message = Message::parse_from_bytes(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let kind = r.read_u8().await?;
+        read_frame(&mut r, &mut buf, limits).await?;
+        let message = match kind {
+            MESSAGE => Message::parse_from_bytes(&buf).map_err(|e| invalid(e.to_string()))?,
+            SNAPSHOT_BEGIN => {
+                let (length, envelope) = buf.split_at_checked(8).ok_or_else(|| invalid("short snapshot header".to_owned()))?;
+                let length = u64::from_be_bytes(length.try_into().expect("8 bytes"));
+                if length > limits.max_snapshot {
+                    return Err(invalid(format!("a snapshot of {length} bytes exceeds the {}-byte limit", limits.max_snapshot)));
+                }
+                let mut message = Message::parse_from_bytes(envelope).map_err(|e| invalid(e.to_string()))?;
+                if message.get_msg_type() != MessageType::MsgSnapshot {
+                    return Err(invalid(format!("a snapshot header carries a {:?}", message.get_msg_type())));
+                }
+                let mut data = Vec::with_capacity(length.min(limits.max_frame as u64) as usize);
+                while (data.len() as u64) < length {
+                    if r.read_u8().await? != SNAPSHOT_CHUNK {
+                        return Err(invalid("a snapshot was interrupted by another frame".to_owned()));
+                    }
+                    read_frame(&mut r, &mut buf, limits).await?;
+                    if data.len() as u64 + buf.len() as u64 > length {
+                        return Err(invalid("snapshot chunks exceed the announced length".to_owned()));
+                    }
+                    data.extend_from_slice(&buf);
+                }
+                message.mut_snapshot().data = data.into();
+                message
+            }
+            other => return Err(invalid(format!("unknown frame kind {other}"))),
+        };
         if message.from != from {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "message sender differs from the connection's"));
+            return Err(invalid("message sender differs from the connection's".to_owned()));
         }
         if events.send(PeerEvent::Message(Box::new(message))).await.is_err() {
             return Ok(());
         }
+    }
+}
+
+async fn read_frame(r: &mut BufReader<Stream>, buf: &mut Vec<u8>, limits: TransportLimits) -> io::Result<()> {
+    let len = r.read_u32().await? as usize;
+    if len > limits.max_frame {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+    use raft::prelude::Snapshot;
+
+    use super::*;
+
+    /// A snapshot several times the frame limit crosses in chunks and arrives whole. Before
+    /// chunking, a snapshot above the limit could never be sent, so a follower that needed
+    /// one never caught up.
+    #[tokio::test]
+    async fn a_snapshot_larger_than_a_frame_arrives_whole() {
+        let limits = TransportLimits { max_frame: 1 << 20, snapshot_chunk: 256 << 10, max_snapshot: 64 << 20 };
+        let network = Network::plaintext();
+        let listener = network.bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cluster = cluster_id(&[(1, addr)]);
+        let (events, mut received) = mpsc::channel(16);
+        tokio::spawn(serve_peers(listener, cluster, events.clone(), limits));
+        let metrics = RaftMetrics::new(&mut Registry::default());
+        let transport = Transport::start(2, cluster, [(1, addr)], network, events, metrics, limits);
+
+        let data: Vec<u8> = (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect();
+        let mut snapshot = Snapshot { data: data.clone().into(), ..Snapshot::default() };
+        snapshot.mut_metadata().index = 42;
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgSnapshot);
+        message.from = 2;
+        message.to = 1;
+        message.set_snapshot(snapshot);
+        transport.send(vec![message]);
+
+        let (mut arrived, mut delivered) = (None, None);
+        while arrived.is_none() || delivered.is_none() {
+            match tokio::time::timeout(Duration::from_secs(10), received.recv()).await.expect("an event in time").expect("open") {
+                PeerEvent::Message(m) => arrived = Some(m),
+                PeerEvent::SnapshotSent { delivered: d, .. } => delivered = Some(d),
+                PeerEvent::Unreachable(peer) => panic!("peer {peer} reported unreachable"),
+            }
+        }
+        assert_eq!(delivered, Some(true), "the sender reports the snapshot delivered");
+        let arrived = arrived.expect("arrived");
+        assert_eq!(arrived.get_snapshot().get_metadata().index, 42);
+        assert!(arrived.get_snapshot().get_data() == data.as_slice(), "the snapshot's data arrives intact");
     }
 }

@@ -279,11 +279,8 @@ impl Sim {
         // Mostly fresh keys, sometimes overwrites, so that the state has history.
         let key = format!("k{}", self.rng.below(40));
         let value = self.next_value;
-        let command = Command::Put {
-            key: ObjectKey::new(KIND, "", key.clone()),
-            value: serde_json::json!(value),
-            precondition: Precondition::None,
-        };
+        let command =
+            Command::Put { key: ObjectKey::new(KIND, "", key.clone()), value: serde_json::json!(value), precondition: Precondition::None };
         let engine = self.nodes[node].engine.as_mut()?;
         let encoded = command.encode();
         let issued_at = engine.commit_index();
@@ -579,16 +576,13 @@ impl Sim {
     }
 
     fn all_caught_up(&self) -> bool {
-        let applied: BTreeSet<u64> =
-            self.nodes.iter().filter_map(|n| n.engine.as_ref()).map(|e| e.state().applied_index()).collect();
-        let commits: BTreeSet<u64> =
-            self.nodes.iter().filter_map(|n| n.engine.as_ref()).map(|e| e.status().commit_index).collect();
+        let applied: BTreeSet<u64> = self.nodes.iter().filter_map(|n| n.engine.as_ref()).map(|e| e.state().applied_index()).collect();
+        let commits: BTreeSet<u64> = self.nodes.iter().filter_map(|n| n.engine.as_ref()).map(|e| e.status().commit_index).collect();
         applied.len() == 1 && commits.len() == 1 && applied == commits
     }
 
     fn check_converged(&self) {
-        let digests: BTreeSet<u64> =
-            self.nodes.iter().filter_map(|n| n.engine.as_ref()).map(|e| e.state().digest()).collect();
+        let digests: BTreeSet<u64> = self.nodes.iter().filter_map(|n| n.engine.as_ref()).map(|e| e.state().digest()).collect();
         if digests.len() != 1 {
             self.fail("nodes at the same applied index hold different states");
         }

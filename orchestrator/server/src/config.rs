@@ -134,8 +134,7 @@ impl Config {
         let file = match &args.config {
             None => FileConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| vec![format!("config: cannot read {}: {e}", path.display())])?;
+                let text = std::fs::read_to_string(path).map_err(|e| vec![format!("config: cannot read {}: {e}", path.display())])?;
                 toml::from_str(&text).map_err(|e| vec![format!("config: {} is not valid: {e}", path.display())])?
             }
         };
@@ -164,9 +163,7 @@ impl Config {
         }
         match &data_dir {
             None => errors.push("data-dir: required (where the Raft log is kept)".to_owned()),
-            Some(d) if d.exists() && !d.is_dir() => {
-                errors.push(format!("data-dir: {} exists and is not a directory", d.display()))
-            }
+            Some(d) if d.exists() && !d.is_dir() => errors.push(format!("data-dir: {} exists and is not a directory", d.display())),
             Some(_) => {}
         }
         let mut members = Vec::new();
@@ -198,9 +195,7 @@ impl Config {
             errors.push("heartbeat-ticks: must be >= 1".to_owned());
         }
         if election_ticks <= heartbeat_ticks {
-            errors.push(format!(
-                "election-ticks: must be greater than heartbeat-ticks ({heartbeat_ticks}), got {election_ticks}"
-            ));
+            errors.push(format!("election-ticks: must be greater than heartbeat-ticks ({heartbeat_ticks}), got {election_ticks}"));
         }
         if snapshot_every == 0 {
             errors.push("snapshot-every: must be >= 1".to_owned());
@@ -212,7 +207,8 @@ impl Config {
             errors.push("bootstrap-token: must be at least 16 characters".to_owned());
         }
         if node_suspect_ms == 0 || node_grace_ms < node_suspect_ms {
-            errors.push(format!("node-suspect-ms and node-grace-ms: need 1 <= suspect <= grace, got {node_suspect_ms} and {node_grace_ms}"));
+            errors
+                .push(format!("node-suspect-ms and node-grace-ms: need 1 <= suspect <= grace, got {node_suspect_ms} and {node_grace_ms}"));
         }
         if data_retention_readings == 0 {
             errors.push("data-retention-readings: must be >= 1".to_owned());
@@ -301,10 +297,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().to_str().expect("utf-8");
         let config = Config::load(args(&[
-            "--id", "2", "--data-dir", d,
-            "--member", "1=127.0.0.1:7001,127.0.0.1:8001",
-            "--member", "2=127.0.0.2:7001,127.0.0.2:8001",
-            "--member", "3=127.0.0.3:7001,127.0.0.3:8001",
+            "--id",
+            "2",
+            "--data-dir",
+            d,
+            "--member",
+            "1=127.0.0.1:7001,127.0.0.1:8001",
+            "--member",
+            "2=127.0.0.2:7001,127.0.0.2:8001",
+            "--member",
+            "3=127.0.0.3:7001,127.0.0.3:8001",
         ]))
         .expect("valid");
         assert_eq!(config.peer_listen, "127.0.0.2:7001".parse().expect("addr"));
@@ -315,12 +317,20 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let errors = Config::load(args(&[
-            "--id", "0",
-            "--member", "1=127.0.0.1:7001,127.0.0.1:8001",
-            "--member", "1=127.0.0.2:7001,127.0.0.1:8001",
-            "--member", "x=nowhere",
-            "--election-ticks", "2", "--heartbeat-ticks", "2",
-            "--tick-ms", "0",
+            "--id",
+            "0",
+            "--member",
+            "1=127.0.0.1:7001,127.0.0.1:8001",
+            "--member",
+            "1=127.0.0.2:7001,127.0.0.1:8001",
+            "--member",
+            "x=nowhere",
+            "--election-ticks",
+            "2",
+            "--heartbeat-ticks",
+            "2",
+            "--tick-ms",
+            "0",
         ]))
         .expect_err("invalid");
         let all = errors.join("\n");
@@ -339,8 +349,8 @@ mod tests {
 
     #[test]
     fn the_node_must_be_a_member() {
-        let errors = Config::load(args(&["--id", "4", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"]))
-            .expect_err("invalid");
+        let errors =
+            Config::load(args(&["--id", "4", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"])).expect_err("invalid");
         assert_eq!(errors, ["id: 4 is not among the members (1)"]);
     }
 

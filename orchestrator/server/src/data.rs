@@ -12,75 +12,33 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use edgeplane_api::data::{self, DataPage, DataQuery, UpRecord, UploadResponse, MAX_NAME_LEN};
 use edgeplane_api::validate::{dns_label, dns_subdomain};
-use edgeplane_api::{Consistency, StatusCause, StatusReason};
+use edgeplane_api::{Consistency, StatusCause};
 use edgeplane_core::sink::MAX_QUERY_LIMIT;
 use edgeplane_core::{Applied, Command};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::api::{
-    body_error, cause, parse_consistency, query_params, read_error, unknown_params, write_error, ApiError, AppState,
-    RawQuery,
-};
+use crate::app::AppState;
+use crate::http::{body_error, cause, off_reactor, parse_consistency, query_params, read, unknown_params, write_error, ApiError, RawQuery};
 
 /// Largest upload accepted. An upload becomes one Raft entry, so this also bounds what one
 /// node can put in the log at once.
 pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
-/// Longest stream name (`{namespace}/{assignment}/{output}`) accepted.
-const MAX_STREAM_LEN: usize = 512;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/nodes/{name}/data", post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
-        .route(data::DATA, get(query))
-}
-
-/// The sink's metrics. Counters count the uploads this orchestrator answered (summed over
-/// orchestrators, they are the cluster's); gauges are this replica's view of what is stored.
-#[derive(Debug, Clone)]
-pub struct SinkMetrics {
-    accepted: Counter,
-    duplicates: Counter,
-    stale: Counter,
-    evicted: Counter,
-    stored_records: Gauge,
-    stored_readings: Gauge,
-}
-
-impl SinkMetrics {
-    pub fn new(registry: &mut Registry) -> Self {
-        let m = SinkMetrics {
-            accepted: Counter::default(),
-            duplicates: Counter::default(),
-            stale: Counter::default(),
-            evicted: Counter::default(),
-            stored_records: Gauge::default(),
-            stored_readings: Gauge::default(),
-        };
-        let r = registry.sub_registry_with_prefix("edgeplane_sink");
-        r.register("records_accepted", "Uploaded records stored, on uploads answered here", m.accepted.clone());
-        r.register("records_duplicate", "Uploaded records refused as already stored, on uploads answered here", m.duplicates.clone());
-        r.register("records_stale", "Uploaded records fenced: produced by an older generation of their Assignment", m.stale.clone());
-        r.register("records_evicted", "Records evicted by retention, on uploads answered here", m.evicted.clone());
-        r.register("stored_records", "Records the sink holds", m.stored_records.clone());
-        r.register("stored_readings", "Readings the sink holds (an opaque record counts as one)", m.stored_readings.clone());
-        m
-    }
+    Router::new().route("/v1/nodes/{name}/data", post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))).route(data::DATA, get(query))
 }
 
 /// Brings the stored-level gauges up to date with this replica's state; run before a scrape.
 pub async fn observe(state: &AppState) {
-    if let Ok((records, readings)) = state.node.read(Consistency::Stale, |s| (s.sink().records(), s.sink().weight())).await {
-        state.sink_metrics.stored_records.set(records as i64);
-        state.sink_metrics.stored_readings.set(readings as i64);
+    if let Ok(s) = state.node.read(Consistency::Stale).await {
+        state.sink_metrics.stored_records.set(s.sink().records() as i64);
+        state.sink_metrics.stored_readings.set(s.sink().weight() as i64);
     }
 }
 
@@ -90,24 +48,33 @@ async fn upload(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UploadResponse>, ApiError> {
-    crate::nodes::authenticate(&state, &name, &headers).await?;
+    let epoch = crate::nodes::authenticate(&state, &name, &headers).await?;
     let body = body.map_err(|e| body_error(e, "upload", MAX_UPLOAD_BYTES))?;
     let records = parse_upload(&body)?;
     if records.is_empty() {
         return Ok(Json(UploadResponse::default()));
     }
-    let command = Command::AppendData { node: name.clone(), records, retain_readings: state.config.data_retention_readings };
+    let command = Command::AppendData { node: name.clone(), epoch, records, retain_readings: state.config.data_retention_readings };
     match state.node.write(command).await {
         Ok(Applied::AppendedData(appended)) => {
             let m = &state.sink_metrics;
             m.accepted.inc_by(appended.accepted);
             m.duplicates.inc_by(appended.duplicates);
             m.stale.inc_by(appended.stale);
+            m.refused.inc_by(appended.refused);
             m.evicted.inc_by(appended.evicted);
             if appended.stale > 0 {
-                tracing::info!(node = %name, stale = appended.stale, "fenced records of an older assignment generation");
+                tracing::info!(node = %name, stale = appended.stale, "fenced records of an older assignment generation or node incarnation");
             }
-            Ok(Json(UploadResponse { accepted: appended.accepted, duplicates: appended.duplicates, stale: appended.stale }))
+            if appended.refused > 0 {
+                tracing::warn!(node = %name, refused = appended.refused, "refused records of new streams: the node has as many streams as the sink keeps");
+            }
+            Ok(Json(UploadResponse {
+                accepted: appended.accepted,
+                duplicates: appended.duplicates,
+                stale: appended.stale,
+                refused: appended.refused,
+            }))
         }
         Ok(_) => unreachable!("an append applies as an append"),
         // 504 outcome unknown included: the node sends the records again, and the sink
@@ -142,7 +109,11 @@ fn parse_upload(body: &[u8]) -> Result<Vec<UpRecord>, ApiError> {
             Err(e) => causes.push(cause(format!("records[{i}]"), e.to_string())),
         }
     }
-    if causes.is_empty() { Ok(records) } else { Err(ApiError::invalid(causes)) }
+    if causes.is_empty() {
+        Ok(records)
+    } else {
+        Err(ApiError::invalid(causes))
+    }
 }
 
 fn check_record(r: &UpRecord, path: &str, causes: &mut Vec<StatusCause>) {
@@ -161,10 +132,11 @@ fn check_record(r: &UpRecord, path: &str, causes: &mut Vec<StatusCause>) {
     }
     // The stream is what deduplication keys on and the others are what queries filter on:
     // they must agree, or a record would be found under a stream it is not ordered in.
-    if r.stream.is_empty() || r.stream.len() > MAX_STREAM_LEN {
-        problem("stream", format!("must be 1 to {MAX_STREAM_LEN} bytes"));
-    } else if !(r.stream.starts_with(&format!("{}/", r.namespace)) && r.stream.ends_with(&format!("/{}", r.output))) {
-        problem("stream", format!("must be {{namespace}}/{{assignment}}/{{output}} of this record, got {:?}", r.stream));
+    if let Err(e) = dns_subdomain(&r.stream.assignment) {
+        problem("stream", format!("the assignment in {}: {e}", r.stream));
+    }
+    if r.stream.namespace != r.namespace || r.stream.output != r.output {
+        problem("stream", format!("must be {{namespace}}/{{assignment}}/{{output}} of this record, got {}", r.stream));
     }
     for (j, reading) in r.readings.iter().enumerate() {
         for (field, name) in [("device", &reading.device), ("metric", &reading.metric)] {
@@ -190,15 +162,9 @@ const QUERY_PARAMS: &[&str] = &["namespace", "workload", "node", "stream", "outp
 
 async fn query(State(state): State<AppState>, raw: RawQuery) -> Result<Json<DataPage>, ApiError> {
     let (query, consistency) = parse_query(query_params(raw)?)?;
-    let sink = match state.node.read(consistency, |s| s.sink().clone()).await {
-        Ok(sink) => sink,
-        Err(e) => return Err(read_error(&state, e).await),
-    };
-    // The clone is O(1), so the node actor is not held up; but a filter matching little may
-    // scan every stored record, which is not work for the async reactor either.
-    tokio::task::spawn_blocking(move || Json(sink.query(&query)))
-        .await
-        .map_err(|_| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, "the query failed"))
+    let snapshot = read(&state, consistency).await?;
+    // A filter matching little may scan every stored record: not work for the reactor.
+    off_reactor(move || Json(snapshot.sink().query(&query))).await
 }
 
 fn parse_query(params: BTreeMap<String, String>) -> Result<(DataQuery, Consistency), ApiError> {
@@ -242,7 +208,11 @@ fn parse_query(params: BTreeMap<String, String>) -> Result<(DataQuery, Consisten
             *filter = Some(value.clone());
         }
     }
-    if causes.is_empty() { Ok((query, consistency)) } else { Err(ApiError::invalid(causes)) }
+    if causes.is_empty() {
+        Ok((query, consistency))
+    } else {
+        Err(ApiError::invalid(causes))
+    }
 }
 
 #[cfg(test)]

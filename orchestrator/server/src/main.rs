@@ -2,14 +2,33 @@
 //!
 //! Wires the parts together and owns the process lifecycle: configuration (all errors
 //! reported before anything starts), the durable log, the Raft node actor, the peer
-//! transport, and the REST API; SIGINT/SIGTERM shut it down gracefully.
+//! transport, the REST API and the leader's loops; SIGINT/SIGTERM shut it down gracefully.
+//!
+//! # Layout
+//! - [`config`]: flags and the TOML file, validated in one pass.
+//! - [`app`]: what handlers and loops share; [`http`]: the kit every handler uses (errors as
+//!   `Status`, query and body parsing, reads and writes mapped to answers).
+//! - Handlers, one module per part of the API: [`cluster`] (health, metrics, members,
+//!   OpenAPI), [`store`] (the generic store), [`resources`] (the Kubernetes-style resource API
+//!   and watches), [`modules`] (the module registry), [`nodes`] (registration and
+//!   heartbeats), [`data`] (the cloud sink); [`router`] puts them together.
+//! - [`heartbeats`]: the leader's memory of heartbeats; [`leader`]: the placement and blob
+//!   collection loops; [`metrics`], [`secrets`].
 
-mod api;
+mod app;
+mod cluster;
 mod config;
 mod data;
+mod heartbeats;
+mod http;
+mod leader;
+mod metrics;
 mod modules;
 mod nodes;
 mod resources;
+mod router;
+mod secrets;
+mod store;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,11 +38,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use edgeplane_raft::disk::DiskLog;
+use edgeplane_raft::engine::RequestOrigin;
 use edgeplane_raft::metrics::RaftMetrics;
 use edgeplane_raft::net::{Listener, Network, Stream};
-use edgeplane_raft::transport::{self, Transport};
-use edgeplane_raft::engine::RequestOrigin;
-use edgeplane_raft::watch::WatchHub;
+use edgeplane_raft::transport::{self, Transport, TransportLimits};
+use edgeplane_raft::watch::{HistoryLimits, WatchHub};
 use edgeplane_raft::{node, Engine, EngineConfig, NodeConfig};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -31,7 +50,7 @@ use tokio::sync::mpsc;
 use crate::config::{Args, Config};
 
 /// Changes each node keeps for watchers that resume from an older resourceVersion.
-const WATCH_HISTORY: usize = 10_000;
+const WATCH_HISTORY: HistoryLimits = HistoryLimits { events: 10_000, bytes: 64 * 1024 * 1024 };
 
 fn main() -> ExitCode {
     let config = match Config::load(Args::parse()) {
@@ -44,8 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -70,56 +88,57 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let dir = config.data_dir.clone();
     let (disk, log) = tokio::task::spawn_blocking(move || DiskLog::open(&dir)).await??;
-    tracing::info!(
-        first = log.first_index(),
-        last = log.last_index(),
-        snapshot = log.snapshot_index(),
-        "opened the Raft log"
-    );
+    tracing::info!(first = log.first_index(), last = log.last_index(), snapshot = log.snapshot_index(), "opened the Raft log");
 
     let mut engine_config = EngineConfig::new(config.id, config.members.iter().map(|m| m.id).collect());
     engine_config.election_ticks = config.election_ticks;
     engine_config.heartbeat_ticks = config.heartbeat_ticks;
     engine_config.snapshot_every = config.snapshot_every;
     engine_config.snapshot_trailing = (config.snapshot_every / 10).max(1);
-    let engine = Engine::new(engine_config, log, &edgeplane_raft::logging::raft_logger())
-        .context("cannot start the Raft engine")?;
+    let engine = Engine::new(engine_config, log, &edgeplane_raft::logging::raft_logger()).context("cannot start the Raft engine")?;
 
     let mut registry = Registry::default();
     let metrics = RaftMetrics::new(&mut registry);
-    let sink_metrics = data::SinkMetrics::new(&mut registry);
+    let sink_metrics = metrics::SinkMetrics::new(&mut registry);
     let network = Network::plaintext();
-    let peer_listener = network
-        .bind(config.peer_listen)
-        .await
-        .with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
-    let api_listener = network
-        .bind(config.api_listen)
-        .await
-        .with_context(|| format!("cannot serve the API on {}", config.api_listen))?;
+    let peer_listener =
+        network.bind(config.peer_listen).await.with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
+    let api_listener = network.bind(config.api_listen).await.with_context(|| format!("cannot serve the API on {}", config.api_listen))?;
 
     let members: Vec<(u64, SocketAddr)> = config.members.iter().map(|m| (m.id, m.peer)).collect();
     let cluster = transport::cluster_id(&members);
     let (events_tx, events_rx) = mpsc::channel(16 * 1024);
     let peers = members.iter().copied().filter(|(id, _)| *id != config.id);
-    let transport = Transport::start(config.id, cluster, peers, network.clone(), events_tx.clone(), metrics.clone());
-    let peer_server = tokio::spawn(transport::serve_peers(peer_listener, cluster, events_tx));
+    let limits = TransportLimits::default();
+    let transport = Transport::start(config.id, cluster, peers, network.clone(), events_tx.clone(), metrics.clone(), limits);
+    let peer_server = tokio::spawn(transport::serve_peers(peer_listener, cluster, events_tx, limits));
 
     let node_config = NodeConfig {
         tick: config.tick,
         write_timeout: config.write_timeout,
         read_timeout: config.write_timeout,
         read_retry: config.tick * config.election_ticks as u32,
+        // Elections finish within twice the randomised election timeout, unless the node is
+        // cut off or there is no quorum: then it answers instead of holding requests.
+        no_leader_timeout: config.tick * (4 * config.election_ticks) as u32,
         ..NodeConfig::default()
     };
     let origin = RequestOrigin::new(config.id, boot_nonce());
     let watch = Arc::new(WatchHub::new(engine.state().applied_index(), WATCH_HISTORY));
-    let (node, mut node_task) =
-        node::spawn(engine, Arc::new(disk), transport, events_rx, node_config, metrics, origin, Arc::clone(&watch));
+    let parts = node::NodeParts {
+        engine,
+        disk: Arc::new(disk),
+        transport,
+        peer_events: events_rx,
+        config: node_config,
+        metrics,
+        origin,
+        watch: Arc::clone(&watch),
+    };
+    let (node, mut node_task) = node::spawn(parts);
 
     tracing::info!(
         id = config.id,
@@ -128,16 +147,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         members = config.members.len(),
         "orchestrator started"
     );
-    let state = api::AppState {
+    let state = app::AppState {
         node,
         config: Arc::clone(&config),
         registry: Arc::new(registry),
         watch,
-        liveness: Arc::new(nodes::Liveness::default()),
+        heartbeats: Arc::new(heartbeats::Heartbeats::default()),
         sink_metrics,
     };
-    let placement = tokio::spawn(nodes::placement_loop(state.clone()));
-    let app = api::router(state);
+    let leader_loops = tokio::spawn(leader::run(state.clone()));
+    let app = router::router(state);
     let server = axum::serve(ApiListener(api_listener), app).with_graceful_shutdown(shutdown_signal());
     let result = tokio::select! {
         served = server => served.context("the API server failed"),
@@ -148,7 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     };
     peer_server.abort();
-    placement.abort();
+    leader_loops.abort();
     // The router (and with it the last node handle) is gone: the node flushes and stops.
     if !node_task.is_finished() {
         match tokio::time::timeout(Duration::from_secs(5), node_task).await {
@@ -163,9 +182,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Distinguishes this process's request ids from those of earlier runs of the same node.
 fn boot_nonce() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 

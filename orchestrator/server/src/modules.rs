@@ -19,28 +19,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use edgeplane_api::abi::MAX_MODULE_BYTES;
 use edgeplane_api::{Consistency, StatusReason};
+use edgeplane_core::gc::BLOBS;
 use edgeplane_core::{Applied, ApplyError, Command, ObjectKey, Precondition, ResourceWrite};
 use edgeplane_raft::WriteError;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
 
-use crate::api::{body_error, cause, read_error, write_error, ApiError, AppState};
+use crate::app::AppState;
+use crate::http::{body_error, cause, read, rfc3339_now, write_error, ApiError};
 use crate::resources::render;
-
-/// Largest module accepted.
-pub const MAX_MODULE_BYTES: usize = 8 * 1024 * 1024;
+use crate::secrets::sha256_digest;
 /// The ABI this registry checks modules against (docs/abi.md).
 pub const ABI: &str = "edgeplane/v1";
-const BLOBS: &str = "blobs";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/modules/{ns}/{name}/{version}",
-            post(push).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES + 1)),
-        )
+        .route("/v1/modules/{ns}/{name}/{version}", post(push).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES + 1)))
         .route("/v1/blobs/{digest}", get(blob))
 }
 
@@ -77,10 +73,15 @@ pub fn check_module(bytes: &[u8]) -> Result<Checked, Vec<String>> {
                         (Some(expected), TypeRef::Func(index)) => {
                             let actual = describe(types[types.core_type_at_in_module(index)].unwrap_func());
                             if actual != expected {
-                                problems.push(format!("imports {}.{} as {actual}; ABI v1 defines it as {expected}", import.module, import.name));
+                                problems.push(format!(
+                                    "imports {}.{} as {actual}; ABI v1 defines it as {expected}",
+                                    import.module, import.name
+                                ));
                             }
                         }
-                        (Some(_), _) => problems.push(format!("imports {}.{} as something other than a function", import.module, import.name)),
+                        (Some(_), _) => {
+                            problems.push(format!("imports {}.{} as something other than a function", import.module, import.name))
+                        }
                     }
                 }
             }
@@ -116,10 +117,14 @@ pub fn check_module(bytes: &[u8]) -> Result<Checked, Vec<String>> {
             None => {}
         }
     }
+    // What an edge would refuse to compile is refused here, at the door.
+    if let Err(complexity) = edgeplane_api::abi::check_complexity(bytes) {
+        problems.extend(complexity);
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Checked { digest: format!("sha256:{}", hex(&sha2::Sha256::digest(bytes))), size: bytes.len() })
+    Ok(Checked { digest: sha256_digest(bytes), size: bytes.len() })
 }
 
 fn sig(params: &[ValType], results: &[ValType]) -> String {
@@ -129,10 +134,6 @@ fn sig(params: &[ValType], results: &[ValType]) -> String {
 
 fn describe(f: &wasmparser::FuncType) -> String {
     sig(f.params(), f.results())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn push(
@@ -154,20 +155,16 @@ async fn push(
         return Err(ApiError::invalid(causes));
     }
     let bytes = body.map_err(|e| body_error(e, "module", MAX_MODULE_BYTES))?;
-    let checked = check_module(&bytes)
-        .map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause("body", p)).collect()))?;
+    let checked =
+        check_module(&bytes).map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause("body", p)).collect()))?;
 
     let resource_name = format!("{name}.{version}");
     let module_key = ObjectKey::new("modules", ns.clone(), resource_name.clone());
     // Versions are immutable: look first, so the same bytes again are simply unchanged.
-    let lookup = module_key.clone();
-    let existing = match state.node.read(Consistency::Linearizable, move |s| s.get(&lookup).cloned()).await {
-        Ok(e) => e,
-        Err(e) => return Err(read_error(&state, e).await),
-    };
+    let existing = read(&state, Consistency::Linearizable).await?.get(&module_key).cloned();
     if let Some(existing) = existing {
         return match existing.value.pointer("/spec/digest").and_then(Value::as_str) {
-            Some(d) if d == checked.digest => Ok((StatusCode::OK, Json(render(&existing)))).map(IntoResponse::into_response),
+            Some(d) if d == checked.digest => Ok((StatusCode::OK, Json(render(&existing))).into_response()),
             other => Err(immutable(&name, &version, other)),
         };
     }
@@ -178,7 +175,8 @@ async fn push(
         "spec": { "version": version, "digest": checked.digest, "sizeBytes": checked.size, "abi": ABI },
     });
     let hex_digest = checked.digest.trim_start_matches("sha256:").to_owned();
-    let blob = json!({ "digest": checked.digest, "sizeBytes": checked.size, "data": base64::engine::general_purpose::STANDARD.encode(&bytes) });
+    let blob =
+        json!({ "digest": checked.digest, "sizeBytes": checked.size, "data": base64::engine::general_purpose::STANDARD.encode(&bytes) });
     let transaction = Command::Transaction(vec![
         // Content-addressed: the same bytes under two names are stored once.
         Command::Put { key: ObjectKey::new(BLOBS, "", hex_digest), value: blob, precondition: Precondition::None },
@@ -186,7 +184,7 @@ async fn push(
             key: module_key,
             resource,
             precondition: Precondition::None,
-            write: ResourceWrite::Create { created_at: crate::resources::rfc3339_now() },
+            write: ResourceWrite::Create { created_at: rfc3339_now() },
         },
     ]);
     match state.node.write(transaction).await {
@@ -219,17 +217,14 @@ async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Resu
         return Err(ApiError::invalid(vec![cause("path.digest", e)]));
     }
     let key = ObjectKey::new(BLOBS, "", digest.trim_start_matches("sha256:"));
-    let found = match state.node.read(Consistency::Linearizable, move |s| s.get(&key).map(|o| std::sync::Arc::clone(&o.value))).await {
-        Ok(found) => found,
-        Err(e) => return Err(read_error(&state, e).await),
-    };
+    let found = read(&state, Consistency::Linearizable).await?.get(&key).map(|o| std::sync::Arc::clone(&o.value));
     let Some(blob) = found else {
-        return Err(ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("no module with digest {digest}")));
+        return Err(ApiError::not_found(format!("no module with digest {digest}")));
     };
     let bytes = blob["data"]
         .as_str()
         .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-        .filter(|b| format!("sha256:{}", hex(&sha2::Sha256::digest(b))) == digest)
-        .ok_or_else(|| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, format!("the stored bytes of {digest} do not match their digest")))?;
+        .filter(|b| sha256_digest(b) == digest)
+        .ok_or_else(|| ApiError::internal(format!("the stored bytes of {digest} do not match their digest")))?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
 }

@@ -1,128 +1,128 @@
 //! The resource API, in Kubernetes' shape:
 //!
 //! ```text
-//! /apis/edgeplane.io/v1alpha1/edgenodes[/{name}[/status]]                     (cluster-scoped)
-//! /apis/edgeplane.io/v1alpha1/namespaces/{ns}/{plural}[/{name}[/status]]      (namespaced)
-//! /apis/edgeplane.io/v1alpha1/{plural}                                        (all namespaces)
+//! /apis/edgeplane.io/v1alpha1/edgenodes[/{name}[/status|/events]]                   (cluster-scoped)
+//! /apis/edgeplane.io/v1alpha1/namespaces/{ns}/{plural}[/{name}[/status|/events]]    (namespaced)
+//! /apis/edgeplane.io/v1alpha1/{plural}                                              (all namespaces)
 //! ```
 //!
-//! POST creates, GET reads or lists (`labelSelector`, `consistency=stale`), PUT replaces
-//! (compare-and-swap when the body carries `metadata.resourceVersion`), PATCH applies a JSON
-//! merge patch, DELETE deletes (`?resourceVersion=` as precondition), and `/status` reads or
-//! writes the status alone. Every body is validated as a manifest (see
-//! `edgeplane_api::manifest`) before anything reaches Raft; invalid ones get 422 with every
-//! problem and its field path (400 when the request itself is malformed).
+//! POST creates, GET reads or lists (`labelSelector`, `consistency=stale`) or watches
+//! (`watch=true`, see [`edgeplane_api::watch`]), PUT replaces (compare-and-swap when the body
+//! carries `metadata.resourceVersion`), PATCH applies a JSON merge patch, DELETE deletes
+//! (`?resourceVersion=` as precondition), and `/status` reads or writes the status alone.
+//! Every body is validated as a manifest (see `edgeplane_api::manifest`) before anything
+//! reaches Raft; invalid ones get 422 with every problem and its field path (400 when the
+//! request itself is malformed). A Workload written with a module or Model that does not exist
+//! is stored, and the answer carries a `Warning` header saying why it will stay pending.
+//!
+//! One handler serves each verb on both path shapes: [`Target`] reads the kind, namespace and
+//! name from whichever shape matched.
 
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use edgeplane_api::manifest::{self, Resource};
 use edgeplane_api::resources::{ResourceKind, API_VERSION};
+use edgeplane_api::selector::LabelSelector;
+use edgeplane_api::watch::WatchEventType;
 use edgeplane_api::{Consistency, StatusReason};
 use edgeplane_core::{Applied, ApplyError, ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
-use edgeplane_raft::watch::{EventType, Feed, WatchEvent};
+use edgeplane_raft::watch::{Change, Next, WatchEvent};
 use edgeplane_raft::WriteError;
 use futures::StreamExt as _;
-use tokio::sync::broadcast;
 use serde_json::{json, Value};
 
-use crate::api::{
-    body_error, cause, parse_consistency, query_params, read_error, unknown_params, write_error, ApiError, AppState, RawQuery,
-    MAX_BODY_BYTES,
+use crate::app::AppState;
+use crate::http::{
+    body_error, cause, consistency, off_reactor, only_params, read, rfc3339_now, write_error, ApiError, RawQuery, MAX_BODY_BYTES,
 };
 
 use edgeplane_api::paths::RESOURCES as PREFIX;
 /// Read-modify-write attempts of a PATCH that keeps losing compare-and-swap races.
 const PATCH_ATTEMPTS: usize = 5;
 
-
-fn kind(plural: &str) -> Result<ResourceKind, ApiError> {
-    ResourceKind::by_plural(plural).ok_or_else(|| {
-        ApiError::status(
-            StatusCode::NOT_FOUND,
-            StatusReason::NotFound,
-            format!("no resource type {plural:?}; this API serves edgenodes, modules, workloads and models"),
-        )
-    })
-}
-
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{PREFIX}/{{plural}}"), get(list_all).post(create_cluster_scoped))
-        .route(
-            &format!("{PREFIX}/{{plural}}/{{name}}"),
-            get(get_cluster_scoped).put(replace_cluster_scoped).patch(patch_cluster_scoped).delete(delete_cluster_scoped),
-        )
-        .route(&format!("{PREFIX}/{{plural}}/{{name}}/status"), get(get_cluster_scoped).put(status_cluster_scoped))
-        .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}"), get(list_namespaced).post(create_namespaced))
-        .route(
-            &format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}"),
-            get(get_namespaced).put(replace_namespaced).patch(patch_namespaced).delete(delete_namespaced),
-        )
-        .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}/status"), get(get_namespaced).put(status_namespaced))
-        .route(&format!("{PREFIX}/{{plural}}/{{name}}/events"), get(events_cluster_scoped))
-        .route(&format!("{PREFIX}/namespaces/{{ns}}/{{plural}}/{{name}}/events"), get(events_namespaced))
+    let mut router = Router::new();
+    for scope in [String::new(), "/namespaces/{ns}".to_owned()] {
+        router = router
+            .route(&format!("{PREFIX}{scope}/{{plural}}"), get(list).post(create))
+            .route(&format!("{PREFIX}{scope}/{{plural}}/{{name}}"), get(read_one).put(replace).patch(patch).delete(delete))
+            .route(&format!("{PREFIX}{scope}/{{plural}}/{{name}}/status"), get(read_one).put(write_status))
+            .route(&format!("{PREFIX}{scope}/{{plural}}/{{name}}/events"), get(events));
+    }
+    router
 }
 
-/// Where a request points: a kind, and for namespaced kinds a namespace.
+/// What a resource path points at: a kind, the namespace in the path (if the path has one)
+/// and the object's name (on object paths).
+struct Target {
+    kind: ResourceKind,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// Where an object lives: its kind, and for namespaced kinds its namespace.
 struct Scope {
     kind: ResourceKind,
     namespace: String,
 }
 
 impl Scope {
-    fn cluster(plural: &str) -> Result<Scope, ApiError> {
-        let kind = kind(plural)?;
-        if kind.namespaced {
-            return Err(ApiError::status(
-                StatusCode::NOT_FOUND,
-                StatusReason::NotFound,
-                format!("{} are namespaced: use {PREFIX}/namespaces/{{namespace}}/{}", kind.plural, kind.plural),
-            ));
-        }
-        Ok(Scope { kind, namespace: String::new() })
-    }
-
-    fn namespaced(ns: &str, plural: &str) -> Result<Scope, ApiError> {
-        let kind = kind(plural)?;
-        if !kind.namespaced {
-            return Err(ApiError::status(
-                StatusCode::NOT_FOUND,
-                StatusReason::NotFound,
-                format!("{} are cluster-scoped: use {PREFIX}/{}", kind.plural, kind.plural),
-            ));
-        }
-        if let Err(e) = edgeplane_api::validate::dns_label(ns) {
-            return Err(ApiError::invalid(vec![cause("path.namespace", e)]));
-        }
-        Ok(Scope { kind, namespace: ns.to_owned() })
-    }
-
     fn key(&self, name: &str) -> ObjectKey {
         ObjectKey::new(self.kind.plural, self.namespace.clone(), name)
     }
 }
 
-type Body = Result<Bytes, BytesRejection>;
+impl<S: Send + Sync> FromRequestParts<S> for Target {
+    type Rejection = ApiError;
 
-fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
-    let params = query_params(raw)?;
-    let unknown = unknown_params(&params, allowed);
-    if unknown.is_empty() { Ok(params) } else { Err(ApiError::invalid(unknown)) }
-}
-
-fn consistency(params: &BTreeMap<String, String>) -> Result<Consistency, ApiError> {
-    match params.get("consistency") {
-        None => Ok(Consistency::Linearizable),
-        Some(value) => parse_consistency(value).map_err(|e| ApiError::invalid(vec![cause("query.consistency", e)])),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Target, ApiError> {
+        let Path(params) = Path::<BTreeMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(vec![cause("path", e.body_text())]))?;
+        let plural = params.get("plural").map(String::as_str).unwrap_or_default();
+        let kind = ResourceKind::by_plural(plural).ok_or_else(|| {
+            let served: Vec<&str> = edgeplane_api::resources::KINDS.iter().map(|k| k.plural).collect();
+            ApiError::not_found(format!("no resource type {plural:?}; this API serves {}", served.join(", ")))
+        })?;
+        let namespace = params.get("ns").cloned();
+        if let Some(ns) = &namespace {
+            if !kind.namespaced {
+                return Err(ApiError::not_found(format!("{} are cluster-scoped: use {PREFIX}/{}", kind.plural, kind.plural)));
+            }
+            edgeplane_api::validate::dns_label(ns).map_err(|e| ApiError::invalid(vec![cause("path.namespace", e)]))?;
+        }
+        Ok(Target { kind, namespace, name: params.get("name").cloned() })
     }
 }
+
+impl Target {
+    /// The scope of one object: a namespaced kind needs the namespace in the path.
+    fn scope(&self) -> Result<Scope, ApiError> {
+        match (&self.namespace, self.kind.namespaced) {
+            (Some(ns), _) => Ok(Scope { kind: self.kind, namespace: ns.clone() }),
+            (None, false) => Ok(Scope { kind: self.kind, namespace: String::new() }),
+            (None, true) => Err(ApiError::not_found(format!(
+                "{} are namespaced: use {PREFIX}/namespaces/{{namespace}}/{}",
+                self.kind.plural, self.kind.plural
+            ))),
+        }
+    }
+
+    /// The object's scope and name (object routes always have a name).
+    fn object(&self) -> Result<(Scope, &str), ApiError> {
+        Ok((self.scope()?, self.name.as_deref().unwrap_or_default()))
+    }
+}
+
+type Body = Result<Bytes, BytesRejection>;
 
 /// The resource as clients see it: the stored value with its resourceVersion.
 pub(crate) fn render(object: &StoredObject) -> Value {
@@ -133,83 +133,53 @@ pub(crate) fn render(object: &StoredObject) -> Value {
     v
 }
 
+fn not_found(scope: &Scope, name: &str) -> ApiError {
+    let place = if scope.namespace.is_empty() { String::new() } else { format!(" in namespace {}", scope.namespace) };
+    ApiError::not_found(format!("{} {name:?} not found{place}", scope.kind.kind))
+}
+
 // ---- reads ------------------------------------------------------------------------------
 
-async fn get_cluster_scoped(State(s): State<AppState>, Path((plural, name)): Path<(String, String)>, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    read_one(&s, Scope::cluster(&plural)?, &name, q).await
-}
-
-async fn get_namespaced(
-    State(s): State<AppState>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    q: RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    read_one(&s, Scope::namespaced(&ns, &plural)?, &name, q).await
-}
-
-async fn read_one(state: &AppState, scope: Scope, name: &str, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = query(q, &["consistency"])?;
-    let key = scope.key(name);
-    let lookup = key.clone();
-    match state.node.read(consistency(&params)?, move |s| s.get(&lookup).map(render)).await {
-        Ok(Some(v)) => Ok(Json(v)),
-        Ok(None) => Err(not_found(&scope, name)),
-        Err(e) => Err(read_error(state, e).await),
+async fn read_one(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = only_params(q, &["consistency"])?;
+    let (scope, name) = target.object()?;
+    match read(&state, consistency(&params)?).await?.get(&scope.key(name)) {
+        Some(object) => Ok(Json(render(object))),
+        None => Err(not_found(&scope, name)),
     }
 }
 
-fn not_found(scope: &Scope, name: &str) -> ApiError {
-    let place = if scope.namespace.is_empty() { String::new() } else { format!(" in namespace {}", scope.namespace) };
-    ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} {name:?} not found{place}", scope.kind.kind))
-}
-
-async fn list_all(State(s): State<AppState>, Path(plural): Path<String>, q: RawQuery) -> Result<Response, ApiError> {
-    let kind = kind(&plural)?;
-    list(&s, kind, None, q).await
-}
-
-async fn list_namespaced(State(s): State<AppState>, Path((ns, plural)): Path<(String, String)>, q: RawQuery) -> Result<Response, ApiError> {
-    let scope = Scope::namespaced(&ns, &plural)?;
-    list(&s, scope.kind, Some(scope.namespace), q).await
-}
-
-async fn list(state: &AppState, kind: ResourceKind, namespace: Option<String>, q: RawQuery) -> Result<Response, ApiError> {
-    let params = query(q, &["consistency", "labelSelector", "watch", "resourceVersion"])?;
+async fn list(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Response, ApiError> {
+    let params = only_params(q, &["consistency", "labelSelector", "watch", "resourceVersion"])?;
     let selector = match params.get("labelSelector") {
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
         None => LabelSelector::default(),
     };
+    let filter = Filter { kind: target.kind, namespace: target.namespace, selector };
     match params.get("watch").map(String::as_str) {
         None | Some("false") => {}
         Some("true") => {
             let from = match params.get("resourceVersion") {
                 None => None,
-                Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))])
-                })?),
+                Some(v) => Some(
+                    v.parse::<u64>()
+                        .map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
+                ),
             };
-            return watch(state, kind, namespace, selector, from).await;
+            return watch(&state, filter, from).await;
         }
         Some(other) => return Err(ApiError::invalid(vec![cause("query.watch", format!("must be true or false, got {other:?}"))])),
     }
     if params.contains_key("resourceVersion") {
         return Err(ApiError::invalid(vec![cause("query.resourceVersion", "only used with watch=true")]));
     }
-    let listed = state
-        .node
-        .read(consistency(&params)?, move |s: &ClusterState| {
-            let items: Vec<Value> = s
-                .list(kind.plural, namespace.as_deref())
-                .filter(|(_, o)| selector.matches(o.value.pointer("/metadata/labels")))
-                .map(|(_, o)| render(o))
-                .collect();
-            (s.applied_index(), items)
-        })
-        .await;
-    let (version, items) = match listed {
-        Ok(l) => l,
-        Err(e) => return Err(read_error(state, e).await),
-    };
+    let snapshot = read(&state, consistency(&params)?).await?;
+    let kind = filter.kind;
+    let (version, items) = off_reactor(move || {
+        let items: Vec<Value> = filter.matching(&snapshot).map(|(_, o)| render(o)).collect();
+        (snapshot.applied_index(), items)
+    })
+    .await?;
     Ok(Json(json!({
         "apiVersion": API_VERSION,
         "kind": format!("{}List", kind.kind),
@@ -219,115 +189,112 @@ async fn list(state: &AppState, kind: ResourceKind, namespace: Option<String>, q
     .into_response())
 }
 
+/// Which objects a list or watch covers.
+#[derive(Clone)]
+struct Filter {
+    kind: ResourceKind,
+    namespace: Option<String>,
+    selector: LabelSelector,
+}
+
+impl Filter {
+    fn matches(&self, key: &ObjectKey, value: &Value) -> bool {
+        key.kind == self.kind.plural
+            && self.namespace.as_ref().is_none_or(|ns| &key.namespace == ns)
+            && self.selector.matches(value.pointer("/metadata/labels"))
+    }
+
+    fn matching<'s>(&'s self, state: &'s ClusterState) -> impl Iterator<Item = (&'s ObjectKey, &'s StoredObject)> + 's {
+        state.list(self.kind.plural, self.namespace.as_deref()).filter(|(k, o)| self.matches(k, &o.value))
+    }
+}
+
 // ---- watch ------------------------------------------------------------------------------
 
-/// Streams changes as newline-delimited JSON events (`{"type":"ADDED","object":{...}}`), like
-/// a Kubernetes watch. From a resourceVersion: every change after it, then live ones. Without
-/// one: the current objects as ADDED, a BOOKMARK carrying the version they were read at, then
-/// live changes. A client that reconnects (to any orchestrator) with the last version it saw
-/// misses nothing and sees nothing twice. Too old a version answers 410 Gone.
-async fn watch(state: &AppState, kind: ResourceKind, namespace: Option<String>, selector: LabelSelector, from: Option<u64>) -> Result<Response, ApiError> {
-    let matches = {
-        let namespace = namespace.clone();
-        move |key: &ObjectKey, value: &Value| {
-            key.kind == kind.plural
-                && namespace.as_ref().is_none_or(|ns| &key.namespace == ns)
-                && selector.matches(value.pointer("/metadata/labels"))
-        }
-    };
+/// Streams changes as newline-delimited JSON events (see [`edgeplane_api::watch`]). From a
+/// resourceVersion: every change after it, then live ones. Without one: the current objects
+/// as ADDED, a BOOKMARK carrying the version they were read at, then live changes. A client
+/// that reconnects (to any orchestrator) with the last version it saw misses nothing and sees
+/// nothing twice. Too old a version answers 410 Gone.
+async fn watch(state: &AppState, filter: Filter, from: Option<u64>) -> Result<Response, ApiError> {
     let mut initial = Vec::new();
     let from = match from {
         Some(v) => v,
         None => {
-            let filter = matches.clone();
-            let listed = state
-                .node
-                .read(Consistency::Linearizable, move |s: &ClusterState| {
-                    let items: Vec<Value> = s
-                        .list(kind.plural, None)
-                        .filter(|(k, o)| filter(k, &o.value))
-                        .map(|(_, o)| event_line("ADDED", render(o)))
-                        .collect();
-                    (s.applied_index(), items)
-                })
-                .await;
-            let (at, items) = match listed {
-                Ok(l) => l,
-                Err(e) => return Err(read_error(state, e).await),
-            };
+            let snapshot = read(state, Consistency::Linearizable).await?;
+            let listing = filter.clone();
+            let (at, items) = off_reactor(move || {
+                let items: Vec<Value> = listing.matching(&snapshot).map(|(_, o)| event_line(WatchEventType::Added, render(o))).collect();
+                (snapshot.applied_index(), items)
+            })
+            .await?;
             initial = items;
-            initial.push(event_line("BOOKMARK", json!({ "kind": kind.kind, "apiVersion": API_VERSION, "metadata": { "resourceVersion": at.to_string() } })));
+            let bookmark =
+                json!({ "kind": filter.kind.kind, "apiVersion": API_VERSION, "metadata": { "resourceVersion": at.to_string() } });
+            initial.push(event_line(WatchEventType::Bookmark, bookmark));
             at
         }
     };
-    let (backlog, live) = state.watch.subscribe(from).map_err(|e| ApiError::status(StatusCode::GONE, StatusReason::Expired, e.to_string()))?;
-    let backlog: Vec<Value> = backlog
-        .into_iter()
-        .filter(|e| matches(&e.key, &e.object.value))
-        .map(|e| watch_event_line(&e))
-        .collect();
-    let first: Vec<Value> = initial.into_iter().chain(backlog).collect();
-    let stream = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>)).chain(futures::stream::unfold(
-        Some(live),
-        move |live| {
-            let matches = matches.clone();
-            async move {
-                let mut live = live?;
-                loop {
-                    match live.recv().await {
-                        Ok(Feed::Event(e)) if matches(&e.key, &e.object.value) => return Some((Ok(watch_event_line(&e)), Some(live))),
-                        Ok(Feed::Event(_)) => continue,
-                        // The history no longer connects (a snapshot was installed) or this
-                        // watcher fell too far behind: the client must list again.
-                        Ok(Feed::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let status = edgeplane_api::Status::new(410, StatusReason::Expired, "the watch fell behind or the node reset its history: list again");
-                            return Some((Ok(event_line("ERROR", serde_json::to_value(status).expect("json"))), None));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+    let subscription = state.watch.subscribe(from).map_err(|e| ApiError::status(StatusCode::GONE, StatusReason::Expired, e.to_string()))?;
+    let live = futures::stream::unfold(Some(subscription), move |subscription| {
+        let filter = filter.clone();
+        async move {
+            let mut subscription = subscription?;
+            loop {
+                match subscription.next().await {
+                    Next::Event(e) if filter.matches(&e.key, &e.object.value) => return Some((watch_event_line(&e), Some(subscription))),
+                    Next::Event(_) => continue,
+                    // The history no longer connects (a snapshot was installed) or this
+                    // watcher fell too far behind: the client must list again.
+                    Next::Expired => {
+                        let status = edgeplane_api::Status::new(
+                            410,
+                            StatusReason::Expired,
+                            "the watch fell behind or the node reset its history: list again",
+                        );
+                        return Some((event_line(WatchEventType::Error, serde_json::to_value(status).expect("json")), None));
                     }
+                    Next::Closed => return None,
                 }
             }
-        },
-    ));
-    let body = axum::body::Body::from_stream(stream.map(|r| r.map(|v| Bytes::from(format!("{v}\n")))));
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json;stream=watch")], body).into_response())
+        }
+    });
+    let stream = futures::stream::iter(initial).chain(live).map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{line}\n"))));
+    Ok(([(header::CONTENT_TYPE, "application/json;stream=watch")], axum::body::Body::from_stream(stream)).into_response())
 }
 
 fn watch_event_line(e: &WatchEvent) -> Value {
     let mut object = render(&e.object);
-    if e.kind == EventType::Deleted {
+    if e.kind == Change::Deleted {
         // The deletion's own index, so a client resuming from it does not see it again.
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".to_owned(), json!(e.index.to_string()));
         }
     }
-    event_line(e.kind.as_str(), object)
+    event_line(e.kind.event_type(), object)
 }
 
-fn event_line(kind: &str, object: Value) -> Value {
-    json!({ "type": kind, "object": object })
+fn event_line(type_: WatchEventType, object: Value) -> Value {
+    serde_json::to_value(edgeplane_api::watch::WatchEvent::new(type_, object)).expect("json")
 }
 
-async fn events_cluster_scoped(State(s): State<AppState>, Path((plural, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    Ok(events(&s, &Scope::cluster(&plural)?, &name))
-}
-
-async fn events_namespaced(State(s): State<AppState>, Path((ns, plural, name)): Path<(String, String, String)>) -> Result<Json<Value>, ApiError> {
-    Ok(events(&s, &Scope::namespaced(&ns, &plural)?, &name))
+async fn events(State(state): State<AppState>, target: Target) -> Result<Json<Value>, ApiError> {
+    let (scope, name) = target.object()?;
+    Ok(change_history(&state, &scope.key(name)))
 }
 
 /// The object's recent changes, as this orchestrator recorded them, each described by what
-/// it changed. (Scheduling decisions join these once the scheduler exists.)
-fn events(state: &AppState, scope: &Scope, name: &str) -> Json<Value> {
-    let history = state.watch.history_of(&scope.key(name));
+/// it changed.
+fn change_history(state: &AppState, key: &ObjectKey) -> Json<Value> {
+    let history = state.watch.history_of(key);
     let mut previous: Option<&Value> = None;
     let mut items = Vec::new();
     for e in &history {
         let now = &e.object.value;
         let what = match (e.kind, previous) {
-            (EventType::Added, _) => "created".to_owned(),
-            (EventType::Deleted, _) => "deleted".to_owned(),
-            (EventType::Modified, before) => {
+            (Change::Added, _) => "created".to_owned(),
+            (Change::Deleted, _) => "deleted".to_owned(),
+            (Change::Modified, before) => {
                 let changed = |p: &str| before.is_none_or(|b| b.pointer(p) != now.pointer(p));
                 let mut parts = Vec::new();
                 if changed("/spec") {
@@ -339,10 +306,14 @@ fn events(state: &AppState, scope: &Scope, name: &str) -> Json<Value> {
                 if changed("/metadata/labels") || changed("/metadata/annotations") {
                     parts.push("metadata changed".to_owned());
                 }
-                if parts.is_empty() { "rewritten without changes".to_owned() } else { parts.join(", ") }
+                if parts.is_empty() {
+                    "rewritten without changes".to_owned()
+                } else {
+                    parts.join(", ")
+                }
             }
         };
-        let mut item = json!({ "type": e.kind.as_str(), "resourceVersion": e.index.to_string(), "message": what });
+        let mut item = json!({ "type": e.kind.event_type(), "resourceVersion": e.index.to_string(), "message": what });
         // What `edgectl rollout history` lists for a Workload's revisions.
         if let Some(generation) = now.pointer("/metadata/generation") {
             item["generation"] = generation.clone();
@@ -369,8 +340,8 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
     }
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(vec![cause("body", "must be UTF-8 YAML or JSON")]))?;
-    let mut value: Value = serde_yaml::from_str(text)
-        .map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid YAML or JSON: {e}"))]))?;
+    let mut value: Value =
+        serde_yaml::from_str(text).map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid YAML or JSON: {e}"))]))?;
     // Fill in what the path already says, and refuse what contradicts it.
     let mut causes = Vec::new();
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -419,7 +390,13 @@ fn body_version(value: &Value) -> Result<Precondition, ApiError> {
     }
 }
 
-async fn write(state: &AppState, key: ObjectKey, resource: Value, precondition: Precondition, write: ResourceWrite) -> Result<(bool, Value), ApiError> {
+async fn write(
+    state: &AppState,
+    key: ObjectKey,
+    resource: Value,
+    precondition: Precondition,
+    write: ResourceWrite,
+) -> Result<(bool, Value), ApiError> {
     match state.node.write(Command::PutResource { key, resource, precondition, write }).await {
         Ok(Applied::Put { object, created, .. }) => Ok((created, render(&object))),
         Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a resource write never deletes"),
@@ -427,100 +404,76 @@ async fn write(state: &AppState, key: ObjectKey, resource: Value, precondition: 
     }
 }
 
-async fn create_cluster_scoped(State(s): State<AppState>, Path(plural): Path<String>, q: RawQuery, body: Body) -> Result<Response, ApiError> {
-    create(&s, Scope::cluster(&plural)?, q, body).await
+/// Kubernetes-style warnings about a resource that was stored but cannot take effect yet.
+async fn warnings(state: &AppState, scope: &Scope, resource: &Resource) -> Vec<String> {
+    let Resource::Workload(workload) = resource else { return Vec::new() };
+    let Ok(snapshot) = state.node.read(Consistency::Stale).await else { return Vec::new() };
+    let name = workload.metadata.name.as_deref().unwrap_or_default();
+    edgeplane_core::placement::unresolved(&snapshot, &scope.namespace, name, &workload.spec)
+        .map(|why| format!("{why}; its replicas stay pending until it does"))
+        .into_iter()
+        .collect()
 }
 
-async fn create_namespaced(State(s): State<AppState>, Path((ns, plural)): Path<(String, String)>, q: RawQuery, body: Body) -> Result<Response, ApiError> {
-    create(&s, Scope::namespaced(&ns, &plural)?, q, body).await
+/// The answer to a write, with a `Warning: 299` header per warning (what kubectl prints).
+fn answer(code: StatusCode, object: Value, warnings: Vec<String>) -> Response {
+    let mut response = (code, Json(object)).into_response();
+    for w in warnings {
+        let text = format!("299 - {:?}", w.replace(['\n', '"'], " "));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
-async fn create(state: &AppState, scope: Scope, q: RawQuery, body: Body) -> Result<Response, ApiError> {
-    query(q, &[])?;
+async fn create(State(state): State<AppState>, target: Target, q: RawQuery, body: Body) -> Result<Response, ApiError> {
+    only_params(q, &[])?;
+    let scope = target.scope()?;
     let (resource, value) = parse_body(body, &scope, None)?;
     let key = scope.key(resource.name());
-    let created_at = rfc3339_now();
-    let (_, object) = write(state, key, value, Precondition::None, ResourceWrite::Create { created_at }).await?;
-    Ok((StatusCode::CREATED, Json(object)).into_response())
+    let (_, object) = write(&state, key, value, Precondition::None, ResourceWrite::Create { created_at: rfc3339_now() }).await?;
+    Ok(answer(StatusCode::CREATED, object, warnings(&state, &scope, &resource).await))
 }
 
-async fn replace_cluster_scoped(State(s): State<AppState>, Path((plural, name)): Path<(String, String)>, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
-    replace(&s, Scope::cluster(&plural)?, &name, q, body).await
-}
-
-async fn replace_namespaced(
-    State(s): State<AppState>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    q: RawQuery,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    replace(&s, Scope::namespaced(&ns, &plural)?, &name, q, body).await
-}
-
-async fn replace(state: &AppState, scope: Scope, name: &str, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
-    query(q, &[])?;
-    let (_, value) = parse_body(body, &scope, Some(name))?;
+async fn replace(State(state): State<AppState>, target: Target, q: RawQuery, body: Body) -> Result<Response, ApiError> {
+    only_params(q, &[])?;
+    let (scope, name) = target.object()?;
+    let (resource, value) = parse_body(body, &scope, Some(name))?;
     let precondition = body_version(&value)?;
-    let (_, object) = write(state, scope.key(name), value, precondition, ResourceWrite::Replace).await?;
-    Ok(Json(object))
+    let (_, object) = write(&state, scope.key(name), value, precondition, ResourceWrite::Replace).await?;
+    Ok(answer(StatusCode::OK, object, warnings(&state, &scope, &resource).await))
 }
 
-async fn status_cluster_scoped(State(s): State<AppState>, Path((plural, name)): Path<(String, String)>, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
-    write_status(&s, Scope::cluster(&plural)?, &name, q, body).await
-}
-
-async fn status_namespaced(
-    State(s): State<AppState>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    q: RawQuery,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    write_status(&s, Scope::namespaced(&ns, &plural)?, &name, q, body).await
-}
-
-async fn write_status(state: &AppState, scope: Scope, name: &str, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
-    query(q, &[])?;
+async fn write_status(State(state): State<AppState>, target: Target, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
+    only_params(q, &[])?;
+    let (scope, name) = target.object()?;
     let (resource, value) = parse_body(body, &scope, Some(name))?;
     // The status must fit the kind's status type.
     let status = value.get("status").cloned().unwrap_or(Value::Null);
     let typed = match resource {
         Resource::EdgeNode(_) => serde_json::from_value::<edgeplane_api::resources::EdgeNodeStatus>(status).map(drop),
         Resource::Workload(_) => serde_json::from_value::<edgeplane_api::resources::WorkloadStatus>(status).map(drop),
-        Resource::Module(_) | Resource::Model(_) => {
-            return Err(ApiError::status(StatusCode::NOT_FOUND, StatusReason::NotFound, format!("{} has no status", scope.kind.kind)))
-        }
+        Resource::Module(_) | Resource::Model(_) => return Err(ApiError::not_found(format!("{} has no status", scope.kind.kind))),
     };
     typed.map_err(|e| ApiError::unprocessable(vec![cause("status", e.to_string())]))?;
     let precondition = body_version(&value)?;
-    let (_, object) = write(state, scope.key(name), value, precondition, ResourceWrite::Status).await?;
+    let (_, object) = write(&state, scope.key(name), value, precondition, ResourceWrite::Status).await?;
     Ok(Json(object))
-}
-
-async fn patch_cluster_scoped(
-    State(s): State<AppState>,
-    Path((plural, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    q: RawQuery,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    patch(&s, Scope::cluster(&plural)?, &name, &headers, q, body).await
-}
-
-async fn patch_namespaced(
-    State(s): State<AppState>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    q: RawQuery,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    patch(&s, Scope::namespaced(&ns, &plural)?, &name, &headers, q, body).await
 }
 
 /// JSON merge patch (RFC 7386): read, patch, validate, and compare-and-swap on the version
 /// read, retrying when another write got in between.
-async fn patch(state: &AppState, scope: Scope, name: &str, headers: &HeaderMap, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
-    query(q, &[])?;
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn patch(
+    State(state): State<AppState>,
+    target: Target,
+    headers: HeaderMap,
+    q: RawQuery,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    only_params(q, &[])?;
+    let (scope, name) = target.object()?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/merge-patch+json") {
         return Err(ApiError::status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -528,15 +481,12 @@ async fn patch(state: &AppState, scope: Scope, name: &str, headers: &HeaderMap, 
             format!("PATCH takes application/merge-patch+json, got {content_type:?}"),
         ));
     }
-    let body = body.map_err(|e| ApiError::invalid(vec![cause("body", e.body_text())]))?;
+    let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid JSON: {e}"))]))?;
     let key = scope.key(name);
     for _ in 0..PATCH_ATTEMPTS {
-        let lookup = key.clone();
-        let current = match state.node.read(Consistency::Linearizable, move |s| s.get(&lookup).cloned()).await {
-            Ok(Some(o)) => o,
-            Ok(None) => return Err(not_found(&scope, name)),
-            Err(e) => return Err(read_error(state, e).await),
+        let Some(current) = read(&state, Consistency::Linearizable).await?.get(&key).cloned() else {
+            return Err(not_found(&scope, name));
         };
         let mut patched = render(&current);
         merge_patch(&mut patched, &patch);
@@ -546,11 +496,17 @@ async fn patch(state: &AppState, scope: Scope, name: &str, headers: &HeaderMap, 
         let text = serde_json::to_vec(&patched).expect("JSON values serialize");
         let (_, value) = parse_body(Ok(text.into()), &scope, Some(name))?;
         let precondition = Precondition::ResourceVersion(current.resource_version);
-        match state.node.write(Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace }).await {
+        match state
+            .node
+            .write(Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace })
+            .await
+        {
             Ok(Applied::Put { object, .. }) => return Ok(Json(render(&object))),
-            Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a resource write never deletes"),
+            Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => {
+                unreachable!("a resource write never deletes")
+            }
             Err(WriteError::Rejected(ApplyError::Conflict { .. })) => continue,
-            Err(e) => return Err(write_error(state, e).await),
+            Err(e) => return Err(write_error(&state, e).await),
         }
     }
     Err(ApiError::status(
@@ -579,155 +535,26 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-async fn delete_cluster_scoped(State(s): State<AppState>, Path((plural, name)): Path<(String, String)>, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    delete(&s, Scope::cluster(&plural)?, &name, q).await
-}
-
-async fn delete_namespaced(State(s): State<AppState>, Path((ns, plural, name)): Path<(String, String, String)>, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    delete(&s, Scope::namespaced(&ns, &plural)?, &name, q).await
-}
-
-async fn delete(state: &AppState, scope: Scope, name: &str, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = query(q, &["resourceVersion"])?;
+async fn delete(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = only_params(q, &["resourceVersion"])?;
+    let (scope, name) = target.object()?;
     let precondition = match params.get("resourceVersion") {
         None => Precondition::None,
-        Some(v) => Precondition::ResourceVersion(v.parse().map_err(|_| {
-            ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))])
-        })?),
+        Some(v) => Precondition::ResourceVersion(
+            v.parse().map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
+        ),
     };
     match state.node.write(Command::Delete { key: scope.key(name), precondition }).await {
         Ok(Applied::Deleted { previous, .. }) => Ok(Json(render(&previous))),
         Ok(Applied::Put { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a delete never puts"),
         Err(WriteError::Rejected(ApplyError::NotFound { .. })) => Err(not_found(&scope, name)),
-        Err(e) => Err(write_error(state, e).await),
+        Err(e) => Err(write_error(&state, e).await),
     }
-}
-
-// ---- label selectors ----------------------------------------------------------------------
-
-/// Kubernetes label selector syntax: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`,
-/// `k notin (a,b)`, joined by commas (all must hold).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LabelSelector(Vec<Requirement>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Requirement {
-    Equals(String, String),
-    NotEquals(String, String),
-    Exists(String),
-    NotExists(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-impl LabelSelector {
-    pub fn parse(text: &str) -> Result<LabelSelector, String> {
-        let mut requirements = Vec::new();
-        let mut depth = 0;
-        let mut start = 0;
-        let mut parts = Vec::new();
-        for (i, c) in text.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                ',' if depth == 0 => {
-                    parts.push(&text[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        parts.push(&text[start..]);
-        for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
-            requirements.push(Self::requirement(part)?);
-        }
-        Ok(LabelSelector(requirements))
-    }
-
-    fn requirement(part: &str) -> Result<Requirement, String> {
-        let key = |k: &str| -> Result<String, String> {
-            let k = k.trim();
-            edgeplane_api::validate::label_key(k).map_err(|e| format!("in {part:?}: {e}"))?;
-            Ok(k.to_owned())
-        };
-        let set = |rest: &str| -> Result<Vec<String>, String> {
-            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or(format!("in {part:?}: expected (a,b,...)"))?;
-            Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
-        };
-        if let Some(k) = part.strip_prefix('!') {
-            return Ok(Requirement::NotExists(key(k)?));
-        }
-        if let Some((k, v)) = part.split_once("!=") {
-            return Ok(Requirement::NotEquals(key(k)?, v.trim().to_owned()));
-        }
-        if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-            return Ok(Requirement::Equals(key(k)?, v.trim().to_owned()));
-        }
-        if let Some((k, rest)) = part.split_once(" notin ") {
-            return Ok(Requirement::NotIn(key(k)?, set(rest)?));
-        }
-        if let Some((k, rest)) = part.split_once(" in ") {
-            return Ok(Requirement::In(key(k)?, set(rest)?));
-        }
-        Ok(Requirement::Exists(key(part)?))
-    }
-
-    fn matches(&self, labels: Option<&Value>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        self.0.iter().all(|r| match r {
-            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
-            Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
-            Requirement::Exists(k) => get(k).is_some(),
-            Requirement::NotExists(k) => get(k).is_none(),
-            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-            Requirement::NotIn(k, vs) => get(k).is_none_or(|x| vs.iter().all(|v| v != x)),
-        })
-    }
-}
-
-/// The current UTC time as RFC 3339, for creation timestamps.
-pub(crate) fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_selectors_follow_kubernetes_syntax() {
-        let labels = json!({ "line": "a", "zone": "hall-1" });
-        let cases = [
-            ("line=a", true),
-            ("line==a,zone=hall-1", true),
-            ("line!=a", false),
-            ("line", true),
-            ("!line", false),
-            ("!tier", true),
-            ("zone in (hall-1, hall-2)", true),
-            ("zone notin (hall-1)", false),
-            ("line=b", false),
-            ("", true),
-        ];
-        for (selector, expected) in cases {
-            let parsed = LabelSelector::parse(selector).unwrap_or_else(|e| panic!("{selector:?}: {e}"));
-            assert_eq!(parsed.matches(Some(&labels)), expected, "{selector:?}");
-        }
-        assert!(LabelSelector::parse("bad key=1").is_err());
-        assert!(LabelSelector::parse("zone in hall-1").is_err());
-    }
 
     #[test]
     fn merge_patch_follows_rfc_7386() {
@@ -736,12 +563,5 @@ mod tests {
         assert_eq!(target, json!({ "a": "z", "c": { "d": "e" } }));
         merge_patch(&mut target, &json!({ "c": [1, 2] }));
         assert_eq!(target["c"], json!([1, 2]));
-    }
-
-    #[test]
-    fn timestamps_are_rfc_3339() {
-        let now = rfc3339_now();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T", "{now}");
     }
 }

@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::{encode_batch, Reading};
-use edgeplane_tests::{create_resource, ingest_encoded, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, Mosquitto};
+use edgeplane_tests::{
+    create_resource, ingest_encoded, push_module, workload_wasm, Api, Client, ClientOptions, Cluster, ClusterSpec, EdgeRuntime, Method,
+    Mosquitto, Request,
+};
 use serde_json::json;
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -153,10 +156,7 @@ async fn write_load(cluster: &Cluster, clients: u64, duration: Duration) -> (f64
 async fn leader_failover(cluster: &mut Cluster) -> f64 {
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let survivors: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
-    let probes: Vec<Api> = survivors
-        .iter()
-        .map(|&id| Api::with_timeout(cluster.api_addr(id), Duration::from_millis(100)))
-        .collect();
+    let probes: Vec<Api> = survivors.iter().map(|&id| Api::with_timeout(cluster.api_addr(id), Duration::from_millis(100))).collect();
     cluster.kill(leader);
     let killed = Instant::now();
     let mut i = 0u64;
@@ -236,14 +236,14 @@ async fn api(args: &[String]) {
     let status = apis[0].cluster().await.expect("status");
     let from = status.applied_index;
     let received = Arc::new(AtomicU64::new(0));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
     let mut watch_tasks = Vec::new();
     for w in 0..watchers {
         let addr = cluster.api_addr(cluster.running()[w as usize % apis.len()]);
-        let url = format!("http://{addr}{RESOURCES}?watch=true&resourceVersion={from}");
-        let (http, received) = (http.clone(), Arc::clone(&received));
+        let path = format!("{RESOURCES}?watch=true&resourceVersion={from}");
+        let received = Arc::clone(&received);
         watch_tasks.push(tokio::spawn(async move {
-            let Ok(mut resp) = http.get(url).send().await else { return };
+            let client = Client::new(&[addr.to_string()], ClientOptions::default()).expect("client");
+            let Ok(Ok((_, mut resp))) = client.open(Request::get(path).attempt_timeout(Duration::from_secs(3600))).await else { return };
             while let Ok(Some(chunk)) = resp.chunk().await {
                 let events = chunk.iter().filter(|b| **b == b'\n').count() as u64;
                 received.fetch_add(events, Ordering::Relaxed);
@@ -313,7 +313,8 @@ async fn edge(args: &[String]) {
     let batch = arg(args, "--batch", 10_000);
     let mqtt_messages = arg(args, "--mqtt-messages", 20_000);
     let drain_readings = arg(args, "--drain-readings", 500_000);
-    let mut cluster = Cluster::start(ClusterSpec { subnet: 43, size: 1, log: "warn".to_owned(), tick_ms: None, ..Default::default() }).await;
+    let mut cluster =
+        Cluster::start(ClusterSpec { subnet: 43, size: 1, log: "warn".to_owned(), tick_ms: None, ..Default::default() }).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     push_module(&api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
@@ -323,13 +324,37 @@ async fn edge(args: &[String]) {
                  "parameters": {"mean": [20.0, 0.0], "stddev": [2.0, 1.0], "weights": [1.5, 0.0], "bias": [-6.0]}}});
     create_resource(&api, NS, "models", &model).await;
     let sane = json!({"min": -50, "max": 150, "forwardInRange": true});
-    create_resource(&api, NS, "workloads", &edge_workload("sanity", "threshold-filter@1.0.0", "sensors/temperature", json!([{"name": "in-range", "topic": "sensors/clean"}]), sane)).await;
-    let mut detector = edge_workload("detector", "anomaly-detector@1.0.0", "sensors/clean", json!([{"name": "alerts", "sink": {"type": "cloud"}}]), json!({}));
+    create_resource(
+        &api,
+        NS,
+        "workloads",
+        &edge_workload(
+            "sanity",
+            "threshold-filter@1.0.0",
+            "sensors/temperature",
+            json!([{"name": "in-range", "topic": "sensors/clean"}]),
+            sane,
+        ),
+    )
+    .await;
+    let mut detector = edge_workload(
+        "detector",
+        "anomaly-detector@1.0.0",
+        "sensors/clean",
+        json!([{"name": "alerts", "sink": {"type": "cloud"}}]),
+        json!({}),
+    );
     detector["spec"]["modelRef"] = json!("temperature");
     create_resource(&api, NS, "workloads", &detector).await;
     // For the drain: everything to the cloud.
     let pass = json!({"min": -1e12, "max": 1e12, "forwardInRange": true});
-    create_resource(&api, NS, "workloads", &edge_workload("forward", "threshold-filter@1.0.0", "sensors/raw", json!([{"name": "in-range", "sink": {"type": "cloud"}}]), pass)).await;
+    create_resource(
+        &api,
+        NS,
+        "workloads",
+        &edge_workload("forward", "threshold-filter@1.0.0", "sensors/raw", json!([{"name": "in-range", "sink": {"type": "cloud"}}]), pass),
+    )
+    .await;
 
     let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 43, 0, 20));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -388,10 +413,27 @@ async fn edge(args: &[String]) {
     // MQTT: single-reading messages published with mosquitto_pub. The baseline is the broker
     // alone: the same publish with mosquitto_sub as the consumer.
     let lines: String = (0..mqtt_messages)
-        .map(|i| format!("{{\"ts\":{i},\"device\":\"press-{}\",\"metric\":\"temperature\",\"value\":{}}}\n", i % 100, 20.0 + (i % 7) as f64 * 0.1))
+        .map(|i| {
+            format!(
+                "{{\"ts\":{i},\"device\":\"press-{}\",\"metric\":\"temperature\",\"value\":{}}}\n",
+                i % 100,
+                20.0 + (i % 7) as f64 * 0.1
+            )
+        })
         .collect();
     let sub = std::process::Command::new(edgeplane_tests::find_program("mosquitto_sub").expect("mosquitto_sub"))
-        .args(["-h", &broker.addr.ip().to_string(), "-p", &broker.addr.port().to_string(), "-q", "1", "-t", "baseline/temperature", "-C", &mqtt_messages.to_string()])
+        .args([
+            "-h",
+            &broker.addr.ip().to_string(),
+            "-p",
+            &broker.addr.port().to_string(),
+            "-q",
+            "1",
+            "-t",
+            "baseline/temperature",
+            "-C",
+            &mqtt_messages.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("mosquitto_sub");
@@ -455,11 +497,18 @@ async fn failover(args: &[String]) {
     let api = cluster.api(leader);
     push_module(&api, NS, "threshold-filter", workload_wasm("threshold-filter")).await;
     let pass = json!({"min": -1e12, "max": 1e12, "forwardInRange": true});
-    create_resource(&api, NS, "workloads", &edge_workload("failover", "threshold-filter@1.0.0", "sensors/raw", json!([{"name": "in-range", "sink": {"type": "cloud"}}]), pass)).await;
+    create_resource(
+        &api,
+        NS,
+        "workloads",
+        &edge_workload("failover", "threshold-filter@1.0.0", "sensors/raw", json!([{"name": "in-range", "sink": {"type": "cloud"}}]), pass),
+    )
+    .await;
     let servers: Vec<std::net::SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut edges: Vec<EdgeRuntime> =
-        (0..edge_count).map(|i| EdgeRuntime::start(&format!("failover-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--log", "warn"])).collect();
+    let mut edges: Vec<EdgeRuntime> = (0..edge_count)
+        .map(|i| EdgeRuntime::start(&format!("failover-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--log", "warn"]))
+        .collect();
     let http = reqwest::Client::new();
     let assignment = format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/assignments/failover-0");
     let placed_on = async |apis: &[Api]| -> Option<String> {
@@ -537,7 +586,8 @@ async fn scale(args: &[String]) {
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let leader_addr = cluster.api_addr(leader);
     let pid = cluster.pid(leader).expect("leader runs");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+    let http = Arc::new(Client::new(&[leader_addr.to_string()], ClientOptions::default()).expect("client"));
+    let leader_url = format!("http://{leader_addr}");
     let nodes: Arc<std::sync::RwLock<Vec<(String, String)>>> = Arc::default();
 
     // Registers nodes up to `count` (each registration is a Raft write).
@@ -545,7 +595,7 @@ async fn scale(args: &[String]) {
         let next = Arc::new(AtomicU64::new(nodes.read().expect("nodes").len() as u64));
         let mut tasks = Vec::new();
         for _ in 0..64 {
-            let (http, nodes, next) = (http.clone(), nodes.clone(), next.clone());
+            let (http, nodes, next, leader_url) = (http.clone(), nodes.clone(), next.clone(), leader_url.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -555,16 +605,10 @@ async fn scale(args: &[String]) {
                     let name = format!("sim-{i:05}");
                     let body = json!({"name": name, "uid": format!("uid-{i}"), "labels": {"zone": format!("z{}", i % 10)},
                         "capabilities": ["sensor.temperature"], "capacity": {"memoryMib": 1024, "instanceSlots": 32, "cpuMillis": 1000}});
-                    let answer: serde_json::Value = http
-                        .post(format!("http://{leader_addr}/v1/nodes/register"))
-                        .bearer_auth(edgeplane_tests::BOOTSTRAP_TOKEN)
-                        .json(&body)
-                        .send()
-                        .await
-                        .expect("register")
-                        .json()
-                        .await
-                        .expect("register answer");
+                    let request =
+                        Request::new(Method::POST, "/v1/nodes/register").json(&body).bearer(Some(edgeplane_tests::BOOTSTRAP_TOKEN));
+                    let answer: serde_json::Value =
+                        http.send_to(&leader_url, request).await.expect("register").json().expect("register answer");
                     let token = answer["token"].as_str().unwrap_or_else(|| panic!("registration refused: {answer}")).to_owned();
                     nodes.write().expect("nodes").push((name, token));
                 }
@@ -581,9 +625,11 @@ async fn scale(args: &[String]) {
     let workers = 64u64;
     let mut beaters = Vec::new();
     for w in 0..workers {
-        let (http, nodes, failures, sent) = (http.clone(), nodes.clone(), failures.clone(), sent.clone());
+        let (http, nodes, failures, sent, leader_url) = (http.clone(), nodes.clone(), failures.clone(), sent.clone(), leader_url.clone());
         beaters.push(tokio::spawn(async move {
-            let body = serde_json::to_vec(&json!({"load": {"cpuMillis": 100, "memoryMib": 64, "instances": 0, "queueDepth": 0}, "instances": []})).expect("json");
+            let body =
+                serde_json::to_vec(&json!({"load": {"cpuMillis": 100, "memoryMib": 64, "instances": 0, "queueDepth": 0}, "instances": []}))
+                    .expect("json");
             let mut ticker = tokio::time::interval(Duration::from_millis(10));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut tick = 0u64;
@@ -598,20 +644,17 @@ async fn scale(args: &[String]) {
                     (w + slot * workers..nodes.len() as u64).step_by((workers * 100) as usize).map(|i| nodes[i as usize].clone()).collect()
                 };
                 for (name, token) in mine {
-                    let answer = http
-                        .post(format!("http://{leader_addr}/v1/nodes/{name}/heartbeat"))
-                        .bearer_auth(&token)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
+                    let request = Request::new(Method::POST, format!("/v1/nodes/{name}/heartbeat"))
+                        .body(body.clone(), "application/json")
+                        .bearer(Some(token.as_str()));
+                    let answer = http.send_to(&leader_url, request).await;
                     sent.fetch_add(1, Ordering::Relaxed);
                     match answer {
-                        Ok(r) if r.status().is_success() => {}
+                        Ok(r) if r.is_success() => {}
                         other => {
                             if failures.fetch_add(1, Ordering::Relaxed) == 0 {
                                 let why = match other {
-                                    Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                                    Ok(r) => r.status_error().to_string(),
                                     Err(e) => e.to_string(),
                                 };
                                 eprintln!("# first failed heartbeat ({name}): {why}");
@@ -653,7 +696,9 @@ async fn scale(args: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(300);
     let placed = loop {
         let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/workloads")).await.expect("list");
-        let placed: u64 = reply.body["items"].as_array().map_or(0, |items| items.iter().filter_map(|w| w.pointer("/status/replicas").and_then(serde_json::Value::as_u64)).sum());
+        let placed: u64 = reply.body["items"]
+            .as_array()
+            .map_or(0, |items| items.iter().filter_map(|w| w.pointer("/status/replicas").and_then(serde_json::Value::as_u64)).sum());
         if placed >= per * workloads {
             break placed;
         }

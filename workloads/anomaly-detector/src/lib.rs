@@ -59,10 +59,7 @@ impl Scorer {
                 let bias = finite("bias", model.param_array("bias", 1)?)?[0];
                 Ok(Self::ZscoreLogistic { mean, stddev, weights, bias })
             }
-            other => Err(format!(
-                "model.format: unsupported format \"{other}\" (supported: {})",
-                Self::FORMATS.join(", ")
-            )),
+            other => Err(format!("model.format: unsupported format \"{other}\" (supported: {})", Self::FORMATS.join(", "))),
         }
     }
 
@@ -187,8 +184,7 @@ impl Workload for AnomalyDetector {
                 self.skipped += 1;
                 continue;
             }
-            let stream =
-                self.streams.get_or_insert_with(reading.device, reading.metric, || Volatility { prev: x, vol: 0.0 });
+            let stream = self.streams.get_or_insert_with(reading.device, reading.metric, || Volatility { prev: x, vol: 0.0 });
             let state = &mut stream.state;
             state.vol = settings.alpha * (x - state.prev).abs() + (1.0 - settings.alpha) * state.vol;
             state.prev = x;
@@ -208,11 +204,7 @@ impl Workload for AnomalyDetector {
             }
         }
         if self.skipped > skipped {
-            log::debug(&format!(
-                "not scored in this batch: {} NaN or infinite readings ({} in all)",
-                self.skipped - skipped,
-                self.skipped
-            ));
+            log::debug(&format!("not scored in this batch: {} NaN or infinite readings ({} in all)", self.skipped - skipped, self.skipped));
         }
     }
 }
@@ -238,13 +230,7 @@ mod tests {
     }
 
     fn batch(readings: &[(u64, f64, &str)]) -> Vec<u8> {
-        encode_batch(readings.iter().map(|&(timestamp_ms, value, device)| Reading {
-            timestamp_ms,
-            value,
-            device,
-            metric: "temp",
-        }))
-        .unwrap()
+        encode_batch(readings.iter().map(|&(timestamp_ms, value, device)| Reading { timestamp_ms, value, device, metric: "temp" })).unwrap()
     }
 
     fn alerts(out: &[(String, Vec<u8>)]) -> Vec<(u64, String, String, f64)> {
@@ -315,9 +301,7 @@ mod tests {
     fn emits_only_anomalies() {
         let mut h = host("{}");
         // Calm around the mean, then a jump: the jump and its aftermath score high.
-        let out = h
-            .process(&batch(&[(1, 20.0, "a"), (2, 20.2, "a"), (3, 19.9, "a"), (4, 35.0, "a"), (5, 20.0, "b")]))
-            .unwrap();
+        let out = h.process(&batch(&[(1, 20.0, "a"), (2, 20.2, "a"), (3, 19.9, "a"), (4, 35.0, "a"), (5, 20.0, "b")])).unwrap();
         let got = alerts(&out);
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].0, got[0].1.as_str()), (4, "a"));

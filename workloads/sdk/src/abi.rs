@@ -86,9 +86,7 @@ fn with_input(ptr: i32, len: i32, f: impl FnOnce(&[u8]) -> i32) -> i32 {
         match region {
             Some(region) => f(region),
             None => {
-                crate::log::error(&format!(
-                    "ptr {ptr} len {len} is not within the buffer ep_alloc returned (docs/abi.md)"
-                ));
+                crate::log::error(&format!("ptr {ptr} len {len} is not within the buffer ep_alloc returned (docs/abi.md)"));
                 code::BAD_POINTER
             }
         }

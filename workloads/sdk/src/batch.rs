@@ -303,11 +303,8 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let readings = vec![
-            reading(1, 1.5, "press-7", "temperature"),
-            reading(u64::MAX, -0.0, "", ""),
-            reading(3, f64::INFINITY, "capteur-é", "ü"),
-        ];
+        let readings =
+            vec![reading(1, 1.5, "press-7", "temperature"), reading(u64::MAX, -0.0, "", ""), reading(3, f64::INFINITY, "capteur-é", "ü")];
         let bytes = encode_batch(readings.iter().copied()).unwrap();
         let batch = Batch::parse(&bytes).unwrap();
         assert_eq!(batch.len(), 3);

@@ -216,11 +216,9 @@ impl Model {
                 if len == 1 { "a number" } else { "an array of numbers" },
                 value.kind()
             )),
-            Some(Param::Numbers(numbers)) if numbers.len() != len => Err(format!(
-                "model.parameters.{name}: expected {len} number{}, got {}",
-                if len == 1 { "" } else { "s" },
-                numbers.len()
-            )),
+            Some(Param::Numbers(numbers)) if numbers.len() != len => {
+                Err(format!("model.parameters.{name}: expected {len} number{}, got {}", if len == 1 { "" } else { "s" }, numbers.len()))
+            }
             Some(Param::Numbers(numbers)) => Ok(numbers),
         }
     }
@@ -278,10 +276,7 @@ mod tests {
         assert_eq!(c.bool_or("name", true).unwrap_err(), "config.name: expected a boolean, got a string");
         assert_eq!(c.f64("absent").unwrap_err(), "config.absent: required");
         assert_eq!(c.f64("nothing").unwrap_err(), "config.nothing: required");
-        assert_eq!(
-            c.deny_unknown(&["min", "name"]).unwrap_err(),
-            "config.nothing: unknown key (known keys: min, name)"
-        );
+        assert_eq!(c.deny_unknown(&["min", "name"]).unwrap_err(), "config.nothing: unknown key (known keys: min, name)");
         assert_eq!(c.deny_unknown(&["min", "name", "nothing", "on"]), Ok(()));
         assert_eq!(c.deny_unknown(&[]).unwrap_err(), "config.min: unknown key (this workload takes no configuration)");
     }
@@ -301,10 +296,7 @@ mod tests {
         assert_eq!(m.param_array("mean", 3).unwrap_err(), "model.parameters.mean: expected 3 numbers, got 2");
         assert_eq!(m.param_array("mean", 1).unwrap_err(), "model.parameters.mean: expected 1 number, got 2");
         assert_eq!(m.param_array("absent", 2).unwrap_err(), "model.parameters.absent: required");
-        assert_eq!(
-            m.param_array("mixed", 2).unwrap_err(),
-            "model.parameters.mixed: expected an array of numbers, got an array"
-        );
+        assert_eq!(m.param_array("mixed", 2).unwrap_err(), "model.parameters.mixed: expected an array of numbers, got an array");
         assert_eq!(m.parameter_names().count(), 5);
     }
 
@@ -335,9 +327,6 @@ mod tests {
         for (doc, message) in cases {
             assert_eq!(Config::parse(doc).unwrap_err(), message, "{doc}");
         }
-        assert_eq!(
-            Config::parse_bytes(b"{\xff}").unwrap_err(),
-            "configuration document: invalid JSON at byte 1: not UTF-8"
-        );
+        assert_eq!(Config::parse_bytes(b"{\xff}").unwrap_err(), "configuration document: invalid JSON at byte 1: not UTF-8");
     }
 }

@@ -63,12 +63,7 @@ impl Emitter {
         let position = match self.outputs.iter().position(|o| bytes::eq(o.name.as_bytes(), name.as_bytes())) {
             Some(position) => position,
             None => {
-                self.outputs.push(Output {
-                    name: name.to_owned(),
-                    readings: BatchWriter::new(),
-                    bytes: Vec::new(),
-                    dropped: 0,
-                });
+                self.outputs.push(Output { name: name.to_owned(), readings: BatchWriter::new(), bytes: Vec::new(), dropped: 0 });
                 self.outputs.len() - 1
             }
         };

@@ -64,9 +64,7 @@ impl<W: Workload> Guest<W> {
         match self.emitter.flush(emit) {
             Ok(()) => Ok(()),
             Err(Refused { output, code }) => {
-                log::error(&format!(
-                    "the host refused output `{output}` (code {code}); the rest of this batch's output is discarded"
-                ));
+                log::error(&format!("the host refused output `{output}` (code {code}); the rest of this batch's output is discarded"));
                 Err(code::EMIT_REFUSED)
             }
         }

@@ -346,9 +346,7 @@ impl Parser<'_> {
                 }
                 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00)
             }
-            0xdc00..=0xdfff => {
-                return Err(ParseError { offset: at, message: "unpaired surrogate in \\u escape".to_owned() })
-            }
+            0xdc00..=0xdfff => return Err(ParseError { offset: at, message: "unpaired surrogate in \\u escape".to_owned() }),
             _ => high,
         };
         // Surrogates are excluded above, so every remaining code is a scalar value.
@@ -423,9 +421,37 @@ mod tests {
     #[test]
     fn refuses_what_rfc_8259_refuses() {
         for bad in [
-            "", " ", "nul", "True", "+1", "01", "-", "1.", ".5", "1e", "1e+", "0x10", "NaN", "Infinity",
-            "[1,]", "[,1]", "{\"a\":1,}", "{a:1}", "{'a':1}", "[1 2]", "{\"a\" 1}", "\"abc", "\"\\x\"",
-            "\"\\u12\"", "\"\\u12g4\"", "\"tab\there\"", "\"new\nline\"", "// c\n1", "[1]]", "1 2", "\u{feff}1",
+            "",
+            " ",
+            "nul",
+            "True",
+            "+1",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "0x10",
+            "NaN",
+            "Infinity",
+            "[1,]",
+            "[,1]",
+            "{\"a\":1,}",
+            "{a:1}",
+            "{'a':1}",
+            "[1 2]",
+            "{\"a\" 1}",
+            "\"abc",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\u12g4\"",
+            "\"tab\there\"",
+            "\"new\nline\"",
+            "// c\n1",
+            "[1]]",
+            "1 2",
+            "\u{feff}1",
         ] {
             err(bad);
         }

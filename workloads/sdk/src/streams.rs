@@ -252,9 +252,7 @@ impl<V> StreamMap<V> {
             if slot >> 32 == hash >> 32 {
                 let position = (slot as u32 - 1) as usize;
                 let stream = &self.streams[position];
-                if bytes::eq(stream.device.as_bytes(), device.as_bytes())
-                    && bytes::eq(stream.metric.as_bytes(), metric.as_bytes())
-                {
+                if bytes::eq(stream.device.as_bytes(), device.as_bytes()) && bytes::eq(stream.metric.as_bytes(), metric.as_bytes()) {
                     return Some(position);
                 }
             }

@@ -36,16 +36,10 @@ impl Workload for ThresholdFilter {
         let forward_in_range = config.bool_or("forwardInRange", false)?;
         match (min, max) {
             (None, None) => return Err("config.min: at least one of config.min and config.max is required".to_owned()),
-            (Some(min), Some(max)) if min > max => {
-                return Err(format!("config.min: must not exceed config.max ({min} > {max})"))
-            }
+            (Some(min), Some(max)) if min > max => return Err(format!("config.min: must not exceed config.max ({min} > {max})")),
             _ => {}
         }
-        *self = Self {
-            min: min.unwrap_or(f64::NEG_INFINITY),
-            max: max.unwrap_or(f64::INFINITY),
-            forward_in_range,
-        };
+        *self = Self { min: min.unwrap_or(f64::NEG_INFINITY), max: max.unwrap_or(f64::INFINITY), forward_in_range };
         Ok(())
     }
 

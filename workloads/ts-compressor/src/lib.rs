@@ -268,8 +268,7 @@ impl Decoder {
         }
         for stream in &decoded {
             if let Some(last) = stream.points.last() {
-                self.streams.get_or_insert_with(&stream.device, &stream.metric, || (0, 0)).state =
-                    (last.timestamp_ms, last.q);
+                self.streams.get_or_insert_with(&stream.device, &stream.metric, || (0, 0)).state = (last.timestamp_ms, last.q);
             }
         }
         Ok(decoded)
@@ -440,8 +439,7 @@ mod tests {
             let mut points = 0;
             for stream in &decoded {
                 assert_eq!(stream.step, step);
-                let want: Vec<&Reading<'_>> =
-                    readings.iter().filter(|r| r.device == stream.device && r.metric == stream.metric).collect();
+                let want: Vec<&Reading<'_>> = readings.iter().filter(|r| r.device == stream.device && r.metric == stream.metric).collect();
                 assert_eq!(stream.points.len(), want.len());
                 for (got, want) in stream.points.iter().zip(want) {
                     assert_eq!(got.timestamp_ms, want.timestamp_ms);
@@ -466,9 +464,7 @@ mod tests {
     fn step_change_needs_no_reset() {
         let mut h = host(r#"{"step": 0.1}"#);
         let mut decoder = Decoder::new();
-        let batch = |value: f64| {
-            encode_batch([Reading { timestamp_ms: 5, value, device: "d", metric: "m" }]).unwrap()
-        };
+        let batch = |value: f64| encode_batch([Reading { timestamp_ms: 5, value, device: "d", metric: "m" }]).unwrap();
         decoder.decode_frame(&frame(h.process(&batch(12.34)).unwrap())).unwrap();
         h.configure(r#"{"config": {"step": 0.001}}"#).unwrap();
         let decoded = decoder.decode_frame(&frame(h.process(&batch(12.34)).unwrap())).unwrap();
@@ -479,11 +475,12 @@ mod tests {
     #[test]
     fn skips_values_it_cannot_store() {
         let mut h = host(r#"{"step": 1}"#);
-        let batch = encode_batch(
-            [f64::NAN, f64::INFINITY, -1e300, 9_007_199_254_740_992.0, -3.0]
-                .iter()
-                .map(|&value| Reading { timestamp_ms: 1, value, device: "d", metric: "m" }),
-        )
+        let batch = encode_batch([f64::NAN, f64::INFINITY, -1e300, 9_007_199_254_740_992.0, -3.0].iter().map(|&value| Reading {
+            timestamp_ms: 1,
+            value,
+            device: "d",
+            metric: "m",
+        }))
         .unwrap();
         let decoded = Decoder::new().decode_frame(&frame(h.process(&batch).unwrap())).unwrap();
         let values: Vec<f64> = decoded[0].points.iter().map(|p| p.value).collect();

@@ -73,13 +73,7 @@ const DEFAULT_WINDOW_SECONDS: f64 = 10.0;
 
 impl Default for WindowAggregator {
     fn default() -> Self {
-        Self {
-            window_ms: (DEFAULT_WINDOW_SECONDS * 1000.0) as u64,
-            windows: StreamMap::new(),
-            late: 0,
-            nan: 0,
-            metric: String::new(),
-        }
+        Self { window_ms: (DEFAULT_WINDOW_SECONDS * 1000.0) as u64, windows: StreamMap::new(), late: 0, nan: 0, metric: String::new() }
     }
 }
 
@@ -146,8 +140,7 @@ impl Workload for WindowAggregator {
             }
             let ts = reading.timestamp_ms;
             let aligned = ts - ts % len;
-            let position =
-                self.windows.position_or_insert_with(reading.device, reading.metric, || Window::new(aligned, len));
+            let position = self.windows.position_or_insert_with(reading.device, reading.metric, || Window::new(aligned, len));
             let window = &mut self.windows.at_mut(position).state;
             if ts < window.start {
                 self.late += 1;
@@ -185,13 +178,7 @@ mod tests {
     use edgeplane_sdk::{encode_batch, NativeHost};
 
     fn batch(readings: &[(u64, f64, &str)]) -> Vec<u8> {
-        encode_batch(readings.iter().map(|&(timestamp_ms, value, device)| Reading {
-            timestamp_ms,
-            value,
-            device,
-            metric: "temp",
-        }))
-        .unwrap()
+        encode_batch(readings.iter().map(|&(timestamp_ms, value, device)| Reading { timestamp_ms, value, device, metric: "temp" })).unwrap()
     }
 
     fn host(config: &str) -> NativeHost<WindowAggregator> {
@@ -216,11 +203,7 @@ mod tests {
     }
 
     fn expected(end: u64, device: &str, stats: [f64; 5]) -> Vec<(u64, String, String, f64)> {
-        ["count", "min", "max", "mean", "last"]
-            .iter()
-            .zip(stats)
-            .map(|(s, v)| (end, device.to_owned(), format!("temp.{s}"), v))
-            .collect()
+        ["count", "min", "max", "mean", "last"].iter().zip(stats).map(|(s, v)| (end, device.to_owned(), format!("temp.{s}"), v)).collect()
     }
 
     #[test]
@@ -239,13 +222,7 @@ mod tests {
     fn streams_are_independent_and_close_in_order() {
         let mut h = host("{}");
         let out = h
-            .process(&batch(&[
-                (1_000, 1.0, "a"),
-                (2_000, 10.0, "b"),
-                (11_000, 2.0, "b"),
-                (12_000, 3.0, "a"),
-                (13_000, 4.0, "a"),
-            ]))
+            .process(&batch(&[(1_000, 1.0, "a"), (2_000, 10.0, "b"), (11_000, 2.0, "b"), (12_000, 3.0, "a"), (13_000, 4.0, "a")]))
             .unwrap();
         let mut want = expected(10_000, "b", [1.0, 10.0, 10.0, 10.0, 10.0]);
         want.extend(expected(10_000, "a", [1.0, 1.0, 1.0, 1.0, 1.0]));
@@ -258,8 +235,7 @@ mod tests {
     #[test]
     fn late_and_nan_readings_are_counted_not_aggregated() {
         let mut h = host(r#"{"windowSeconds": 1}"#);
-        h.process(&batch(&[(5_000, 1.0, "a"), (4_999, 100.0, "a"), (5_500, f64::NAN, "a"), (5_600, 2.0, "a")]))
-            .unwrap();
+        h.process(&batch(&[(5_000, 1.0, "a"), (4_999, 100.0, "a"), (5_500, f64::NAN, "a"), (5_600, 2.0, "a")])).unwrap();
         assert_eq!((h.workload().late(), h.workload().nan()), (1, 1));
         let out = h.process(&batch(&[(6_000, 0.0, "a")])).unwrap();
         assert_eq!(summary(&out), expected(6_000, "a", [2.0, 1.0, 2.0, 1.5, 2.0]));

@@ -1,0 +1,114 @@
+//! Kubernetes label selectors (`labelSelector=` on lists and watches, `edgectl get -l`).
+
+use serde_json::Value;
+
+/// Kubernetes label selector syntax: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`,
+/// `k notin (a,b)`, joined by commas (all must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+}
+
+impl LabelSelector {
+    pub fn parse(text: &str) -> Result<LabelSelector, String> {
+        let mut requirements = Vec::new();
+        let mut depth = 0;
+        let mut start = 0;
+        let mut parts = Vec::new();
+        for (i, c) in text.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&text[start..]);
+        for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+            requirements.push(Self::requirement(part)?);
+        }
+        Ok(LabelSelector(requirements))
+    }
+
+    fn requirement(part: &str) -> Result<Requirement, String> {
+        let key = |k: &str| -> Result<String, String> {
+            let k = k.trim();
+            crate::validate::label_key(k).map_err(|e| format!("in {part:?}: {e}"))?;
+            Ok(k.to_owned())
+        };
+        let set = |rest: &str| -> Result<Vec<String>, String> {
+            let inner =
+                rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or(format!("in {part:?}: expected (a,b,...)"))?;
+            Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
+        };
+        if let Some(k) = part.strip_prefix('!') {
+            return Ok(Requirement::NotExists(key(k)?));
+        }
+        if let Some((k, v)) = part.split_once("!=") {
+            return Ok(Requirement::NotEquals(key(k)?, v.trim().to_owned()));
+        }
+        if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            return Ok(Requirement::Equals(key(k)?, v.trim().to_owned()));
+        }
+        if let Some((k, rest)) = part.split_once(" notin ") {
+            return Ok(Requirement::NotIn(key(k)?, set(rest)?));
+        }
+        if let Some((k, rest)) = part.split_once(" in ") {
+            return Ok(Requirement::In(key(k)?, set(rest)?));
+        }
+        Ok(Requirement::Exists(key(part)?))
+    }
+
+    /// Whether an object's `metadata.labels` (absent: no labels) satisfy every requirement.
+    pub fn matches(&self, labels: Option<&Value>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|x| vs.iter().all(|v| v != x)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selectors_follow_kubernetes_syntax() {
+        let labels = json!({ "line": "a", "zone": "hall-1" });
+        let cases = [
+            ("line=a", true),
+            ("line==a,zone=hall-1", true),
+            ("line!=a", false),
+            ("line", true),
+            ("!line", false),
+            ("!tier", true),
+            ("zone in (hall-1, hall-2)", true),
+            ("zone notin (hall-1)", false),
+            ("line=b", false),
+            ("", true),
+        ];
+        for (selector, expected) in cases {
+            let parsed = LabelSelector::parse(selector).unwrap_or_else(|e| panic!("{selector:?}: {e}"));
+            assert_eq!(parsed.matches(Some(&labels)), expected, "{selector:?}");
+        }
+        assert!(LabelSelector::parse("bad key=1").is_err());
+        assert!(LabelSelector::parse("zone in hall-1").is_err());
+    }
+}

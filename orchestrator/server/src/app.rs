@@ -1,0 +1,22 @@
+//! What the request handlers and the leader's loops share.
+
+use std::sync::Arc;
+
+use edgeplane_raft::watch::WatchHub;
+use edgeplane_raft::NodeHandle;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::heartbeats::Heartbeats;
+use crate::metrics::SinkMetrics;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub node: NodeHandle,
+    pub watch: Arc<WatchHub>,
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    /// The leader's memory of heartbeats (empty on followers).
+    pub heartbeats: Arc<Heartbeats>,
+    pub sink_metrics: SinkMetrics,
+}

@@ -1,0 +1,230 @@
+//! The HTTP kit every handler module uses: the error type and its `Status` body, body and
+//! query-string parsing, reads and writes through the Raft node mapped to answers, and the
+//! clock the API stamps resources with.
+//!
+//! Every failure is a [`Status`] with a reason and, where a field is at fault, its path.
+//! Answers that invite a retry elsewhere (503, and 504 for writes whose outcome is unknown)
+//! name the leader this orchestrator knows of.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::Query;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use edgeplane_api::{Consistency, Status, StatusCause, StatusReason};
+use edgeplane_core::{ApplyError, ClusterState};
+use edgeplane_raft::{ReadError, WriteError};
+
+use crate::app::AppState;
+
+/// Largest accepted request body (uploads and module pushes have their own limits).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A failed request, rendered as a [`Status`] body (boxed: it travels in every `Result`).
+#[derive(Debug)]
+pub struct ApiError(pub(crate) Box<Status>);
+
+impl ApiError {
+    pub(crate) fn status(code: StatusCode, reason: StatusReason, message: impl Into<String>) -> ApiError {
+        ApiError(Box::new(Status::new(code.as_u16(), reason, message)))
+    }
+
+    /// 400: the request itself is malformed (path, query, body syntax).
+    pub(crate) fn invalid(causes: Vec<StatusCause>) -> ApiError {
+        Self::with_causes(StatusCode::BAD_REQUEST, "invalid request", causes)
+    }
+
+    /// 422: a well-formed resource that breaks the rules (Kubernetes' `Invalid`).
+    pub(crate) fn unprocessable(causes: Vec<StatusCause>) -> ApiError {
+        Self::with_causes(StatusCode::UNPROCESSABLE_ENTITY, "invalid resource", causes)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        Self::status(StatusCode::NOT_FOUND, StatusReason::NotFound, message)
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        Self::status(StatusCode::INTERNAL_SERVER_ERROR, StatusReason::InternalError, message)
+    }
+
+    fn with_causes(code: StatusCode, what: &str, causes: Vec<StatusCause>) -> ApiError {
+        let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let mut status = Status::new(code.as_u16(), StatusReason::Invalid, format!("{what}: {}", summary.join("; ")));
+        status.details.causes = causes;
+        ApiError(Box::new(status))
+    }
+
+    pub(crate) fn leader_hint(mut self, hint: Option<String>) -> ApiError {
+        self.0.details.leader_api_addr = hint;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read, so the connection cannot carry another
+            // request; say so, or a client may reuse it and lose its next request.
+            return (code, [(header::CONNECTION, "close")], Json(*self.0)).into_response();
+        }
+        (code, Json(*self.0)).into_response()
+    }
+}
+
+pub(crate) fn cause(field: impl Into<String>, message: impl Into<String>) -> StatusCause {
+    StatusCause { field: field.into(), message: message.into() }
+}
+
+/// The Status for a body axum could not read: 413 past `limit` bytes (naming `what`), 400
+/// otherwise.
+pub(crate) fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusReason::RequestEntityTooLarge,
+            format!("the {what} exceeds the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::invalid(vec![cause("body", e.body_text())])
+    }
+}
+
+/// Query parameters as axum extracts them; a malformed query string is the handler's to report.
+pub(crate) type RawQuery = Result<Query<BTreeMap<String, String>>, QueryRejection>;
+
+/// The parameters of a query string, or a 400 naming the problem.
+pub(crate) fn query_params(raw: RawQuery) -> Result<BTreeMap<String, String>, ApiError> {
+    raw.map(|Query(params)| params).map_err(|e| ApiError::invalid(vec![cause("query", e.body_text())]))
+}
+
+/// A cause for every parameter the route does not accept: unknown parameters are reported,
+/// not ignored.
+pub(crate) fn unknown_params(params: &BTreeMap<String, String>, allowed: &[&str]) -> Vec<StatusCause> {
+    params
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| {
+            let accepted = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+            cause(format!("query.{k}"), format!("unknown parameter; this route accepts: {accepted}"))
+        })
+        .collect()
+}
+
+/// The parameters of a query string, refusing any the route does not accept.
+pub(crate) fn only_params(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let params = query_params(raw)?;
+    let unknown = unknown_params(&params, allowed);
+    if unknown.is_empty() {
+        Ok(params)
+    } else {
+        Err(ApiError::invalid(unknown))
+    }
+}
+
+/// The `consistency` parameter.
+pub(crate) fn parse_consistency(value: &str) -> Result<Consistency, String> {
+    match value {
+        "linearizable" => Ok(Consistency::Linearizable),
+        "stale" => Ok(Consistency::Stale),
+        _ => Err(format!("must be \"linearizable\" or \"stale\", got {value:?}")),
+    }
+}
+
+/// The `consistency` parameter of a parsed query, linearizable when absent.
+pub(crate) fn consistency(params: &BTreeMap<String, String>) -> Result<Consistency, ApiError> {
+    match params.get("consistency") {
+        None => Ok(Consistency::Linearizable),
+        Some(value) => parse_consistency(value).map_err(|e| ApiError::invalid(vec![cause("query.consistency", e)])),
+    }
+}
+
+/// A copy of the replicated state, current as `consistency` asks, or the answer to give
+/// instead. The copy is O(1); work on it happens on the caller's task.
+pub(crate) async fn read(state: &AppState, consistency: Consistency) -> Result<ClusterState, ApiError> {
+    match state.node.read(consistency).await {
+        Ok(s) => Ok(s),
+        Err(e) => Err(read_error(state, e).await),
+    }
+}
+
+/// Runs CPU-heavy work on a blocking thread (rendering a long list, scanning the sink), so
+/// that no async worker stalls on it.
+pub(crate) async fn off_reactor<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| ApiError::internal("the request's work failed"))
+}
+
+/// The API address of the leader this node knows of, if any.
+pub(crate) async fn leader_hint(state: &AppState) -> Option<String> {
+    let s = state.node.status().await?;
+    state.config.member(s.leader_id?).map(|m| m.api.to_string())
+}
+
+/// Maps a failed write to its Status.
+pub(crate) async fn write_error(state: &AppState, e: WriteError) -> ApiError {
+    let message = e.to_string();
+    let conflict = |reason, current| {
+        let mut err = ApiError::status(StatusCode::CONFLICT, reason, message.clone());
+        err.0.details.current_resource_version = Some(current);
+        err
+    };
+    match e {
+        WriteError::Rejected(ApplyError::NotFound { .. }) => ApiError::not_found(message),
+        WriteError::Rejected(ApplyError::AlreadyExists { current, .. }) => conflict(StatusReason::AlreadyExists, current),
+        WriteError::Rejected(ApplyError::Conflict { current, .. }) => conflict(StatusReason::Conflict, current),
+        WriteError::Rejected(ApplyError::Undecodable { .. }) => ApiError::internal(message),
+        WriteError::Timeout | WriteError::CommittedResultUnknown => {
+            let mut err = ApiError::status(StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout, message);
+            err.0.details.outcome_unknown = true;
+            err.leader_hint(leader_hint(state).await)
+        }
+        // Definitely without effect: safe to retry, here or elsewhere.
+        WriteError::Rejected(ApplyError::Expired { .. }) | WriteError::NoLeader | WriteError::Overloaded | WriteError::Stopped => {
+            ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, message)
+                .leader_hint(leader_hint(state).await)
+        }
+    }
+}
+
+pub(crate) async fn read_error(state: &AppState, e: ReadError) -> ApiError {
+    let (code, reason) = match e {
+        ReadError::Timeout => (StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout),
+        ReadError::NoLeader | ReadError::Overloaded | ReadError::Stopped => {
+            (StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable)
+        }
+    };
+    ApiError::status(code, reason, e.to_string()).leader_hint(leader_hint(state).await)
+}
+
+/// The current UTC time in RFC 3339 to the second, as Kubernetes stamps resources.
+pub(crate) fn rfc3339_now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Milliseconds since the Unix epoch, for times the leader writes into commands.
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc_3339_to_the_second() {
+        let now = rfc3339_now();
+        assert!(now.parse::<jiff::Timestamp>().is_ok(), "{now}");
+        assert_eq!(now.len(), 20, "{now}");
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let params: BTreeMap<String, String> = [("watch".to_owned(), "1".to_owned()), ("limit".to_owned(), "2".to_owned())].into();
+        let causes = unknown_params(&params, &["limit"]);
+        assert_eq!(causes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), ["query.watch"]);
+        assert!(causes[0].message.ends_with("accepts: limit"), "{}", causes[0].message);
+        assert!(unknown_params(&params, &[])[0].message.ends_with("accepts: none"));
+    }
+}

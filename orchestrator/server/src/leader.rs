@@ -1,0 +1,121 @@
+//! The leader's control loops: placement (every 100 ms) and blob collection (every 10 s).
+//!
+//! They run on every orchestrator but act only while it leads. Each turn reads a copy of the
+//! applied state (O(1)), runs the pure planner ([`edgeplane_core::placement`]) or collector
+//! ([`edgeplane_core::gc`]) on a blocking thread, never on the async reactor or the Raft
+//! actor, and proposes what they return as one transaction. Every write carries a
+//! precondition on what was read, so a turn planned from a state that moved on is refused
+//! whole and planned again.
+
+use std::time::{Duration, Instant};
+
+use edgeplane_api::Consistency;
+use edgeplane_core::placement::{self, Unplaced};
+use edgeplane_core::{gc, Command};
+use raft::StateRole;
+
+use crate::app::AppState;
+use crate::http::{rfc3339_now, unix_ms_now};
+
+/// How often the leader plans placements.
+const PLACEMENT_INTERVAL: Duration = Duration::from_millis(100);
+/// Plans are made at least this often even when nothing they depend on changed.
+const REPLAN_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader collects module blobs nothing refers to.
+const GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the leader's loops until the process stops.
+pub async fn run(state: AppState) {
+    let mut placement = Placement::default();
+    let mut last_gc = Instant::now();
+    let mut ticker = tokio::time::interval(PLACEMENT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(status) = state.node.status().await else { return };
+        let leader = status.role == StateRole::Leader;
+        if leader != state.heartbeats.leading() {
+            state.heartbeats.set_leading(leader);
+            placement = Placement::default();
+        }
+        if !leader {
+            continue;
+        }
+        placement.turn(&state).await;
+        if last_gc.elapsed() >= GC_INTERVAL {
+            last_gc = Instant::now();
+            collect_blobs(&state).await;
+        }
+    }
+}
+
+/// The placement loop's memory between turns.
+#[derive(Default)]
+struct Placement {
+    last_unplaced: Vec<Unplaced>,
+    /// The fingerprint of the last inputs that planned nothing, and when.
+    idle: Option<(u64, Instant)>,
+}
+
+impl Placement {
+    async fn turn(&mut self, state: &AppState) {
+        let observed = state.heartbeats.observe();
+        let policy = state.config.node_health;
+        let snapshot = match state.node.read(Consistency::Stale).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "placement: cannot read the state");
+                return;
+            }
+        };
+        // Planning what was planned last time with nothing to do would find nothing again;
+        // at least once a second it plans anyway.
+        let skip = self.idle.filter(|(_, at)| at.elapsed() < REPLAN_AT_LEAST_EVERY).map(|(fingerprint, _)| fingerprint);
+        let now = rfc3339_now();
+        let unix_ms = unix_ms_now();
+        let planned = tokio::task::spawn_blocking(move || {
+            let liveness = observed.liveness(&snapshot, policy);
+            let fingerprint = liveness.fingerprint(snapshot.applied_index());
+            (Some(fingerprint) != skip)
+                .then(|| (fingerprint, placement::plan(&snapshot, &liveness, placement::Now { rfc3339: &now, unix_ms })))
+        })
+        .await;
+        let (fingerprint, plan) = match planned {
+            Ok(Some(planned)) => planned,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "placement: the planner failed");
+                return;
+            }
+        };
+        self.idle = plan.commands.is_empty().then(|| (fingerprint, Instant::now()));
+        if plan.unplaced != self.last_unplaced {
+            for u in &plan.unplaced {
+                tracing::info!(workload = %u.workload, missing = u.missing, "placement: {}", u.reason);
+            }
+            self.last_unplaced = plan.unplaced;
+        }
+        if plan.commands.is_empty() {
+            return;
+        }
+        let writes = plan.commands.len();
+        match state.node.write(Command::Transaction(plan.commands)).await {
+            Ok(_) => tracing::info!(writes, "placement: applied"),
+            // A precondition failed (the state moved on) or no quorum: plan again next tick.
+            Err(e) => tracing::debug!(error = %e, "placement: not applied"),
+        }
+    }
+}
+
+async fn collect_blobs(state: &AppState) {
+    let Ok(snapshot) = state.node.read(Consistency::Stale).await else { return };
+    let Ok(deletes) = tokio::task::spawn_blocking(move || gc::unreferenced_blobs(&snapshot)).await else { return };
+    if deletes.is_empty() {
+        return;
+    }
+    let blobs = deletes.len();
+    match state.node.write(Command::Transaction(deletes)).await {
+        Ok(_) => tracing::info!(blobs, "collected module blobs nothing refers to"),
+        Err(e) => tracing::debug!(error = %e, "blob collection not applied; trying again later"),
+    }
+}
