@@ -2,10 +2,12 @@
 //! workloads reads, and acknowledges a message only once the data plane has accepted it.
 //!
 //! Each topic has its own ingest task, so a topic whose workload cannot take data now
-//! (restarting, crash-looping) holds back only its own messages: the others flow on. Within
-//! a topic, messages are ingested and acknowledged in the order they arrived, JSON readings
-//! merged into batches no larger than the node's in-flight budget (a message larger than the
-//! budget is split), so that no accepted message is ever too large to take.
+//! (restarting, crash-looping) holds back only its own messages: the others flow on, as long
+//! as the broker's in-flight window for this client (shared by every topic) is larger than
+//! what the stuck topic holds; see docs/data-plane.md. Within a topic, messages are ingested
+//! and acknowledged in the order they arrived, JSON readings merged into batches of at most a
+//! quarter of the node's in-flight budget (a larger message is split), so that no accepted
+//! message is ever too large to take.
 //!
 //! Backpressure reaches the broker: while the data plane refuses (busy, a workload
 //! restarting, the outbox full) the batch is retried and nothing is acknowledged, so the
@@ -189,10 +191,11 @@ impl Topic {
         }
     }
 
-    /// The messages' readings as batches within the in-flight budget, in arrival order.
-    /// Malformed messages are counted and left out.
+    /// The messages' readings as batches of at most a quarter of the in-flight budget (a
+    /// batch that needs the whole budget would wait for the node to be idle), in arrival
+    /// order. Malformed messages are counted and left out.
     fn batches(&self, messages: &[Publish]) -> Vec<Batch> {
-        let limit = self.dataplane.max_inflight().max(1) as usize;
+        let limit = (self.dataplane.max_inflight() / 4).max(1) as usize;
         let mut batches = Vec::new();
         let mut pending: Vec<Reading> = Vec::new();
         let mut pending_bytes = 0;

@@ -154,13 +154,14 @@ impl Agent {
         self.topics.subscribe()
     }
 
-    /// Runs the agent until the process stops: resumes the persisted assignments at once,
-    /// then keeps the heartbeat, the uplink and the assignment watch going.
+    /// Runs the agent until the process stops: heartbeats and the uplink at once; the
+    /// persisted assignments resumed, and then the assignment watch (whose desired set
+    /// supersedes the saved one).
     pub async fn run(self: Arc<Self>) {
-        self.resume_saved().await;
-        self.resumed.send_replace(true);
         let heartbeats = tokio::spawn(self.clone().heartbeat_loop());
         let uploads = tokio::spawn(self.clone().upload_loop());
+        self.resume_saved().await;
+        self.resumed.send_replace(true);
         self.watch_loop().await;
         heartbeats.abort();
         uploads.abort();

@@ -61,7 +61,13 @@ impl Agent {
     }
 
     /// Follows the node's Assignments: a full list (ADDED events up to a BOOKMARK), then
-    /// changes; on a broken stream it resumes from the last version seen, on 410 it lists anew.
+    /// changes; on a broken stream it resumes where it was, on 410 it lists anew.
+    ///
+    /// Resuming: the events of one write (a transaction places many Assignments) share its
+    /// resourceVersion, and a stream may break between them. So the watch resumes from the
+    /// version before the last one seen and applies that write's events again, which changes
+    /// nothing for the ones already applied. A stream that breaks during the listing lists
+    /// again: its objects' own versions say nothing about how far the listing got.
     pub(super) async fn watch_loop(self: &Arc<Self>) {
         let base = format!(
             "{}/assignments?watch=true&labelSelector={}%3D{}",
@@ -73,7 +79,7 @@ impl Agent {
         let mut desired: BTreeMap<String, AssignmentSpec> = BTreeMap::new();
         loop {
             let path = match resume {
-                Some(version) => format!("{base}&resourceVersion={version}"),
+                Some(version) => format!("{base}&resourceVersion={}", version.saturating_sub(1)),
                 None => base.clone(),
             };
             match self.follow(&path, &mut desired, &mut resume).await {
@@ -142,7 +148,9 @@ impl Agent {
                         return Err(format!("the orchestrator ended the watch: {}", object["message"]));
                     }
                 }
-                if let Some(version) = version {
+                // During the listing the objects carry their own (older) versions; only the
+                // bookmark and the events after it say how far the stream has come.
+                if let Some(version) = version.filter(|_| listing.is_none()) {
                     *resume = Some(version);
                 }
             }
@@ -191,8 +199,8 @@ impl Agent {
                     }
                 }
             }
+            self.publish_routes(&instances);
         }
-        self.publish_routes();
         firsts
     }
 
@@ -252,22 +260,22 @@ impl Agent {
     /// Records how a start went, if it is still the slot's current one.
     fn settle(&self, key: &str, attempt: u64, state: SlotState) {
         let running = matches!(state, SlotState::Running { .. });
-        {
-            let mut instances = lock(&self.instances);
-            match instances.get_mut(key) {
-                Some(slot) if slot.attempt == attempt => slot.state = state,
-                // Superseded: a running instance dropped here stops.
-                _ => return,
-            }
+        let mut instances = lock(&self.instances);
+        match instances.get_mut(key) {
+            Some(slot) if slot.attempt == attempt => slot.state = state,
+            // Superseded: a running instance dropped here stops.
+            _ => return,
         }
         if running {
-            self.publish_routes();
+            self.publish_routes(&instances);
         }
     }
 
-    /// Hands the data plane the running instances, and MQTT ingest their input topics.
-    fn publish_routes(&self) {
-        let routes: Vec<Route> = lock(&self.instances)
+    /// Hands the data plane the running instances, and MQTT ingest their input topics. Called
+    /// with the instances' table locked, so that two callers cannot install their tables in
+    /// the opposite order of the changes they saw.
+    fn publish_routes(&self, instances: &BTreeMap<String, Slot>) {
+        let routes: Vec<Route> = instances
             .iter()
             .filter_map(|(key, slot)| match &slot.state {
                 SlotState::Running { handle, slots } => {

@@ -84,7 +84,7 @@ impl Agent {
             .map_err(|e| UploadError::Outbox(OutboxError::WriteFailed(e.to_string())))??;
         let outbox = self.dataplane.outbox();
         if peeked.records.is_empty() {
-            if peeked.unreadable == 0 {
+            if peeked.unreadable.is_empty() {
                 return Ok(Upload::Nothing);
             }
             // Only damaged records waiting: count them and move past.
@@ -129,7 +129,7 @@ impl Agent {
                 let status = status.expect("a refusal has a status");
                 tracing::error!(upto = peeked.upto, "the orchestrators refuse an outbox record as invalid; setting it aside: {status}");
                 self.dataplane.uploaded(0, 0, 1);
-                outbox.reject(peeked.upto).await?;
+                outbox.reject(peeked.upto, peeked.unreadable).await?;
                 Ok(Upload::Sent)
             }
             Verdict::Narrow => Ok(Upload::Narrow),

@@ -33,6 +33,7 @@
 mod segment;
 mod writer;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -161,9 +162,9 @@ pub struct OutboxStats {
 #[derive(Debug, Default)]
 pub struct Peeked {
     pub records: Vec<Stored>,
-    /// Records before the last one returned that could not be read (damaged since they were
-    /// written): acknowledging past them counts them as corrupt.
-    pub unreadable: u64,
+    /// The indices up to `upto` that could not be read (damaged since they were written):
+    /// settling past them counts them as corrupt, not as delivered.
+    pub unreadable: BTreeSet<u64>,
     /// Acknowledge up to here (exclusive) once the records are delivered.
     pub upto: u64,
 }
@@ -194,12 +195,12 @@ enum Job {
         records: Vec<OutRecord>,
         reply: Reply<()>,
     },
-    /// Everything below `upto` was delivered (`corrupt` of it could not be read) or, when not
-    /// `delivered`, refused as invalid.
+    /// Everything below `upto` but `unreadable` was delivered or, when not `delivered`,
+    /// refused as invalid; `unreadable` was lost to damage.
     Settle {
         upto: u64,
         delivered: bool,
-        corrupt: u64,
+        unreadable: BTreeSet<u64>,
         reply: Reply<()>,
     },
 }
@@ -233,16 +234,16 @@ impl Outbox {
         self.ask(|reply| Job::Append { records, reply }).await
     }
 
-    /// Marks every record below `upto` delivered (`corrupt` of them unreadable); segments
-    /// nothing needs any more are deleted once that is durable.
-    pub async fn ack(&self, upto: u64, corrupt: u64) -> Result<(), OutboxError> {
-        self.ask(|reply| Job::Settle { upto, delivered: true, corrupt, reply }).await
+    /// Marks every record below `upto` delivered but those `unreadable` (counted as corrupt);
+    /// segments nothing needs any more are deleted once that is durable.
+    pub async fn ack(&self, upto: u64, unreadable: BTreeSet<u64>) -> Result<(), OutboxError> {
+        self.ask(|reply| Job::Settle { upto, delivered: true, unreadable, reply }).await
     }
 
     /// Sets aside the records below `upto`, which the orchestrators refused as invalid, and
-    /// counts them.
-    pub async fn reject(&self, upto: u64) -> Result<(), OutboxError> {
-        self.ask(|reply| Job::Settle { upto, delivered: false, corrupt: 0, reply }).await
+    /// counts them (those `unreadable` as corrupt).
+    pub async fn reject(&self, upto: u64, unreadable: BTreeSet<u64>) -> Result<(), OutboxError> {
+        self.ask(|reply| Job::Settle { upto, delivered: false, unreadable, reply }).await
     }
 
     async fn ask(&self, job: impl FnOnce(Reply<()>) -> Job) -> Result<(), OutboxError> {
@@ -290,7 +291,7 @@ impl Outbox {
                     continue;
                 }
                 // Damage between the acknowledged position and this record.
-                out.unreadable += index - out.upto.max(view.acked);
+                out.unreadable.extend(out.upto.max(view.acked)..index);
                 out.upto = index + 1;
                 bytes += frame.record.record.data.len();
                 out.records.push(frame.record);
@@ -301,7 +302,7 @@ impl Outbox {
             // Damage at the segment's end: the records up to the next one are lost too. (Every
             // record below `end` was on disk before the view was published.)
             if last_read.is_none_or(|l| l + 1 < end) {
-                out.unreadable += end - out.upto.max(view.acked);
+                out.unreadable.extend(out.upto.max(view.acked)..end);
                 out.upto = end;
             }
         }

@@ -65,7 +65,7 @@ fn records_survive_reopening_in_order_with_per_stream_numbers() {
     assert_eq!(got[3].record, record("a", 4));
     assert_eq!(outbox.stats().pending_readings, 10);
     // Numbering continues after acknowledged records are gone.
-    rt().block_on(outbox.ack(4, 0)).expect("ack");
+    rt().block_on(outbox.ack(4, Default::default())).expect("ack");
     assert_eq!(outbox.stats().pending_records, 0);
     drop(outbox);
     let outbox = open(dir.path(), 1 << 20, OverflowPolicy::RejectNew);
@@ -139,7 +139,7 @@ fn a_crash_while_settling_never_rolls_stream_numbers_back() {
             rt().block_on(outbox.append(vec![record("a", n)])).expect("append");
         }
         assert!(segments(dir.path()).len() > 2, "several segments: {:?}", segments(dir.path()));
-        assert!(matches!(rt().block_on(outbox.ack(30, 0)), Err(OutboxError::Stopped)), "the writer crashed mid-settle");
+        assert!(matches!(rt().block_on(outbox.ack(30, Default::default())), Err(OutboxError::Stopped)), "the writer crashed mid-settle");
     }
     let outbox = open(dir.path(), 1 << 20, OverflowPolicy::RejectNew);
     assert_eq!(outbox.stats().pending_records, 0, "the acknowledgement was durable before anything was deleted");
@@ -182,7 +182,7 @@ fn damage_in_the_middle_of_the_last_segment_is_counted_and_later_records_are_kep
     let outbox = open(dir.path(), 1 << 20, OverflowPolicy::RejectNew);
     let peeked = outbox.peek(100, 1 << 20).expect("peek");
     assert_eq!(peeked.records.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 3, 4]);
-    assert_eq!((peeked.unreadable, peeked.upto), (1, 5));
+    assert_eq!((peeked.unreadable.iter().copied().collect::<Vec<_>>(), peeked.upto), (vec![2], 5));
     rt().block_on(outbox.ack(peeked.upto, peeked.unreadable)).expect("ack");
     let stats = outbox.stats();
     assert_eq!((stats.delivered_records, stats.corrupt_records, stats.pending_records), (4, 1, 0), "{stats:?}");
@@ -197,7 +197,59 @@ fn nothing_pending_means_no_pending_bytes() {
     let outbox = open(dir.path(), 1 << 20, OverflowPolicy::RejectNew);
     rt().block_on(outbox.append(vec![record("a", 1), record("a", 2)])).expect("append");
     assert!(outbox.stats().pending_bytes > 0);
-    rt().block_on(outbox.ack(2, 0)).expect("ack");
+    rt().block_on(outbox.ack(2, Default::default())).expect("ack");
     let stats = outbox.stats();
     assert_eq!((stats.pending_records, stats.pending_bytes, stats.oldest_pending_ms), (0, 0, None), "{stats:?}");
+}
+
+/// A record damaged after the writer recorded it (a bit flipped on disk while the node ran) is
+/// counted as corrupt when settled, and not also as delivered.
+#[test]
+fn damage_after_the_start_is_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), 1 << 20, OverflowPolicy::RejectNew);
+    rt().block_on(outbox.append((1..=3).map(|n| record("a", n)).collect())).expect("append");
+    let segment = segments(dir.path()).pop().expect("segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("write");
+    let peeked = outbox.peek(100, 1 << 20).expect("peek");
+    assert_eq!(peeked.records.len(), 2);
+    rt().block_on(outbox.ack(peeked.upto, peeked.unreadable)).expect("ack");
+    let stats = outbox.stats();
+    assert_eq!((stats.delivered_records, stats.corrupt_records, stats.pending_records), (2, 1, 0), "{stats:?}");
+}
+
+/// Every write to a new segment fails (a full disk), then one succeeds: the segment is
+/// started over in place, not listed twice, so acknowledging what came before cannot delete
+/// the file the new records are in.
+#[test]
+fn failed_writes_to_a_new_segment_do_not_list_it_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Faults::default();
+    let outbox = Outbox::open_with(config(dir.path(), 1 << 20, OverflowPolicy::RejectNew), faults.clone()).expect("open");
+    // Fill the last segment to its size, so that the next append opens a new one.
+    let mut appended: u64 = 0;
+    let last_is_full = |dir: &Path| segments(dir).last().is_some_and(|last| std::fs::metadata(last).expect("segment").len() >= 1000);
+    while !last_is_full(dir.path()) {
+        rt().block_on(outbox.append(vec![record("a", u32::try_from(appended).expect("few"))])).expect("append");
+        appended += 1;
+    }
+    let before = segments(dir.path()).len();
+    for _ in 0..3 {
+        faults.fail_next_write.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(rt().block_on(outbox.append(vec![record("a", 99)])).is_err());
+    }
+    rt().block_on(outbox.append(vec![record("a", 100)])).expect("append");
+    assert_eq!(segments(dir.path()).len(), before + 1, "one new segment: {:?}", segments(dir.path()));
+    // Settle everything before the new record: its segment must survive.
+    rt().block_on(outbox.ack(appended, Default::default())).expect("ack");
+    let left = outbox.peek(100, 1 << 20).expect("peek").records;
+    assert_eq!(left.iter().map(|s| (s.index, s.seq, s.record.readings)).collect::<Vec<_>>(), vec![(appended, appended + 1, 100)]);
+    drop(outbox);
+    // And after a restart: no half-written failed batch comes back as records.
+    let outbox = open(dir.path(), 1 << 20, OverflowPolicy::RejectNew);
+    let left = outbox.peek(100, 1 << 20).expect("peek").records;
+    assert_eq!(left.iter().map(|s| (s.index, s.seq, s.record.readings)).collect::<Vec<_>>(), vec![(appended, appended + 1, 100)]);
 }

@@ -3,7 +3,7 @@
 //! the result after each change. Everything here blocks on disk IO, which is why it has a
 //! thread of its own.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -64,9 +64,33 @@ pub(super) struct Faults {
 /// The writer thread stopped dead (a simulated crash).
 struct Crashed;
 
+/// Records, readings and bytes not yet settled, kept up to date as they change so that a
+/// group commit does not walk the whole outbox.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    records: u64,
+    readings: u64,
+    bytes: u64,
+}
+
+impl Pending {
+    fn add(&mut self, m: &Meta) {
+        self.records += 1;
+        self.readings += u64::from(m.readings);
+        self.bytes += m.bytes;
+    }
+
+    fn remove(&mut self, m: &Meta) {
+        self.records = self.records.saturating_sub(1);
+        self.readings = self.readings.saturating_sub(u64::from(m.readings));
+        self.bytes = self.bytes.saturating_sub(m.bytes);
+    }
+}
+
 struct Writer {
     config: OutboxConfig,
     segments: VecDeque<Segment>,
+    pending: Pending,
     /// Index of the next record appended; every record below it is on disk.
     next_index: u64,
     persisted: Persisted,
@@ -161,9 +185,14 @@ fn recover(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> R
         let next_first = segments[i].first;
         segments[i - 1].end = segments[i - 1].end.max(next_first);
     }
+    let mut pending = Pending::default();
+    for m in segments.iter().flat_map(|s| s.records.iter()).filter(|m| m.index >= persisted.acked) {
+        pending.add(m);
+    }
     Ok(Writer {
         config,
         segments,
+        pending,
         next_index,
         persisted,
         appended: (0, 0),
@@ -193,7 +222,7 @@ impl Writer {
                             let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| OutboxError::WriteFailed(e.to_string())));
                         }
                     }
-                    Job::Settle { upto, delivered, corrupt, reply } => match self.settle(upto, delivered, corrupt) {
+                    Job::Settle { upto, delivered, unreadable, reply } => match self.settle(upto, delivered, &unreadable) {
                         Ok(result) => drop(reply.send(result)),
                         Err(Crashed) => return,
                     },
@@ -223,36 +252,57 @@ impl Writer {
             index += 1;
         }
         if let Err(e) = self.write_synced(&buf) {
-            // The tail of the segment is unknown now: give the numbers back and start a new
-            // segment next time (recovery cuts a torn frame off).
+            // Give the numbers back, and take back whatever part of the batch reached the file:
+            // its producers are told it failed and will send it again.
             for (stream, last) in before {
                 match last {
                     Some(seq) => self.persisted.seqs.insert(stream, seq),
                     None => self.persisted.seqs.remove(&stream),
                 };
             }
-            self.active = None;
-            self.torn = true;
+            self.truncate_active();
             return Err(e);
         }
         self.appended.0 += metas.len() as u64;
         self.appended.1 += metas.iter().map(|m| u64::from(m.readings)).sum::<u64>();
+        for m in &metas {
+            self.pending.add(m);
+        }
         let segment = self.segments.back_mut().expect("opened above");
         segment.bytes += buf.len() as u64;
         segment.end = index;
         segment.records.extend(metas);
         self.next_index = index;
         if self.config.policy == OverflowPolicy::DropOldest {
-            self.drop_oldest()?;
+            // The batch is durable whatever happens here: a failure to make room is the next
+            // append's problem, not this one's.
+            if let Err(e) = self.drop_oldest() {
+                tracing::error!(error = %e, "the outbox is over its bound and could not drop its oldest segment");
+            }
         }
         self.publish();
         Ok(())
+    }
+
+    /// After a failed write: cuts the active segment back to what was durable before it. If
+    /// even that fails, the segment's tail is unknown: the next append starts a new segment,
+    /// and recovery cuts a torn frame off.
+    fn truncate_active(&mut self) {
+        let Some(segment) = self.segments.back() else { return };
+        let cut = self.active.as_ref().map(|f| f.set_len(segment.bytes).and_then(|()| f.sync_data()));
+        if !matches!(cut, Some(Ok(()))) {
+            tracing::error!(segment = %segment.path.display(), "cannot cut a failed write back; the next append starts a new segment");
+            self.active = None;
+            self.torn = true;
+        }
     }
 
     fn write_synced(&mut self, buf: &[u8]) -> Result<(), OutboxError> {
         let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_default();
         let file = self.active.as_mut().expect("a segment is open");
         if self.faults.fail_next_write.swap(false, Ordering::Relaxed) {
+            // As a full disk does: part of the batch reaches the file before the error.
+            let _ = file.write_all(&buf[..buf.len() / 2]);
             return Err(OutboxError::Io { path, source: std::io::Error::other("injected write failure") });
         }
         file.write_all(buf).and_then(|()| file.sync_data()).map_err(io(&path))
@@ -267,6 +317,18 @@ impl Writer {
             self.active = Some(OpenOptions::new().append(true).open(&last.path).map_err(io(&last.path))?);
             return Ok(());
         }
+        // A segment that starts here and holds nothing (every write to it failed) is started
+        // over in place: its name is the one a new segment would take, and two entries for one
+        // file would let settling the first delete the second's.
+        if let Some(empty) = self.segments.back().filter(|s| s.first == first && s.records.is_empty()) {
+            let file = OpenOptions::new().write(true).truncate(true).open(&empty.path).map_err(io(&empty.path))?;
+            file.sync_all().map_err(io(&empty.path))?;
+            let file = OpenOptions::new().append(true).open(&empty.path).map_err(io(&empty.path))?;
+            self.segments.back_mut().expect("checked").bytes = 0;
+            self.active = Some(file);
+            self.torn = false;
+            return Ok(());
+        }
         let path = self.config.dir.join(format!("seg-{first:020}.log"));
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
         sync_dir(&self.config.dir)?;
@@ -276,20 +338,28 @@ impl Writer {
         Ok(())
     }
 
-    /// Settles everything below `upto`. State first, durably; then the segments it makes
+    /// Settles everything below `upto` (`unreadable`: the indices among them the uploader
+    /// could not read, lost to damage). State first, durably; then the segments it makes
     /// unnecessary. A crash in between leaves segments that recovery deletes.
-    fn settle(&mut self, upto: u64, delivered: bool, corrupt: u64) -> Result<Result<(), OutboxError>, Crashed> {
+    fn settle(&mut self, upto: u64, delivered: bool, unreadable: &BTreeSet<u64>) -> Result<Result<(), OutboxError>, Crashed> {
         let from = self.persisted.acked;
         if upto <= from {
             return Ok(Ok(()));
         }
         let upto = upto.min(self.next_index);
-        let (records, readings) = self.count(from, upto);
+        let (mut records, mut readings) = (0, 0);
+        for m in self.segments.iter().flat_map(|s| s.records.iter()).filter(|m| m.index >= from && m.index < upto) {
+            self.pending.remove(m);
+            if !unreadable.contains(&m.index) {
+                records += 1;
+                readings += u64::from(m.readings);
+            }
+        }
         self.persisted.acked = upto;
+        self.persisted.corrupt_records += unreadable.range(from..upto).count() as u64;
         if delivered {
             self.delivered.0 += records;
             self.delivered.1 += readings;
-            self.persisted.corrupt_records += corrupt;
         } else {
             self.persisted.rejected_records += records;
             self.persisted.rejected_readings += readings;
@@ -315,12 +385,6 @@ impl Writer {
         Ok(Ok(()))
     }
 
-    /// Readable records and their readings with an index in `from..upto`.
-    fn count(&self, from: u64, upto: u64) -> (u64, u64) {
-        let metas = self.segments.iter().flat_map(|s| s.records.iter()).filter(|m| m.index >= from && m.index < upto);
-        metas.fold((0, 0), |(records, readings), m| (records + 1, readings + u64::from(m.readings)))
-    }
-
     /// Deletes the oldest segments while the unsent data is over the bound, counting what
     /// they held. The segment being written is never deleted, so one segment may stay over.
     fn drop_oldest(&mut self) -> Result<(), OutboxError> {
@@ -328,6 +392,9 @@ impl Writer {
         while self.pending_bytes() > self.config.max_bytes && self.segments.len() > 1 {
             let segment = self.segments.pop_front().expect("len > 1");
             let (records, readings) = pending_in(&segment, self.persisted.acked);
+            for m in segment.records.iter().filter(|m| m.index >= self.persisted.acked) {
+                self.pending.remove(m);
+            }
             self.persisted.dropped_records += records;
             self.persisted.dropped_readings += readings;
             self.persisted.acked = self.persisted.acked.max(segment.end);
@@ -346,8 +413,7 @@ impl Writer {
     }
 
     fn pending_bytes(&self) -> u64 {
-        let acked = self.persisted.acked;
-        self.segments.iter().flat_map(|s| s.records.iter()).filter(|m| m.index >= acked).map(|m| m.bytes).sum()
+        self.pending.bytes
     }
 
     /// Writes `state.json` durably: a temporary file, synced, renamed over the old one, and
@@ -363,15 +429,19 @@ impl Writer {
         sync_dir(dir)
     }
 
-    /// Publishes counters and the segment list for readers.
+    /// Publishes counters and the segment list for readers. Constant work per segment, not
+    /// per record: it runs on every group commit.
     fn publish(&self) {
         let acked = self.persisted.acked;
-        let pending = || self.segments.iter().flat_map(|s| s.records.iter()).filter(|m| m.index >= acked);
+        let oldest = self.segments.iter().find(|s| s.end > acked).and_then(|s| {
+            let at = s.records.partition_point(|m| m.index < acked);
+            s.records.get(at).map(|m| m.produced_ms)
+        });
         let p = &self.persisted;
         let stats = OutboxStats {
-            pending_records: pending().count() as u64,
-            pending_readings: pending().map(|m| u64::from(m.readings)).sum(),
-            pending_bytes: pending().map(|m| m.bytes).sum(),
+            pending_records: self.pending.records,
+            pending_readings: self.pending.readings,
+            pending_bytes: self.pending.bytes,
             appended_records: self.appended.0,
             appended_readings: self.appended.1,
             delivered_records: self.delivered.0,
@@ -381,7 +451,7 @@ impl Writer {
             corrupt_records: p.corrupt_records,
             rejected_records: p.rejected_records,
             rejected_readings: p.rejected_readings,
-            oldest_pending_ms: pending().map(|m| m.produced_ms).next(),
+            oldest_pending_ms: oldest,
             max_bytes: self.config.max_bytes,
         };
         let view = View { acked, next_index: self.next_index, segments: self.segments.iter().map(|s| (s.first, s.path.clone())).collect() };

@@ -1,7 +1,9 @@
 //! Wire types shared by every edgeplane binary.
 //!
-//! This crate is deliberately small (serde only): the edge runtime links it, and edge nodes are
-//! small, so nothing from the orchestrator's implementation may leak in here.
+//! The edge runtime links this crate, and edge nodes are small, so nothing from the
+//! orchestrator's implementation may leak in here: it depends on serde, serde_yaml, and the
+//! kube/k8s-openapi/schemars types its resources are defined with (no kube client, no
+//! runtime), plus wasmparser behind the `module-limits` feature.
 //!
 //! # Layout
 //! - [`ObjectView`]: an object of the replicated store as the REST API returns it.

@@ -323,10 +323,10 @@ pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
     let kind = kind_named(args.kind)?;
     let ns = if args.all_namespaces { None } else { Some(args.namespace.unwrap_or("default")) };
     let path = collection(kind, ns);
-    let mut from: Option<u64> = None;
+    let mut cursor = Cursor::default();
     loop {
         let mut query: Vec<(&str, String)> = vec![("watch", "true".to_owned())];
-        if let Some(v) = from {
+        if let Some(v) = cursor.from {
             query.push(("resourceVersion", v.to_string()));
         }
         if let Some(s) = args.selector {
@@ -336,8 +336,8 @@ pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
         let (server, response) = match client.inner.open(request).await.map_err(crate::unreachable)? {
             Ok(live) => live,
             Err(answer) if answer.status == StatusCode::GONE => {
-                eprintln!("# {}: history does not reach resourceVersion {from:?}; listing again", answer.server);
-                from = None;
+                eprintln!("# {}: history does not reach resourceVersion {:?}; listing again", answer.server, cursor.from);
+                cursor = Cursor::default();
                 continue;
             }
             Err(answer) => return Err(Failure::Refused(Box::new(answer.status_error()))),
@@ -356,23 +356,68 @@ pub async fn watch(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
                         relist = true;
                         break 'stream;
                     }
-                    WatchEventType::Bookmark => {}
-                    _ => print_event(&event, args.output),
-                }
-                if let Some(v) = event.resource_version() {
-                    // Initial ADDED events carry their objects' (older) versions; only the
-                    // bookmark and later events advance the resume point.
-                    if event.type_ == WatchEventType::Bookmark || from.is_some() {
-                        from = Some(v);
+                    WatchEventType::Bookmark => cursor.bookmark(event.resource_version()),
+                    _ => {
+                        if cursor.first_time(&event) {
+                            print_event(&event, args.output);
+                        }
                     }
                 }
             }
         }
         if relist {
-            from = None;
+            cursor = Cursor::default();
         } else {
-            eprintln!("# lost {server}; resuming from resourceVersion {from:?}");
+            eprintln!("# lost {server}; resuming from resourceVersion {:?}", cursor.from);
         }
+    }
+}
+
+/// Where a watch resumes, so that no change is missed or shown twice. The events of one write
+/// share its resourceVersion and a stream may break between them: after an event at version
+/// V the watch resumes from V - 1 and skips the events at V it has shown already.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// `None`: list first.
+    from: Option<u64>,
+    /// The version of the last event shown, and the objects shown at it.
+    shown_at: Option<(u64, std::collections::BTreeSet<String>)>,
+}
+
+impl Cursor {
+    /// The listing is complete up to the bookmark's version: resume right after it.
+    fn bookmark(&mut self, version: Option<u64>) {
+        if let Some(v) = version {
+            self.from = Some(v);
+            self.shown_at = None;
+        }
+    }
+
+    /// Whether the event is new to this watch; records it. Events of the initial listing carry
+    /// their objects' own versions and do not move the cursor (the bookmark does).
+    fn first_time(&mut self, event: &edgeplane_api::watch::WatchEvent) -> bool {
+        let Some(version) = event.resource_version() else { return true };
+        if self.from.is_none() {
+            return true;
+        }
+        let o = &event.object;
+        let key = format!(
+            "{}/{}/{}",
+            event.type_.as_str(),
+            o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
+            o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+        );
+        match &mut self.shown_at {
+            Some((at, keys)) if *at == version => {
+                if !keys.insert(key) {
+                    return false;
+                }
+            }
+            Some((at, _)) if version < *at => return false,
+            _ => self.shown_at = Some((version, [key].into())),
+        }
+        self.from = Some(version.saturating_sub(1));
+        true
     }
 }
 

@@ -87,6 +87,9 @@ pub enum WriteError {
     /// Committed, and refused by the state machine (e.g. a stale resourceVersion).
     #[error(transparent)]
     Rejected(ApplyError),
+    /// The node stopped after it took the write: it may or may not have been proposed.
+    #[error("the orchestrator stopped before it could say whether the write took effect")]
+    Interrupted,
     /// Committed while this node caught up through a snapshot, which carries the effect of
     /// the write but not its result (applied, or refused by a precondition).
     #[error("the write was committed, but this node caught up by snapshot and does not know its result; read the object to see it")]
@@ -146,7 +149,7 @@ impl NodeHandle {
             mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
         })?;
-        rx.await.map_err(|_| WriteError::Stopped)?
+        rx.await.map_err(|_| WriteError::Interrupted)?
     }
 
     /// A copy of the state machine, after confirming with a quorum that this node's state is
@@ -213,8 +216,6 @@ pub fn spawn(parts: NodeParts) -> (NodeHandle, tokio::task::JoinHandle<Result<()
 struct PendingWrite {
     reply: oneshot::Sender<Result<Applied, WriteError>>,
     deadline: Instant,
-    /// Since when no leader has been known while this write waited; `None` while one is.
-    leaderless_since: Option<Instant>,
     command: Vec<u8>,
     /// The commit index when the write was accepted; every proposal of it carries this.
     issued_at: u64,
@@ -331,7 +332,6 @@ impl Actor {
                 let mut write = PendingWrite {
                     reply,
                     deadline: now + self.config.write_timeout,
-                    leaderless_since: None,
                     command: command.encode(),
                     issued_at: self.engine.commit_index(),
                     proposed_under: None,
@@ -526,33 +526,18 @@ impl Actor {
     }
 
     /// Fails requests past their deadline, and restarts stalled proposals and ReadIndex rounds.
-    /// While no leader is known, requests fail after [`NodeConfig::no_leader_timeout`]
-    /// instead: a node cut off from the quorum answers rather than holding them.
+    /// Once this node has known no leader for [`NodeConfig::no_leader_timeout`], every request
+    /// is answered at once, those arriving later too: a node cut off from the quorum answers
+    /// rather than holding them.
     fn expire(&mut self, now: Instant) {
         let retry = self.config.read_retry;
         self.repropose(|w| w.proposed_under.is_some() && now.duration_since(w.proposed_at) >= retry);
-        let leaderless = match self.engine.leader_id() {
+        self.leaderless_since = match self.engine.leader_id() {
             Some(_) => None,
-            None => Some(*self.leaderless_since.get_or_insert(now)),
+            None => Some(self.leaderless_since.unwrap_or(now)),
         };
-        if leaderless.is_none() {
-            self.leaderless_since = None;
-        }
-        // A write waits for a leader from the later of its arrival and the leader's loss.
-        let no_leader_for = |w: &mut PendingWrite| match leaderless {
-            Some(since) => now.duration_since(*w.leaderless_since.get_or_insert(since)),
-            None => {
-                w.leaderless_since = None;
-                Duration::ZERO
-            }
-        };
-        let patience = self.config.no_leader_timeout;
-        let mut expired = Vec::new();
-        for (id, w) in self.writes.iter_mut() {
-            if w.deadline <= now || no_leader_for(w) >= patience {
-                expired.push(*id);
-            }
-        }
+        let give_up = self.leaderless_since.is_some_and(|since| now.duration_since(since) >= self.config.no_leader_timeout);
+        let expired: Vec<RequestId> = self.writes.iter_mut().filter(|(_, w)| give_up || w.deadline <= now).map(|(id, _)| *id).collect();
         for id in expired {
             let Some(waiter) = self.writes.take(id) else { continue };
             let (outcome, error) = match waiter.proposed_under {
@@ -569,7 +554,7 @@ impl Actor {
                 self.reads.queued.extend(reads);
             }
         }
-        let give_up = leaderless.is_some_and(|since| now.duration_since(since) >= patience);
+        let leaderless = self.leaderless_since.is_some();
         let reads = &mut self.reads;
         let mut expired = Vec::new();
         let in_flight = reads.in_flight.iter_mut().map(|(_, _, r)| r);
@@ -579,8 +564,8 @@ impl Actor {
             expired.extend(gone);
         }
         for read in expired {
-            let error = if leaderless.is_some() { ReadError::NoLeader } else { ReadError::Timeout };
-            self.count_read("linearizable", if leaderless.is_some() { "no_leader" } else { "timeout" });
+            let error = if leaderless { ReadError::NoLeader } else { ReadError::Timeout };
+            self.count_read("linearizable", if leaderless { "no_leader" } else { "timeout" });
             let _ = read.reply.send(Err(error));
         }
     }

@@ -46,7 +46,9 @@ pub struct TransportLimits {
 
 impl Default for TransportLimits {
     fn default() -> Self {
-        TransportLimits { max_frame: 64 * 1024 * 1024, snapshot_chunk: 4 * 1024 * 1024, max_snapshot: 64 * 1024 * 1024 * 1024 }
+        // A snapshot is assembled in memory as its chunks arrive (never allocated up front
+        // from the announced length); 16 GiB is far beyond any state this version holds.
+        TransportLimits { max_frame: 64 * 1024 * 1024, snapshot_chunk: 4 * 1024 * 1024, max_snapshot: 16 * 1024 * 1024 * 1024 }
     }
 }
 
@@ -312,6 +314,9 @@ async fn read_peer(stream: Stream, cluster: u64, events: mpsc::Sender<PeerEvent>
                         return Err(invalid("a snapshot was interrupted by another frame".to_owned()));
                     }
                     read_frame(&mut r, &mut buf, limits).await?;
+                    if buf.is_empty() {
+                        return Err(invalid("an empty snapshot chunk".to_owned()));
+                    }
                     if data.len() as u64 + buf.len() as u64 > length {
                         return Err(invalid("snapshot chunks exceed the announced length".to_owned()));
                     }

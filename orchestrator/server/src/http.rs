@@ -175,7 +175,7 @@ pub(crate) async fn write_error(state: &AppState, e: WriteError) -> ApiError {
         WriteError::Rejected(ApplyError::AlreadyExists { current, .. }) => conflict(StatusReason::AlreadyExists, current),
         WriteError::Rejected(ApplyError::Conflict { current, .. }) => conflict(StatusReason::Conflict, current),
         WriteError::Rejected(ApplyError::Undecodable { .. }) => ApiError::internal(message),
-        WriteError::Timeout | WriteError::CommittedResultUnknown => {
+        WriteError::Timeout | WriteError::CommittedResultUnknown | WriteError::Interrupted => {
             let mut err = ApiError::status(StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout, message);
             err.0.details.outcome_unknown = true;
             err.leader_hint(leader_hint(state).await)
