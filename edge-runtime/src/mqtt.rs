@@ -24,12 +24,12 @@
 //!
 //! Payloads: a JSON reading, a JSON array of readings, or a v1 binary batch.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::{decode_batch, encode_batch, validate_batch, Reading};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode};
 use tokio::sync::{mpsc, watch};
 
 use crate::dataplane::{check_readings, DataPlane, Refused};
@@ -65,14 +65,21 @@ pub async fn run(broker: String, client_id: String, dataplane: Arc<DataPlane>, t
     dataplane.set_mqtt(client.clone());
     let (publications, received) = mpsc::channel(BATCH_MESSAGES);
     let (connected_tx, connected) = watch::channel(0u64);
-    tokio::spawn(poll(eventloop, publications, connected_tx));
-    tokio::spawn(subscriptions(client.clone(), topics, connected));
+    let requested = Arc::new(Mutex::new(VecDeque::new()));
+    tokio::spawn(poll(eventloop, publications, connected_tx, requested.clone()));
+    tokio::spawn(subscriptions(client.clone(), topics, connected, requested));
     dispatch(client, dataplane, received).await;
 }
 
+/// The topics asked for, in the order their SUBSCRIBE packets leave (requests are sent in the
+/// order they are made), so that the broker's answer can be logged with its topic.
+type Requested = Arc<Mutex<VecDeque<String>>>;
+
 /// Drives the connection; reconnects after a second when it drops.
-async fn poll(mut eventloop: EventLoop, publications: mpsc::Sender<Publish>, connected: watch::Sender<u64>) {
+async fn poll(mut eventloop: EventLoop, publications: mpsc::Sender<Publish>, connected: watch::Sender<u64>, requested: Requested) {
     let mut warned = false;
+    // Packet id → topic of the subscriptions the broker has not answered yet.
+    let mut unanswered: HashMap<u16, String> = HashMap::new();
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -84,7 +91,20 @@ async fn poll(mut eventloop: EventLoop, publications: mpsc::Sender<Publish>, con
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
                 warned = false;
+                unanswered.clear();
                 connected.send_modify(|n| *n += 1);
+            }
+            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                if let Some(topic) = requested.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
+                    unanswered.insert(pkid, topic);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let topic = unanswered.remove(&ack.pkid).unwrap_or_default();
+                match ack.return_codes.first() {
+                    Some(SubscribeReasonCode::Success(_)) => tracing::info!(%topic, "subscribed"),
+                    code => tracing::warn!(%topic, "the MQTT broker refused the subscription: {code:?}"),
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -100,7 +120,12 @@ async fn poll(mut eventloop: EventLoop, publications: mpsc::Sender<Publish>, con
 
 /// Keeps the broker's subscriptions equal to the input topics; subscribes again after every
 /// reconnect (a broker that lost our session would otherwise send nothing).
-async fn subscriptions(client: AsyncClient, mut topics: watch::Receiver<BTreeSet<String>>, mut connected: watch::Receiver<u64>) {
+async fn subscriptions(
+    client: AsyncClient,
+    mut topics: watch::Receiver<BTreeSet<String>>,
+    mut connected: watch::Receiver<u64>,
+    requested: Requested,
+) {
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
     loop {
         let wanted = topics.borrow_and_update().clone();
@@ -111,7 +136,10 @@ async fn subscriptions(client: AsyncClient, mut topics: watch::Receiver<BTreeSet
         }
         for topic in wanted.difference(&subscribed) {
             tracing::info!(%topic, "subscribing");
-            let _ = client.subscribe(topic.clone(), QoS::AtLeastOnce).await;
+            requested.lock().unwrap_or_else(PoisonError::into_inner).push_back(topic.clone());
+            if client.subscribe(topic.clone(), QoS::AtLeastOnce).await.is_err() {
+                return; // The event loop is gone: the process is stopping.
+            }
         }
         for topic in subscribed.difference(&wanted) {
             tracing::info!(%topic, "unsubscribing");
@@ -179,7 +207,14 @@ impl Topic {
                 return;
             }
             let qos0 = messages.iter().filter(|m| m.qos == QoS::AtMostOnce).count();
-            for batch in self.batches(&messages) {
+            // A batch that needs the whole budget would wait for the node to be idle.
+            let limit = (self.dataplane.max_inflight() / 4).max(1) as usize;
+            let (batches, malformed) = batches(messages.iter().map(|m| &m.payload[..]), limit);
+            for e in malformed {
+                self.dataplane.metrics().node.mqtt_malformed.inc();
+                tracing::warn!(topic = %self.name, "dropping a malformed MQTT message: {e}");
+            }
+            for batch in batches {
                 self.deliver(batch).await;
             }
             for message in messages.drain(..) {
@@ -189,49 +224,6 @@ impl Topic {
             }
             self.qos0.fetch_sub(qos0, std::sync::atomic::Ordering::Relaxed);
         }
-    }
-
-    /// The messages' readings as batches of at most a quarter of the in-flight budget (a
-    /// batch that needs the whole budget would wait for the node to be idle), in arrival
-    /// order. Malformed messages are counted and left out.
-    fn batches(&self, messages: &[Publish]) -> Vec<Batch> {
-        let limit = (self.dataplane.max_inflight() / 4).max(1) as usize;
-        let mut batches = Vec::new();
-        let mut pending: Vec<Reading> = Vec::new();
-        let mut pending_bytes = 0;
-        let flush = |pending: &mut Vec<Reading>, wire_bytes: &mut usize, batches: &mut Vec<Batch>| {
-            for (i, chunk) in pending.chunks(limit).enumerate() {
-                // The bytes they arrived as count once, with the first chunk.
-                let wire = if i == 0 { std::mem::take(wire_bytes) } else { 0 };
-                batches.push(Batch { bytes: encode_batch(chunk), readings: chunk.len() as u64, wire_bytes: wire });
-            }
-            pending.clear();
-        };
-        for message in messages {
-            match parse_payload(&message.payload) {
-                Ok(Payload::Readings(readings)) => {
-                    pending.extend(readings);
-                    pending_bytes += message.payload.len();
-                }
-                Ok(Payload::Batch(bytes, count)) => {
-                    flush(&mut pending, &mut pending_bytes, &mut batches);
-                    if count as usize <= limit {
-                        batches.push(Batch { bytes, readings: u64::from(count), wire_bytes: message.payload.len() });
-                    } else {
-                        // Larger than the node ever holds at once: split, never refuse.
-                        pending = decode_batch(&bytes).unwrap_or_default();
-                        pending_bytes = message.payload.len();
-                        flush(&mut pending, &mut pending_bytes, &mut batches);
-                    }
-                }
-                Err(e) => {
-                    self.dataplane.metrics().node.mqtt_malformed.inc();
-                    tracing::warn!(topic = %self.name, "dropping a malformed MQTT message: {e}");
-                }
-            }
-        }
-        flush(&mut pending, &mut pending_bytes, &mut batches);
-        batches
     }
 
     /// Ingests one batch, waiting out backpressure; gives up only on readings nothing on this
@@ -255,6 +247,44 @@ impl Topic {
             }
         }
     }
+}
+
+/// The payloads' readings as batches of at most `limit` readings, in arrival order (a larger
+/// message is split, never refused), and why each malformed payload was left out.
+fn batches<'a>(payloads: impl Iterator<Item = &'a [u8]>, limit: usize) -> (Vec<Batch>, Vec<String>) {
+    let mut batches = Vec::new();
+    let mut malformed = Vec::new();
+    let mut pending: Vec<Reading> = Vec::new();
+    let mut pending_bytes = 0;
+    let flush = |pending: &mut Vec<Reading>, wire_bytes: &mut usize, batches: &mut Vec<Batch>| {
+        for (i, chunk) in pending.chunks(limit).enumerate() {
+            // The bytes they arrived as count once, with the first chunk.
+            let wire = if i == 0 { std::mem::take(wire_bytes) } else { 0 };
+            batches.push(Batch { bytes: encode_batch(chunk), readings: chunk.len() as u64, wire_bytes: wire });
+        }
+        pending.clear();
+    };
+    for payload in payloads {
+        match parse_payload(payload) {
+            Ok(Payload::Readings(readings)) => {
+                pending.extend(readings);
+                pending_bytes += payload.len();
+            }
+            Ok(Payload::Batch(bytes, count)) => {
+                flush(&mut pending, &mut pending_bytes, &mut batches);
+                if count as usize <= limit {
+                    batches.push(Batch { bytes, readings: u64::from(count), wire_bytes: payload.len() });
+                } else {
+                    pending = decode_batch(&bytes).unwrap_or_default();
+                    pending_bytes = payload.len();
+                    flush(&mut pending, &mut pending_bytes, &mut batches);
+                }
+            }
+            Err(e) => malformed.push(e),
+        }
+    }
+    flush(&mut pending, &mut pending_bytes, &mut batches);
+    (batches, malformed)
 }
 
 enum Payload {
@@ -292,6 +322,21 @@ fn parse_payload(payload: &[u8]) -> Result<Payload, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_of_any_size_become_batches_within_the_limit_in_order() {
+        let reading = |ts: u64| Reading { ts, device: "d".into(), metric: "m".into(), value: 1.0 };
+        let json = |range: std::ops::Range<u64>| serde_json::to_vec(&range.map(reading).collect::<Vec<_>>()).expect("json");
+        let binary = |range: std::ops::Range<u64>| encode_batch(&range.map(reading).collect::<Vec<_>>());
+        let payloads = [json(0..3), binary(3..25), b"oops".to_vec(), json(25..26), binary(26..28), json(28..40)];
+        let (batches, malformed) = batches(payloads.iter().map(|p| &p[..]), 10);
+        assert_eq!(malformed.len(), 1, "{malformed:?}");
+        assert!(batches.iter().all(|b| (1..=10).contains(&b.readings)), "{:?}", batches.iter().map(|b| b.readings).collect::<Vec<_>>());
+        let timestamps: Vec<u64> = batches.iter().flat_map(|b| decode_batch(&b.bytes).expect("a valid batch")).map(|r| r.ts).collect();
+        assert_eq!(timestamps, (0..40).collect::<Vec<_>>(), "every reading once, in arrival order");
+        let wire: usize = batches.iter().map(|b| b.wire_bytes).sum();
+        assert_eq!(wire, payloads.iter().filter(|p| p.as_slice() != b"oops").map(Vec::len).sum::<usize>(), "arrival bytes counted once");
+    }
 
     #[test]
     fn payloads_say_what_they_are_not() {

@@ -123,6 +123,11 @@ impl EdgeRuntime {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The whole log, for waiting on a line that may be far from the end.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// What `GET /v1/stats` answers: the data plane's counters.
     pub async fn stats(&self) -> serde_json::Value {
         let addr = self.status_addr().await;

@@ -54,12 +54,15 @@ async fn create_pass_through(api: &Api) {
     .await;
 }
 
-/// Waits until the edge has subscribed to its MQTT topics.
-async fn subscribed(edge: &EdgeRuntime) {
+/// Waits until the broker has acknowledged the edge's subscription to each of `topics`.
+async fn subscribed(edge: &EdgeRuntime, topics: &[&str]) {
     eventually(
-        "the edge to subscribe",
+        "the broker to acknowledge the edge's subscriptions",
         Duration::from_secs(20),
-        async || edge.log_tail().contains("subscribing").then_some(()),
+        async || {
+            let log = edge.log();
+            topics.iter().all(|t| log.lines().any(|l| l.contains("subscribed") && l.contains(&format!("topic={t}")))).then_some(())
+        },
         || edge.log_tail(),
     )
     .await;
@@ -316,7 +319,7 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
     let broker_addr = broker.addr.to_string();
     let edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
     running(&edge, 2).await;
-    subscribed(&edge).await;
+    subscribed(&edge, &["line-a/temperature", "line-a/clean"]).await;
 
     // 300 readings, one MQTT message each: normal ones, 5 anomalies, 3 garbage values.
     let mut lines = String::new();
@@ -384,7 +387,7 @@ async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_re
     let mut edge =
         EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
     running(&edge, 1).await;
-    subscribed(&edge).await;
+    subscribed(&edge, &["line-a/temperature"]).await;
     let lines = |first: u64| {
         (first..first + 100)
             .map(|ts| format!("{}\n", json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5})))
@@ -448,11 +451,17 @@ async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_th
     .await;
 
     let broker_addr = broker.addr.to_string();
-    let edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
+    // A small in-flight budget, so that one MQTT message can be larger than the node ever holds.
+    let edge = EdgeRuntime::start(
+        "line-a-edge",
+        &servers,
+        dir.path().join("edge"),
+        &["--label", "line=a", "--mqtt-broker", &broker_addr, "--max-inflight-readings", "400"],
+    );
     let addr = edge.status_addr().await;
     eventually("both instances", Duration::from_secs(40), async || (edge.instances().await.len() == 2).then_some(()), || edge.log_tail())
         .await;
-    subscribed(&edge).await;
+    subscribed(&edge, &["line-a/stuck", "line-a/temperature"]).await;
 
     // HTTP ingest: every refusal is JSON, says what is wrong, and counts right.
     let http = reqwest::Client::new();
@@ -475,7 +484,8 @@ async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_th
     assert_eq!((code, answer["code"].clone()), (413, json!(413)), "17 MiB: {answer}");
     assert_eq!(edge.stats().await["node"]["readingsRefused"], 0, "refusals at the door are not backpressure");
 
-    // MQTT: the stuck topic first, then text that is not JSON, then readings that must arrive.
+    // MQTT: the stuck topic first, then text that is not JSON, then readings that must arrive:
+    // 50 messages of one reading, and one message of 1,000, which is split, not dropped.
     broker.publish_lines(
         "line-a/stuck",
         &(0..10).map(|ts| format!("{}\n", json!({"ts": ts, "device": "d", "metric": "m", "value": 1.0}))).collect::<String>(),
@@ -484,17 +494,20 @@ async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_th
     let lines: String =
         (1_000..1_050).map(|ts| format!("{}\n", json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5}))).collect();
     broker.publish_lines("line-a/temperature", &lines);
+    let large: Vec<Value> =
+        (2_000..3_000).map(|ts| json!({"ts": ts, "device": "press-1", "metric": "temperature", "value": 20.5})).collect();
+    broker.publish_lines("line-a/temperature", &format!("{}\n", Value::Array(large)));
     let arrived = eventually(
         "the other topic's readings in the cloud",
         Duration::from_secs(30),
         async || {
             let readings = cloud_readings(&cloud_records(&servers, NS, "pass").await?);
-            (readings.len() >= 50).then_some(readings)
+            (readings.len() >= 1_050).then_some(readings)
         },
         || format!("edge log:\n{}", edge.log_tail()),
     )
     .await;
-    assert_eq!(arrived.iter().map(|r| r.ts).collect::<Vec<_>>(), (1_000..1_050).collect::<Vec<_>>());
+    assert_eq!(arrived.iter().map(|r| r.ts).collect::<Vec<_>>(), (1_000..1_050).chain(2_000..3_000).collect::<Vec<_>>());
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.lines().any(|l| l == "edgeplane_mqtt_malformed_messages_total 1"), "the text message is counted:\n{metrics}");
     // Once everything is delivered, nothing is pending: no records, and no bytes either.
