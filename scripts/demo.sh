@@ -5,6 +5,11 @@
 # then walks through failures: an edge node dies, the cloud is cut off and comes back, a new
 # model version is rolled out. Then it keeps running until Ctrl-C.
 #
+# Secured end to end: `orchestrator init` makes the cluster's CA, member certificates and an
+# administrator's credential; every link is TLS (the API, Raft between the orchestrators, the
+# edges' calls and their own API, MQTT); edges enroll with a bootstrap token; the sensor
+# simulator has a device certificate.
+#
 #   scripts/demo.sh           run until interrupted
 #   scripts/demo.sh --check   the same steps non-interactively, checked, then shut down
 #
@@ -37,8 +42,6 @@ peer() { echo "127.0.0.$1:7101"; }
 members=()
 for i in "${ids[@]}"; do members+=(--member "$i=$(peer "$i"),$(api "$i")"); done
 export EDGEPLANE_SERVERS="$(api 1),$(api 2),$(api 3)"
-# Edge runtimes present this to register (a demo secret; set your own in production).
-export EDGEPLANE_BOOTSTRAP_TOKEN=edgeplane-demo-bootstrap-token
 broker=127.0.0.1:18830
 edges=(line-a-edge line-b-edge cloud-1)
 declare -A edge_port=([line-a-edge]=9101 [line-b-edge]=9102 [cloud-1]=9103)
@@ -60,6 +63,11 @@ done
 dir=.edgeplane/demo
 rm -rf "$dir"
 mkdir -p "$dir"
+pki="$dir/pki"
+# edgectl as the administrator `orchestrator init` makes (the file names the CA and the
+# certificate to present).
+export EDGECTL_CONFIG="$pki/edgectl.toml"
+admin_tls=(--cacert "$pki/ca.crt" --cert "$pki/admin/client.crt" --key "$pki/admin/client.key")
 # Every process started here runs in its own session (setsid), so that Ctrl-C reaches only
 # this script, which then stops them in order: the simulator, the edges and orchestrators, the
 # broker.
@@ -93,16 +101,20 @@ kill_now() {
 }
 
 start_orchestrator() {
-    setsid "$bin/orchestrator" --id "$1" --data-dir "$dir/node$1" "${members[@]}" >>"$dir/node$1.log" 2>&1 &
+    setsid "$bin/orchestrator" --id "$1" --data-dir "$dir/node$1" --tls-dir "$pki/members/$1" "${members[@]}" >>"$dir/node$1.log" 2>&1 &
     pids[$1]=$!
 }
 
 start_edge() {
     # shellcheck disable=SC2086 # the arguments are meant to split
-    setsid "$bin/edge-runtime" --name "$1" --data-dir "$dir/$1" --listen "127.0.0.1:${edge_port[$1]}" \
+    EDGEPLANE_BOOTSTRAP_TOKEN="$bootstrap_token" setsid "$bin/edge-runtime" --name "$1" --data-dir "$dir/$1" \
+        --listen "127.0.0.1:${edge_port[$1]}" --ca-cert "$pki/ca.crt" \
         --heartbeat-ms 500 --mqtt-broker "$broker" ${edge_args[$1]} >>"$dir/$1.log" 2>&1 &
     pids[$1]=$!
 }
+
+# An edge's own API, as the administrator: HTTPS to its serving name <node>.nodes.edgeplane.
+edge_get() { curl -sf "${admin_tls[@]}" --resolve "$1.nodes.edgeplane:${edge_port[$1]}:127.0.0.1" "https://$1.nodes.edgeplane:${edge_port[$1]}$2"; }
 
 # `eventually SECONDS WHAT COMMAND...`: runs COMMAND every 100 ms until it succeeds.
 eventually() {
@@ -116,8 +128,8 @@ eventually() {
 }
 
 has_leader() { "$edgectl" --timeout 1 cluster status 2>/dev/null | awk '$3 == "leader" { found = 1 } END { exit !found }'; }
-stats() { curl -sf "http://127.0.0.1:${edge_port[$1]}/v1/stats"; }
-instances() { curl -sf "http://127.0.0.1:${edge_port[$1]}/v1/instances"; }
+stats() { edge_get "$1" /v1/stats; }
+instances() { edge_get "$1" /v1/instances; }
 assignments() { "$edgectl" --timeout 3 -o json get assignments -n factory 2>/dev/null; }
 # The node an Assignment of WORKLOAD is on ("" when there is none), in the assignments on stdin.
 node_in() { jq -r --arg w "$1" '[.[] | select(.spec.workload == $w) | .spec.nodeName] | first // ""'; }
@@ -156,10 +168,20 @@ has_cloud_records() {
 # `stats_of EDGE`: its stats, or the demo fails saying which edge did not answer.
 stats_of() { stats "$1" || fail "$1 does not answer on 127.0.0.1:${edge_port[$1]}; its log is in $dir"; }
 
-say "starting the MQTT broker (mosquitto on $broker)"
+say "initialising the cluster's PKI: a CA, each orchestrator's certificate, an administrator ($pki)"
+"$bin/orchestrator" init --dir "$pki" "${members[@]}" | sed 's/^/    /'
+"$bin/orchestrator" pki issue --ca-dir "$pki" --out-dir "$dir/mqtt" --server mosquitto --ip "${broker%:*}" | sed 's/^/    /'
+
+say "starting the MQTT broker (mosquitto on $broker, TLS; every client presents a certificate of the cluster CA)"
 cat >"$dir/mosquitto.conf" <<EOF
+$([ "$(id -u)" = 0 ] && printf '# As root, mosquitto would drop to a user that cannot read the key.\nuser root')
 listener ${broker#*:} ${broker%:*}
-allow_anonymous true
+cafile $dir/mqtt/ca.crt
+certfile $dir/mqtt/tls.crt
+keyfile $dir/mqtt/tls.key
+require_certificate true
+use_identity_as_username true
+allow_anonymous false
 # Queue generously for edge sessions that are away for a while (store-and-forward starts here).
 max_queued_messages 100000
 EOF
@@ -177,6 +199,11 @@ say "registering the factory's nodes and pushing the workload modules (wasm) int
 for module in threshold-filter window-aggregator anomaly-detector ts-compressor; do
     "$edgectl" module push "target/workloads/$module.wasm" --name "$module" --version 1.0.0 -n factory
 done
+
+say "a bootstrap token for the edge runtimes to enroll with (each gets its own certificate)"
+echo "\$ edgectl token create --ttl 1h --uses 3"
+bootstrap_token=$("$edgectl" token create --ttl 1h --uses 3 --description "demo edges" 2>/dev/null)
+"$edgectl" token list
 
 say "starting 3 edge runtimes: line-a-edge and line-b-edge beside the lines, cloud-1 in the cloud tier"
 for e in "${edges[@]}"; do start_edge "$e"; done
@@ -197,7 +224,10 @@ echo "Why each replica is where it is (the scheduler's edgeplane.io/placed-becau
 say "starting the sensor simulator: 2 presses (temperature, vibration) on line A, 2 pumps (vibration) on line B, 10 Hz each"
 note "faults are injected in turn every 15 s (worn bearing, overheating, imbalance, spikes); pump-b2 runs slightly imbalanced all along"
 note "what it publishes and each fault as it starts: $dir/sensor-sim.log"
-setsid "$bin/sensor-sim" --broker "$broker" --rate-hz 10 --fault-every-s 15 --imbalance >>"$dir/sensor-sim.log" 2>&1 &
+echo "\$ edgectl user create sensor-sim --group edgeplane:devices   # the simulator's device certificate"
+"$edgectl" user create sensor-sim --group edgeplane:devices --days 1 --out-dir "$dir/sensor-sim" | sed 's/^/    /'
+setsid "$bin/sensor-sim" --broker "$broker" --ca-cert "$pki/ca.crt" --cert "$dir/sensor-sim/client.crt" --key "$dir/sensor-sim/client.key" \
+    --rate-hz 10 --fault-every-s 15 --imbalance >>"$dir/sensor-sim.log" 2>&1 &
 pids[sensor-sim]=$!
 
 say "the mission at work: readings filtered and scored at the edge, results arriving in the cloud"
@@ -239,7 +269,7 @@ note "replicas whose placement only $victim satisfies (a nodeSelector) wait for 
 eventually 30 "no anomaly from $moved_to reached the cloud" has_cloud_records vibration-anomalies --node "$moved_to"
 echo "anomalies arrive from $moved_to now"
 
-say "$victim comes back: it registers again, stops its old replicas, and the scheduler may rebalance work onto it"
+say "$victim comes back (with its certificate), stops its old replicas, and the scheduler may rebalance work onto it"
 start_edge "$victim"
 eventually 20 "$victim did not report Ready again" all_ready
 # It resumes what it ran before it died, until the orchestrators tell it the work moved; what
@@ -361,9 +391,10 @@ fi
 
 cat <<TRY
 
-The factory keeps running. Try, in another terminal:
+The factory keeps running. Try, in another terminal (as the administrator init made):
 
-  export EDGEPLANE_SERVERS=$EDGEPLANE_SERVERS
+  export EDGECTL_CONFIG=$EDGECTL_CONFIG
+  $edgectl whoami                                 # admin, in edgeplane:cluster-admins
   $edgectl get workloads -n factory -w            # follow the workloads (Ctrl-C to stop)
   $edgectl get assignments -n factory -o wide     # which replica runs where
   $edgectl describe workload vibration-anomalies -n factory
@@ -372,7 +403,10 @@ The factory keeps running. Try, in another terminal:
   $edgectl data tail -n factory --workload vibration-aggregates -f  # 10 s summaries
   $edgectl node drain line-b-edge                 # move work off a node, then: node uncordon line-b-edge
   $edgectl cluster status                         # the Raft members
-  curl -s http://127.0.0.1:9101/v1/stats          # line-a-edge's data plane and outbox
+  $edgectl audit log --limit 20                   # who changed what (and who was refused)
+  $edgectl audit verify                           # the audit chain, checked end to end
+  $edgectl user create alice --group ops --out-dir /tmp/alice   # a user; bind a role to ops
+  curl -s ${admin_tls[*]} --resolve line-a-edge.nodes.edgeplane:9101:127.0.0.1 https://line-a-edge.nodes.edgeplane:9101/v1/stats
   tail -f $dir/sensor-sim.log                     # the faults the simulator injects
 
 Press Ctrl-C to stop everything. Every 10 s, a line on what the edges did:

@@ -1,16 +1,25 @@
-//! The node's own HTTP API: `POST /v1/ingest/{topic}`, `GET /v1/instances`, `GET /v1/stats`,
+//! The node's own HTTPS API: `POST /v1/ingest/{topic}`, `GET /v1/instances`, `GET /v1/stats`,
 //! `GET /v1/heartbeat`, `GET /metrics`, `GET /healthz`. Every failure answers JSON
 //! (`{"code", "message"}`) with a status that says what to do (docs/data-plane.md).
+//!
+//! The node serves with its own certificate (server name `<node>.nodes.edgeplane`) and admits
+//! client certificates of the cluster CA by group: [`EDGE_INGEST_GROUPS`] may send readings,
+//! [`EDGE_READ_GROUPS`] may read the rest. Only `/healthz` is open. (A node has no copy of the
+//! cluster's roles or revocations: give devices short-lived certificates.)
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edgeplane_api::auth::{EDGE_INGEST_GROUPS, EDGE_READ_GROUPS};
+use edgeplane_tls::pki::ParsedSubject;
+use edgeplane_tls::serve::Connection;
 
 use crate::agent::Agent;
 use crate::dataplane::{self, BodyError, DataPlane, Refused};
@@ -23,16 +32,39 @@ struct Node {
 }
 
 pub fn router(agent: Arc<Agent>, dataplane: Arc<DataPlane>, max_body: usize) -> Router {
+    let readers = from_fn_with_state(EDGE_READ_GROUPS, admit);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/instances", get(instances))
-        .route("/v1/heartbeat", get(heartbeat))
-        .route("/v1/stats", get(stats))
-        .route("/metrics", get(metrics))
-        .route("/v1/ingest/{*topic}", post(ingest))
+        .route("/v1/instances", get(instances).route_layer(readers.clone()))
+        .route("/v1/heartbeat", get(heartbeat).route_layer(readers.clone()))
+        .route("/v1/stats", get(stats).route_layer(readers.clone()))
+        .route("/metrics", get(metrics).route_layer(readers))
+        .route("/v1/ingest/{*topic}", post(ingest).route_layer(from_fn_with_state(EDGE_INGEST_GROUPS, admit)))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path on an edge runtime's API (is this the address you meant?)") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Node { agent, dataplane, max_body })
+}
+
+/// Admits a client certificate (verified against the cluster CA by the TLS layer) of a user
+/// in one of `groups`; refuses before the body is read.
+async fn admit(State(groups): State<&'static [&'static str]>, request: Request, next: Next) -> Response {
+    let certificate = request.extensions().get::<Connection>().and_then(|c| c.certificate.clone());
+    let refuse = |status: StatusCode, message: String| {
+        let mut response = error(status, &message);
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response
+    };
+    match certificate.as_ref().and_then(|c| c.subject()) {
+        None => refuse(StatusCode::UNAUTHORIZED, "present a client certificate of the cluster CA".to_owned()),
+        Some(ParsedSubject::User { name, groups: theirs }) => {
+            if theirs.iter().any(|g| groups.contains(&g.as_str())) {
+                next.run(request).await
+            } else {
+                refuse(StatusCode::FORBIDDEN, format!("{name} is in none of the groups this path admits ({})", groups.join(", ")))
+            }
+        }
+        Some(other) => refuse(StatusCode::FORBIDDEN, format!("{other:?} may not use an edge node's API")),
+    }
 }
 
 async fn instances(State(node): State<Node>) -> Json<Vec<edgeplane_api::node::InstanceReport>> {

@@ -23,9 +23,14 @@ pub struct Args {
     /// Orchestrator API addresses (host:port), comma-separated; any of them will do.
     #[arg(long, env = "EDGEPLANE_SERVERS", value_delimiter = ',', required = true)]
     pub servers: Vec<String>,
-    /// The cluster's bootstrap token, needed to register the first time.
+    /// A bootstrap token (`edgectl token create`), needed to enroll the first time and after
+    /// the node's certificate was revoked.
     #[arg(long, env = "EDGEPLANE_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub bootstrap_token: Option<String>,
+    /// The cluster CA's certificate (PEM): the only authority the node trusts, for the
+    /// orchestrators, the MQTT broker, and the clients of its own API.
+    #[arg(long, env = "EDGEPLANE_CA_CERT")]
+    pub ca_cert: PathBuf,
     /// A node label, KEY=VALUE; repeat for more.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -77,6 +82,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub servers: Vec<String>,
     pub bootstrap_token: Option<String>,
+    /// The cluster CA's certificate (PEM text).
+    pub ca_pem: String,
     pub labels: BTreeMap<String, String>,
     pub tier: Tier,
     pub capabilities: Vec<String>,
@@ -139,7 +146,27 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             errors.push(format!("log: {:?} is not a valid filter: {e}", args.log));
         }
-        let Some(listen) = listen.filter(|_| errors.is_empty()) else { return Err(errors) };
+        let ca_pem = match std::fs::read_to_string(&args.ca_cert) {
+            Ok(pem) => match edgeplane_tls::config::roots(&pem) {
+                Ok(_) => Some(pem),
+                Err(e) => {
+                    errors.push(format!("ca-cert: {}: {e}", args.ca_cert.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(format!("ca-cert: cannot read {}: {e}", args.ca_cert.display()));
+                None
+            }
+        };
+        if args
+            .bootstrap_token
+            .as_deref()
+            .is_some_and(|t| edgeplane_api::auth::split_token(t, edgeplane_api::auth::BOOTSTRAP_TOKEN_PREFIX).is_none())
+        {
+            errors.push("bootstrap-token: not a bootstrap token (ept.<id>.<secret>, from edgectl token create)".to_owned());
+        }
+        let (Some(listen), Some(ca_pem)) = (listen.filter(|_| errors.is_empty()), ca_pem) else { return Err(errors) };
         let wasm_threads = match args.wasm_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -149,6 +176,7 @@ impl Config {
             data_dir: args.data_dir,
             servers,
             bootstrap_token: args.bootstrap_token,
+            ca_pem,
             labels,
             tier,
             capabilities: args.capabilities,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use edgeplane_edge_runtime::agent::Agent;
+use edgeplane_edge_runtime::agent::{Agent, NodeCertificate};
 use edgeplane_edge_runtime::config::{Args, Config};
 use edgeplane_edge_runtime::dataplane::DataPlane;
 use edgeplane_edge_runtime::host::{HostConfig, WasmHost};
@@ -77,22 +77,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mqtt_broker = config.mqtt_broker.clone();
     let max_body = config.max_body_bytes;
     let status_addr = config.data_dir.join("status.addr");
-    let agent = Agent::new(config, pool, dataplane.clone()).await?;
+    let certificate = Arc::new(NodeCertificate::load(&config.data_dir));
+    let ca_pem = config.ca_pem.clone();
+    let agent = Agent::new(config, certificate.clone(), pool, dataplane.clone()).await?;
     // Tests and scripts find the status API here when it listens on port 0.
     tokio::fs::write(&status_addr, address.to_string()).await.with_context(|| format!("cannot write {}", status_addr.display()))?;
     tracing::info!(node = agent.name(), status_api = %address, "edge runtime started");
     if let Some(broker) = mqtt_broker {
         let client_id = format!("edgeplane-{}", agent.name());
+        let tls = edgeplane_tls::config::client_config_renewable(&ca_pem, certificate.current.clone())?;
         let (agent, dataplane) = (agent.clone(), dataplane.clone());
         tokio::spawn(async move {
             agent.resumed().await;
-            edgeplane_edge_runtime::mqtt::run(broker, client_id, dataplane, agent.topics()).await;
+            edgeplane_edge_runtime::mqtt::run(broker, client_id, tls, dataplane, agent.topics()).await;
         });
     }
     let app = edgeplane_edge_runtime::api::router(agent.clone(), dataplane, max_body);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let tls = edgeplane_tls::config::server_config(&ca_pem, certificate.current.clone(), edgeplane_tls::ClientAuth::Optional)?;
+    let counters = Arc::new(edgeplane_tls::serve::ServeCounters::default());
+    let server = edgeplane_tls::serve::serve(
+        listener,
+        Arc::new(tls),
+        app,
+        edgeplane_tls::serve::ServeLimits::default(),
+        counters,
+        shutdown_signal(),
+    );
     tokio::select! {
-        served = server => served.context("the status API failed")?,
+        () = server => {}
         () = agent.run() => {}
     }
     tracing::info!("edge runtime stopped");

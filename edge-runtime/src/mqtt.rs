@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use edgeplane_api::data::{decode_batch, encode_batch, validate_batch, Reading};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::dataplane::{check_readings, DataPlane, Refused};
@@ -43,14 +45,22 @@ const NO_ROUTE_GRACE: Duration = Duration::from_secs(5);
 /// queues at most; beyond it they are dropped and counted, as QoS 0 allows.
 const MAX_QUEUED_QOS0: usize = 10_000;
 
-/// Connects to the broker and runs MQTT ingest until the process stops. `topics` carries the
-/// input topics of the instances running now.
-pub async fn run(broker: String, client_id: String, dataplane: Arc<DataPlane>, topics: watch::Receiver<BTreeSet<String>>) {
+/// Connects to the broker over TLS (`tls`: the cluster CA, and the node's certificate, which
+/// the broker takes as the node's identity) and runs MQTT ingest until the process stops.
+/// `topics` carries the input topics of the instances running now.
+pub async fn run(
+    broker: String,
+    client_id: String,
+    tls: rustls::ClientConfig,
+    dataplane: Arc<DataPlane>,
+    topics: watch::Receiver<BTreeSet<String>>,
+) {
     let (host, port) = match broker.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
         Some((host, Ok(port))) => (host.to_owned(), port),
-        _ => (broker.clone(), 1883),
+        _ => (broker.clone(), 8883),
     };
     let mut options = MqttOptions::new(client_id, host, port);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
     options.set_keep_alive(Duration::from_secs(5));
     // A persistent session: the broker keeps our subscriptions and queues QoS 1 messages
     // while we are away or slow.

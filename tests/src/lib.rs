@@ -1,11 +1,16 @@
 //! Harness for end-to-end tests and benchmarks that drive the real edgeplane binaries.
 //!
 //! # Layout
-//! - [`Cluster`]: starts orchestrator processes on 127.0.0.x, kills, stops, restarts and
-//!   partitions them, and cleans up on drop (no process outlives a test).
+//! - [`Cluster`]: initialises a cluster's PKI with `orchestrator init`, starts orchestrator
+//!   processes on 127.0.0.x, kills, stops, restarts and partitions them, and cleans up on drop
+//!   (no process outlives a test).
+//! - [`Trust`]: a running cluster's CA, administrator credential and bootstrap token, found
+//!   by the subnet of any of its addresses ([`trust_for`]): `Api`, `EdgeRuntime` and
+//!   `Mosquitto` use the credentials of the cluster they talk to without being handed them.
 //! - [`PeerProxy`]: sits on every Raft peer link so a test can cut links (a partition that
 //!   leaves the API reachable, which SIGSTOP cannot model).
-//! - [`Api`]: a small JSON client for one orchestrator (through `edgeplane-client`).
+//! - [`Api`]: a small JSON client for one orchestrator (through `edgeplane-client`), as the
+//!   cluster's administrator unless given another identity.
 //! - [`ThrottleProxy`]: a TCP proxy that slows answers down, to model a slow link.
 //! - [`EdgeRuntime`]: an edge-runtime process registered with a cluster.
 //! - [`workload_wasm`]: the workload modules `scripts/build-workloads.sh` built.
@@ -24,8 +29,102 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// The bootstrap token every test cluster accepts.
-pub const BOOTSTRAP_TOKEN: &str = "edgeplane-test-bootstrap-token";
+/// The trust material of one test cluster.
+#[derive(Debug)]
+pub struct Trust {
+    /// What `orchestrator init` wrote: `ca.crt`, `ca.key`, `members/<id>/`, `admin/`,
+    /// `edgectl.toml`.
+    pub dir: PathBuf,
+    servers: Vec<SocketAddr>,
+    bootstrap: tokio::sync::OnceCell<String>,
+    /// Outlives the cluster's processes: edge runtimes and brokers of a test keep using it.
+    _owner: tempfile::TempDir,
+}
+
+impl Trust {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_cert()).expect("the cluster CA")
+    }
+
+    /// The administrator's certificate and key.
+    pub fn admin_identity(&self) -> edgeplane_tls::TlsIdentity {
+        edgeplane_tls::TlsIdentity::load(&self.dir.join("admin/client.crt"), &self.dir.join("admin/client.key")).expect("admin credential")
+    }
+
+    /// TLS as the administrator.
+    pub fn admin_tls(&self) -> rustls::ClientConfig {
+        edgeplane_tls::config::client_config(&self.ca_pem(), Some(&self.admin_identity())).expect("admin TLS")
+    }
+
+    /// TLS as `identity`, or as nobody.
+    pub fn tls_as(&self, identity: Option<&edgeplane_tls::TlsIdentity>) -> rustls::ClientConfig {
+        edgeplane_tls::config::client_config(&self.ca_pem(), identity).expect("TLS")
+    }
+
+    /// The administrator's edgectl configuration.
+    pub fn edgectl_config(&self) -> PathBuf {
+        self.dir.join("edgectl.toml")
+    }
+
+    /// A certificate signed offline with the CA's key (`orchestrator pki issue`), written to
+    /// `out`: `["--user", "alice", "--group", "ops"]` or `["--server", "mqtt", "--ip", "..."]`.
+    pub fn issue(&self, out: &std::path::Path, what: &[&str]) {
+        let status = Command::new(bin_path("orchestrator"))
+            .args(["pki", "issue", "--ca-dir"])
+            .arg(&self.dir)
+            .arg("--out-dir")
+            .arg(out)
+            .args(what)
+            .stdout(Stdio::null())
+            .status()
+            .expect("orchestrator pki issue");
+        assert!(status.success(), "orchestrator pki issue {what:?} failed");
+    }
+
+    /// A bootstrap token good for every edge runtime of the test (made on first use).
+    pub async fn bootstrap_token(&self) -> String {
+        self.bootstrap
+            .get_or_init(|| async {
+                let body = serde_json::json!({"ttlSeconds": 86_400, "uses": 100_000, "description": "test edge runtimes"});
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    for server in &self.servers {
+                        let api = Api::with_tls(*server, Duration::from_secs(5), self.admin_tls());
+                        if let Ok(reply) = api.request(Method::POST, "/v1/bootstrap-tokens", Some(body.to_string().into_bytes())).await {
+                            if reply.code == 201 {
+                                return reply.body["token"].as_str().expect("a token").to_owned();
+                            }
+                        }
+                    }
+                    assert!(Instant::now() < deadline, "could not create a bootstrap token on {:?}", self.servers);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Trust of the running clusters, by subnet.
+static TRUST: Mutex<BTreeMap<u8, Arc<Trust>>> = Mutex::new(BTreeMap::new());
+
+/// The trust of the cluster `addr` belongs to (same subnet: the second octet of 127.x.y.z).
+pub fn trust_for(addr: SocketAddr) -> Arc<Trust> {
+    let subnet = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets()[1],
+        std::net::IpAddr::V6(_) => 0,
+    };
+    TRUST
+        .lock()
+        .expect("lock")
+        .get(&subnet)
+        .cloned()
+        .unwrap_or_else(|| panic!("no test cluster runs on subnet 127.{subnet}.x.y (for {addr}); start the Cluster first"))
+}
 
 /// A workload module built by `scripts/build-workloads.sh` (`target/workloads/<name>.wasm`).
 pub fn workload_wasm(name: &str) -> Vec<u8> {
@@ -40,21 +139,57 @@ pub struct EdgeRuntime {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
+    token: String,
+    trust: Arc<Trust>,
     child: Option<Child>,
 }
 
+/// A client of one edge runtime's own API (HTTPS, as the cluster's administrator), and the
+/// base URL it answers at.
+#[derive(Debug, Clone)]
+pub struct EdgeHttp {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl EdgeHttp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
 impl EdgeRuntime {
-    /// Starts `edge-runtime --name NAME` against `servers` with the test bootstrap token;
-    /// `args` adds labels, capabilities and the like.
-    pub fn start(name: &str, servers: &[SocketAddr], data_dir: PathBuf, args: &[&str]) -> EdgeRuntime {
+    /// Starts `edge-runtime --name NAME` against `servers`, trusting their cluster's CA and
+    /// enrolling with a bootstrap token of it; `args` adds labels, capabilities and the like.
+    pub async fn start(name: &str, servers: &[SocketAddr], data_dir: PathBuf, args: &[&str]) -> EdgeRuntime {
+        let trust = trust_for(servers[0]);
+        let token = trust.bootstrap_token().await;
         let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
         let mut all = vec!["--name".to_owned(), name.to_owned(), "--servers".to_owned(), servers.join(",")];
         all.extend(["--data-dir".to_owned(), data_dir.to_string_lossy().into_owned()]);
+        all.extend(["--ca-cert".to_owned(), trust.ca_cert().to_string_lossy().into_owned()]);
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let log_path = data_dir.with_extension("log");
-        let mut edge = EdgeRuntime { name: name.to_owned(), data_dir, log_path, args: all, child: None };
+        let mut edge = EdgeRuntime { name: name.to_owned(), data_dir, log_path, args: all, token, trust, child: None };
         edge.spawn();
         edge
+    }
+
+    /// The edge's API as the cluster's administrator (who may read and ingest).
+    pub async fn http(&self) -> EdgeHttp {
+        self.http_as(Some(&self.trust.admin_identity())).await
+    }
+
+    /// The edge's API as `identity` (or as nobody).
+    pub async fn http_as(&self, identity: Option<&edgeplane_tls::TlsIdentity>) -> EdgeHttp {
+        let addr = self.status_addr().await;
+        let server_name = format!("{}.nodes.edgeplane", self.name);
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(self.trust.tls_as(identity))
+            .resolve(&server_name, addr)
+            .build()
+            .expect("an HTTPS client");
+        EdgeHttp { client, base: format!("https://{server_name}:{}", addr.port()) }
     }
 
     fn spawn(&mut self) {
@@ -62,7 +197,7 @@ impl EdgeRuntime {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("edge log file");
         let child = Command::new(bin_path("edge-runtime"))
             .args(&self.args)
-            .env("EDGEPLANE_BOOTSTRAP_TOKEN", BOOTSTRAP_TOKEN)
+            .env("EDGEPLANE_BOOTSTRAP_TOKEN", &self.token)
             .env_remove("EDGEPLANE_SERVERS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("edge log file"))
@@ -108,10 +243,10 @@ impl EdgeRuntime {
         }
     }
 
-    /// What `GET /v1/instances` answers.
+    /// What `GET /v1/instances` answers (nothing until the node has its certificate).
     pub async fn instances(&self) -> Vec<serde_json::Value> {
-        let addr = self.status_addr().await;
-        match reqwest::get(format!("http://{addr}/v1/instances")).await {
+        let http = self.http().await;
+        match http.client.get(http.url("/v1/instances")).send().await {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => Vec::new(),
         }
@@ -130,9 +265,16 @@ impl EdgeRuntime {
 
     /// What `GET /v1/stats` answers: the data plane's counters.
     pub async fn stats(&self) -> serde_json::Value {
-        let addr = self.status_addr().await;
-        let response = reqwest::get(format!("http://{addr}/v1/stats")).await.expect("GET /v1/stats");
+        let http = self.http().await;
+        let response = http.client.get(http.url("/v1/stats")).send().await.expect("GET /v1/stats");
         response.json().await.expect("/v1/stats answers JSON")
+    }
+
+    /// The node's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let http = self.http().await;
+        let response = http.client.get(http.url("/metrics")).send().await.expect("GET /metrics");
+        response.text().await.expect("text")
     }
 
     /// Waits until the node runs exactly `count` instances, all Running.
@@ -200,14 +342,15 @@ pub fn cloud_readings(records: &[serde_json::Value]) -> Vec<edgeplane_api::data:
 
 /// `POST /v1/ingest/{topic}` with a binary batch: the status (0 when the node is not
 /// reachable) and the body.
-pub async fn ingest(http: &reqwest::Client, edge: SocketAddr, topic: &str, readings: &[edgeplane_api::data::Reading]) -> (u16, String) {
-    ingest_encoded(http, edge, topic, edgeplane_api::data::encode_batch(readings)).await
+pub async fn ingest(http: &EdgeHttp, topic: &str, readings: &[edgeplane_api::data::Reading]) -> (u16, String) {
+    ingest_encoded(http, topic, edgeplane_api::data::encode_batch(readings)).await
 }
 
 /// [`ingest`] of a batch already in the binary format.
-pub async fn ingest_encoded(http: &reqwest::Client, edge: SocketAddr, topic: &str, batch: Vec<u8>) -> (u16, String) {
+pub async fn ingest_encoded(http: &EdgeHttp, topic: &str, batch: Vec<u8>) -> (u16, String) {
     let sent = http
-        .post(format!("http://{edge}/v1/ingest/{topic}"))
+        .client
+        .post(http.url(&format!("/v1/ingest/{topic}")))
         .header("content-type", "application/vnd.edgeplane.batch")
         .body(batch)
         .timeout(Duration::from_secs(10))
@@ -235,6 +378,14 @@ pub async fn create_resource(api: &Api, namespace: &str, plural: &str, body: &se
     assert_eq!(reply.code, 201, "creating {plural}: {}", reply.body);
 }
 
+/// Whether this process runs as root.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|u| u.split_whitespace().next() == Some("0"))))
+        .unwrap_or(false)
+}
+
 /// A program on PATH, or in /usr/sbin (where Debian puts mosquitto, and which a non-login
 /// shell may not have on PATH).
 pub fn find_program(program: &str) -> Option<PathBuf> {
@@ -242,12 +393,14 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&paths).chain([PathBuf::from("/usr/sbin")]).map(|p| p.join(program)).find(|p| p.is_file())
 }
 
-/// A mosquitto broker on `ip`, stopped on drop.
+/// A mosquitto broker on `ip`, over TLS with the certificates of the cluster on the same
+/// subnet: every client presents a certificate of the cluster CA (edge nodes their node
+/// certificate, tests a device's), and its common name is its MQTT user. Stopped on drop.
 #[derive(Debug)]
 pub struct Mosquitto {
     pub addr: SocketAddr,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
@@ -258,9 +411,19 @@ impl Mosquitto {
         let program = find_program("mosquitto").expect("mosquitto is not installed: run scripts/setup.sh (it installs Debian's mosquitto)");
         let port = free_port(ip);
         let dir = tempfile::tempdir().expect("tempdir");
+        let trust = trust_for(SocketAddr::from((ip, port)));
+        let server = dir.path().join("server");
+        trust.issue(&server, &["--server", "mosquitto", "--ip", &ip.to_string()]);
+        trust.issue(&dir.path().join("device"), &["--user", "test-device", "--group", edgeplane_api::auth::DEVICES_GROUP]);
         let conf = dir.path().join("mosquitto.conf");
-        let settings =
-            format!("listener {port} {ip}\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n");
+        // Run as root (CI), mosquitto would drop to its own user, which cannot read the key.
+        let stay = if running_as_root() { "user root\n" } else { "" };
+        let settings = format!(
+            "{stay}listener {port} {ip}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\nuse_identity_as_username true\nallow_anonymous false\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n",
+            ca = server.join("ca.crt").display(),
+            cert = server.join("tls.crt").display(),
+            key = server.join("tls.key").display(),
+        );
         std::fs::write(&conf, settings).expect("mosquitto.conf");
         let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("mosquitto log");
         let child = Command::new(program).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn().expect("start mosquitto");
@@ -274,7 +437,20 @@ impl Mosquitto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Mosquitto { addr, child, _dir: dir }
+        Mosquitto { addr, child, dir }
+    }
+
+    /// mosquitto_pub's and mosquitto_sub's TLS options: the CA, and the test device's
+    /// certificate.
+    pub fn tls_args(&self) -> Vec<String> {
+        let device = self.dir.path().join("device");
+        let path = |f: &str| device.join(f).to_string_lossy().into_owned();
+        vec!["--cafile".into(), path("ca.crt"), "--cert".into(), path("client.crt"), "--key".into(), path("client.key")]
+    }
+
+    /// The test device's certificate files (ca.crt, client.crt, client.key), for sensor-sim.
+    pub fn device_dir(&self) -> PathBuf {
+        self.dir.path().join("device")
     }
 
     /// Publishes each line as one QoS 1 message on `topic`, with mosquitto_pub.
@@ -284,6 +460,7 @@ impl Mosquitto {
             find_program("mosquitto_pub").expect("mosquitto_pub (Debian's mosquitto-clients) is not installed: run scripts/setup.sh");
         let mut publish = Command::new(program)
             .args(["-h", &self.addr.ip().to_string(), "-p", &self.addr.port().to_string(), "-q", "1", "-t", topic, "-l"])
+            .args(self.tls_args())
             .stdin(Stdio::piped())
             .spawn()
             .expect("mosquitto_pub");
@@ -303,6 +480,17 @@ impl Drop for EdgeRuntime {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `edgectl --server ...` as the administrator of the cluster `servers` belong to.
+pub fn edgectl(servers: &[SocketAddr]) -> Command {
+    let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+    let mut command = Command::new(bin_path("edgectl"));
+    command
+        .args(["--server", &list.join(",")])
+        .env_remove("EDGEPLANE_SERVERS")
+        .env("EDGECTL_CONFIG", trust_for(servers[0]).edgectl_config());
+    command
 }
 
 /// Directory holding the binaries under test: `EDGEPLANE_BIN_DIR`, else the cargo target
@@ -392,6 +580,7 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     pub nodes: Vec<NodeProc>,
     pub proxy: PeerProxy,
+    pub trust: Arc<Trust>,
     _dir: tempfile::TempDir,
 }
 
@@ -427,9 +616,25 @@ impl Cluster {
                 child: None,
             });
         }
-        let proxy = PeerProxy::start(proxy_listeners);
+        let proxy = PeerProxy::start(proxy_listeners, spec.subnet);
         drop(reserved);
-        let mut cluster = Cluster { spec, nodes, proxy, _dir: dir };
+        // The cluster's CA, member certificates and administrator, as an operator makes them.
+        let owner = tempfile::tempdir().expect("tempdir");
+        let pki = owner.path().join("pki");
+        let members: Vec<String> =
+            nodes.iter().flat_map(|n| ["--member".to_owned(), format!("{}={},{}", n.id, n.peer_public, n.api)]).collect();
+        let init =
+            Command::new(bin_path("orchestrator")).arg("init").arg("--dir").arg(&pki).args(&members).output().expect("orchestrator init");
+        assert!(init.status.success(), "orchestrator init failed: {}", String::from_utf8_lossy(&init.stderr));
+        let trust = Arc::new(Trust {
+            dir: pki,
+            servers: nodes.iter().map(|n| n.api).collect(),
+            bootstrap: tokio::sync::OnceCell::new(),
+            _owner: owner,
+        });
+        let previous = TRUST.lock().expect("lock").insert(spec.subnet, trust.clone());
+        assert!(previous.is_none(), "two test clusters on subnet 127.{}.x.y at once", spec.subnet);
+        let mut cluster = Cluster { spec, nodes, proxy, trust, _dir: dir };
         for id in 1..=cluster.spec.size {
             cluster.launch(id);
         }
@@ -451,7 +656,7 @@ impl Cluster {
         let node = &mut self.nodes[(id - 1) as usize];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
         let mut command = Command::new(bin_path("orchestrator"));
-        command.env("EDGEPLANE_BOOTSTRAP_TOKEN", BOOTSTRAP_TOKEN);
+        command.arg("--tls-dir").arg(self.trust.dir.join("members").join(id.to_string()));
         if let Some(tick) = spec.tick_ms {
             command.args(["--tick-ms", &tick.to_string()]);
         }
@@ -589,6 +794,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let mut trust = TRUST.lock().unwrap_or_else(|p| p.into_inner());
+        if trust.get(&self.spec.subnet).is_some_and(|t| Arc::ptr_eq(t, &self.trust)) {
+            trust.remove(&self.spec.subnet);
+        }
+        drop(trust);
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
@@ -600,21 +810,20 @@ impl Drop for Cluster {
 
 /// A TCP proxy in front of every node's peer listener that can cut directed links.
 ///
-/// The Raft transport opens each connection with a hello naming the sender, so the proxy
-/// knows which link (`from` -> `to`) a connection carries. A cut link's connections are
-/// closed and new ones are refused until the cut heals; Raft sees exactly what a network
-/// partition looks like.
+/// Peer connections are TLS, but each member dials from its own address (127.s.0.<id>), so
+/// the proxy knows which link (`from` -> `to`) a connection carries without reading it. A
+/// cut link's connections are closed and new ones are refused until the cut heals; Raft
+/// sees exactly what a network partition looks like.
 #[derive(Debug, Clone)]
 pub struct PeerProxy {
     cuts: Arc<Mutex<BTreeSet<(u64, u64)>>>,
     changed: watch::Sender<u64>,
 }
 
-const HELLO_LEN: usize = 16 + 8 + 8;
-
 impl PeerProxy {
-    /// `routes`: (node id, bound listener peers dial, address the node listens on).
-    pub fn start(routes: Vec<(u64, StdListener, SocketAddr)>) -> PeerProxy {
+    /// `routes`: (node id, bound listener peers dial, address the node listens on); members
+    /// dial from 127.`subnet`.0.<id>.
+    pub fn start(routes: Vec<(u64, StdListener, SocketAddr)>, subnet: u8) -> PeerProxy {
         let (changed, _) = watch::channel(0);
         let proxy = PeerProxy { cuts: Arc::default(), changed };
         for (to, public, private) in routes {
@@ -622,9 +831,13 @@ impl PeerProxy {
             let listener = TcpListener::from_std(public).expect("proxy listener");
             let proxy = proxy.clone();
             tokio::spawn(async move {
-                while let Ok((inbound, _)) = listener.accept().await {
+                while let Ok((inbound, source)) = listener.accept().await {
+                    let from = match source.ip() {
+                        std::net::IpAddr::V4(ip) if ip.octets()[..3] == [127, subnet, 0] => u64::from(ip.octets()[3]),
+                        _ => continue,
+                    };
                     let proxy = proxy.clone();
-                    tokio::spawn(async move { proxy.relay(inbound, to, private).await });
+                    tokio::spawn(async move { proxy.relay(inbound, from, to, private).await });
                 }
             });
         }
@@ -645,20 +858,13 @@ impl PeerProxy {
         self.cuts.lock().expect("lock").contains(&(from, to))
     }
 
-    async fn relay(&self, mut inbound: TcpStream, to: u64, private: SocketAddr) {
-        let mut hello = [0u8; HELLO_LEN];
-        if inbound.read_exact(&mut hello).await.is_err() {
-            return;
-        }
-        let from = u64::from_be_bytes(hello[24..32].try_into().expect("8 bytes"));
+    async fn relay(&self, mut inbound: TcpStream, from: u64, to: u64, private: SocketAddr) {
         if self.is_cut(from, to) {
             return;
         }
+        let _ = inbound.set_nodelay(true);
         let Ok(mut outbound) = TcpStream::connect(private).await else { return };
         let _ = outbound.set_nodelay(true);
-        if outbound.write_all(&hello).await.is_err() {
-            return;
-        }
         let mut changes = self.changed.subscribe();
         let (mut ir, mut iw) = inbound.split();
         let (mut or, mut ow) = outbound.split();
@@ -745,13 +951,32 @@ pub struct Reply {
 }
 
 impl Api {
+    /// As the administrator of the cluster `addr` belongs to.
     pub fn new(addr: SocketAddr) -> Api {
         Api::with_timeout(addr, Duration::from_secs(10))
     }
 
+    /// As the administrator of the cluster `addr` belongs to.
     pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> Api {
+        Api::with_tls(addr, timeout, trust_for(addr).admin_tls())
+    }
+
+    /// With the TLS configuration (and so the identity) given.
+    pub fn with_tls(addr: SocketAddr, timeout: Duration, tls: rustls::ClientConfig) -> Api {
         let options = ClientOptions { connect_timeout: Duration::from_millis(500), attempt_timeout: timeout, ..ClientOptions::default() };
-        let client = Client::new(&[addr.to_string()], options).expect("a valid address");
+        let client = Client::new(&[addr.to_string()], options, tls).expect("a valid address");
+        Api { server: client.servers()[0].clone(), client: Arc::new(client) }
+    }
+
+    /// With a bearer token, trusting the cluster's CA, presenting no certificate.
+    pub fn with_token(addr: SocketAddr, token: &str) -> Api {
+        let options = ClientOptions {
+            connect_timeout: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(10),
+            bearer: Some(token.to_owned()),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(&[addr.to_string()], options, trust_for(addr).tls_as(None)).expect("a valid address");
         Api { server: client.servers()[0].clone(), client: Arc::new(client) }
     }
 

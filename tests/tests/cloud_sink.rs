@@ -1,23 +1,31 @@
-//! The cloud sink end to end: a registered node uploads to followers and the leader, resends
+//! The cloud sink end to end: an enrolled node uploads to followers and the leader, resends
 //! overlapping ranges (also across a leader failover), and reads back through the REST API
-//! and `edgectl data`.
+//! and `edgectl data`. The test plays the node itself (enrolled with a bootstrap token,
+//! heartbeating, so that the scheduler places the replicas whose streams it uploads).
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgeplane_api::auth::{CertificateResponse, EnrollRequest, ENROLL};
 use edgeplane_api::data::{upload_path, DataPage, Reading, StoredRecord, UpRecord, UploadRequest, UploadResponse, DATA};
-use edgeplane_api::node::{RegisterRequest, RegisterResponse, REGISTER};
 use edgeplane_api::resources::Capacity;
-use edgeplane_tests::{bin_path, Api, Cluster, ClusterSpec, BOOTSTRAP_TOKEN};
+use edgeplane_tests::{push_module, workload_wasm, Api, Cluster, ClusterSpec};
 use serde_json::{json, Value};
 
 const NODE: &str = "line-a-edge";
 const TEMPERATURE: &str = "factory/line-a-filter-0/alerts";
 const FRAMES: &str = "factory/line-a-compressor-0/frames";
 
-fn record(stream: &str, seq: u64) -> UpRecord {
+/// The generation of each stream's Assignment on the test's node.
+#[derive(Debug, Clone, Copy)]
+struct Generations {
+    temperature: u64,
+    frames: u64,
+}
+
+fn record_of(generations: Generations, stream: &str, seq: u64) -> UpRecord {
     let (workload, output) = match stream {
         TEMPERATURE => ("line-a-filter", "alerts"),
         _ => ("line-a-compressor", "frames"),
@@ -33,7 +41,7 @@ fn record(stream: &str, seq: u64) -> UpRecord {
         namespace: "factory".into(),
         workload: workload.into(),
         output: output.into(),
-        generation: 2,
+        generation: if stream == FRAMES { generations.frames } else { generations.temperature },
         model: None,
         produced_ms: 1_700_000_000_000 + seq,
         readings,
@@ -45,16 +53,96 @@ fn body(records: Vec<UpRecord>) -> Vec<u8> {
     serde_json::to_vec(&UploadRequest { records }).expect("serializable")
 }
 
-async fn post(addr: SocketAddr, path: &str, token: &str, body: Vec<u8>) -> Result<(u16, Value), edgeplane_tests::ClientError> {
-    let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, path).body(body, "application/json").bearer(Some(token));
-    let reply = Api::new(addr).send(request).await?;
+/// A node's certificate: what the test presents as the node.
+type NodeCert = edgeplane_tls::TlsIdentity;
+
+async fn post(addr: SocketAddr, path: &str, node: Option<&NodeCert>, body: Vec<u8>) -> Result<(u16, Value), edgeplane_tests::ClientError> {
+    let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, path).body(body, "application/json");
+    let tls = edgeplane_tests::trust_for(addr).tls_as(node);
+    let reply = Api::with_tls(addr, Duration::from_secs(10), tls).send(request).await?;
     Ok((reply.code, reply.body))
 }
 
-async fn upload(addr: SocketAddr, token: &str, records: Vec<UpRecord>) -> UploadResponse {
-    let (code, answer) = post(addr, &upload_path(NODE), token, body(records)).await.expect("upload");
+async fn upload(addr: SocketAddr, node: &NodeCert, records: Vec<UpRecord>) -> UploadResponse {
+    let (code, answer) = post(addr, &upload_path(NODE), Some(node), body(records)).await.expect("upload");
     assert_eq!(code, 200, "upload to {addr}: {answer}");
     serde_json::from_value(answer).expect("an UploadResponse")
+}
+
+/// Enrolls node `NODE` as runtime `uid` with the cluster's bootstrap token.
+async fn enroll(cluster: &Cluster, addr: SocketAddr, uid: &str) -> NodeCert {
+    let fresh = edgeplane_tls::KeyAndRequest::generate(NODE).expect("csr");
+    let request = EnrollRequest {
+        name: NODE.into(),
+        uid: uid.into(),
+        csr: fresh.request_pem,
+        labels: [("line".to_owned(), "a".to_owned())].into(),
+        tier: Default::default(),
+        capabilities: Vec::new(),
+        capacity: Capacity { memory_mib: 512, instance_slots: 4, cpu_millis: 2_000 },
+    };
+    let token = cluster.trust.bootstrap_token().await;
+    let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, ENROLL).json(&request).bearer(Some(&token));
+    let reply = Api::with_tls(addr, Duration::from_secs(10), cluster.trust.tls_as(None)).send(request).await.expect("enroll");
+    assert_eq!(reply.code, 200, "enroll {uid}: {}", reply.body);
+    let issued: CertificateResponse = serde_json::from_value(reply.body).expect("a CertificateResponse");
+    NodeCert::from_pem(&issued.certificate, &fresh.key_pem).expect("the node's certificate")
+}
+
+/// Heartbeats as the node to whichever orchestrator leads, until dropped.
+struct Heartbeating(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeating {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn heartbeat(cluster: &Cluster, node: &NodeCert) -> Heartbeating {
+    let servers: Vec<String> = (1..=cluster.spec.size).map(|id| cluster.api_addr(id).to_string()).collect();
+    let tls = cluster.trust.tls_as(Some(node));
+    Heartbeating(tokio::spawn(async move {
+        let options = edgeplane_tests::ClientOptions { deadline: Duration::from_secs(2), ..Default::default() };
+        let client = edgeplane_tests::Client::new(&servers, options, tls).expect("client");
+        let beat = json!({"load": {"cpuMillis": 0, "memoryMib": 0, "instances": 0, "queueDepth": 0}});
+        loop {
+            let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, format!("/v1/nodes/{NODE}/heartbeat")).json(&beat);
+            let _ = client.send(request.retry(edgeplane_client::Retry::Idempotent)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }))
+}
+
+/// Creates the two Workloads whose streams the tests upload, and waits until the scheduler
+/// placed both on the node; returns their generations.
+async fn place_streams(cluster: &Cluster, api: &Api) -> Generations {
+    push_module(api, "factory", "threshold-filter", workload_wasm("threshold-filter")).await;
+    for (name, output) in [("line-a-filter", "alerts"), ("line-a-compressor", "frames")] {
+        let workload = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": {"name": name, "namespace": "factory"},
+            "spec": {"module": "threshold-filter@1.0.0", "placement": {"nodeSelector": {"line": "a"}}, "inputs": ["line-a/in"],
+                     "outputs": [{"name": output, "sink": {"type": "cloud"}}]}});
+        let path = "/apis/edgeplane.io/v1alpha1/namespaces/factory/workloads";
+        let reply = api.request(edgeplane_tests::Method::POST, path, Some(workload.to_string().into_bytes())).await.expect("create");
+        assert!(reply.code == 201 || reply.code == 409, "{}", reply.body);
+    }
+    placed(cluster, api).await
+}
+
+/// The generations of the two replicas once both are on the node.
+async fn placed(cluster: &Cluster, api: &Api) -> Generations {
+    let generation = async |name: &str| -> Option<u64> {
+        let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/factory/assignments/{name}")).await.ok()?;
+        (reply.code == 200 && reply.body.pointer("/spec/nodeName")? == NODE)
+            .then(|| reply.body.pointer("/spec/generation")?.as_u64())
+            .flatten()
+    };
+    edgeplane_tests::eventually(
+        "both replicas on the node",
+        Duration::from_secs(30),
+        async || Some(Generations { temperature: generation("line-a-filter-0").await?, frames: generation("line-a-compressor-0").await? }),
+        || cluster.all_logs(),
+    )
+    .await
 }
 
 async fn page(api: &Api, query: &str) -> DataPage {
@@ -95,18 +183,10 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
     let addrs: Vec<SocketAddr> = (1..=cluster.spec.size).map(|id| cluster.api_addr(id)).collect();
     let at = |id: u64| addrs[(id - 1) as usize];
 
-    let register = RegisterRequest {
-        name: NODE.into(),
-        uid: "uid-1".into(),
-        labels: Default::default(),
-        tier: Default::default(),
-        capabilities: Vec::new(),
-        capacity: Capacity { memory_mib: 512, instance_slots: 4, cpu_millis: 2_000 },
-    };
-    let registration = serde_json::to_vec(&register).expect("serializable");
-    let (code, answer) = post(at(follower), REGISTER, BOOTSTRAP_TOKEN, registration).await.expect("register");
-    assert_eq!(code, 200, "register: {answer}");
-    let token = serde_json::from_value::<RegisterResponse>(answer).expect("a RegisterResponse").token;
+    let token = enroll(&cluster, at(follower), "uid-1").await;
+    let _beating = heartbeat(&cluster, &token);
+    let generations = place_streams(&cluster, &cluster.api(leader)).await;
+    let record = move |stream: &str, seq: u64| record_of(generations, stream, seq);
 
     // To a follower: the write is forwarded to the leader and answered once committed.
     let first: Vec<UpRecord> = (1..=5).map(|s| record(TEMPERATURE, s)).chain((1..=2).map(|s| record(FRAMES, s))).collect();
@@ -134,21 +214,23 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
     assert_eq!((second_page.records.iter().map(|r| r.cursor).collect::<Vec<_>>(), second_page.next), (vec![3, 4, 5], 5));
     assert!(page(&api, "?node=another-node").await.records.is_empty());
 
-    // Credentials: wrong, missing, or for another node.
+    // Credentials: none, or another node's upload path; and a stream the node never held.
     let one = || body(vec![record(TEMPERATURE, 100)]);
-    let (code, answer) = post(at(follower), &upload_path(NODE), "wrong-token", one()).await.expect("post");
+    let (code, answer) = post(at(follower), &upload_path(NODE), None, one()).await.expect("post");
     assert_eq!(code, 401, "{answer}");
-    let (code, _) = post(at(follower), &upload_path("line-b-edge"), &token, one()).await.expect("post");
-    assert_eq!(code, 401);
-    let unsigned = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, upload_path(NODE)).body(one(), "application/json");
-    assert_eq!(Api::new(at(leader)).send(unsigned).await.expect("post").code, 401);
+    let (code, answer) = post(at(follower), &upload_path("line-b-edge"), Some(&token), one()).await.expect("post");
+    assert_eq!(code, 403, "{answer}");
+    let mut foreign = record(TEMPERATURE, 101);
+    foreign.stream = "factory/someone-elses-0/alerts".parse().expect("stream");
+    let (code, answer) = post(at(follower), &upload_path(NODE), Some(&token), body(vec![foreign])).await.expect("post");
+    assert_eq!((code, causes(&answer)), (403, vec!["records[0].stream"]), "{answer}");
     // Malformed bodies: 400, naming the field; nothing is stored.
     let mut bad = serde_json::to_value(record(TEMPERATURE, 0)).expect("json");
     bad["readings"][0]["metric"] = json!("");
     let mut no_seq = serde_json::to_value(record(TEMPERATURE, 9)).expect("json");
     no_seq.as_object_mut().expect("object").remove("seq");
     let malformed = json!({"records": [record(TEMPERATURE, 8), bad, no_seq]}).to_string().into_bytes();
-    let (code, answer) = post(at(follower), &upload_path(NODE), &token, malformed).await.expect("post");
+    let (code, answer) = post(at(follower), &upload_path(NODE), Some(&token), malformed).await.expect("post");
     assert_eq!(code, 400, "{answer}");
     assert_eq!(causes(&answer), ["records[1].seq", "records[1].readings[0].metric", "records[2]"], "{answer}");
     assert!(answer["details"]["causes"][2]["message"].as_str().is_some_and(|m| m.contains("seq")), "{answer}");
@@ -158,11 +240,13 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
 
     // edgectl, through a dead address first.
     let servers = format!("127.0.0.1:1,{}", at(follower));
+    let config = cluster.trust.edgectl_config();
     let edgectl = |args: &[&str]| {
-        let out = Command::new(bin_path("edgectl"))
+        let out = Command::new(edgeplane_tests::bin_path("edgectl"))
             .args(["--server", &servers, "--timeout", "5"])
             .args(args)
             .env_remove("EDGEPLANE_SERVERS")
+            .env("EDGECTL_CONFIG", &config)
             .output()
             .expect("run edgectl");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -184,10 +268,11 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
 
     // A follower of the stream, asking the leader first, so that it has to fail over too.
     let mut tail = KillOnDrop(
-        Command::new(bin_path("edgectl"))
+        Command::new(edgeplane_tests::bin_path("edgectl"))
             .args(["--server", &format!("{},{}", at(leader), at(follower)), "-o", "json"])
             .args(["data", "tail", "-f", "--interval-ms", "50", "--last", "1", "--stream", TEMPERATURE])
             .env_remove("EDGEPLANE_SERVERS")
+            .env("EDGECTL_CONFIG", &config)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -219,7 +304,7 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
                     // Round robin, so that uploads also meet the dead leader and fail over.
                     let addr = servers[server % servers.len()];
                     server += 1;
-                    match post(addr, &upload_path(NODE), &token, body(records.clone())).await {
+                    match post(addr, &upload_path(NODE), Some(&token), body(records.clone())).await {
                         Ok((200, _)) => break,
                         // 503/504 or a dead server: the outcome may be unknown, so send it again.
                         Ok((code, answer)) if code >= 500 => eprintln!("upload {seq} to {addr}: {code} {answer}"),
@@ -263,43 +348,38 @@ async fn uploads_are_stored_once_in_order_on_any_orchestrator_across_failover() 
 }
 
 /// A node that starts over with an empty data directory (a replaced disk) is a new runtime:
-/// once the operator frees its name, it registers with a new uid and numbers its streams from
+/// once the operator frees its name, it enrolls with a new uid and numbers its streams from
 /// 1 again. Its records must be stored, not taken for duplicates of the old runtime's. The
-/// same runtime registering again (a lost credential) keeps its numbering: a resend is still
+/// same runtime enrolling again (a lost certificate) keeps its numbering: a resend is still
 /// a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_starts_over_with_an_empty_disk_is_not_deduplicated_against_its_past() {
     let cluster = Cluster::start(ClusterSpec { subnet: 63, size: 1, ..Default::default() }).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let addr = cluster.api_addr(leader);
-    let register = async |uid: &str| {
-        let request = RegisterRequest {
-            name: NODE.into(),
-            uid: uid.into(),
-            labels: Default::default(),
-            tier: Default::default(),
-            capabilities: Vec::new(),
-            capacity: Capacity { memory_mib: 512, instance_slots: 4, cpu_millis: 2_000 },
-        };
-        let (code, answer) = post(addr, REGISTER, BOOTSTRAP_TOKEN, serde_json::to_vec(&request).expect("json")).await.expect("register");
-        assert_eq!(code, 200, "register {uid}: {answer}");
-        serde_json::from_value::<RegisterResponse>(answer).expect("a RegisterResponse").token
-    };
-    let old = register("old-disk").await;
-    assert_eq!(upload(addr, &old, (1..=5).map(|s| record(TEMPERATURE, s)).collect()).await.accepted, 5);
+    let old = enroll(&cluster, addr, "old-disk").await;
+    let beating = heartbeat(&cluster, &old);
+    let generations = place_streams(&cluster, &cluster.api(leader)).await;
+    assert_eq!(upload(addr, &old, (1..=5).map(|s| record_of(generations, TEMPERATURE, s)).collect()).await.accepted, 5);
 
     // The disk is replaced: the operator deletes the EdgeNode so the name can be taken again.
     let deleted = Api::new(addr).delete(&format!("/apis/edgeplane.io/v1alpha1/edgenodes/{NODE}")).await.expect("delete");
     assert_eq!(deleted.code, 200, "{}", deleted.body);
-    let new = register("new-disk").await;
-    let fresh = upload(addr, &new, (1..=3).map(|s| record(TEMPERATURE, s)).collect()).await;
-    assert_eq!(fresh, UploadResponse { accepted: 3, duplicates: 0, stale: 0, refused: 0 }, "the new runtime's records are new");
-    // The old runtime's credential is gone with its registration.
-    let (code, _) = post(addr, &upload_path(NODE), &old, body(vec![record(TEMPERATURE, 6)])).await.expect("post");
+    drop(beating);
+    // The old runtime's certificate ended with its EdgeNode.
+    let (code, _) = post(addr, &upload_path(NODE), Some(&old), body(vec![record_of(generations, TEMPERATURE, 6)])).await.expect("post");
     assert_eq!(code, 401);
+    let new = enroll(&cluster, addr, "new-disk").await;
+    let _beating = heartbeat(&cluster, &new);
+    let generations = placed(&cluster, &cluster.api(leader)).await;
+    let fresh = upload(addr, &new, (1..=3).map(|s| record_of(generations, TEMPERATURE, s)).collect()).await;
+    assert_eq!(fresh, UploadResponse { accepted: 3, duplicates: 0, stale: 0, refused: 0 }, "the new runtime's records are new");
 
-    // The same runtime registering again keeps its epoch: what it sent before is a duplicate.
-    let again = register("new-disk").await;
-    let resend = upload(addr, &again, (2..=4).map(|s| record(TEMPERATURE, s)).collect()).await;
+    // The same runtime enrolling again keeps its epoch: what it sent before is a duplicate.
+    let again = enroll(&cluster, addr, "new-disk").await;
+    let resend = upload(addr, &again, (2..=4).map(|s| record_of(generations, TEMPERATURE, s)).collect()).await;
     assert_eq!(resend, UploadResponse { accepted: 1, duplicates: 2, stale: 0, refused: 0 });
+    // Enrolling again ended the certificate before.
+    let (code, _) = post(addr, &upload_path(NODE), Some(&new), body(vec![record_of(generations, TEMPERATURE, 9)])).await.expect("post");
+    assert_eq!(code, 401);
 }

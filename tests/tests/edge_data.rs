@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
 use edgeplane_tests::{
-    bin_path, cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec,
-    EdgeRuntime, Mosquitto,
+    cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime,
+    Mosquitto,
 };
 use serde_json::{json, Value};
 
@@ -88,16 +88,15 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     create_pass_through(&api).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--heartbeat-ms", "200"]);
+    let mut edge =
+        EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--heartbeat-ms", "200"]).await;
     running(&edge, 1).await;
 
-    let http = reqwest::Client::new();
     let mut accepted: Vec<Reading> = Vec::new();
     let mut next_ts = 1_000;
     // Sends batches until `count` were accepted, retrying refused ones (the producer keeps
     // what was not accepted); `between` runs after each accepted batch.
     async fn produce(
-        http: &reqwest::Client,
         edge: &mut EdgeRuntime,
         accepted: &mut Vec<Reading>,
         next_ts: &mut u64,
@@ -108,8 +107,8 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
             let batch = readings("press-1", *next_ts, (0..25).map(|k| (*next_ts + k) as f64 * 0.5));
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let addr = edge.status_addr().await;
-                let (status, body) = ingest(http, addr, "line-a/temperature", &batch).await;
+                let http = edge.http().await;
+                let (status, body) = ingest(&http, "line-a/temperature", &batch).await;
                 if status == 200 {
                     break;
                 }
@@ -124,13 +123,13 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     }
 
     // Cloud up.
-    produce(&http, &mut edge, &mut accepted, &mut next_ts, 10, |_, _| {}).await;
+    produce(&mut edge, &mut accepted, &mut next_ts, 10, |_, _| {}).await;
     // Cloud gone; the edge is killed and restarted every 5 batches, with nothing to register
     // with or download from.
     for id in cluster.running() {
         cluster.kill(id);
     }
-    produce(&http, &mut edge, &mut accepted, &mut next_ts, 15, |i, edge| {
+    produce(&mut edge, &mut accepted, &mut next_ts, 15, |i, edge| {
         if i % 5 == 4 {
             edge.restart();
         }
@@ -142,7 +141,7 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     for id in 1..=3 {
         cluster.restart(id);
     }
-    produce(&http, &mut edge, &mut accepted, &mut next_ts, 5, |_, _| {}).await;
+    produce(&mut edge, &mut accepted, &mut next_ts, 5, |_, _| {}).await;
 
     let records = eventually(
         "every accepted reading in the cloud sink",
@@ -214,18 +213,18 @@ async fn a_fast_producer_is_pushed_back_and_memory_stays_bounded() {
         &servers,
         dir.path().join("edge"),
         &["--label", "line=a", "--max-inflight-readings", "2000", "--outbox-max-mib", "1"],
-    );
+    )
+    .await;
     running(&edge, 1).await;
-    let addr = edge.status_addr().await;
 
     // 8 producers at once, 500 readings a batch: 4,000 wanted in flight, 2,000 allowed.
-    let http = reqwest::Client::new();
+    let http = edge.http().await;
     let mut statuses = Vec::new();
     for round in 0..5u64 {
         let sends = (0..8u64).map(|p| {
             let batch = readings(&format!("press-{p}"), round * 1000, (0..500).map(f64::from));
             let http = http.clone();
-            async move { ingest(&http, addr, "line-a/temperature", &batch).await }
+            async move { ingest(&http, "line-a/temperature", &batch).await }
         });
         statuses.extend(futures::future::join_all(sends).await);
     }
@@ -238,7 +237,7 @@ async fn a_fast_producer_is_pushed_back_and_memory_stays_bounded() {
     let s = edge.stats().await;
     assert_eq!(s["node"]["readingsIn"].as_u64(), Some(ok * 500), "{s}");
     assert_eq!(s["node"]["readingsRefused"].as_u64(), Some(busy.len() as u64 * 500), "{s}");
-    let too_big = ingest(&http, addr, "line-a/temperature", &readings("press-x", 0, (0..2001).map(f64::from))).await;
+    let too_big = ingest(&http, "line-a/temperature", &readings("press-x", 0, (0..2001).map(f64::from))).await;
     assert_eq!(too_big.0, 413, "{}", too_big.1);
 
     // The cloud gone and a 1 MiB outbox under reject-new: ingest is refused with 503 once it is
@@ -246,7 +245,7 @@ async fn a_fast_producer_is_pushed_back_and_memory_stays_bounded() {
     drop(cluster);
     let mut refused = None;
     for i in 0..400u64 {
-        let (status, body) = ingest(&http, addr, "line-a/temperature", &readings("press-9", i * 1000, (0..1000).map(f64::from))).await;
+        let (status, body) = ingest(&http, "line-a/temperature", &readings("press-9", i * 1000, (0..1000).map(f64::from))).await;
         match status {
             200 | 429 => {}
             503 => {
@@ -274,10 +273,10 @@ async fn a_fast_producer_is_pushed_back_and_memory_stays_bounded() {
 /// detector's alerts reach the cloud sink, readable with `edgectl data query`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
-    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 54, 0, 10));
     let dir = tempfile::tempdir().expect("tempdir");
 
     let cluster = Cluster::start(ClusterSpec { subnet: 54, ..Default::default() }).await;
+    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 54, 0, 10));
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
@@ -317,7 +316,8 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
     create_resource(&api, NS, "workloads", &detector).await;
 
     let broker_addr = broker.addr.to_string();
-    let edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
+    let edge =
+        EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]).await;
     running(&edge, 2).await;
     subscribed(&edge, &["line-a/temperature", "line-a/clean"]).await;
 
@@ -360,8 +360,8 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
     assert_eq!(s["workloads"]["factory/detector-0"]["readingsIn"], 297, "the detector saw the 297 sane readings: {s}");
 
     // The same through edgectl.
-    let output = std::process::Command::new(bin_path("edgectl"))
-        .args(["--server", &servers[0].to_string(), "data", "query", "-n", NS, "--workload", "detector", "-o", "json"])
+    let output = edgeplane_tests::edgectl(&servers[..1])
+        .args(["data", "query", "-n", NS, "--workload", "detector", "-o", "json"])
         .output()
         .expect("edgectl");
     assert!(output.status.success(), "edgectl data query: {}", String::from_utf8_lossy(&output.stderr));
@@ -375,9 +375,9 @@ async fn mqtt_readings_flow_through_filter_and_detector_to_the_cloud() {
 /// before it takes them, so none is dropped for want of a route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_restart() {
-    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 57, 0, 10));
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(ClusterSpec { subnet: 57, ..Default::default() }).await;
+    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 57, 0, 10));
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
@@ -385,7 +385,7 @@ async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_re
 
     let broker_addr = broker.addr.to_string();
     let mut edge =
-        EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]);
+        EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge"), &["--label", "line=a", "--mqtt-broker", &broker_addr]).await;
     running(&edge, 1).await;
     subscribed(&edge, &["line-a/temperature"]).await;
     let lines = |first: u64| {
@@ -427,9 +427,9 @@ async fn mqtt_messages_queued_while_the_edge_was_down_are_processed_after_its_re
 /// whose workload cannot take data: the readings of the other topics flow on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_the_others() {
-    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 64, 0, 10));
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(ClusterSpec { subnet: 64, ..Default::default() }).await;
+    let broker = Mosquitto::start(std::net::Ipv4Addr::new(127, 64, 0, 10));
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
@@ -457,16 +457,16 @@ async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_th
         &servers,
         dir.path().join("edge"),
         &["--label", "line=a", "--mqtt-broker", &broker_addr, "--max-inflight-readings", "400"],
-    );
-    let addr = edge.status_addr().await;
+    )
+    .await;
     eventually("both instances", Duration::from_secs(40), async || (edge.instances().await.len() == 2).then_some(()), || edge.log_tail())
         .await;
     subscribed(&edge, &["line-a/stuck", "line-a/temperature"]).await;
 
     // HTTP ingest: every refusal is JSON, says what is wrong, and counts right.
-    let http = reqwest::Client::new();
+    let http = edge.http().await;
     let post = async |content_type: Option<&str>, body: Vec<u8>| {
-        let mut request = http.post(format!("http://{addr}/v1/ingest/line-a/temperature")).body(body);
+        let mut request = http.client.post(http.url("/v1/ingest/line-a/temperature")).body(body);
         if let Some(t) = content_type {
             request = request.header("content-type", t);
         }
@@ -508,7 +508,7 @@ async fn hostile_ingest_is_refused_clearly_and_a_stuck_topic_does_not_hold_up_th
     )
     .await;
     assert_eq!(arrived.iter().map(|r| r.ts).collect::<Vec<_>>(), (1_000..1_050).chain(2_000..3_000).collect::<Vec<_>>());
-    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
+    let metrics = edge.metrics().await;
     assert!(metrics.lines().any(|l| l == "edgeplane_mqtt_malformed_messages_total 1"), "the text message is counted:\n{metrics}");
     // Once everything is delivered, nothing is pending: no records, and no bytes either.
     eventually(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use edgeplane_tests::{eventually, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime, BOOTSTRAP_TOKEN};
+use edgeplane_tests::{eventually, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime};
 use edgeplane_tests::{Method, Request};
 use serde_json::{json, Value};
 
@@ -57,14 +57,15 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
 
     let dir = tempfile::tempdir().expect("tempdir");
     let args = ["--label", "line=a", "--capabilities", "sensor.temperature,wasm.simd", "--heartbeat-ms", "200"];
-    let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge-a"), &args);
+    let mut edge = EdgeRuntime::start("line-a-edge", &servers, dir.path().join("edge-a"), &args).await;
     // A node that does not match the Workload: it must get nothing.
     let other = EdgeRuntime::start(
         "line-b-edge",
         &servers,
         dir.path().join("edge-b"),
         &["--label", "line=b", "--capabilities", "sensor.temperature"],
-    );
+    )
+    .await;
 
     // Registration: an EdgeNode with the runtime's labels, capabilities and uid.
     let node = eventually(
@@ -143,12 +144,15 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     let node = api.get("/apis/edgeplane.io/v1alpha1/edgenodes/line-a-edge").await.expect("get node").body;
     assert_eq!(node.pointer("/metadata/annotations/edgeplane.io~1node-uid"), Some(&uid), "the node kept its uid");
 
-    // Another runtime claiming the name is refused.
-    let claim = json!({"name": "line-a-edge", "uid": "someone-else", "capacity": {"memoryMib": 64, "instanceSlots": 1, "cpuMillis": 100}});
-    let register = |token: &'static str| Request::new(Method::POST, "/v1/nodes/register").json(&claim).bearer(Some(token));
-    let response = cluster.api(leader).send(register(BOOTSTRAP_TOKEN)).await.expect("register");
+    // Another runtime claiming the name is refused, even with a valid bootstrap token.
+    let csr = edgeplane_tls::KeyAndRequest::generate("line-a-edge").expect("csr").request_pem;
+    let claim = json!({"name": "line-a-edge", "uid": "someone-else", "csr": csr,
+                       "capacity": {"memoryMib": 64, "instanceSlots": 1, "cpuMillis": 100}});
+    let token = cluster.trust.bootstrap_token().await;
+    let enroll = |token: &str| Request::new(Method::POST, "/v1/nodes/enroll").json(&claim).bearer(Some(token));
+    let response = cluster.api(leader).send(enroll(&token)).await.expect("enroll");
     assert_eq!(response.code, 409, "{}", response.body);
-    let wrong_token = cluster.api(leader).send(register("not-the-token")).await.expect("register");
+    let wrong_token = cluster.api(leader).send(enroll("ept.abcd.0123456789abcdef")).await.expect("enroll");
     assert_eq!(wrong_token.code, 401, "{}", wrong_token.body);
 
     // Delete: the instance stops.
@@ -176,7 +180,8 @@ async fn a_node_keeps_heartbeating_while_a_large_module_downloads_slowly_and_com
     let cluster = Cluster::start(ClusterSpec { subnet: 62, size: 1, extra_args: grace, ..Default::default() }).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
-    let proxy = edgeplane_tests::ThrottleProxy::start(std::net::Ipv4Addr::new(127, 62, 1, 1), cluster.api_addr(leader), 400 * 1024).await;
+    // On the orchestrator's own address (another port): its certificate names the address.
+    let proxy = edgeplane_tests::ThrottleProxy::start(std::net::Ipv4Addr::new(127, 62, 0, 1), cluster.api_addr(leader), 400 * 1024).await;
 
     let functions: String = (0..500).map(|i| format!("(func $f{i} (result i32) (i32.add (i32.const {i}) (i32.const 1)))")).collect();
     let big = format!(
@@ -192,7 +197,7 @@ async fn a_node_keeps_heartbeating_while_a_large_module_downloads_slowly_and_com
     push(&api, "big", "1.0.0", wat::parse_str(&big).expect("valid WAT")).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let edge = EdgeRuntime::start("slow-edge", &[proxy.addr], dir.path().join("slow-edge"), &["--heartbeat-ms", "500"]);
+    let edge = EdgeRuntime::start("slow-edge", &[proxy.addr], dir.path().join("slow-edge"), &["--heartbeat-ms", "500"]).await;
     let node_path = "/apis/edgeplane.io/v1alpha1/edgenodes/slow-edge";
     let ready = |node: &Value| {
         node.pointer("/status/conditions")

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use edgeplane_tests::{bin_path, free_port, Cluster, ClusterSpec};
 
-fn edgectl(servers: &str, args: &[&str]) -> Output {
+/// edgectl as the cluster's administrator, against `servers`.
+fn edgectl(cluster: &Cluster, servers: &str, args: &[&str]) -> Output {
     Command::new(bin_path("edgectl"))
         .args(["--server", servers, "--timeout", "5"])
         .args(args)
         .env_remove("EDGEPLANE_SERVERS")
+        .env("EDGECTL_CONFIG", cluster.trust.edgectl_config())
         .output()
         .expect("run edgectl")
 }
@@ -31,35 +33,35 @@ async fn edgectl_fails_over_past_a_dead_orchestrator_and_reports_with_exit_codes
     addrs.extend(live.iter().map(|&id| cluster.api_addr(id).to_string()));
     let servers = addrs.join(",");
 
-    let put = edgectl(&servers, &["store", "put", "sensor", "line-a", "--value", r#"{"celsius": 21.5}"#]);
+    let put = edgectl(&cluster, &servers, &["store", "put", "sensor", "line-a", "--value", r#"{"celsius": 21.5}"#]);
     assert_eq!(put.status.code(), Some(0), "{}", text(&put));
     assert!(String::from_utf8_lossy(&put.stdout).contains("sensor/line-a created"), "{}", text(&put));
 
-    let get = edgectl(&servers, &["-o", "json", "store", "get", "sensor", "line-a"]);
+    let get = edgectl(&cluster, &servers, &["-o", "json", "store", "get", "sensor", "line-a"]);
     assert_eq!(get.status.code(), Some(0), "{}", text(&get));
     let object: serde_json::Value = serde_json::from_slice(&get.stdout).expect("json output");
     assert_eq!(object["value"]["celsius"], 21.5);
 
     // Compare-and-swap with a stale version: refused by the orchestrator -> exit 1.
-    let stale = edgectl(&servers, &["store", "put", "sensor", "line-a", "--value", "1", "--if-version", "1"]);
+    let stale = edgectl(&cluster, &servers, &["store", "put", "sensor", "line-a", "--value", "1", "--if-version", "1"]);
     assert_eq!(stale.status.code(), Some(1), "{}", text(&stale));
     assert!(String::from_utf8_lossy(&stale.stderr).contains("Conflict"), "{}", text(&stale));
 
-    let missing = edgectl(&servers, &["store", "get", "sensor", "nope"]);
+    let missing = edgectl(&cluster, &servers, &["store", "get", "sensor", "nope"]);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
 
-    let status = edgectl(&servers, &["cluster", "status"]);
+    let status = edgectl(&cluster, &servers, &["cluster", "status"]);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let out = String::from_utf8_lossy(&status.stdout);
     assert!(out.contains("unreachable") && out.contains("leader"), "{}", text(&status));
 
     // Nothing reachable at all -> exit 3.
     let nowhere = format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST));
-    let down = edgectl(&nowhere, &["store", "list", "sensor"]);
+    let down = edgectl(&cluster, &nowhere, &["store", "list", "sensor"]);
     assert_eq!(down.status.code(), Some(3), "{}", text(&down));
 
     // Bad usage -> exit 2.
-    let usage = edgectl(&servers, &["store", "put", "sensor", "x", "--value", "{not json"]);
+    let usage = edgectl(&cluster, &servers, &["store", "put", "sensor", "x", "--value", "{not json"]);
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage));
 }
 
@@ -73,7 +75,7 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
     let examples = root.join("manifests/factory");
     let examples = examples.to_str().expect("utf-8 path");
 
-    let first = edgectl(&servers, &["apply", "-f", examples]);
+    let first = edgectl(&cluster, &servers, &["apply", "-f", examples]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let out = String::from_utf8_lossy(&first.stdout).to_string();
     assert_eq!(out.matches(" created").count(), 7, "{}", text(&first));
@@ -85,7 +87,7 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
         text(&first)
     );
 
-    let again = edgectl(&servers, &["apply", "-f", examples]);
+    let again = edgectl(&cluster, &servers, &["apply", "-f", examples]);
     let out = String::from_utf8_lossy(&again.stdout).to_string();
     assert_eq!(out.matches(" unchanged").count(), 7, "re-applying changes nothing: {}", text(&again));
 
@@ -96,16 +98,16 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
         "replicas: 4\n  placement:\n    preferredTiers: [edge, gateway]",
     );
     std::fs::write(dir.path().join("vibration.yaml"), changed).expect("write");
-    let configured = edgectl(&servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
+    let configured = edgectl(&cluster, &servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
     let out = String::from_utf8_lossy(&configured.stdout).to_string();
     assert!(out.contains("workload.edgeplane.io/vibration-aggregates configured"), "{}", text(&configured));
     assert!(out.contains("model.edgeplane.io/vibration-detector unchanged"), "{}", text(&configured));
 
-    let json_out = edgectl(&servers, &["-o", "json", "get", "wl", "vibration-aggregates", "-n", "factory"]);
+    let json_out = edgectl(&cluster, &servers, &["-o", "json", "get", "wl", "vibration-aggregates", "-n", "factory"]);
     let w: serde_json::Value = serde_json::from_slice(&json_out.stdout).expect("json");
     assert_eq!((w["spec"]["replicas"].as_i64(), w["metadata"]["generation"].as_i64()), (Some(4), Some(2)));
 
-    let described = edgectl(&servers, &["describe", "workload", "vibration-aggregates", "-n", "factory"]);
+    let described = edgectl(&cluster, &servers, &["describe", "workload", "vibration-aggregates", "-n", "factory"]);
     let out = String::from_utf8_lossy(&described.stdout).to_string();
     for expected in
         ["Name:              vibration-aggregates", "Generation:        2", "replicas: 4", "created", "spec changed (generation 2)"]
@@ -113,76 +115,101 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
         assert!(out.contains(expected), "describe lacks {expected:?}: {}", text(&described));
     }
 
-    let nodes = edgectl(&servers, &["get", "nodes", "-l", "line"]);
+    let nodes = edgectl(&cluster, &servers, &["get", "nodes", "-l", "line"]);
     let table = String::from_utf8_lossy(&nodes.stdout).to_string();
     assert!(table.starts_with("NAME") && table.contains("line-a-edge") && !table.contains("cloud-1"), "{}", text(&nodes));
 
     // An invalid manifest beside valid ones: nothing is applied, every problem is named.
     std::fs::write(dir.path().join("bad.yaml"), "apiVersion: edgeplane.io/v1alpha1\nkind: Workload\nmetadata: { name: bad, namespace: factory }\nspec: { module: x@1.0.0, replicas: -1 }\n").expect("write");
     std::fs::write(dir.path().join("new.yaml"), "apiVersion: edgeplane.io/v1alpha1\nkind: Model\nmetadata: { name: fresh, namespace: factory }\nspec: { version: 1.0.0, format: f/v1, parameters: { w: [1.0] } }\n").expect("write");
-    let refused = edgectl(&servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
+    let refused = edgectl(&cluster, &servers, &["apply", "-f", dir.path().to_str().expect("utf-8")]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("spec.replicas: must be >= 0, got -1"), "{}", text(&refused));
-    let fresh = edgectl(&servers, &["get", "model", "fresh", "-n", "factory"]);
+    let fresh = edgectl(&cluster, &servers, &["get", "model", "fresh", "-n", "factory"]);
     assert_eq!(fresh.status.code(), Some(1), "the valid document must not have been applied: {}", text(&fresh));
 
-    let deleted = edgectl(&servers, &["delete", "workload", "line-a-temperature-filter", "-n", "factory"]);
+    let deleted = edgectl(&cluster, &servers, &["delete", "workload", "line-a-temperature-filter", "-n", "factory"]);
     assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted));
-    let gone = edgectl(&servers, &["get", "workload", "line-a-temperature-filter", "-n", "factory"]);
+    let gone = edgectl(&cluster, &servers, &["get", "workload", "line-a-temperature-filter", "-n", "factory"]);
     assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
 
-    // The servers can come from a config file instead of flags.
+    // The servers and credentials can come from a config file alone (paths relative to it).
     let config = dir.path().join("edgectl.toml");
     let list: Vec<String> = servers.split(',').map(|s| format!("{s:?}")).collect();
-    std::fs::write(&config, format!("servers = [{}]\n", list.join(", "))).expect("write config");
+    let admin = cluster.trust.dir.join("admin");
+    for file in ["ca.crt", "client.crt", "client.key"] {
+        std::fs::copy(admin.join(file), dir.path().join(file)).expect("copy credential");
+    }
+    let settings = format!("servers = [{}]\nca = \"ca.crt\"\ncert = \"client.crt\"\nkey = \"client.key\"\n", list.join(", "));
+    std::fs::write(&config, settings).expect("write config");
     let from_file = std::process::Command::new(bin_path("edgectl"))
         .args(["--config", config.to_str().expect("utf-8"), "get", "models", "-n", "factory"])
         .env_remove("EDGEPLANE_SERVERS")
+        .env_remove("EDGECTL_CONFIG")
         .output()
         .expect("run edgectl");
     assert!(String::from_utf8_lossy(&from_file.stdout).contains("vibration-detector"), "{}", text(&from_file));
 
-    let completions = edgectl(&servers, &["completions", "bash"]);
+    let completions = edgectl(&cluster, &servers, &["completions", "bash"]);
     assert!(String::from_utf8_lossy(&completions.stdout).contains("_edgectl"), "{}", text(&completions));
 
     // What a newcomer meets: where `get` looked, the kinds there are, output to a pipe that
     // closes early, and addresses that are not an orchestrator's.
-    let empty = edgectl(&servers, &["get", "workloads"]);
+    let empty = edgectl(&cluster, &servers, &["get", "workloads"]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("No workloads found in namespace default."), "{}", text(&empty));
-    let unknown = edgectl(&servers, &["get", "widgets"]);
+    let unknown = edgectl(&cluster, &servers, &["get", "widgets"]);
     assert!(unknown.status.code() == Some(2) && String::from_utf8_lossy(&unknown.stderr).contains("assignments"), "{}", text(&unknown));
-    let help = edgectl(&servers, &["get", "--help"]);
+    let help = edgectl(&cluster, &servers, &["get", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("assignments"), "{}", text(&help));
     let edgectl_bin = bin_path("edgectl");
     let piped = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("'{}' --server {servers} describe workload vibration-aggregates -n factory | head -2", edgectl_bin.display()))
         .env_remove("EDGEPLANE_SERVERS")
+        .env("EDGECTL_CONFIG", cluster.trust.edgectl_config())
         .output()
         .expect("run edgectl into head");
     assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 2, "{}", text(&piped));
     assert!(!String::from_utf8_lossy(&piped.stderr).contains("panicked"), "a closed pipe is not a crash: {}", text(&piped));
-    let https = edgectl("https://127.0.0.1:1", &["get", "nodes"]);
+    let plaintext = edgectl(&cluster, "http://127.0.0.1:1", &["get", "nodes"]);
     assert!(
-        https.status.code() == Some(2) && String::from_utf8_lossy(&https.stderr).contains("https is not supported"),
+        plaintext.status.code() == Some(2) && String::from_utf8_lossy(&plaintext.stderr).contains("HTTPS only"),
         "{}",
-        text(&https)
+        text(&plaintext)
     );
     let nowhere = format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST));
-    let refused = edgectl(&nowhere, &["get", "nodes"]);
+    let refused = edgectl(&cluster, &nowhere, &["get", "nodes"]);
     assert!(refused.status.code() == Some(3) && String::from_utf8_lossy(&refused.stderr).contains("nothing listens"), "{}", text(&refused));
-    // Something that speaks HTTP but is not an orchestrator (an edge runtime's API, say).
-    let stranger = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // Something the cluster CA certified that speaks HTTPS but is not an orchestrator (the MQTT
+    // broker's host serving something else, say).
+    let certified = dir.path().join("stranger");
+    cluster.trust.issue(&certified, &["--server", "stranger", "--ip", "127.22.0.9"]);
+    let identity = edgeplane_tls::TlsIdentity::load(&certified.join("tls.crt"), &certified.join("tls.key")).expect("identity");
+    let current = edgeplane_tls::config::CurrentIdentity::new(&identity).expect("identity");
+    let tls = edgeplane_tls::config::server_config(&cluster.trust.ca_pem(), current, edgeplane_tls::ClientAuth::Optional).expect("tls");
+    let stranger = tokio::net::TcpListener::bind("127.22.0.9:0").await.expect("bind");
     let stranger_addr = stranger.local_addr().expect("addr");
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        while let Ok((mut conn, _)) = stranger.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf).await;
-            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-        }
-    });
-    let not_ours = tokio::task::spawn_blocking(move || edgectl(&stranger_addr.to_string(), &["get", "nodes"])).await.expect("edgectl");
+    let router = axum::Router::new().fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "") });
+    let limits = edgeplane_tls::serve::ServeLimits::default();
+    tokio::spawn(edgeplane_tls::serve::serve(
+        stranger,
+        std::sync::Arc::new(tls),
+        router,
+        limits,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let config = cluster.trust.edgectl_config();
+    let not_ours = tokio::task::spawn_blocking(move || {
+        Command::new(bin_path("edgectl"))
+            .args(["--server", &stranger_addr.to_string(), "--timeout", "5", "get", "nodes"])
+            .env_remove("EDGEPLANE_SERVERS")
+            .env("EDGECTL_CONFIG", config)
+            .output()
+            .expect("run edgectl")
+    })
+    .await
+    .expect("edgectl");
     assert!(String::from_utf8_lossy(&not_ours.stderr).contains("orchestrator's API address"), "{}", text(&not_ours));
 }
 
@@ -220,6 +247,7 @@ async fn a_watch_resumes_across_a_leader_failover_without_missing_or_repeating_e
     let mut child = std::process::Command::new(bin_path("edgectl"))
         .args(["--server", &servers.join(","), "-o", "json", "get", "models", "-n", "factory", "-w"])
         .env_remove("EDGEPLANE_SERVERS")
+        .env("EDGECTL_CONFIG", cluster.trust.edgectl_config())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

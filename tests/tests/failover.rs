@@ -33,12 +33,12 @@ fn batch(first: u64) -> Vec<Reading> {
 }
 
 /// Sends one batch to whichever node runs the replica now, until one accepts it.
-async fn produce(http: &reqwest::Client, cluster: &Cluster, edges: &[EdgeRuntime], readings: &[Reading]) {
+async fn produce(cluster: &Cluster, edges: &[EdgeRuntime], readings: &[Reading]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some((node, _)) = placement(cluster).await {
             if let Some(edge) = edges.iter().find(|e| e.name == node && e.pid().is_some()) {
-                if ingest(http, edge.status_addr().await, "line-a/temperature", readings).await.0 == 200 {
+                if ingest(&edge.http().await, "line-a/temperature", readings).await.0 == 200 {
                     return;
                 }
             }
@@ -64,19 +64,19 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     });
     create_resource(&api, NS, "workloads", &workload).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut edges: Vec<EdgeRuntime> = (1..=4)
-        .map(|i| EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--label", "line=a"]))
-        .collect();
+    let mut edges: Vec<EdgeRuntime> = Vec::new();
+    for i in 1..=4 {
+        edges.push(EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--label", "line=a"]).await);
+    }
     let (first_node, first_generation) =
         eventually("the replica to be placed", Duration::from_secs(30), async || placement(&cluster).await, || cluster.all_logs()).await;
     let first = edges.iter().position(|e| e.name == first_node).expect("one of ours");
     edges[first].wait_running(1, Duration::from_secs(30)).await;
 
-    let http = reqwest::Client::new();
     let mut accepted = Vec::new();
     for i in 0..5 {
         let readings = batch(i * 100);
-        produce(&http, &cluster, &edges, &readings).await;
+        produce(&cluster, &edges, &readings).await;
         accepted.extend(readings);
     }
 
@@ -95,7 +95,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     edges[second].wait_running(1, Duration::from_secs(30)).await;
     for i in 5..10 {
         let readings = batch(i * 100);
-        produce(&http, &cluster, &edges, &readings).await;
+        produce(&cluster, &edges, &readings).await;
         accepted.extend(readings);
     }
     cluster.restart(leader);
@@ -116,18 +116,18 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     .await;
     assert_eq!(condition["status"], "False", "{condition}");
 
-    // The old node's outputs of the old generation are fenced by the cloud sink.
-    let identity: Value =
-        serde_json::from_slice(&std::fs::read(edges[first].data_dir.join("identity.json")).expect("identity")).expect("json");
-    let token = identity["token"].as_str().expect("registered").to_owned();
+    // The old node's outputs of the old generation are fenced by the cloud sink. (Sent with
+    // the old node's own certificate: it held that generation, so it may still upload it.)
+    let data_dir = &edges[first].data_dir;
+    let identity =
+        edgeplane_tls::TlsIdentity::load(&data_dir.join("node.crt"), &data_dir.join("node.key")).expect("the node's certificate");
+    let as_old_node = Api::with_tls(cluster.api_addr(leader), Duration::from_secs(10), cluster.trust.tls_as(Some(&identity)));
     // Produced now, after the move: what a node cut off from the cloud would still send.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
     let stale = json!({"records": [{"stream": "factory/pass-0/in-range", "seq": 1_000_000, "namespace": NS, "workload": "pass",
         "output": "in-range", "generation": first_generation, "producedMs": now_ms, "readings": batch(99_000)}]});
-    let upload = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, format!("/v1/nodes/{first_node}/data"))
-        .json(&stale)
-        .bearer(Some(&token));
-    let answer: Value = cluster.api(leader).send(upload).await.expect("upload").body;
+    let upload = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, format!("/v1/nodes/{first_node}/data")).json(&stale);
+    let answer: Value = as_old_node.send(upload).await.expect("upload").body;
     assert_eq!((answer["accepted"].clone(), answer["stale"].clone()), (json!(0), json!(1)), "{answer}");
 
     // The old node returns: its stale copy stops (it resumed it from disk first).
@@ -141,7 +141,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     .await;
     for i in 10..12 {
         let readings = batch(i * 100);
-        produce(&http, &cluster, &edges, &readings).await;
+        produce(&cluster, &edges, &readings).await;
         accepted.extend(readings);
     }
 
@@ -157,6 +157,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     let (current, _) = placement(&cluster).await.expect("placed");
     let drained = std::process::Command::new(edgeplane_tests::bin_path("edgectl"))
         .args(["--server", &servers[0].to_string(), "--server", &servers[1].to_string(), "node", "drain", &current])
+        .env("EDGECTL_CONFIG", cluster.trust.edgectl_config())
         .output()
         .expect("edgectl");
     let said = String::from_utf8_lossy(&drained.stdout).into_owned();
@@ -179,7 +180,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     let third = edges.iter().position(|e| e.name == third).expect("one of ours");
     edges[third].wait_running(1, Duration::from_secs(30)).await;
     let readings = batch(5_000);
-    produce(&http, &cluster, &edges, &readings).await;
+    produce(&cluster, &edges, &readings).await;
     accepted.extend(readings);
     let arrived = eventually(
         "every accepted reading in the cloud sink, after the drain too",

@@ -28,10 +28,12 @@ fn wasm(text: &str) -> Vec<u8> {
 }
 
 fn edgectl(servers: &str, args: &[&str]) -> Output {
+    let first: std::net::SocketAddr = servers.split(',').next().and_then(|s| s.parse().ok()).expect("a server address");
     Command::new(bin_path("edgectl"))
         .args(["--server", servers, "--timeout", "10"])
         .args(args)
         .env_remove("EDGEPLANE_SERVERS")
+        .env("EDGECTL_CONFIG", edgeplane_tests::trust_for(first).edgectl_config())
         .output()
         .expect("run edgectl")
 }

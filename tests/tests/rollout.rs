@@ -5,16 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edgeplane_tests::{bin_path, create_resource, eventually, push_module, workload_wasm, Cluster, ClusterSpec, EdgeRuntime};
+use edgeplane_tests::{create_resource, eventually, push_module, workload_wasm, Cluster, ClusterSpec, EdgeRuntime};
 use serde_json::{json, Value};
 
 const NS: &str = "factory";
 const WORKLOAD: &str = "/apis/edgeplane.io/v1alpha1/namespaces/factory/workloads/filter";
 
 fn edgectl(servers: &[SocketAddr], args: &[&str]) -> (bool, String) {
-    let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
-    let output =
-        std::process::Command::new(bin_path("edgectl")).args(["--server", &servers.join(",")]).args(args).output().expect("edgectl");
+    let output = edgeplane_tests::edgectl(servers).args(args).output().expect("edgectl");
     (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
@@ -76,9 +74,10 @@ async fn modules_roll_over_replicas_and_a_failing_one_is_rolled_back() {
     push_module(&api, NS, "broken", broken).await;
     create_resource(&api, NS, "workloads", &json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": {"name": "filter", "namespace": NS}, "spec": spec("threshold-filter@1.0.0")})).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let edges: Vec<EdgeRuntime> = (1..=2)
-        .map(|i| EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("e{i}")), &["--label", "line=a"]))
-        .collect();
+    let mut edges: Vec<EdgeRuntime> = Vec::new();
+    for i in 1..=2 {
+        edges.push(EdgeRuntime::start(&format!("edge-{i}"), &servers, dir.path().join(format!("e{i}")), &["--label", "line=a"]).await);
+    }
     running(&edges, &v1).await;
 
     // A new version (same bytes, another module name and so another module reference).

@@ -23,21 +23,23 @@ impl Agent {
     }
 
     async fn heartbeat_once(&self) -> Result<(), AgentError> {
-        if self.token().is_none() {
-            self.register().await?;
+        if !self.enrolled() {
+            self.enroll().await?;
         }
         let request = Request::new(Method::POST, node::heartbeat_path(&self.config.name))
             .json(&self.heartbeat())
-            .bearer(self.token().as_deref())
             // A heartbeat sent twice is a heartbeat.
             .retry(Retry::Idempotent)
             .attempt_timeout(self.config.heartbeat * 4);
-        let answer = self.client.send(request).await?;
+        let answer = self.client().send(request).await?;
         match answer.status {
             s if s.is_success() => Ok(()),
             StatusCode::UNAUTHORIZED => {
-                tracing::warn!("the orchestrators do not know this node's credential; registering again");
-                self.register().await
+                tracing::warn!(
+                    "the orchestrators no longer accept this node's certificate ({}); enrolling again",
+                    answer.status_error().message
+                );
+                self.enroll().await
             }
             _ => Err(AgentError::Refused { what: "heartbeat", status: Box::new(answer.status_error()) }),
         }

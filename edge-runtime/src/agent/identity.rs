@@ -1,13 +1,24 @@
-//! Who the node is: `identity.json` in the data directory holds its name, its uid (chosen on
-//! the first start; a new data directory is a new incarnation of the node) and the credential
-//! registration returned. It is readable by the runtime's user only. A credential the
-//! orchestrators no longer accept (401) makes the agent register again with the bootstrap
-//! token.
+//! Who the node is, and how it proves it.
+//!
+//! - `identity.json` in the data directory: the node's name and uid (chosen on the first
+//!   start; a new data directory is a new incarnation of the node).
+//! - `node.key` and `node.crt`: the node's private key (made here, never sent anywhere) and
+//!   the certificate the cluster CA issued for it. Owner-only.
+//!
+//! Without a certificate the node enrolls: it makes a key and a signing request and sends the
+//! request with its bootstrap token. It renews the certificate itself once two thirds of its
+//! lifetime have passed, authenticated by the current one. A certificate the orchestrators no
+//! longer accept (401: the node was revoked or deleted) makes it enroll again, which needs a
+//! bootstrap token again: a stolen certificate is worth nothing once revoked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use edgeplane_api::node::{self, RegisterRequest, RegisterResponse};
+use edgeplane_api::auth::{node_certificate_path, CertificateResponse, EnrollRequest, RenewRequest, ENROLL};
 use edgeplane_client::{Method, Request};
+use edgeplane_tls::config::CurrentIdentity;
+use edgeplane_tls::{KeyAndRequest, PeerCertificate, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
 use super::files::{self, Access, FileError};
@@ -17,11 +28,11 @@ use super::{lock, Agent, AgentError};
 pub(super) struct Identity {
     name: String,
     uid: String,
-    #[serde(default)]
-    token: Option<String>,
 }
 
 const FILE: &str = "identity.json";
+const KEY: &str = "node.key";
+const CERT: &str = "node.crt";
 
 /// The identity in `dir`, created with a fresh uid on the first start.
 pub(super) async fn load_or_create(dir: PathBuf, name: String) -> Result<Identity, AgentError> {
@@ -29,20 +40,10 @@ pub(super) async fn load_or_create(dir: PathBuf, name: String) -> Result<Identit
         std::fs::create_dir_all(&dir).map_err(|source| FileError::Io { path: dir.clone(), source })?;
         let path = dir.join(FILE);
         match files::read_json::<Identity>(&path)? {
-            Some(identity) if identity.name == name => {
-                // Files written before credentials were owner-only are made so.
-                use std::os::unix::fs::PermissionsExt as _;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|source| FileError::Io { path: path.clone(), source })?;
-                Ok(identity)
-            }
+            Some(identity) if identity.name == name => Ok(identity),
             Some(identity) => Err(AgentError::WrongIdentity { path: path.display().to_string(), owner: identity.name, name }),
             None => {
-                let identity = Identity {
-                    name,
-                    uid: random_hex(16).map_err(|source| FileError::Io { path: PathBuf::from("/dev/urandom"), source })?,
-                    token: None,
-                };
+                let identity = Identity { name, uid: random_hex(16) };
                 files::write_json(&path, &identity, Access::Owner)?;
                 Ok(identity)
             }
@@ -52,42 +53,158 @@ pub(super) async fn load_or_create(dir: PathBuf, name: String) -> Result<Identit
     .unwrap_or_else(|e| Err(AgentError::File(FileError::Io { path: PathBuf::from(FILE), source: std::io::Error::other(e) })))
 }
 
-impl Agent {
-    pub(super) fn token(&self) -> Option<String> {
-        lock(&self.identity).token.clone()
+/// The node's certificate, as the TLS configurations see it, and its validity.
+#[derive(Debug)]
+pub struct NodeCertificate {
+    /// What every TLS configuration of the node presents (empty until enrolled).
+    pub current: Arc<CurrentIdentity>,
+    /// (not before, not after), seconds since the Unix epoch.
+    validity: std::sync::Mutex<Option<(i64, i64)>>,
+    /// When this process last installed a certificate.
+    installed: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl NodeCertificate {
+    /// The certificate saved in `dir`, if any (an unreadable one is ignored: the node enrolls
+    /// again).
+    pub fn load(dir: &Path) -> NodeCertificate {
+        let loaded = std::fs::read_to_string(dir.join(CERT))
+            .ok()
+            .zip(std::fs::read_to_string(dir.join(KEY)).ok())
+            .and_then(|(cert, key)| Some((TlsIdentity::from_pem(&cert, &key).ok()?, PeerCertificate::from_pem(&cert).ok()?)));
+        match loaded {
+            Some((identity, parsed)) => match CurrentIdentity::new(&identity) {
+                Ok(current) => NodeCertificate {
+                    current,
+                    validity: std::sync::Mutex::new(Some((parsed.not_before, parsed.not_after))),
+                    installed: std::sync::Mutex::new(None),
+                },
+                Err(_) => NodeCertificate::none(),
+            },
+            None => NodeCertificate::none(),
+        }
     }
 
-    /// Registers with the bootstrap token and keeps the credential it returns.
-    pub(super) async fn register(&self) -> Result<(), AgentError> {
+    fn none() -> NodeCertificate {
+        NodeCertificate { current: CurrentIdentity::empty(), validity: std::sync::Mutex::new(None), installed: std::sync::Mutex::new(None) }
+    }
+
+    fn validity(&self) -> Option<(i64, i64)> {
+        *lock(&self.validity)
+    }
+
+    /// Whether a certificate was installed after `instant` (by another task).
+    fn enrolled_after(&self, instant: std::time::Instant) -> bool {
+        lock(&self.installed).is_some_and(|at| at > instant)
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Agent {
+    /// Whether the node holds a certificate that has not expired.
+    pub(super) fn enrolled(&self) -> bool {
+        self.certificate.validity().is_some_and(|(_, not_after)| not_after > now_s())
+    }
+
+    /// Enrolls with the bootstrap token: a new key, a signing request, and the certificate
+    /// the orchestrators issue for it.
+    pub(super) async fn enroll(&self) -> Result<(), AgentError> {
+        // One enrollment at a time (heartbeats and uploads both find the node not enrolled):
+        // a second would replace the certificate the first just installed.
+        let started = std::time::Instant::now();
+        let _one = self.enrolling.lock().await;
+        if self.certificate.enrolled_after(started) {
+            return Ok(());
+        }
         let bootstrap = self.config.bootstrap_token.as_deref().ok_or(AgentError::NoBootstrapToken)?;
+        let name = self.config.name.clone();
+        let fresh = tokio::task::spawn_blocking(move || KeyAndRequest::generate(&name))
+            .await
+            .map_err(|e| AgentError::Tls(e.to_string()))?
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
         let uid = lock(&self.identity).uid.clone();
-        let request = RegisterRequest {
+        let request = EnrollRequest {
             name: self.config.name.clone(),
             uid,
+            csr: fresh.request_pem.clone(),
             labels: self.config.labels.clone(),
             tier: self.config.tier,
             capabilities: self.config.capabilities.clone(),
             capacity: self.config.capacity.clone(),
         };
-        let answer = self.client.send(Request::new(Method::POST, node::REGISTER).json(&request).bearer(Some(bootstrap))).await?;
+        let answer = self.client().send(Request::new(Method::POST, ENROLL).json(&request).bearer(Some(bootstrap))).await?;
         if !answer.is_success() {
-            return Err(AgentError::Refused { what: "registration", status: Box::new(answer.status_error()) });
+            return Err(AgentError::Refused { what: "enrollment", status: Box::new(answer.status_error()) });
         }
-        let response: RegisterResponse = answer.json()?;
-        let identity = {
-            let mut identity = lock(&self.identity);
-            identity.token = Some(response.token);
-            identity.clone()
-        };
-        files::save_json(self.config.data_dir.join(FILE), identity, Access::Owner).await?;
-        tracing::info!(node = %self.config.name, "registered");
+        self.install(fresh.key_pem, answer.json()?).await?;
+        tracing::info!(node = %self.config.name, "enrolled");
         Ok(())
+    }
+
+    /// Renews the certificate once two thirds of its lifetime have passed.
+    pub(super) async fn renew_if_due(&self) -> Result<(), AgentError> {
+        let Some((not_before, not_after)) = self.certificate.validity() else { return Ok(()) };
+        if now_s() < not_before + (not_after - not_before) * 2 / 3 {
+            return Ok(());
+        }
+        let _one = self.enrolling.lock().await;
+        let name = self.config.name.clone();
+        let fresh = tokio::task::spawn_blocking(move || KeyAndRequest::generate(&name))
+            .await
+            .map_err(|e| AgentError::Tls(e.to_string()))?
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        let request =
+            Request::new(Method::POST, node_certificate_path(&self.config.name)).json(&RenewRequest { csr: fresh.request_pem.clone() });
+        let answer = self.client().send(request).await?;
+        if !answer.is_success() {
+            return Err(AgentError::Refused { what: "certificate renewal", status: Box::new(answer.status_error()) });
+        }
+        self.install(fresh.key_pem, answer.json()?).await?;
+        tracing::info!(node = %self.config.name, "renewed its certificate");
+        Ok(())
+    }
+
+    /// Saves a new key and certificate (the key first: a certificate without its key is
+    /// useless), presents them from now on, and starts new connections with them.
+    async fn install(&self, key_pem: String, issued: CertificateResponse) -> Result<(), AgentError> {
+        if issued.ca.trim() != self.config.ca_pem.trim() {
+            tracing::warn!("the orchestrators sent a CA certificate other than --ca-cert; keeping --ca-cert");
+        }
+        let identity = TlsIdentity::from_pem(&issued.certificate, &key_pem).map_err(|e| AgentError::Tls(e.to_string()))?;
+        let parsed = PeerCertificate::from_pem(&issued.certificate).map_err(|e| AgentError::Tls(e.to_string()))?;
+        let dir = self.config.data_dir.clone();
+        let cert = issued.certificate.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), FileError> {
+            files::write_atomically(&dir.join(KEY), key_pem.as_bytes(), Access::Owner)?;
+            files::write_atomically(&dir.join(CERT), cert.as_bytes(), Access::Owner)
+        })
+        .await
+        .map_err(|e| AgentError::Tls(e.to_string()))??;
+        self.certificate.current.replace(&identity).map_err(|e| AgentError::Tls(e.to_string()))?;
+        *lock(&self.certificate.validity) = Some((parsed.not_before, parsed.not_after));
+        *lock(&self.certificate.installed) = Some(std::time::Instant::now());
+        // Pooled connections present the old certificate; new ones the new.
+        self.reconnect()?;
+        Ok(())
+    }
+
+    /// Renews the certificate when due, until the process stops.
+    pub(super) async fn renewal_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Err(e) = self.renew_if_due().await {
+                tracing::warn!("certificate renewal failed: {e}; retrying");
+            }
+        }
     }
 }
 
-fn random_hex(bytes: usize) -> std::io::Result<String> {
-    use std::io::Read as _;
+/// Hex of `bytes` random bytes from the operating system.
+fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    edgeplane_tls::config::provider().secure_random.fill(&mut buf).expect("the operating system's random source works");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }

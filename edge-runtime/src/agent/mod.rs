@@ -1,7 +1,7 @@
 //! The node agent: the edge runtime's side of the conversation with the orchestrators.
 //!
-//! - [`identity`]: who the node is (`identity.json`: name, uid, credential; owner-only) and
-//!   registration with the bootstrap token.
+//! - [`identity`]: who the node is (`identity.json`: name and uid; `node.key`, `node.crt`:
+//!   its certificate, owner-only), enrollment with a bootstrap token, and renewal.
 //! - [`heartbeat`]: heartbeats every `--heartbeat-ms` with the node's load and every
 //!   instance's state.
 //! - [`reconcile`]: the Assignment watch, the desired set persisted before it is acted on (a
@@ -32,6 +32,7 @@ use edgeplane_client::{Client, ClientError, ClientOptions};
 use tokio::sync::{watch, Semaphore};
 
 pub use files::FileError;
+pub use identity::NodeCertificate;
 pub use modules::ModuleError;
 
 use crate::config::Config;
@@ -42,8 +43,10 @@ use identity::Identity;
 /// Why the agent could not do something. Its loops log these and try again.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("not registered, and no --bootstrap-token to register with")]
+    #[error("not enrolled, and no --bootstrap-token to enroll with")]
     NoBootstrapToken,
+    #[error("the node's certificate: {0}")]
+    Tls(String),
     #[error("cannot reach the orchestrators")]
     Unreachable(#[source] ClientError),
     #[error("the orchestrators refused the {what}: {status}")]
@@ -89,7 +92,12 @@ enum SlotState {
 #[derive(Debug)]
 pub struct Agent {
     config: Config,
-    client: Client,
+    /// Rebuilt when the node's certificate changes, so that no pooled connection keeps
+    /// presenting the old one.
+    client: Mutex<Arc<Client>>,
+    certificate: Arc<NodeCertificate>,
+    /// Held while enrolling.
+    enrolling: tokio::sync::Mutex<()>,
     pool: WasmPool,
     modules: modules::ModuleCache,
     identity: Mutex<Identity>,
@@ -112,13 +120,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Agent {
     /// Sets up the agent: its directories and identity (created on the first start).
-    pub async fn new(config: Config, pool: WasmPool, dataplane: Arc<DataPlane>) -> Result<Arc<Agent>, AgentError> {
+    pub async fn new(
+        config: Config,
+        certificate: Arc<NodeCertificate>,
+        pool: WasmPool,
+        dataplane: Arc<DataPlane>,
+    ) -> Result<Arc<Agent>, AgentError> {
         let identity = identity::load_or_create(config.data_dir.clone(), config.name.clone()).await?;
-        let client = Client::new(&config.servers, ClientOptions::default())?;
+        let client = Self::new_client(&config, &certificate)?;
         let modules = modules::ModuleCache::new(config.data_dir.join("modules"), pool.host().clone()).await?;
         Ok(Arc::new(Agent {
             config,
-            client,
+            client: Mutex::new(Arc::new(client)),
+            certificate,
+            enrolling: tokio::sync::Mutex::new(()),
             pool,
             modules,
             identity: Mutex::new(identity),
@@ -133,6 +148,24 @@ impl Agent {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    fn new_client(config: &Config, certificate: &NodeCertificate) -> Result<Client, AgentError> {
+        let tls = edgeplane_tls::config::client_config_renewable(&config.ca_pem, certificate.current.clone())
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        Ok(Client::new(&config.servers, ClientOptions::default(), tls)?)
+    }
+
+    /// The client of the orchestrators.
+    fn client(&self) -> Arc<Client> {
+        lock(&self.client).clone()
+    }
+
+    /// Replaces the client: new connections, with the current certificate.
+    fn reconnect(&self) -> Result<(), AgentError> {
+        let client = Self::new_client(&self.config, &self.certificate)?;
+        *lock(&self.client) = Arc::new(client);
+        Ok(())
     }
 
     pub fn dataplane(&self) -> &Arc<DataPlane> {
@@ -160,11 +193,13 @@ impl Agent {
     pub async fn run(self: Arc<Self>) {
         let heartbeats = tokio::spawn(self.clone().heartbeat_loop());
         let uploads = tokio::spawn(self.clone().upload_loop());
+        let renewals = tokio::spawn(self.clone().renewal_loop());
         self.resume_saved().await;
         self.resumed.send_replace(true);
         self.watch_loop().await;
         heartbeats.abort();
         uploads.abort();
+        renewals.abort();
     }
 
     /// The node's load and every instance's state.

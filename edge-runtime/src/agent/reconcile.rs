@@ -96,7 +96,7 @@ impl Agent {
         desired: &mut BTreeMap<String, AssignmentSpec>,
         resume: &mut Option<u64>,
     ) -> Result<(), String> {
-        let opened = self.client.open(Request::get(path).attempt_timeout(WATCH_TIMEOUT)).await.map_err(|e| e.to_string())?;
+        let opened = self.client().open(Request::get(path).attempt_timeout(WATCH_TIMEOUT)).await.map_err(|e| e.to_string())?;
         let (server, response) = match opened {
             Ok(live) => live,
             Err(answer) if answer.status == edgeplane_client::StatusCode::GONE => {
@@ -210,7 +210,7 @@ impl Agent {
         let mut first = Some(first);
         let mut backoff = Duration::from_millis(500);
         let module = loop {
-            let result = self.modules.get(&self.client, &spec.module_digest).await;
+            let result = self.modules.get(&self.client(), &spec.module_digest).await;
             let current = lock(&self.instances).get(&key).is_some_and(|s| s.attempt == attempt);
             if !current {
                 return;

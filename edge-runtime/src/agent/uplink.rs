@@ -92,17 +92,16 @@ impl Agent {
             return Ok(Upload::Sent);
         }
         let count = peeked.records.len();
-        if self.token().is_none() {
-            self.register().await?;
+        if !self.enrolled() {
+            self.enroll().await?;
         }
         let body = UploadRequest { records: peeked.records.into_iter().map(up_record).collect() };
         let request = Request::new(Method::POST, data::upload_path(&self.config.name))
             .json(&body)
-            .bearer(self.token().as_deref())
             // The sink deduplicates: sending it again is safe.
             .retry(Retry::Idempotent);
         let body_bytes = request.body.as_ref().map_or(0, |(b, _)| b.len() as u64);
-        let answer = self.client.send(request).await?;
+        let answer = self.client().send(request).await?;
         let status = (!answer.is_success()).then(|| answer.status_error());
         let names_records = status.as_ref().is_some_and(|s| s.details.causes.iter().any(|c| c.field.starts_with("records[")));
         match verdict(answer.status, names_records, count) {
@@ -134,8 +133,8 @@ impl Agent {
             }
             Verdict::Narrow => Ok(Upload::Narrow),
             Verdict::Register => {
-                tracing::warn!("the orchestrators do not know this node's credential; registering again");
-                self.register().await?;
+                tracing::warn!("the orchestrators no longer accept this node's certificate; enrolling again");
+                self.enroll().await?;
                 Err(UploadError::Refused(Box::new(status.expect("a refusal has a status"))))
             }
             Verdict::Retry => Err(UploadError::Refused(Box::new(status.expect("a refusal has a status")))),
@@ -152,7 +151,7 @@ enum Verdict {
     SetAside,
     /// Something in the batch is refused: send fewer records at once to find it.
     Narrow,
-    /// The credential is unknown: register again, then retry.
+    /// The certificate is no longer accepted: enroll again, then retry.
     Register,
     /// Nothing the node can change: retry as it is, with backoff.
     Retry,
@@ -163,7 +162,9 @@ enum Verdict {
 fn verdict(status: StatusCode, names_records: bool, count: usize) -> Verdict {
     match status {
         s if s.is_success() => Verdict::Delivered,
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY if names_records => {
+        // Invalid records, or records of streams the node does not own (403): they can never
+        // be accepted.
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::FORBIDDEN if names_records => {
             if count == 1 {
                 Verdict::SetAside
             } else {
@@ -217,6 +218,8 @@ mod tests {
             (StatusCode::OK, false, 10, Verdict::Delivered),
             (StatusCode::BAD_REQUEST, true, 1, Verdict::SetAside),
             (StatusCode::UNPROCESSABLE_ENTITY, true, 1, Verdict::SetAside),
+            (StatusCode::FORBIDDEN, true, 1, Verdict::SetAside),
+            (StatusCode::FORBIDDEN, false, 1, Verdict::Retry),
             (StatusCode::BAD_REQUEST, true, 10, Verdict::Narrow),
             (StatusCode::BAD_REQUEST, false, 1, Verdict::Retry),
             (StatusCode::PAYLOAD_TOO_LARGE, false, 10, Verdict::Narrow),

@@ -25,14 +25,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use edgeplane_api::data::Reading;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 #[derive(Debug, Parser)]
 #[command(name = "sensor-sim", about = "Publishes a factory's simulated sensor readings over MQTT.")]
 struct Args {
-    /// The MQTT broker, host:port.
-    #[arg(long, default_value = "127.0.0.1:1883")]
+    /// The MQTT broker, host:port (TLS).
+    #[arg(long, default_value = "127.0.0.1:8883")]
     broker: String,
+    /// The cluster CA's certificate: the broker's certificate must be issued by it.
+    #[arg(long)]
+    ca_cert: std::path::PathBuf,
+    /// The device's certificate and key (a user in group edgeplane:devices), which the broker
+    /// takes as its identity.
+    #[arg(long)]
+    cert: std::path::PathBuf,
+    #[arg(long)]
+    key: std::path::PathBuf,
     /// Samples per second of each sensor.
     #[arg(long, default_value_t = 10.0)]
     rate_hz: f64,
@@ -62,9 +71,13 @@ async fn main() -> anyhow::Result<()> {
         Some((host, port)) => {
             (host.to_owned(), port.parse::<u16>().map_err(|_| anyhow::anyhow!("--broker: bad port in {:?}", args.broker))?)
         }
-        None => (args.broker.clone(), 1883),
+        None => (args.broker.clone(), 8883),
     };
+    let ca = edgeplane_tls::config::read(&args.ca_cert)?;
+    let identity = edgeplane_tls::TlsIdentity::load(&args.cert, &args.key)?;
+    let tls = edgeplane_tls::config::client_config(&ca, Some(&identity))?;
     let mut options = MqttOptions::new(format!("sensor-sim-{}", std::process::id()), host, port);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
     options.set_keep_alive(Duration::from_secs(5));
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let link = Arc::new(Link::default());

@@ -16,6 +16,8 @@
 //! - [`selector`]: label selectors.
 //! - [`node`]: registration and heartbeats of edge runtimes.
 //! - [`abi`]: the limits on guest modules' size and complexity.
+//! - [`auth`]: enrollment, certificates, tokens and the route table; [`audit`]: the
+//!   hash-chained audit log.
 //! - [`data`]: readings, the v1 batch format, and the cloud sink's upload and query types.
 //! - [`openapi`]: the OpenAPI document of the resource API.
 //! - [`watch`]: the events of a watch stream.
@@ -23,6 +25,8 @@
 use serde::{Deserialize, Serialize};
 
 pub mod abi;
+pub mod audit;
+pub mod auth;
 pub mod data;
 pub mod manifest;
 pub mod node;
@@ -170,8 +174,10 @@ pub enum StatusReason {
     RequestEntityTooLarge,
     /// The resource cannot be written this way (Assignments are written by the orchestrators).
     MethodNotAllowed,
-    /// Missing or wrong credentials (node registration and heartbeats).
+    /// No credentials, or credentials that are not (or no longer) valid.
     Unauthorized,
+    /// Authenticated, but not allowed to do this.
+    Forbidden,
     ServiceUnavailable,
     Timeout,
     InternalError,

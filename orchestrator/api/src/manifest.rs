@@ -18,7 +18,10 @@ use std::fmt;
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::resources::{EdgeNode, Model, Module, Workload, API_VERSION};
+use crate::resources::{
+    ClusterRole, ClusterRoleBinding, ClusterSinkPolicy, EdgeNode, Model, Module, Role, RoleBinding, ServiceAccount, SinkPolicy, Workload,
+    API_VERSION,
+};
 use crate::validate;
 
 /// Largest manifest accepted, in bytes.
@@ -72,6 +75,21 @@ impl fmt::Display for DocumentErrors {
     }
 }
 
+/// The kinds a manifest may hold (Assignments are written by the orchestrators only).
+pub const MANIFEST_KINDS: &[&str] = &[
+    "EdgeNode",
+    "Module",
+    "Workload",
+    "Model",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "ServiceAccount",
+    "SinkPolicy",
+    "ClusterSinkPolicy",
+];
+
 /// A validated resource. (Not boxed: a resource is parsed once per document or request, and
 /// moved rarely.)
 #[allow(clippy::large_enum_variant)]
@@ -81,6 +99,13 @@ pub enum Resource {
     Module(Module),
     Workload(Workload),
     Model(Model),
+    Role(Role),
+    ClusterRole(ClusterRole),
+    RoleBinding(RoleBinding),
+    ClusterRoleBinding(ClusterRoleBinding),
+    ServiceAccount(ServiceAccount),
+    SinkPolicy(SinkPolicy),
+    ClusterSinkPolicy(ClusterSinkPolicy),
 }
 
 impl Resource {
@@ -90,6 +115,13 @@ impl Resource {
             Resource::Module(_) => "Module",
             Resource::Workload(_) => "Workload",
             Resource::Model(_) => "Model",
+            Resource::Role(_) => "Role",
+            Resource::ClusterRole(_) => "ClusterRole",
+            Resource::RoleBinding(_) => "RoleBinding",
+            Resource::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            Resource::ServiceAccount(_) => "ServiceAccount",
+            Resource::SinkPolicy(_) => "SinkPolicy",
+            Resource::ClusterSinkPolicy(_) => "ClusterSinkPolicy",
         }
     }
 
@@ -99,6 +131,13 @@ impl Resource {
             Resource::Module(r) => &r.metadata,
             Resource::Workload(r) => &r.metadata,
             Resource::Model(r) => &r.metadata,
+            Resource::Role(r) => &r.metadata,
+            Resource::ClusterRole(r) => &r.metadata,
+            Resource::RoleBinding(r) => &r.metadata,
+            Resource::ClusterRoleBinding(r) => &r.metadata,
+            Resource::ServiceAccount(r) => &r.metadata,
+            Resource::SinkPolicy(r) => &r.metadata,
+            Resource::ClusterSinkPolicy(r) => &r.metadata,
         };
         meta.name.as_deref().unwrap_or_default()
     }
@@ -180,14 +219,15 @@ fn parse_document(value: Value) -> DocResult {
         Some(other) => problems.push(FieldError::new("apiVersion", format!("must be {API_VERSION}, got {other:?}"))),
         None => problems.push(FieldError::new("apiVersion", format!("required ({API_VERSION})"))),
     }
-    let schema = match kind.as_str() {
-        "EdgeNode" | "Module" | "Workload" | "Model" => &schemas()[kind.as_str()],
-        "" => {
-            problems.push(FieldError::new("kind", "required: one of EdgeNode, Module, Workload, Model"));
+    let kinds = MANIFEST_KINDS.join(", ");
+    let schema = match schemas().get(kind.as_str()) {
+        Some(schema) => schema,
+        None if kind.is_empty() => {
+            problems.push(FieldError::new("kind", format!("required: one of {kinds}")));
             return Err((name, problems));
         }
-        other => {
-            problems.push(FieldError::new("kind", format!("must be one of EdgeNode, Module, Workload, Model, got {other:?}")));
+        None => {
+            problems.push(FieldError::new("kind", format!("must be one of {kinds}, got {kind:?}")));
             return Err((name, problems));
         }
     };
@@ -233,6 +273,19 @@ fn meaning(kind: &str, value: Value) -> Result<(Vec<FieldError>, Resource), Fiel
         "EdgeNode" => typed(value).map(|r: EdgeNode| (validate::edge_node(&r), Resource::EdgeNode(r))),
         "Module" => typed(value).map(|r: Module| (validate::module(&r), Resource::Module(r))),
         "Workload" => typed(value).map(|r: Workload| (validate::workload(&r), Resource::Workload(r))),
+        "Role" => typed(value).map(|r: Role| (validate::role(&r.metadata, &r.spec.rules, true), Resource::Role(r))),
+        "ClusterRole" => typed(value).map(|r: ClusterRole| (validate::role(&r.metadata, &r.spec.rules, false), Resource::ClusterRole(r))),
+        "RoleBinding" => typed(value)
+            .map(|r: RoleBinding| (validate::binding(&r.metadata, &r.spec.role_ref, &r.spec.subjects, true), Resource::RoleBinding(r))),
+        "ClusterRoleBinding" => typed(value).map(|r: ClusterRoleBinding| {
+            (validate::binding(&r.metadata, &r.spec.role_ref, &r.spec.subjects, false), Resource::ClusterRoleBinding(r))
+        }),
+        "ServiceAccount" => typed(value).map(|r: ServiceAccount| (validate::named(&r.metadata, true), Resource::ServiceAccount(r))),
+        "SinkPolicy" => {
+            typed(value).map(|r: SinkPolicy| (validate::sink_policy(&r.metadata, &r.spec.http_allow, true), Resource::SinkPolicy(r)))
+        }
+        "ClusterSinkPolicy" => typed(value)
+            .map(|r: ClusterSinkPolicy| (validate::sink_policy(&r.metadata, &r.spec.http_allow, false), Resource::ClusterSinkPolicy(r))),
         _ => typed(value).map(|r: Model| (validate::model(&r), Resource::Model(r))),
     }
 }
@@ -275,10 +328,22 @@ fn remove_path(value: &mut Value, path: &str) {
 fn schemas() -> &'static std::collections::BTreeMap<&'static str, Value> {
     static SCHEMAS: std::sync::OnceLock<std::collections::BTreeMap<&'static str, Value>> = std::sync::OnceLock::new();
     SCHEMAS.get_or_init(|| {
-        [("EdgeNode", EdgeNode::crd()), ("Module", Module::crd()), ("Workload", Workload::crd()), ("Model", Model::crd())]
-            .into_iter()
-            .map(|(kind, crd)| (kind, serde_json::to_value(&crd.spec.versions[0].schema).expect("CRD schemas serialize")))
-            .collect()
+        [
+            ("EdgeNode", EdgeNode::crd()),
+            ("Module", Module::crd()),
+            ("Workload", Workload::crd()),
+            ("Model", Model::crd()),
+            ("Role", Role::crd()),
+            ("ClusterRole", ClusterRole::crd()),
+            ("RoleBinding", RoleBinding::crd()),
+            ("ClusterRoleBinding", ClusterRoleBinding::crd()),
+            ("ServiceAccount", ServiceAccount::crd()),
+            ("SinkPolicy", SinkPolicy::crd()),
+            ("ClusterSinkPolicy", ClusterSinkPolicy::crd()),
+        ]
+        .into_iter()
+        .map(|(kind, crd)| (kind, serde_json::to_value(&crd.spec.versions[0].schema).expect("CRD schemas serialize")))
+        .collect()
     })
 }
 

@@ -2,10 +2,7 @@
 //! validates with. Served at `/openapi/v3` and committed as `docs/openapi.json` (a test fails
 //! when the committed copy is stale).
 
-use kube::CustomResourceExt;
 use serde_json::{json, Map, Value};
-
-use crate::resources::{Assignment, EdgeNode, Model, Module, Workload};
 
 use crate::paths::RESOURCES as PREFIX;
 
@@ -13,7 +10,7 @@ pub fn document() -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
     schemas.insert("Status".to_owned(), status_schema());
-    for crd in [EdgeNode::crd(), Module::crd(), Workload::crd(), Model::crd(), Assignment::crd()] {
+    for crd in crate::resources::crds() {
         let kind = crd.spec.names.kind.clone();
         let plural = crd.spec.names.plural.clone();
         let namespaced = crd.spec.scope == "Namespaced";

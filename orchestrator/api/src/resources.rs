@@ -8,6 +8,10 @@
 //! - [`Model`]: versioned parameters for inference workloads.
 //! - [`Assignment`]: one replica of a Workload bound to one node, written by the orchestrators
 //!   (like a Kubernetes Pod); edge runtimes watch their own.
+//! - Authorization, as Kubernetes' RBAC: [`Role`] and [`ClusterRole`] (rules: verbs on
+//!   resources), [`RoleBinding`] and [`ClusterRoleBinding`] (subjects to a role);
+//!   [`ServiceAccount`] (a program's identity, authenticated by a bearer token).
+//! - [`SinkPolicy`] and [`ClusterSinkPolicy`]: the HTTP endpoints workloads may send to.
 //!
 //! Every spec rejects unknown fields; [`crate::validate`] checks what types cannot.
 
@@ -38,7 +42,33 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { kind: "Workload", plural: "workloads", namespaced: true, aliases: &["workload", "wl"] },
     ResourceKind { kind: "Model", plural: "models", namespaced: true, aliases: &["model"] },
     ResourceKind { kind: "Assignment", plural: "assignments", namespaced: true, aliases: &["assignment", "asg"] },
+    ResourceKind { kind: "Role", plural: "roles", namespaced: true, aliases: &["role"] },
+    ResourceKind { kind: "ClusterRole", plural: "clusterroles", namespaced: false, aliases: &["clusterrole"] },
+    ResourceKind { kind: "RoleBinding", plural: "rolebindings", namespaced: true, aliases: &["rolebinding"] },
+    ResourceKind { kind: "ClusterRoleBinding", plural: "clusterrolebindings", namespaced: false, aliases: &["clusterrolebinding"] },
+    ResourceKind { kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, aliases: &["serviceaccount", "sa"] },
+    ResourceKind { kind: "SinkPolicy", plural: "sinkpolicies", namespaced: true, aliases: &["sinkpolicy"] },
+    ResourceKind { kind: "ClusterSinkPolicy", plural: "clustersinkpolicies", namespaced: false, aliases: &["clustersinkpolicy"] },
 ];
+
+/// The CustomResourceDefinition of every kind, in [`KINDS`] order.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![
+        EdgeNode::crd(),
+        Module::crd(),
+        Workload::crd(),
+        Model::crd(),
+        Assignment::crd(),
+        Role::crd(),
+        ClusterRole::crd(),
+        RoleBinding::crd(),
+        ClusterRoleBinding::crd(),
+        ServiceAccount::crd(),
+        SinkPolicy::crd(),
+        ClusterSinkPolicy::crd(),
+    ]
+}
 
 impl ResourceKind {
     pub fn by_plural(plural: &str) -> Option<ResourceKind> {
@@ -496,6 +526,29 @@ pub struct AssignmentSpec {
     pub model: Option<AssignedModel>,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// Where this replica ran before, newest first (at most [`MAX_PREVIOUS_PLACEMENTS`]): those
+    /// nodes may still upload what they produced there (the backlog of a node that was lost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousPlacement>,
+}
+
+/// How many earlier placements an Assignment remembers.
+pub const MAX_PREVIOUS_PLACEMENTS: usize = 8;
+
+/// An earlier placement of a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreviousPlacement {
+    pub generation: u64,
+    pub node_name: String,
+}
+
+impl AssignmentSpec {
+    /// Whether `node` held this replica at `generation`: now, or in an earlier placement.
+    pub fn held_by(&self, node: &str, generation: u64) -> bool {
+        (self.node_name == node && self.generation == generation)
+            || self.previous.iter().any(|p| p.node_name == node && p.generation == generation)
+    }
 }
 
 /// The Model an Assignment runs with, copied in so that the node needs nothing else.
@@ -513,4 +566,115 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+/// Verbs on resources a rule may grant, in Kubernetes' words.
+pub const VERBS: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
+
+/// Permissions within one namespace: what its bindings grant there.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "Role", plural = "roles", derive = "PartialEq", namespaced)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleSpec {
+    pub rules: Vec<PolicyRule>,
+}
+
+/// Permissions in every namespace (through a ClusterRoleBinding) or one (through a
+/// RoleBinding), and on cluster-wide resources. The built-in ones (`cluster-admin`,
+/// `operator`, `viewer`, `node`) are always there and cannot be changed.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterRole", plural = "clusterroles", derive = "PartialEq")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterRoleSpec {
+    pub rules: Vec<PolicyRule>,
+}
+
+/// `verbs` on `resources` (plurals such as `workloads`, or `resource/subresource` such as
+/// `edgenodes/certificate`; `*` for all), optionally only those named in `resourceNames`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyRule {
+    pub verbs: Vec<String>,
+    pub resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_names: Vec<String>,
+}
+
+/// Grants a role's rules to subjects, in the binding's namespace.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "RoleBinding", plural = "rolebindings", derive = "PartialEq", namespaced)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleBindingSpec {
+    pub role_ref: RoleRef,
+    pub subjects: Vec<RbacSubject>,
+}
+
+/// Grants a ClusterRole's rules to subjects, everywhere.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterRoleBinding", plural = "clusterrolebindings", derive = "PartialEq")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterRoleBindingSpec {
+    pub role_ref: RoleRef,
+    pub subjects: Vec<RbacSubject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleRef {
+    pub kind: RoleKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RoleKind {
+    Role,
+    ClusterRole,
+}
+
+/// Who a binding grants to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RbacSubject {
+    pub kind: SubjectKind,
+    pub name: String,
+    /// The ServiceAccount's namespace (the binding's when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SubjectKind {
+    /// The common name of a client certificate.
+    User,
+    /// An organization of a client certificate, or a system group.
+    Group,
+    ServiceAccount,
+}
+
+/// A program's identity in a namespace; it authenticates with a bearer token
+/// (`POST /v1/serviceaccounts/{ns}/{name}/token`), and bindings grant it roles.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ServiceAccount", plural = "serviceaccounts", derive = "PartialEq", namespaced)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAccountSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// The HTTP endpoints the Workloads of one namespace may send results to (`sink.type: http`).
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "SinkPolicy", plural = "sinkpolicies", derive = "PartialEq", namespaced)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SinkPolicySpec {
+    /// URL prefixes, e.g. `http://10.0.0.5:8080/ingest/`: a sink URL is allowed when it has the
+    /// same scheme, host and port as one of them and its path starts with that one's path.
+    pub http_allow: Vec<String>,
+}
+
+/// The HTTP endpoints the Workloads of every namespace may send results to.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterSinkPolicy", plural = "clustersinkpolicies", derive = "PartialEq")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSinkPolicySpec {
+    pub http_allow: Vec<String>,
 }

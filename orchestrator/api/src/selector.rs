@@ -41,6 +41,16 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    /// Whether every object the selector matches has label `key` equal to `value` (it
+    /// requires `key=value`, or `key in (value)`).
+    pub fn pins(&self, key: &str, value: &str) -> bool {
+        self.0.iter().any(|r| match r {
+            Requirement::Equals(k, v) => k == key && v == value,
+            Requirement::In(k, values) => k == key && values.len() == 1 && values[0] == value,
+            _ => false,
+        })
+    }
+
     fn requirement(part: &str) -> Result<Requirement, String> {
         let key = |k: &str| -> Result<String, String> {
             let k = k.trim();

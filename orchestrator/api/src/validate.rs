@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::manifest::FieldError;
-use crate::resources::{EdgeNode, Model, Module, SinkType, Workload, WorkloadMode};
+use crate::resources::{
+    EdgeNode, Model, Module, PolicyRule, RbacSubject, RoleKind, RoleRef, SinkType, SubjectKind, Workload, WorkloadMode, VERBS,
+};
 
 /// The guest ABI versions the edge runtime implements.
 pub const SUPPORTED_ABIS: &[&str] = &["edgeplane/v1"];
@@ -323,9 +325,159 @@ pub fn model(m: &Model) -> Problems {
     p
 }
 
+/// A resource with nothing to check but its metadata (a ServiceAccount).
+pub fn named(meta: &ObjectMeta, namespaced: bool) -> Problems {
+    let mut p = Vec::new();
+    metadata(meta, namespaced, &mut p);
+    p
+}
+
+/// A Role's or ClusterRole's rules: known verbs, resources named as plurals.
+pub fn role(meta: &ObjectMeta, rules: &[PolicyRule], namespaced: bool) -> Problems {
+    let mut p = Vec::new();
+    metadata(meta, namespaced, &mut p);
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if rule.verbs.is_empty() {
+            push(&mut p, format!("{at}.verbs"), "must name at least one verb (or *)");
+        }
+        for (j, verb) in rule.verbs.iter().enumerate() {
+            if verb != "*" && !VERBS.contains(&verb.as_str()) {
+                push(&mut p, format!("{at}.verbs[{j}]"), format!("must be one of {}, or *; got {verb:?}", VERBS.join(", ")));
+            }
+        }
+        if rule.resources.is_empty() {
+            push(&mut p, format!("{at}.resources"), "must name at least one resource (or *)");
+        }
+        for (j, resource) in rule.resources.iter().enumerate() {
+            let valid = resource == "*"
+                || resource.split('/').count() <= 2
+                    && resource.split('/').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+            if !valid {
+                push(
+                    &mut p,
+                    format!("{at}.resources[{j}]"),
+                    format!("must be a plural such as workloads, resource/subresource, or *; got {resource:?}"),
+                );
+            }
+        }
+    }
+    p
+}
+
+/// A RoleBinding's or ClusterRoleBinding's role and subjects.
+pub fn binding(meta: &ObjectMeta, role_ref: &RoleRef, subjects: &[RbacSubject], namespaced: bool) -> Problems {
+    let mut p = Vec::new();
+    metadata(meta, namespaced, &mut p);
+    if !namespaced && role_ref.kind == RoleKind::Role {
+        push(&mut p, "spec.roleRef.kind", "a ClusterRoleBinding can only bind a ClusterRole");
+    }
+    if let Err(e) = dns_subdomain(&role_ref.name) {
+        push(&mut p, "spec.roleRef.name", e);
+    }
+    if subjects.is_empty() {
+        push(&mut p, "spec.subjects", "must name at least one subject");
+    }
+    for (i, subject) in subjects.iter().enumerate() {
+        let at = format!("spec.subjects[{i}]");
+        if subject.name.is_empty() {
+            push(&mut p, format!("{at}.name"), "required");
+        }
+        match (subject.kind, &subject.namespace) {
+            (SubjectKind::ServiceAccount, None) if !namespaced => {
+                push(&mut p, format!("{at}.namespace"), "required for a ServiceAccount in a ClusterRoleBinding")
+            }
+            (SubjectKind::ServiceAccount, Some(ns)) => {
+                if let Err(e) = dns_label(ns) {
+                    push(&mut p, format!("{at}.namespace"), e);
+                }
+            }
+            (SubjectKind::User | SubjectKind::Group, Some(_)) => {
+                push(&mut p, format!("{at}.namespace"), "only a ServiceAccount subject has a namespace")
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+/// A sink policy's URL prefixes: absolute http(s) URLs with a host.
+pub fn sink_policy(meta: &ObjectMeta, allow: &[String], namespaced: bool) -> Problems {
+    let mut p = Vec::new();
+    metadata(meta, namespaced, &mut p);
+    for (i, prefix) in allow.iter().enumerate() {
+        if let Err(e) = HttpUrl::parse(prefix) {
+            push(&mut p, format!("spec.httpAllow[{i}]"), e);
+        }
+    }
+    p
+}
+
+/// The parts of an http(s) URL a sink policy compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub scheme: String,
+    /// Lowercase host (with brackets for IPv6) and explicit port.
+    pub authority: String,
+    pub path: String,
+}
+
+impl HttpUrl {
+    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("must be an absolute http:// or https:// URL, got {url:?}"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(format!("must start with http:// or https://, got {url:?}")),
+        };
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("must name a host (and no user info), got {url:?}"));
+        }
+        let authority = authority.to_ascii_lowercase();
+        let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
+        let authority = if has_port { authority } else { format!("{authority}:{default_port}") };
+        let path = path.split(['?', '#']).next().unwrap_or("/");
+        Ok(HttpUrl { scheme, authority, path: if path.is_empty() { "/".to_owned() } else { path.to_owned() } })
+    }
+
+    /// Whether `self` (a sink URL) falls under `prefix` (a policy's entry): same scheme, host
+    /// and port, and a path that starts with the prefix's.
+    pub fn is_under(&self, prefix: &HttpUrl) -> bool {
+        self.scheme == prefix.scheme
+            && self.authority == prefix.authority
+            && self.path.starts_with(&prefix.path)
+            && !self.path.contains("/../")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sink_urls_match_policy_prefixes_by_scheme_host_port_and_path() {
+        let prefix = HttpUrl::parse("http://10.0.0.5:8080/ingest/").expect("prefix");
+        let allowed = |url: &str| HttpUrl::parse(url).is_ok_and(|u| u.is_under(&prefix));
+        assert!(allowed("http://10.0.0.5:8080/ingest/a"));
+        assert!(allowed("HTTP://10.0.0.5:8080/ingest/a?x=1"));
+        for refused in [
+            "https://10.0.0.5:8080/ingest/a",
+            "http://10.0.0.5:8081/ingest/a",
+            "http://10.0.0.5:8080/other",
+            "http://10.0.0.5.evil.example:8080/ingest/a",
+            "http://user@10.0.0.5:8080/ingest/a",
+            "http://10.0.0.5:8080/ingest/../admin",
+            "http://169.254.169.254/latest/meta-data/",
+        ] {
+            assert!(!allowed(refused), "{refused}");
+        }
+        assert_eq!(HttpUrl::parse("http://example.com").map(|u| (u.authority, u.path)), Ok(("example.com:80".to_owned(), "/".to_owned())));
+    }
 
     #[test]
     fn versions_are_semver_and_bounded() {

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use edgeplane_api::resources::{Assignment, EdgeNode, Model, Module, Workload};
+use edgeplane_api::resources::{EdgeNode, Workload};
 use kube::CustomResourceExt;
 
 fn crds() -> Vec<(String, String)> {
-    [EdgeNode::crd(), Module::crd(), Workload::crd(), Model::crd(), Assignment::crd()]
+    edgeplane_api::resources::crds()
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().expect("CRDs are named");

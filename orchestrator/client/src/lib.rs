@@ -16,6 +16,10 @@
 //! listens at any address given), it gives up at once: waiting would not help, and the error
 //! says so.
 //!
+//! Every connection is HTTPS: the TLS configuration (the cluster CA to trust, and the
+//! certificate to present, if any) comes from the caller, usually built with `edgeplane-tls`.
+//! A bearer token (a ServiceAccount's) can be set for every request.
+//!
 //! The client depends on nothing of the orchestrator but [`edgeplane_api`]: the edge runtime
 //! links it.
 
@@ -48,6 +52,8 @@ pub struct ClientOptions {
     pub deadline: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Sent as `Authorization: Bearer` with every request that names no token of its own.
+    pub bearer: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +64,7 @@ impl Default for ClientOptions {
             deadline: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            bearer: None,
         }
     }
 }
@@ -236,8 +243,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of `servers` (`host:port` or `http://host:port`).
-    pub fn new(servers: &[String], options: ClientOptions) -> Result<Client, ClientError> {
+    /// A client of `servers` (`host:port` or `https://host:port`) over TLS configured by
+    /// `tls`.
+    pub fn new(servers: &[String], options: ClientOptions, tls: rustls::ClientConfig) -> Result<Client, ClientError> {
         let mut normalized = Vec::new();
         for address in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
             normalized.push(normalize(address)?);
@@ -247,6 +255,8 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
+            .use_preconfigured_tls(tls)
+            .https_only(true)
             .build()
             .map_err(|e| ClientError::BadServer { address: normalized.join(","), why: e.to_string() })?;
         Ok(Client { servers: normalized, http, options, preferred: AtomicUsize::new(0) })
@@ -299,7 +309,7 @@ impl Client {
         if let Some(timeout) = request.attempt_timeout.or(Some(self.options.attempt_timeout)) {
             builder = builder.timeout(timeout);
         }
-        if let Some(token) = &request.bearer {
+        if let Some(token) = request.bearer.as_ref().or(self.options.bearer.as_ref()) {
             builder = builder.bearer_auth(token);
         }
         if let Some((body, content_type)) = &request.body {
@@ -401,20 +411,20 @@ async fn read_whole(server: &str, response: reqwest::Response) -> Result<Respons
     Ok(Response { server: server.to_owned(), status, headers, body })
 }
 
-/// `http://host:port` from `host:port` or a URL; other schemes are refused with why.
+/// `https://host:port` from `host:port` or a URL; other schemes are refused with why.
 fn normalize(address: &str) -> Result<String, ClientError> {
     let bad = |why: String| ClientError::BadServer { address: address.to_owned(), why };
     let rest = match address.split_once("://") {
         None => address,
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => return Err(bad("https is not supported by this build; use http://host:port".to_owned())),
-        Some((scheme, _)) => return Err(bad(format!("unsupported scheme {scheme:?}; use host:port or http://host:port"))),
+        Some(("https", rest)) => rest,
+        Some(("http", _)) => return Err(bad("edgeplane speaks HTTPS only; use https://host:port or host:port".to_owned())),
+        Some((scheme, _)) => return Err(bad(format!("unsupported scheme {scheme:?}; use host:port or https://host:port"))),
     };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
         return Err(bad("expected host:port".to_owned()));
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("https://{rest}"))
 }
 
 fn refused(e: &reqwest::Error) -> bool {
@@ -437,7 +447,9 @@ fn describe(e: &reqwest::Error) -> String {
     match io_kind(e) {
         Some(std::io::ErrorKind::ConnectionRefused) => "connection refused (nothing listens at that address)".to_owned(),
         Some(std::io::ErrorKind::TimedOut) => "no connection within the connect timeout (unreachable?)".to_owned(),
-        Some(std::io::ErrorKind::ConnectionReset) => "the connection was reset".to_owned(),
+        Some(std::io::ErrorKind::ConnectionReset) => {
+            "the connection was reset (refused by the server's TLS? check the certificate you present)".to_owned()
+        }
         _ if e.is_timeout() => "no answer within the timeout".to_owned(),
         _ if e.is_connect() => {
             let mut text = e.to_string();

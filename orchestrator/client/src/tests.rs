@@ -12,11 +12,32 @@ use edgeplane_api::Status;
 
 use super::*;
 
+/// One CA for the whole test binary, and a server certificate for 127.0.0.1.
+fn pki() -> &'static (edgeplane_tls::CertificateAuthority, edgeplane_tls::TlsIdentity) {
+    static PKI: std::sync::OnceLock<(edgeplane_tls::CertificateAuthority, edgeplane_tls::TlsIdentity)> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca = edgeplane_tls::CertificateAuthority::create("client tests").expect("ca");
+        let subject = edgeplane_tls::Subject::Server { name: "test server".into(), addresses: vec!["127.0.0.1".parse().expect("ip")] };
+        let (issued, key) = ca.issue_with_key(&subject, Duration::from_secs(3600)).expect("server cert");
+        let identity = edgeplane_tls::TlsIdentity::from_pem(&issued.pem, &key).expect("identity");
+        (ca, identity)
+    })
+}
+
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (ca, identity) = pki();
+    let current = edgeplane_tls::config::CurrentIdentity::new(identity).expect("identity");
+    let tls = edgeplane_tls::config::server_config(ca.cert_pem(), current, edgeplane_tls::ClientAuth::Optional).expect("server tls");
+    let counters = Arc::default();
+    let limits = edgeplane_tls::serve::ServeLimits::default();
+    tokio::spawn(edgeplane_tls::serve::serve(listener, Arc::new(tls), router, limits, counters, std::future::pending()));
     addr
+}
+
+fn tls() -> rustls::ClientConfig {
+    edgeplane_tls::config::client_config(pki().0.cert_pem(), None).expect("client tls")
 }
 
 fn status(code: u16, reason: StatusReason, hint: Option<SocketAddr>) -> impl IntoResponse {
@@ -27,7 +48,7 @@ fn status(code: u16, reason: StatusReason, hint: Option<SocketAddr>) -> impl Int
 
 fn client(servers: &[SocketAddr]) -> Client {
     let options = ClientOptions { deadline: Duration::from_secs(5), ..ClientOptions::default() };
-    Client::new(&servers.iter().map(ToString::to_string).collect::<Vec<_>>(), options).expect("client")
+    Client::new(&servers.iter().map(ToString::to_string).collect::<Vec<_>>(), options, tls()).expect("client")
 }
 
 /// A closed port: bound once, then released.
@@ -42,7 +63,7 @@ async fn a_503_moves_on_to_the_leader_it_names() {
         serve(Router::new().route("/x", post(move || async move { status(503, StatusReason::ServiceUnavailable, Some(leader)) }))).await;
     // The leader is not even configured: the hint alone leads there.
     let answer = client(&[follower]).send(Request::new(Method::POST, "/x")).await.expect("answered");
-    assert_eq!((answer.status, answer.server.clone(), &answer.body[..]), (StatusCode::OK, format!("http://{leader}"), &b"done"[..]));
+    assert_eq!((answer.status, answer.server.clone(), &answer.body[..]), (StatusCode::OK, format!("https://{leader}"), &b"done"[..]));
 }
 
 #[tokio::test]
@@ -74,6 +95,7 @@ async fn nothing_listening_anywhere_fails_fast_and_says_so() {
     let c = Client::new(
         &[closed_port().to_string(), closed_port().to_string()],
         ClientOptions { deadline: Duration::from_secs(3600), ..Default::default() },
+        tls(),
     )
     .expect("client");
     let started = Instant::now();
@@ -100,11 +122,22 @@ async fn an_answer_that_is_not_a_status_says_the_server_is_not_an_orchestrator()
 
 #[test]
 fn server_addresses_are_checked() {
-    let bad = |s: &str| Client::new(&[s.to_owned()], ClientOptions::default()).expect_err(s).to_string();
-    assert!(bad("https://127.0.0.1:1").contains("https is not supported"), "{}", bad("https://127.0.0.1:1"));
+    let bad = |s: &str| Client::new(&[s.to_owned()], ClientOptions::default(), tls()).expect_err(s).to_string();
+    assert!(bad("http://127.0.0.1:1").contains("HTTPS only"), "{}", bad("http://127.0.0.1:1"));
     assert!(bad("ftp://127.0.0.1:1").contains("unsupported scheme \"ftp\""));
     assert!(bad("127.0.0.1:1/v1").contains("expected host:port"));
     assert!(bad("").contains("no orchestrator address"));
-    let ok = Client::new(&["127.0.0.1:1".to_owned(), "http://127.0.0.2:2/".to_owned()], ClientOptions::default()).expect("valid");
-    assert_eq!(ok.servers(), ["http://127.0.0.1:1", "http://127.0.0.2:2"]);
+    let ok = Client::new(&["127.0.0.1:1".to_owned(), "https://127.0.0.2:2/".to_owned()], ClientOptions::default(), tls()).expect("valid");
+    assert_eq!(ok.servers(), ["https://127.0.0.1:1", "https://127.0.0.2:2"]);
+}
+
+#[tokio::test]
+async fn a_server_the_cluster_ca_did_not_certify_is_not_trusted() {
+    let addr = serve(Router::new().route("/v1/cluster", get(|| async { "secret" }))).await;
+    let stranger = edgeplane_tls::CertificateAuthority::create("another CA").expect("ca");
+    let tls = edgeplane_tls::config::client_config(stranger.cert_pem(), None).expect("tls");
+    let c =
+        Client::new(&[addr.to_string()], ClientOptions { deadline: Duration::from_secs(2), ..Default::default() }, tls).expect("client");
+    let err = c.send(Request::get("/v1/cluster")).await.expect_err("the server's certificate does not verify");
+    assert!(err.to_string().contains("certificate"), "{err}");
 }

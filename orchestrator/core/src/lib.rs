@@ -18,6 +18,8 @@
 //!   that reaches the log more than a window after it was issued (its earlier copy might have
 //!   been forgotten). Together: every request takes effect at most once.
 //! - [`sink`]: the cloud sink, records uploaded by edge nodes ([`Command::AppendData`]).
+//! - [`audit`]: the hash-chained audit log ([`Command::Audited`], [`Command::Audit`]);
+//!   [`authz`]: who may do what (RBAC and the node authorizer), a pure function of the state.
 //! - [`health`], [`placement`]: node health from heartbeat silence, and the scheduler's
 //!   planner; [`gc`]: which module blobs nothing refers to any more. Pure functions of the
 //!   state that the leader's loops run and whose output they propose.
@@ -25,11 +27,14 @@
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
 
+pub mod audit;
+pub mod authz;
 pub mod gc;
 pub mod health;
 pub mod placement;
 pub mod sink;
 
+use edgeplane_api::audit::AuditEvent;
 use edgeplane_api::data::UpRecord;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
@@ -118,6 +123,22 @@ pub enum Command {
         records: Vec<UpRecord>,
         retain_readings: u64,
     },
+    /// Uses a bootstrap token once: its `usesLeft` goes down by one (the token is deleted with
+    /// its last use). Refused when the token is missing, used up, or expired at `now_ms` (the
+    /// accepting orchestrator's clock). No precondition: many nodes enrolling with one token
+    /// at once do not conflict.
+    UseToken {
+        key: ObjectKey,
+        now_ms: u64,
+    },
+    /// A request's write and its audit record, in one entry: the record gets the outcome the
+    /// state machine decided (applied, or refused and why).
+    Audited {
+        event: Box<AuditEvent>,
+        command: Box<Command>,
+    },
+    /// Audit records of requests that wrote nothing (refused before, or failed).
+    Audit(Vec<AuditEvent>),
 }
 
 /// Which part of a resource a [`Command::PutResource`] writes.
@@ -157,6 +178,8 @@ pub enum Applied {
     Transaction(Vec<Applied>),
     /// What an [`Command::AppendData`] stored, refused as duplicate and evicted.
     AppendedData(Appended),
+    /// The sequence number of the last audit record a [`Command::Audit`] appended.
+    Audited(u64),
 }
 
 /// A committed command that the state machine refused. Every replica refuses it the same way.
@@ -172,6 +195,9 @@ pub enum ApplyError {
     Undecodable { index: u64 },
     #[error("the request was issued at index {issued_at} and reached the log only at {index}, too late to deduplicate; it had no effect")]
     Expired { issued_at: u64, index: u64 },
+    /// The state says no (a bootstrap token used up or expired).
+    #[error("{key}: {why}")]
+    Refused { key: ObjectKey, why: String },
 }
 
 /// How many log entries a request id is remembered for, and so how far from the commit index
@@ -198,6 +224,7 @@ pub struct ClusterState {
     recent_requests: OrdMap<u64, u128>,
     seen_requests: OrdSet<u128>,
     sink: Sink,
+    audit: audit::AuditLog,
 }
 
 impl ClusterState {
@@ -256,13 +283,13 @@ impl ClusterState {
             }
             Command::Transaction(commands) => {
                 // Persistent maps make the copies O(1); a refusal restores them.
-                let saved = (self.objects.clone(), self.sink.clone());
+                let saved = (self.objects.clone(), self.sink.clone(), self.audit.clone());
                 let mut applied = Vec::with_capacity(commands.len());
                 for command in commands {
                     match self.apply(index, command) {
                         Ok(a) => applied.push(a),
                         Err(e) => {
-                            (self.objects, self.sink) = saved;
+                            (self.objects, self.sink, self.audit) = saved;
                             return Err(e);
                         }
                     }
@@ -280,6 +307,39 @@ impl ClusterState {
                     Some((spec.get("generation")?.as_u64()?, spec.get("placedAtMs").and_then(serde_json::Value::as_u64).unwrap_or(0)))
                 };
                 Ok(Applied::AppendedData(self.sink.append(node, epoch, records, retain_readings, current)))
+            }
+            Command::UseToken { key, now_ms } => {
+                let Some(current) = self.objects.get(&key) else { return Err(ApplyError::NotFound { key }) };
+                let uses = current.value.get("usesLeft").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let expires = current.value.get("expiresAtMs").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                if expires <= now_ms {
+                    return Err(ApplyError::Refused { key, why: "the bootstrap token has expired".to_owned() });
+                }
+                if uses == 0 {
+                    return Err(ApplyError::Refused { key, why: "the bootstrap token is used up".to_owned() });
+                }
+                if uses == 1 {
+                    let previous = self.objects.remove(&key).expect("checked above");
+                    return Ok(Applied::Deleted { key, previous, index });
+                }
+                let mut value = serde_json::Value::clone(&current.value);
+                value["usesLeft"] = serde_json::json!(uses - 1);
+                let object =
+                    StoredObject { value: std::sync::Arc::new(value), resource_version: index, created_version: current.created_version };
+                self.objects.insert(key.clone(), object.clone());
+                Ok(Applied::Put { key, object, created: false })
+            }
+            Command::Audited { event, command } => {
+                let result = self.apply(index, *command);
+                self.audit.append(audit::settle(*event, &result));
+                result
+            }
+            Command::Audit(events) => {
+                let mut last = self.audit.head().seq;
+                for event in events {
+                    last = self.audit.append(event);
+                }
+                Ok(Applied::Audited(last))
             }
             Command::PutResource { key, resource, precondition, write } => {
                 let current = self.objects.get(&key);
@@ -346,6 +406,11 @@ impl ClusterState {
         &self.sink
     }
 
+    /// The audit log's head and recent records.
+    pub fn audit(&self) -> &audit::AuditLog {
+        &self.audit
+    }
+
     /// Serializes the whole state for a Raft snapshot.
     pub fn to_snapshot(&self) -> Vec<u8> {
         let image = SnapshotImage {
@@ -353,6 +418,7 @@ impl ClusterState {
             objects: self.objects.iter().collect(),
             recent_requests: self.recent_requests.iter().map(|(i, id)| (*i, *id)).collect(),
             sink: self.sink.image(),
+            audit: self.audit.image(),
         };
         serde_json::to_vec(&image).expect("the state is always serializable")
     }
@@ -366,6 +432,7 @@ impl ClusterState {
             seen_requests: image.recent_requests.iter().map(|(_, id)| *id).collect(),
             recent_requests: image.recent_requests.into_iter().collect(),
             sink: Sink::from_image(image.sink),
+            audit: audit::AuditLog::from_image(image.audit),
         })
     }
 
@@ -383,6 +450,7 @@ struct SnapshotImage<'a> {
     objects: Vec<(&'a ObjectKey, &'a StoredObject)>,
     recent_requests: Vec<(u64, u128)>,
     sink: sink::SinkImage<'a>,
+    audit: audit::AuditImage,
 }
 
 #[derive(Deserialize)]
@@ -393,6 +461,9 @@ struct SnapshotImageOwned {
     /// Absent in snapshots taken before the sink existed.
     #[serde(default)]
     sink: sink::SinkImageOwned,
+    /// Absent in snapshots taken before the audit log existed.
+    #[serde(default)]
+    audit: audit::AuditImage,
 }
 
 /// A created resource: server-owned metadata set, resourceVersion (derived on read) and

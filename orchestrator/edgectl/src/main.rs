@@ -1,9 +1,10 @@
 //! `edgectl`: the command-line client of edgeplane orchestrators.
 //!
 //! It knows several orchestrator addresses (--server, repeated or comma-separated, or
-//! EDGEPLANE_SERVERS, or `servers` in its config file) and talks to them through
+//! EDGEPLANE_SERVERS, or `servers` in its config file) and talks to them over HTTPS through
 //! `edgeplane-client`, which fails over between them by the rules every edgeplane client
-//! shares. Exit codes: 0 success, 1 the orchestrator refused the request, 2 bad usage,
+//! shares. It trusts the cluster CA only and authenticates with a client certificate or a
+//! ServiceAccount token (see [`config`]). Exit codes: 0 success, 1 the orchestrator refused the request, 2 bad usage,
 //! 3 no orchestrator could be reached. Output to a closed pipe (`edgectl get ... | head -1`)
 //! ends the program quietly.
 
@@ -27,24 +28,37 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*)) };
 }
 
+mod config;
 mod data;
 mod nodes;
 mod output;
 mod resources;
 mod rollout;
 mod top;
+mod trust;
 
 #[derive(Debug, Parser)]
 #[command(name = "edgectl", version, about = "Control an edgeplane cluster")]
 struct Cli {
-    /// Orchestrator API addresses (host:port or URL); repeat or separate with commas.
-    /// Default: `servers` from the config file, else the demo cluster (127.0.0.1-3:8101).
+    /// Orchestrator API addresses (host:port or https://host:port); repeat or separate with
+    /// commas. Default: `servers` from the config file, else the demo cluster (127.0.0.1-3:8101).
     #[arg(long = "server", short = 's', env = "EDGEPLANE_SERVERS", value_delimiter = ',')]
     servers: Vec<String>,
-    /// Config file (TOML: servers = ["host:port", ...]).
+    /// Config file (TOML: servers, ca, cert, key, token; see `orchestrator init`).
     /// Default: $XDG_CONFIG_HOME/edgeplane/edgectl.toml or ~/.config/edgeplane/edgectl.toml.
     #[arg(long, env = "EDGECTL_CONFIG")]
     config: Option<std::path::PathBuf>,
+    /// The cluster CA's certificate (overrides `ca` in the config file).
+    #[arg(long, env = "EDGECTL_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate to authenticate with, and its key.
+    #[arg(long, env = "EDGECTL_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "EDGECTL_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+    /// A ServiceAccount's bearer token to authenticate with.
+    #[arg(long, env = "EDGECTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Give up after this many seconds of failing over between servers.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -130,11 +144,109 @@ enum Command {
         #[command(subcommand)]
         command: TopCommand,
     },
-    /// Take a node out of scheduling (cordon), back in (uncordon), or empty it (drain).
+    /// Take a node out of scheduling (cordon), back in (uncordon), or empty it (drain); end
+    /// its certificates (revoke).
     Node {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Bootstrap tokens that let edge nodes enroll.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Client certificates for people and programs.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Revoke a person's or program's certificate.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
+    /// ServiceAccount tokens (create the ServiceAccount with apply first).
+    Serviceaccount {
+        #[command(subcommand)]
+        command: ServiceAccountCommand,
+    },
+    /// Who the cluster takes you for.
+    Whoami,
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// A new bootstrap token; printed once.
+    Create {
+        /// How long it is valid: 90s, 30m, 1h, 2d (at most a week).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Only a node of this name may enroll with it.
+        #[arg(long)]
+        node: Option<String>,
+        /// Labels the enrolled node gets (and cannot choose otherwise), KEY=VALUE, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// How many enrollments it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Tokens not yet used up or expired (never their secrets).
+    List,
+    /// Delete a token before it is used.
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// A key (made here) and a certificate for NAME, written with an edgectl.toml to --out-dir.
+    Create {
+        name: String,
+        /// The user's group, which bindings can name (e.g. ops, or edgeplane:devices for a sensor).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long)]
+        out_dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertificateCommand {
+    /// Revoke a certificate by its serial (hex).
+    Revoke { serial: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceAccountCommand {
+    /// A new token for the ServiceAccount (its earlier tokens stop working); printed once.
+    Token {
+        name: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Records, oldest first, after --after.
+    Log {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Check the whole chain; names the first broken record and exits 1 if any was edited,
+    /// removed or reordered.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +289,8 @@ enum NodeCommand {
     /// Cordon the node and evict its replicas (not daemon ones): the scheduler places them on
     /// other nodes.
     Drain { name: String },
+    /// End every certificate of the node at once; it must enroll again with a bootstrap token.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,8 +470,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         clap_complete::generate(shell, &mut Cli::command(), "edgectl", &mut std::io::stdout());
         return Ok(());
     }
-    let servers = if cli.servers.is_empty() { configured_servers(cli.config.as_deref())? } else { cli.servers.clone() };
-    let client = Client::new(&servers, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
+    let settings = config::load(config::Given {
+        config: cli.config.clone(),
+        servers: cli.servers.clone(),
+        ca: cli.ca_cert.clone(),
+        cert: cli.client_cert.clone(),
+        key: cli.client_key.clone(),
+        token: cli.token.clone(),
+    })?;
+    let servers = settings.servers.clone();
+    let client = Client::new(settings, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
     let json = cli.output == "json";
     match cli.command {
         Command::Completions { .. } => unreachable!("handled above"),
@@ -427,6 +549,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Node { command: NodeCommand::Cordon { name } } => nodes::set_cordoned(&client, &name, true).await,
         Command::Node { command: NodeCommand::Uncordon { name } } => nodes::set_cordoned(&client, &name, false).await,
         Command::Node { command: NodeCommand::Drain { name } } => nodes::drain(&client, &name).await,
+        Command::Node { command: NodeCommand::Revoke { name } } => trust::node_revoke(&client, &name).await,
+        Command::Token { command: TokenCommand::Create { ttl, node, labels, uses, description } } => {
+            let new = trust::NewToken { ttl: &ttl, node: node.as_deref(), labels: &labels, uses, description: &description };
+            trust::token_create(&client, new).await
+        }
+        Command::Token { command: TokenCommand::List } => trust::token_list(&client, json).await,
+        Command::Token { command: TokenCommand::Delete { id } } => trust::token_delete(&client, &id).await,
+        Command::User { command: UserCommand::Create { name, group, days, out_dir } } => {
+            trust::user_create(&client, &name, group.as_deref(), days, &out_dir, &servers).await
+        }
+        Command::Certificate { command: CertificateCommand::Revoke { serial } } => trust::certificate_revoke(&client, &serial).await,
+        Command::Serviceaccount { command: ServiceAccountCommand::Token { name, namespace } } => {
+            trust::service_account_token(&client, &namespace, &name).await
+        }
+        Command::Whoami => trust::whoami(&client, json).await,
+        Command::Audit { command: AuditCommand::Log { after, limit } } => trust::audit_log(&client, after, limit, json).await,
+        Command::Audit { command: AuditCommand::Verify } => trust::audit_verify(&client).await,
     }
 }
 
@@ -546,35 +685,6 @@ impl Scope {
     }
 }
 
-/// The demo cluster's API addresses (scripts/demo.sh).
-const DEFAULT_SERVERS: [&str; 3] = ["127.0.0.1:8101", "127.0.0.2:8101", "127.0.0.3:8101"];
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    servers: Vec<String>,
-}
-
-/// Servers from the config file: the one named, else the default location if it exists,
-/// else the demo cluster.
-fn configured_servers(explicit: Option<&std::path::Path>) -> Result<Vec<String>, Failure> {
-    let default_path = std::env::var_os("XDG_CONFIG_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))
-        .map(|d| d.join("edgeplane/edgectl.toml"));
-    let path = match (explicit, default_path) {
-        (Some(p), _) => p.to_owned(),
-        (None, Some(p)) if p.exists() => p,
-        _ => return Ok(DEFAULT_SERVERS.iter().map(|s| (*s).to_owned()).collect()),
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-    let config: ConfigFile = toml::from_str(&text).map_err(|e| Failure::Usage(format!("{} is not valid: {e}", path.display())))?;
-    if config.servers.is_empty() {
-        return Err(Failure::Usage(format!("{}: servers must list at least one address", path.display())));
-    }
-    Ok(config.servers)
-}
-
 fn read_input(file: &str) -> Result<String, Failure> {
     if file == "-" {
         let mut s = String::new();
@@ -608,10 +718,24 @@ struct Client {
 }
 
 impl Client {
-    fn new(servers: &[String], timeout: Duration) -> Result<Client, Failure> {
-        let options = ClientOptions { deadline: timeout, attempt_timeout: Duration::from_secs(15), ..ClientOptions::default() };
-        let inner = edgeplane_client::Client::new(servers, options).map_err(|e| Failure::Usage(e.to_string()))?;
+    fn new(settings: config::Settings, timeout: Duration) -> Result<Client, Failure> {
+        let options = ClientOptions {
+            deadline: timeout,
+            attempt_timeout: Duration::from_secs(15),
+            bearer: settings.token,
+            ..ClientOptions::default()
+        };
+        let inner = edgeplane_client::Client::new(&settings.servers, options, settings.tls).map_err(|e| Failure::Usage(e.to_string()))?;
         Ok(Client { inner })
+    }
+
+    /// A request whose success has no body (204), to whichever orchestrator can answer it.
+    async fn call_empty(&self, method: Method, path: &str) -> Result<(), Failure> {
+        let answer = self.inner.send(Request::new(method, path)).await.map_err(unreachable)?;
+        if !answer.is_success() {
+            return Err(Failure::Refused(Box::new(answer.status_error())));
+        }
+        Ok(())
     }
 
     fn servers(&self) -> &[String] {

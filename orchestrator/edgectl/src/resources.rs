@@ -134,6 +134,13 @@ fn resource_json(resource: &Resource) -> Value {
         Resource::Module(r) => serde_json::to_value(r),
         Resource::Workload(r) => serde_json::to_value(r),
         Resource::Model(r) => serde_json::to_value(r),
+        Resource::Role(r) => serde_json::to_value(r),
+        Resource::ClusterRole(r) => serde_json::to_value(r),
+        Resource::RoleBinding(r) => serde_json::to_value(r),
+        Resource::ClusterRoleBinding(r) => serde_json::to_value(r),
+        Resource::ServiceAccount(r) => serde_json::to_value(r),
+        Resource::SinkPolicy(r) => serde_json::to_value(r),
+        Resource::ClusterSinkPolicy(r) => serde_json::to_value(r),
     }
     .expect("resources serialize")
 }
@@ -219,12 +226,16 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Optio
                 header.extend(["MODEL", "DIGEST"]);
             }
         }
-        _ => {
+        "modules" => {
             header.extend(["VERSION", "ABI", "SIZE"]);
             if wide {
                 header.push("DIGEST");
             }
         }
+        "roles" | "clusterroles" => header.push("RULES"),
+        "rolebindings" | "clusterrolebindings" => header.extend(["ROLE", "SUBJECTS"]),
+        "sinkpolicies" | "clustersinkpolicies" => header.push("HTTP ALLOW"),
+        _ => {}
     }
     for v in items {
         let mut row = Vec::new();
@@ -278,12 +289,23 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Optio
                     row.extend([model, s(v, "/spec/moduleDigest")]);
                 }
             }
-            _ => {
+            "modules" => {
                 row.extend([s(v, "/spec/version"), s(v, "/spec/abi"), s(v, "/spec/sizeBytes")]);
                 if wide {
                     row.push(s(v, "/spec/digest"));
                 }
             }
+            "roles" | "clusterroles" => {
+                let rules = v.pointer("/spec/rules").and_then(Value::as_array).map_or(0, Vec::len);
+                row.push(rules.to_string());
+            }
+            "rolebindings" | "clusterrolebindings" => {
+                let subjects = v.pointer("/spec/subjects").and_then(Value::as_array).into_iter().flatten();
+                let subjects: Vec<String> = subjects.map(|x| format!("{}:{}", s(x, "/kind"), s(x, "/name"))).collect();
+                row.extend([format!("{}/{}", s(v, "/spec/roleRef/kind"), s(v, "/spec/roleRef/name")), subjects.join(",")]);
+            }
+            "sinkpolicies" | "clustersinkpolicies" => row.push(join(v, "/spec/httpAllow")),
+            _ => {}
         }
         rows.push(row);
     }

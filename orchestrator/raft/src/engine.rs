@@ -219,6 +219,9 @@ pub struct Engine {
     snapshot_in_flight: bool,
     /// Bytes of the entries applied since the last snapshot job was handed out.
     applied_bytes: u64,
+    /// The state of the last snapshot a leader sent, decoded when it arrived (by its index):
+    /// one that does not decode never reaches raft-rs.
+    received_snapshot: Option<(u64, ClusterState)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -261,7 +264,7 @@ impl Engine {
         };
         raft_config.validate().map_err(EngineError::Raft)?;
         let raw = RawNode::new(&raft_config, LogStore::new(log), logger).map_err(EngineError::Raft)?;
-        Ok(Engine { raw, state, config, pending, snapshot_in_flight: false, applied_bytes: 0 })
+        Ok(Engine { raw, state, config, pending, snapshot_in_flight: false, applied_bytes: 0, received_snapshot: None })
     }
 
     pub fn id(&self) -> u64 {
@@ -320,9 +323,29 @@ impl Engine {
 
     /// Delivers a message from a peer. Messages that do not fit the current state (stale
     /// terms, unknown peers) are dropped, as Raft expects of a lossy network.
-    pub fn step(&mut self, message: Message) {
+    ///
+    /// A snapshot whose state does not decode is dropped here, before raft-rs accepts it: the
+    /// leader will send another (or a peer that is not what it claims gets nowhere), and this
+    /// node never installs what it cannot apply. Returns whether the message was taken. (The
+    /// peer transport decodes snapshots off this thread and calls [`Engine::step_snapshot`].)
+    pub fn step(&mut self, message: Message) -> bool {
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            match ClusterState::from_snapshot(&message.get_snapshot().data) {
+                Ok(state) => return self.step_snapshot(message, state),
+                Err(e) => {
+                    tracing::warn!(from = message.from, "dropped a snapshot whose state does not decode: {e}");
+                    return false;
+                }
+            }
+        }
         // Errors here mean the message was for another group or from an unknown peer.
-        let _ = self.raw.step(message);
+        self.raw.step(message).is_ok()
+    }
+
+    /// Steps a snapshot message whose state has been decoded already.
+    pub fn step_snapshot(&mut self, message: Message, state: ClusterState) -> bool {
+        self.received_snapshot = Some((message.get_snapshot().get_metadata().index, state));
+        self.raw.step(message).is_ok()
     }
 
     /// Proposes a command (already encoded) for the log. On a follower raft-rs forwards it to
@@ -389,12 +412,16 @@ impl Engine {
         // 2. A snapshot from the leader replaces log and state machine.
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
-            match ClusterState::from_snapshot(&snapshot.data) {
+            let index = snapshot.get_metadata().index;
+            let decoded = match self.received_snapshot.take() {
+                Some((at, state)) if at == index => Ok(state),
+                _ => ClusterState::from_snapshot(&snapshot.data),
+            };
+            match decoded {
                 Ok(state) => self.state = state,
-                // The leader serialised it from the same type; failing here is a bug or
-                // corruption in transit that TCP's checksum missed. Refuse to continue rather
-                // than diverge.
-                Err(e) => panic!("snapshot at index {} cannot be decoded: {e}", snapshot.get_metadata().index),
+                // `step` admits only snapshots that decode; failing here means memory changed
+                // under us. Refuse to continue rather than diverge.
+                Err(e) => panic!("snapshot at index {index} cannot be decoded: {e}"),
             }
             out.restored_snapshot = Some(snapshot.get_metadata().index);
             own.snapshot = Some(snapshot);

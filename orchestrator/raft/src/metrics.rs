@@ -30,6 +30,9 @@ pub struct RaftMetrics {
     /// Messages dropped because a peer's queue was full or its connection failed.
     pub messages_dropped: Counter,
     pub peer_connects: Counter,
+    /// Inbound peer connections refused: a failed handshake (no certificate, another CA, not a
+    /// member), a member claiming another's id, or what is not the protocol.
+    pub peer_connections_refused: Counter,
 }
 
 impl RaftMetrics {
@@ -51,6 +54,7 @@ impl RaftMetrics {
             messages_sent: Counter::default(),
             messages_dropped: Counter::default(),
             peer_connects: Counter::default(),
+            peer_connections_refused: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("edgeplane_raft");
         r.register("term", "Current Raft term", m.term.clone());
@@ -68,6 +72,11 @@ impl RaftMetrics {
         r.register("messages_sent", "Raft messages written to peer connections", m.messages_sent.clone());
         r.register("messages_dropped", "Raft messages dropped (queue full or connection lost)", m.messages_dropped.clone());
         r.register("peer_connects", "Outbound peer connections established", m.peer_connects.clone());
+        r.register(
+            "peer_connections_refused",
+            "Inbound peer connections refused (handshake, identity or protocol)",
+            m.peer_connections_refused.clone(),
+        );
         m
     }
 }

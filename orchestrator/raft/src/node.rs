@@ -30,7 +30,7 @@ use edgeplane_api::Consistency;
 use edgeplane_core::{Applied, ApplyError, ClusterState, Command};
 use raft::prelude::ReadState;
 use raft::StateRole;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::disk::{DiskError, DiskLog};
@@ -129,6 +129,7 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     mailbox: mpsc::Sender<Request>,
+    applied: watch::Receiver<ClusterState>,
 }
 
 impl std::fmt::Debug for Request {
@@ -164,6 +165,12 @@ impl NodeHandle {
         rx.await.map_err(|_| ReadError::Stopped)?
     }
 
+    /// This node's applied state as of now, without a trip through the actor (O(1)). Like a
+    /// stale read: it may be behind the cluster, never behind what this node acknowledged.
+    pub fn latest(&self) -> ClusterState {
+        self.applied.borrow().clone()
+    }
+
     pub async fn status(&self) -> Option<EngineStatus> {
         let (reply, rx) = oneshot::channel();
         self.mailbox.send(Request::Status { reply }).await.ok()?;
@@ -193,7 +200,9 @@ pub fn spawn(parts: NodeParts) -> (NodeHandle, tokio::task::JoinHandle<Result<()
     let (tx, rx) = mpsc::channel(config.mailbox);
     // One snapshot is built at a time, so one slot suffices.
     let (built_tx, built_rx) = mpsc::channel(1);
+    let (applied, applied_rx) = watch::channel(engine.state().clone());
     let actor = Actor {
+        applied,
         watch,
         built_snapshots: built_tx,
         engine,
@@ -210,7 +219,7 @@ pub fn spawn(parts: NodeParts) -> (NodeHandle, tokio::task::JoinHandle<Result<()
         leaderless_since: None,
     };
     let task = tokio::spawn(actor.run(rx, peer_events, built_rx));
-    (NodeHandle { mailbox: tx }, task)
+    (NodeHandle { mailbox: tx, applied: applied_rx }, task)
 }
 
 struct PendingWrite {
@@ -244,6 +253,8 @@ struct Reads {
 }
 
 struct Actor {
+    /// The state after each batch of applied entries, for [`NodeHandle::latest`].
+    applied: watch::Sender<ClusterState>,
     engine: Engine,
     disk: Arc<DiskLog>,
     transport: Transport,
@@ -403,7 +414,8 @@ impl Actor {
 
     fn on_peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Message(m) => self.engine.step(*m),
+            PeerEvent::Message(m) => drop(self.engine.step(*m)),
+            PeerEvent::Snapshot(m, state) => drop(self.engine.step_snapshot(*m, *state)),
             PeerEvent::Unreachable(peer) => self.engine.report_unreachable(peer),
             PeerEvent::SnapshotSent { peer, delivered } => self.engine.report_snapshot(peer, delivered),
         }
@@ -456,6 +468,11 @@ impl Actor {
     }
 
     fn complete(&mut self, applied: Vec<crate::engine::AppliedEntry>, read_states: Vec<ReadState>, restored: Option<u64>) {
+        // Published before any writer hears back, so that what a client was told is applied
+        // here is in what `NodeHandle::latest` returns here.
+        if !applied.is_empty() || restored.is_some() {
+            self.applied.send_replace(self.engine.state().clone());
+        }
         if let Some(index) = restored {
             self.metrics.snapshots_restored.inc();
             tracing::info!(index, "restored a snapshot from the leader");

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::metrics::RaftMetrics;
-use crate::net::{Listener, Network, Stream};
+use crate::net::{Incoming, Listener, Network, Stream};
 
 const HELLO_MAGIC: &[u8; 16] = b"edgeplane-raft/2";
 const MESSAGE: u8 = 0;
@@ -62,6 +62,9 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 pub enum PeerEvent {
     /// A message from a peer, to step into the engine.
     Message(Box<Message>),
+    /// A snapshot from the leader, and its state, decoded on the connection's task (a
+    /// snapshot that does not decode closes the connection and never reaches the engine).
+    Snapshot(Box<Message>, Box<edgeplane_core::ClusterState>),
     /// Sending to this peer failed; raft-rs should back off replicating to it.
     Unreachable(u64),
     /// Whether a snapshot was written to this peer's connection.
@@ -143,7 +146,7 @@ impl PeerLink {
     async fn run(self, mut queue: mpsc::Receiver<Message>) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            let stream = match self.network.connect(self.addr).await {
+            let stream = match self.network.connect(self.addr, self.id).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(peer = self.id, addr = %self.addr, error = %e, "cannot reach peer");
@@ -251,8 +254,9 @@ async fn write_frame(w: &mut BufWriter<Stream>, kind: u8, parts: &[&[u8]], limit
 }
 
 /// Accepts peer connections and forwards their messages to the node. Runs until the listener
-/// fails or the node stops taking events.
-pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<PeerEvent>, limits: TransportLimits) {
+/// fails or the node stops taking events. Nothing a peer sends can stop it: a connection that
+/// fails the handshake, or sends what is not the protocol, is closed and counted.
+pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<PeerEvent>, limits: TransportLimits, metrics: RaftMetrics) {
     let mut readers = JoinSet::new();
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -267,10 +271,15 @@ pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<
         if events.is_closed() {
             return;
         }
-        let events = events.clone();
+        let (events, metrics) = (events.clone(), metrics.clone());
         readers.spawn(async move {
             if let Err(e) = read_peer(stream, cluster, events, limits).await {
-                tracing::debug!(%addr, error = %e, "peer connection closed");
+                if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::PermissionDenied) {
+                    metrics.peer_connections_refused.inc();
+                    tracing::warn!(%addr, "refused a peer connection: {e}");
+                } else {
+                    tracing::debug!(%addr, error = %e, "peer connection closed");
+                }
             }
         });
         // Reap finished readers so the set does not grow with reconnects.
@@ -278,8 +287,10 @@ pub async fn serve_peers(listener: Listener, cluster: u64, events: mpsc::Sender<
     }
 }
 
-async fn read_peer(stream: Stream, cluster: u64, events: mpsc::Sender<PeerEvent>, limits: TransportLimits) -> io::Result<()> {
+async fn read_peer(incoming: Incoming, cluster: u64, events: mpsc::Sender<PeerEvent>, limits: TransportLimits) -> io::Result<()> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let stream = incoming.establish().await?;
+    let proven = stream.peer_member();
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     let mut magic = [0u8; 16];
     r.read_exact(&mut magic).await?;
@@ -289,8 +300,13 @@ async fn read_peer(stream: Stream, cluster: u64, events: mpsc::Sender<PeerEvent>
     let their_cluster = r.read_u64().await?;
     let from = r.read_u64().await?;
     if their_cluster != cluster {
-        tracing::error!(from, "refusing a peer configured with a different member list (cluster id {their_cluster:x}, ours {cluster:x})");
-        return Err(invalid("cluster id mismatch".to_owned()));
+        return Err(invalid(format!("a peer configured with a different member list (cluster id {their_cluster:x}, ours {cluster:x})")));
+    }
+    if proven.is_some_and(|member| member != from) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("a peer with the certificate of member {} claims to be member {from}", proven.unwrap_or_default()),
+        ));
     }
     let mut buf = Vec::new();
     loop {
@@ -322,13 +338,30 @@ async fn read_peer(stream: Stream, cluster: u64, events: mpsc::Sender<PeerEvent>
                     }
                     data.extend_from_slice(&buf);
                 }
+                if message.from != from {
+                    return Err(invalid("message sender differs from the connection's".to_owned()));
+                }
+                let (data, state) = tokio::task::spawn_blocking(move || {
+                    let state = edgeplane_core::ClusterState::from_snapshot(&data);
+                    (data, state)
+                })
+                .await
+                .map_err(io::Error::other)?;
+                let state = state.map_err(|e| invalid(format!("a snapshot whose state does not decode: {e}")))?;
                 message.mut_snapshot().data = data.into();
-                message
+                if events.send(PeerEvent::Snapshot(Box::new(message), Box::new(state))).await.is_err() {
+                    return Ok(());
+                }
+                continue;
             }
             other => return Err(invalid(format!("unknown frame kind {other}"))),
         };
         if message.from != from {
             return Err(invalid("message sender differs from the connection's".to_owned()));
+        }
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            // Snapshots come only in chunks; one inside a single frame skipped the decoding.
+            return Err(invalid("a snapshot outside the snapshot frames".to_owned()));
         }
         if events.send(PeerEvent::Message(Box::new(message))).await.is_err() {
             return Ok(());
@@ -366,11 +399,19 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let cluster = cluster_id(&[(1, addr)]);
         let (events, mut received) = mpsc::channel(16);
-        tokio::spawn(serve_peers(listener, cluster, events.clone(), limits));
         let metrics = RaftMetrics::new(&mut Registry::default());
+        tokio::spawn(serve_peers(listener, cluster, events.clone(), limits, metrics.clone()));
         let transport = Transport::start(2, cluster, [(1, addr)], network, events, metrics, limits);
 
-        let data: Vec<u8> = (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect();
+        // A real state, large enough to need several chunks: the receiver decodes it.
+        let mut state = edgeplane_core::ClusterState::default();
+        let big = edgeplane_core::Command::Put {
+            key: edgeplane_core::ObjectKey::new("thing", "", "big"),
+            value: serde_json::json!("x".repeat((3 << 20) + 17)),
+            precondition: edgeplane_core::Precondition::None,
+        };
+        state.apply_entry(1, &big.encode(), None).expect("entry").expect("applied");
+        let data = state.to_snapshot();
         let mut snapshot = Snapshot { data: data.clone().into(), ..Snapshot::default() };
         snapshot.mut_metadata().index = 42;
         let mut message = Message::default();
@@ -383,7 +424,11 @@ mod tests {
         let (mut arrived, mut delivered) = (None, None);
         while arrived.is_none() || delivered.is_none() {
             match tokio::time::timeout(Duration::from_secs(10), received.recv()).await.expect("an event in time").expect("open") {
-                PeerEvent::Message(m) => arrived = Some(m),
+                PeerEvent::Snapshot(m, decoded) => {
+                    assert_eq!(decoded.digest(), state.digest(), "the state arrives decoded");
+                    arrived = Some(m);
+                }
+                PeerEvent::Message(m) => panic!("a snapshot arrived as a plain message: {m:?}"),
                 PeerEvent::SnapshotSent { delivered: d, .. } => delivered = Some(d),
                 PeerEvent::Unreachable(peer) => panic!("peer {peer} reported unreachable"),
             }

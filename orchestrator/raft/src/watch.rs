@@ -58,8 +58,9 @@ impl WatchEvent {
                 vec![WatchEvent { index, kind: Change::Deleted, key: key.clone(), object: previous.clone() }]
             }
             Applied::Transaction(all) => all.iter().flat_map(|a| WatchEvent::from_applied(index, a)).collect(),
-            // Sink records are not objects; readers page through them by cursor instead.
-            Applied::AppendedData(_) => Vec::new(),
+            // Sink records and audit records are not objects; readers page through them by
+            // cursor and sequence number instead.
+            Applied::AppendedData(_) | Applied::Audited(_) => Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use edgeplane_raft::watch::WatchHub;
 use edgeplane_raft::NodeHandle;
 use prometheus_client::registry::Registry;
 
+use crate::audit::{Archive, AuditSink};
 use crate::config::Config;
 use crate::heartbeats::Heartbeats;
 use crate::metrics::SinkMetrics;
@@ -19,4 +20,10 @@ pub struct AppState {
     /// The leader's memory of heartbeats (empty on followers).
     pub heartbeats: Arc<Heartbeats>,
     pub sink_metrics: SinkMetrics,
+    /// The cluster's certificate authority: signs node and user certificates.
+    pub ca: Arc<edgeplane_tls::CertificateAuthority>,
+    /// Records of requests that wrote nothing.
+    pub audit: AuditSink,
+    /// This member's archive of the audit chain.
+    pub archive: Archive,
 }

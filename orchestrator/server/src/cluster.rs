@@ -1,29 +1,19 @@
-//! The orchestrator itself: liveness, metrics, this member's view of the cluster, and the
-//! OpenAPI document of the resource API.
+//! The orchestrator itself: metrics and this member's view of the cluster.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use edgeplane_api::{paths, ClusterStatus, MemberStatus, Role, StatusReason};
+use axum::Json;
+use edgeplane_api::{ClusterStatus, MemberStatus, Role, StatusReason};
 use edgeplane_raft::EngineStatus;
 use raft::StateRole;
 
 use crate::app::AppState;
 use crate::http::ApiError;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(paths::HEALTHZ, get(|| async { "ok\n" }))
-        .route(paths::METRICS, get(metrics))
-        .route(paths::CLUSTER, get(cluster_status))
-        .route(paths::OPENAPI, get(|| async { Json(edgeplane_api::openapi::document()) }))
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     crate::data::observe(&state).await;
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
@@ -38,7 +28,7 @@ async fn engine_status(state: &AppState) -> Result<EngineStatus, ApiError> {
     })
 }
 
-async fn cluster_status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
+pub(crate) async fn cluster_status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
     let s = engine_status(&state).await?;
     let matched: BTreeMap<u64, u64> = s.matched.iter().flatten().copied().collect();
     let members = state

@@ -53,9 +53,20 @@ pub struct Args {
     /// Log filter, e.g. info or edgeplane=debug,raft=info (RUST_LOG wins when set).
     #[arg(long)]
     pub log: Option<String>,
-    /// The secret edge runtimes present to register; without one, registration is refused.
-    #[arg(long, env = "EDGEPLANE_BOOTSTRAP_TOKEN", hide_env_values = true)]
-    pub bootstrap_token: Option<String>,
+    /// This member's TLS directory, as `orchestrator init` wrote it: ca.crt and ca.key (the
+    /// cluster CA), member.crt and member.key (this member's certificate).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Lifetime of the certificates edge nodes are issued, in seconds; nodes renew them when
+    /// two thirds have passed. Default 86400 (a day).
+    #[arg(long)]
+    pub node_cert_ttl_s: Option<u64>,
+    /// Connections the API accepts at once, in all. Default 8192.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Connections the API accepts at once from one client address. Default 256.
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
     /// Silence (no heartbeat) after which a node is Suspect: it keeps its replicas but gets no
     /// new ones. Default 1000 (two missed heartbeats at the edge runtime's default 500 ms).
     #[arg(long)]
@@ -90,7 +101,10 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     write_timeout_ms: Option<u64>,
     log: Option<String>,
-    bootstrap_token: Option<String>,
+    tls_dir: Option<PathBuf>,
+    node_cert_ttl_s: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     node_suspect_ms: Option<u64>,
     node_grace_ms: Option<u64>,
     data_retention_readings: Option<u64>,
@@ -118,7 +132,10 @@ pub struct Config {
     pub snapshot_every: u64,
     pub write_timeout: Duration,
     pub log: String,
-    pub bootstrap_token: Option<String>,
+    pub tls_dir: PathBuf,
+    pub node_cert_ttl: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub node_health: edgeplane_core::health::HealthPolicy,
     pub data_retention_readings: u64,
 }
@@ -150,7 +167,10 @@ impl Config {
         let snapshot_every = args.snapshot_every.or(file.snapshot_every).unwrap_or(50_000);
         let write_timeout_ms = args.write_timeout_ms.or(file.write_timeout_ms).unwrap_or(5_000);
         let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
-        let bootstrap_token = args.bootstrap_token.or(file.bootstrap_token);
+        let tls_dir = args.tls_dir.or(file.tls_dir);
+        let node_cert_ttl_s = args.node_cert_ttl_s.or(file.node_cert_ttl_s).unwrap_or(86_400);
+        let max_connections = args.max_connections.or(file.max_connections).unwrap_or(8192);
+        let max_connections_per_ip = args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(256);
         let node_suspect_ms = args.node_suspect_ms.or(file.node_suspect_ms).unwrap_or(1_000);
         let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(1_500);
         let data_retention_readings = args.data_retention_readings.or(file.data_retention_readings).unwrap_or(1_000_000);
@@ -203,8 +223,21 @@ impl Config {
         if write_timeout_ms == 0 {
             errors.push("write-timeout-ms: must be >= 1".to_owned());
         }
-        if bootstrap_token.as_ref().is_some_and(|t| t.len() < 16) {
-            errors.push("bootstrap-token: must be at least 16 characters".to_owned());
+        match &tls_dir {
+            None => errors.push("tls-dir: required (this member's certificates; create them with `orchestrator init`)".to_owned()),
+            Some(dir) => {
+                for file in ["ca.crt", "ca.key", "member.crt", "member.key"] {
+                    if !dir.join(file).is_file() {
+                        errors.push(format!("tls-dir: {} has no {file} (create the directory with `orchestrator init`)", dir.display()));
+                    }
+                }
+            }
+        }
+        if !(5..=366 * 86_400).contains(&node_cert_ttl_s) {
+            errors.push(format!("node-cert-ttl-s: must be between 5 and 31622400 (a year), got {node_cert_ttl_s}"));
+        }
+        if max_connections == 0 || max_connections_per_ip == 0 {
+            errors.push("max-connections and max-connections-per-ip: must be >= 1".to_owned());
         }
         if node_suspect_ms == 0 || node_grace_ms < node_suspect_ms {
             errors
@@ -219,7 +252,9 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let (Some(id), Some(data_dir), Some(peer_listen), Some(api_listen)) = (id, data_dir, peer_listen, api_listen) else {
+        let (Some(id), Some(data_dir), Some(peer_listen), Some(api_listen), Some(tls_dir)) =
+            (id, data_dir, peer_listen, api_listen, tls_dir)
+        else {
             unreachable!("every missing value was reported above");
         };
         members.sort_by_key(|m| m.id);
@@ -235,14 +270,17 @@ impl Config {
             snapshot_every,
             write_timeout: Duration::from_millis(write_timeout_ms),
             log,
-            bootstrap_token,
+            tls_dir,
+            node_cert_ttl: Duration::from_secs(node_cert_ttl_s),
+            max_connections,
+            max_connections_per_ip,
             node_health: edgeplane_core::health::HealthPolicy { suspect_after_ms: node_suspect_ms, down_after_ms: node_grace_ms },
             data_retention_readings,
         })
     }
 }
 
-fn parse_member(spec: &str) -> Result<Member, String> {
+pub(crate) fn parse_member(spec: &str) -> Result<Member, String> {
     let (id, addrs) = spec.split_once('=').ok_or("expected ID=PEER_ADDR,API_ADDR")?;
     let id: u64 = id.trim().parse().map_err(|_| format!("id {:?} is not a positive integer", id.trim()))?;
     if !(1..=MAX_NODE_ID).contains(&id) {
@@ -288,8 +326,24 @@ fn check_unique(members: &[Member], key: impl Fn(&Member) -> String, what: &str,
 mod tests {
     use super::*;
 
+    /// A TLS directory with the files the configuration checks for (their contents are read
+    /// at startup, not here).
+    fn tls_dir() -> &'static str {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let dir = DIR.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            for file in ["ca.crt", "ca.key", "member.crt", "member.key"] {
+                std::fs::write(dir.path().join(file), "").expect("write");
+            }
+            dir
+        });
+        dir.path().to_str().expect("utf-8")
+    }
+
+    /// The flags, with a TLS directory.
     fn args(list: &[&str]) -> Args {
-        Args::try_parse_from(std::iter::once("orchestrator").chain(list.iter().copied())).expect("flags parse")
+        let all = std::iter::once("orchestrator").chain(list.iter().copied()).chain(["--tls-dir", tls_dir()]);
+        Args::try_parse_from(all).expect("flags parse")
     }
 
     #[test]
@@ -361,6 +415,17 @@ mod tests {
         let all = errors.join("\n");
         assert!(all.contains("id: must be <= 65535, got 70000"), "{all}");
         assert!(all.contains("id must be between 1 and 65535"), "{all}");
+    }
+
+    #[test]
+    fn the_tls_directory_must_hold_the_member_certificates() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let flags = ["orchestrator", "--id", "1", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"];
+        let errors = Config::load(Args::try_parse_from(flags).expect("flags")).expect_err("no tls dir");
+        assert!(errors.iter().any(|e| e.starts_with("tls-dir: required")), "{errors:?}");
+        let with = flags.iter().copied().chain(["--tls-dir", empty.path().to_str().expect("utf-8")]);
+        let errors = Config::load(Args::try_parse_from(with).expect("flags")).expect_err("empty tls dir");
+        assert_eq!(errors.iter().filter(|e| e.starts_with("tls-dir:")).count(), 4, "{errors:?}");
     }
 
     #[test]

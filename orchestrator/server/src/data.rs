@@ -11,28 +11,27 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
 use base64::Engine as _;
-use edgeplane_api::data::{self, DataPage, DataQuery, UpRecord, UploadResponse, MAX_NAME_LEN};
+use edgeplane_api::data::{DataPage, DataQuery, UpRecord, UploadResponse, MAX_NAME_LEN};
+use edgeplane_api::resources::AssignmentSpec;
 use edgeplane_api::validate::{dns_label, dns_subdomain};
-use edgeplane_api::{Consistency, StatusCause};
+use edgeplane_api::{Consistency, StatusCause, StatusReason};
 use edgeplane_core::sink::MAX_QUERY_LIMIT;
-use edgeplane_core::{Applied, Command};
+use edgeplane_core::{Applied, ClusterState, Command, ObjectKey};
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::http::{body_error, cause, off_reactor, parse_consistency, query_params, read, unknown_params, write_error, ApiError, RawQuery};
+use crate::auth::{Audit, Authenticated, NodeCredential, NODE_CREDENTIALS};
+use crate::http::{
+    body_error, cause, off_reactor, parse_consistency, query_params, read, unknown_params, write, write_error, ApiError, RawQuery,
+};
 
 /// Largest upload accepted. An upload becomes one Raft entry, so this also bounds what one
 /// node can put in the log at once.
 pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/nodes/{name}/data", post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))).route(data::DATA, get(query))
-}
 
 /// Brings the stored-level gauges up to date with this replica's state; run before a scrape.
 pub async fn observe(state: &AppState) {
@@ -42,20 +41,31 @@ pub async fn observe(state: &AppState) {
     }
 }
 
-async fn upload(
+pub(crate) async fn upload(
     State(state): State<AppState>,
+    audit: Audit,
+    Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UploadResponse>, ApiError> {
-    let epoch = crate::nodes::authenticate(&state, &name, &headers).await?;
+    // The route lets a node upload only as itself; its epoch comes from its credential.
+    let Some(node) = caller.node().filter(|n| *n == name) else {
+        return Err(ApiError::status(StatusCode::FORBIDDEN, StatusReason::Forbidden, format!("only node {name} uploads as node {name}")));
+    };
+    let latest = state.node.latest();
+    let credential = latest
+        .get(&ObjectKey::new(NODE_CREDENTIALS, "", node.to_owned()))
+        .and_then(|o| serde_json::from_value::<NodeCredential>(Value::clone(&o.value)).ok())
+        .ok_or_else(|| crate::auth::unauthorized("the node's credential was revoked; enroll it again"))?;
     let body = body.map_err(|e| body_error(e, "upload", MAX_UPLOAD_BYTES))?;
     let records = parse_upload(&body)?;
+    not_anothers(&latest, node, &records)?;
     if records.is_empty() {
         return Ok(Json(UploadResponse::default()));
     }
-    let command = Command::AppendData { node: name.clone(), epoch, records, retain_readings: state.config.data_retention_readings };
-    match state.node.write(command).await {
+    let command =
+        Command::AppendData { node: name.clone(), epoch: credential.epoch, records, retain_readings: state.config.data_retention_readings };
+    match write(&state, &audit, command).await {
         Ok(Applied::AppendedData(appended)) => {
             let m = &state.sink_metrics;
             m.accepted.inc_by(appended.accepted);
@@ -81,6 +91,38 @@ async fn upload(
         // stores whatever did land only once.
         Err(e) => Err(write_error(&state, e).await),
     }
+}
+
+/// Refuses records of streams this node never held: every record must belong to an
+/// Assignment placed on this node, now or at the record's generation (the backlog of a replica
+/// that moved away). A 403 naming each such record: they can never be accepted.
+fn not_anothers(state: &ClusterState, node: &str, records: &[UpRecord]) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let stream = &record.stream;
+        let key = ObjectKey::new("assignments", &stream.namespace, &stream.assignment);
+        let held = state
+            .get(&key)
+            .and_then(|o| o.value.get("spec").and_then(|s| serde_json::from_value::<AssignmentSpec>(s.clone()).ok()))
+            .is_some_and(|spec| spec.held_by(node, record.generation));
+        if !held {
+            causes.push(cause(
+                format!("records[{i}].stream"),
+                format!("node {node} never ran generation {} of Assignment {}/{}", record.generation, stream.namespace, stream.assignment),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let summary: Vec<String> = causes.iter().take(3).map(|c| format!("{}: {}", c.field, c.message)).collect();
+    let mut status = edgeplane_api::Status::new(
+        403,
+        StatusReason::Forbidden,
+        format!("records of streams this node does not own: {}", summary.join("; ")),
+    );
+    status.details.causes = causes;
+    Err(ApiError(Box::new(status)))
 }
 
 /// Decodes and checks an [`UploadRequest`](data::UploadRequest), reporting every problem with
@@ -160,7 +202,7 @@ fn check_record(r: &UpRecord, path: &str, causes: &mut Vec<StatusCause>) {
 /// The parameters `GET /v1/data` accepts.
 const QUERY_PARAMS: &[&str] = &["namespace", "workload", "node", "stream", "output", "after", "limit", "consistency"];
 
-async fn query(State(state): State<AppState>, raw: RawQuery) -> Result<Json<DataPage>, ApiError> {
+pub(crate) async fn query(State(state): State<AppState>, raw: RawQuery) -> Result<Json<DataPage>, ApiError> {
     let (query, consistency) = parse_query(query_params(raw)?)?;
     let snapshot = read(&state, consistency).await?;
     // A filter matching little may scan every stored record: not work for the reactor.

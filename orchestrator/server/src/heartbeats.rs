@@ -8,23 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use edgeplane_api::node::{Heartbeat, InstancePhase, NodeLiveness};
 use edgeplane_core::health::{HealthPolicy, Liveness};
 use edgeplane_core::ClusterState;
-
-/// How long a checked credential is trusted without looking at the store again. A credential
-/// replaced by a new registration stays usable on this leader for at most this long.
-const CREDENTIAL_CACHE: Duration = Duration::from_secs(10);
-
-/// A credential that passed the store check, and what it said about the node.
-#[derive(Debug, Clone)]
-struct Verified {
-    credential_sha256: String,
-    epoch: u64,
-    at: Instant,
-}
 
 #[derive(Debug)]
 pub struct Heartbeats {
@@ -34,19 +22,11 @@ pub struct Heartbeats {
     /// Whether this node led at the placement loop's last look (every 100 ms): heartbeats
     /// check it instead of asking the Raft actor each time.
     leading: AtomicBool,
-    /// Credentials that passed the store check recently, by node: at thousands of heartbeats
-    /// a second, reading the store for each is most of a leader's work.
-    verified: Mutex<HashMap<String, Verified>>,
 }
 
 impl Default for Heartbeats {
     fn default() -> Self {
-        Heartbeats {
-            nodes: Mutex::default(),
-            leading_since: Mutex::new(Instant::now()),
-            leading: AtomicBool::new(false),
-            verified: Mutex::default(),
-        }
+        Heartbeats { nodes: Mutex::default(), leading_since: Mutex::new(Instant::now()), leading: AtomicBool::new(false) }
     }
 }
 
@@ -66,16 +46,6 @@ pub struct Observed {
 }
 
 impl Heartbeats {
-    /// The epoch of a credential this leader checked recently, if `credential_sha256` is it.
-    pub fn recently_verified(&self, name: &str, credential_sha256: &str) -> Option<u64> {
-        let verified = lock(&self.verified);
-        verified.get(name).filter(|v| v.credential_sha256 == credential_sha256 && v.at.elapsed() < CREDENTIAL_CACHE).map(|v| v.epoch)
-    }
-
-    pub fn remember_verified(&self, name: &str, credential_sha256: String, epoch: u64) {
-        lock(&self.verified).insert(name.to_owned(), Verified { credential_sha256, epoch, at: Instant::now() });
-    }
-
     pub fn leading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
     }
@@ -119,7 +89,6 @@ impl Heartbeats {
     /// grace period.
     pub fn set_leading(&self, leading: bool) {
         lock(&self.nodes).clear();
-        lock(&self.verified).clear();
         *lock(&self.leading_since) = Instant::now();
         self.leading.store(leading, Ordering::Relaxed);
     }

@@ -14,10 +14,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgeplane_api::{Consistency, Status, StatusCause, StatusReason};
-use edgeplane_core::{ApplyError, ClusterState};
+use edgeplane_core::{Applied, ApplyError, ClusterState, Command};
 use edgeplane_raft::{ReadError, WriteError};
 
 use crate::app::AppState;
+use crate::auth::Audit;
 
 /// Largest accepted request body (uploads and module pushes have their own limits).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -62,15 +63,23 @@ impl ApiError {
     }
 }
 
+/// What a failed answer said, kept on the response for the audit record.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub StatusReason, pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if code == StatusCode::PAYLOAD_TOO_LARGE {
+        let said = ErrorMessage(self.0.reason, self.0.message.clone());
+        let mut response = if code == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body was never read, so the connection cannot carry another
             // request; say so, or a client may reuse it and lose its next request.
-            return (code, [(header::CONNECTION, "close")], Json(*self.0)).into_response();
-        }
-        (code, Json(*self.0)).into_response()
+            (code, [(header::CONNECTION, "close")], Json(*self.0)).into_response()
+        } else {
+            (code, Json(*self.0)).into_response()
+        };
+        response.extensions_mut().insert(said);
+        response
     }
 }
 
@@ -162,6 +171,23 @@ pub(crate) async fn leader_hint(state: &AppState) -> Option<String> {
     state.config.member(s.leader_id?).map(|m| m.api.to_string())
 }
 
+/// Writes `command` through Raft with the request's audit record in the same log entry: the
+/// write and its record exist together or not at all.
+pub(crate) async fn write(state: &AppState, audit: &Audit, command: Command) -> Result<Applied, WriteError> {
+    let result = state.node.write(Command::Audited { event: Box::new(audit.event()), command: Box::new(command) }).await;
+    match &result {
+        // Refused as too late to deduplicate: the entry did nothing, its record included.
+        Err(WriteError::Rejected(ApplyError::Expired { .. })) => {}
+        // Applied, refused by the state machine (recorded with why), or unknown (it may be in
+        // the log with its record: recording it again could make two).
+        Ok(_) | Err(WriteError::Rejected(_) | WriteError::Timeout | WriteError::CommittedResultUnknown | WriteError::Interrupted) => {
+            audit.mark_recorded()
+        }
+        Err(WriteError::NoLeader | WriteError::Overloaded | WriteError::Stopped) => {}
+    }
+    result
+}
+
 /// Maps a failed write to its Status.
 pub(crate) async fn write_error(state: &AppState, e: WriteError) -> ApiError {
     let message = e.to_string();
@@ -175,6 +201,7 @@ pub(crate) async fn write_error(state: &AppState, e: WriteError) -> ApiError {
         WriteError::Rejected(ApplyError::AlreadyExists { current, .. }) => conflict(StatusReason::AlreadyExists, current),
         WriteError::Rejected(ApplyError::Conflict { current, .. }) => conflict(StatusReason::Conflict, current),
         WriteError::Rejected(ApplyError::Undecodable { .. }) => ApiError::internal(message),
+        WriteError::Rejected(ApplyError::Refused { why, .. }) => ApiError::status(StatusCode::FORBIDDEN, StatusReason::Forbidden, why),
         WriteError::Timeout | WriteError::CommittedResultUnknown | WriteError::Interrupted => {
             let mut err = ApiError::status(StatusCode::GATEWAY_TIMEOUT, StatusReason::Timeout, message);
             err.0.details.outcome_unknown = true;
@@ -196,6 +223,11 @@ pub(crate) async fn read_error(state: &AppState, e: ReadError) -> ApiError {
         }
     };
     ApiError::status(code, reason, e.to_string()).leader_hint(leader_hint(state).await)
+}
+
+/// The current UTC time in RFC 3339 to the millisecond, for audit records.
+pub(crate) fn rfc3339_millis_now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// The current UTC time in RFC 3339 to the second, as Kubernetes stamps resources.

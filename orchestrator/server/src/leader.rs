@@ -1,4 +1,5 @@
-//! The leader's control loops: placement (every 100 ms) and blob collection (every 10 s).
+//! The leader's control loops: placement (every 100 ms), and collection of module blobs
+//! nothing refers to and of expired bootstrap tokens (every 10 s).
 //!
 //! They run on every orchestrator but act only while it leads. Each turn reads a copy of the
 //! applied state (O(1)), runs the pure planner ([`edgeplane_core::placement`]) or collector
@@ -45,6 +46,7 @@ pub async fn run(state: AppState) {
         if last_gc.elapsed() >= GC_INTERVAL {
             last_gc = Instant::now();
             collect_blobs(&state).await;
+            collect_expired_tokens(&state).await;
         }
     }
 }
@@ -117,5 +119,26 @@ async fn collect_blobs(state: &AppState) {
     match state.node.write(Command::Transaction(deletes)).await {
         Ok(_) => tracing::info!(blobs, "collected module blobs nothing refers to"),
         Err(e) => tracing::debug!(error = %e, "blob collection not applied; trying again later"),
+    }
+}
+
+/// Deletes bootstrap tokens past their expiry (they are refused already; this keeps the
+/// store from collecting them).
+async fn collect_expired_tokens(state: &AppState) {
+    let now = unix_ms_now();
+    let deletes: Vec<Command> = state
+        .node
+        .latest()
+        .list(crate::auth::BOOTSTRAP_TOKENS, None)
+        .filter(|(_, o)| o.value.get("expiresAtMs").and_then(serde_json::Value::as_u64).is_some_and(|at| at <= now))
+        .map(|(k, o)| Command::Delete { key: k.clone(), precondition: edgeplane_core::Precondition::ResourceVersion(o.resource_version) })
+        .collect();
+    if deletes.is_empty() {
+        return;
+    }
+    let tokens = deletes.len();
+    match state.node.write(Command::Transaction(deletes)).await {
+        Ok(_) => tracing::info!(tokens, "deleted expired bootstrap tokens"),
+        Err(e) => tracing::debug!(error = %e, "expired token collection not applied; trying again later"),
     }
 }

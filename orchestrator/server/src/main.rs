@@ -8,27 +8,36 @@
 //! - [`config`]: flags and the TOML file, validated in one pass.
 //! - [`app`]: what handlers and loops share; [`http`]: the kit every handler uses (errors as
 //!   `Status`, query and body parsing, reads and writes mapped to answers).
-//! - Handlers, one module per part of the API: [`cluster`] (health, metrics, members,
-//!   OpenAPI), [`store`] (the generic store), [`resources`] (the Kubernetes-style resource API
-//!   and watches), [`modules`] (the module registry), [`nodes`] (registration and
-//!   heartbeats), [`data`] (the cloud sink); [`router`] puts them together.
-//! - [`heartbeats`]: the leader's memory of heartbeats; [`leader`]: the placement and blob
-//!   collection loops; [`metrics`], [`secrets`].
+//! - [`auth`]: the door every request passes (authentication, authorization, audit);
+//!   [`router`]: the route table, every route with its access rule.
+//! - Handlers, one module per part of the API: [`cluster`] (metrics, members), [`store`] (the
+//!   generic store), [`resources`] (the Kubernetes-style resource API and watches),
+//!   [`modules`] (the module registry), [`nodes`] (heartbeats), [`data`] (the cloud sink),
+//!   [`trust`] (enrollment, certificates, tokens), [`audit`] (the audit log and its archive).
+//! - [`heartbeats`]: the leader's memory of heartbeats; [`leader`]: the placement and
+//!   collection loops; [`policy`]: which HTTP sinks are allowed; [`metrics`], [`secrets`].
+//! - [`init`]: `orchestrator init` (a cluster's CA, member certificates, an administrator)
+//!   and `orchestrator pki issue`.
 
 mod app;
+mod audit;
+mod auth;
 mod cluster;
 mod config;
 mod data;
 mod heartbeats;
 mod http;
+mod init;
 mod leader;
 mod metrics;
 mod modules;
 mod nodes;
+mod policy;
 mod resources;
 mod router;
 mod secrets;
 mod store;
+mod trust;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -40,10 +49,11 @@ use clap::Parser;
 use edgeplane_raft::disk::DiskLog;
 use edgeplane_raft::engine::RequestOrigin;
 use edgeplane_raft::metrics::RaftMetrics;
-use edgeplane_raft::net::{Listener, Network, Stream};
+use edgeplane_raft::net::{Network, PeerTls};
 use edgeplane_raft::transport::{self, Transport, TransportLimits};
 use edgeplane_raft::watch::{HistoryLimits, WatchHub};
 use edgeplane_raft::{node, Engine, EngineConfig, NodeConfig};
+use edgeplane_tls::ClientAuth;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
@@ -53,6 +63,16 @@ use crate::config::{Args, Config};
 const WATCH_HISTORY: HistoryLimits = HistoryLimits { events: 10_000, bytes: 64 * 1024 * 1024 };
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(args.first().map(String::as_str), Some("init" | "pki")) {
+        return match init::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("orchestrator: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(Args::parse()) {
         Ok(config) => config,
         Err(errors) => {
@@ -103,10 +123,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RaftMetrics::new(&mut registry);
     let sink_metrics = metrics::SinkMetrics::new(&mut registry);
-    let network = Network::plaintext();
+    let tls = MemberTls::load(&config)?;
+    let network = Network::mutual_tls(PeerTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls.server(ClientAuth::Required)?)),
+        connector: tokio_rustls::TlsConnector::from(Arc::new(tls.client()?)),
+        source_ip: Some(config.peer_listen.ip()).filter(|ip| !ip.is_unspecified()),
+    });
     let peer_listener =
         network.bind(config.peer_listen).await.with_context(|| format!("cannot listen for peers on {}", config.peer_listen))?;
-    let api_listener = network.bind(config.api_listen).await.with_context(|| format!("cannot serve the API on {}", config.api_listen))?;
+    let api_listener =
+        tokio::net::TcpListener::bind(config.api_listen).await.with_context(|| format!("cannot serve the API on {}", config.api_listen))?;
 
     let members: Vec<(u64, SocketAddr)> = config.members.iter().map(|m| (m.id, m.peer)).collect();
     let cluster = transport::cluster_id(&members);
@@ -114,7 +140,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let peers = members.iter().copied().filter(|(id, _)| *id != config.id);
     let limits = TransportLimits::default();
     let transport = Transport::start(config.id, cluster, peers, network.clone(), events_tx.clone(), metrics.clone(), limits);
-    let peer_server = tokio::spawn(transport::serve_peers(peer_listener, cluster, events_tx, limits));
+    let peer_server = tokio::spawn(transport::serve_peers(peer_listener, cluster, events_tx, limits, metrics.clone()));
 
     let node_config = NodeConfig {
         tick: config.tick,
@@ -147,6 +173,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         members = config.members.len(),
         "orchestrator started"
     );
+    let serve_counters = Arc::new(edgeplane_tls::serve::ServeCounters::default());
+    metrics::register_serve_counters(&mut registry, &serve_counters);
+    let audit = audit::AuditSink::start(node.clone(), config.id);
+    let archive = audit::Archive::new(&config.data_dir);
     let state = app::AppState {
         node,
         config: Arc::clone(&config),
@@ -154,12 +184,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         watch,
         heartbeats: Arc::new(heartbeats::Heartbeats::default()),
         sink_metrics,
+        ca: tls.ca.clone(),
+        audit,
+        archive: archive.clone(),
     };
     let leader_loops = tokio::spawn(leader::run(state.clone()));
-    let app = router::router(state);
-    let server = axum::serve(ApiListener(api_listener), app).with_graceful_shutdown(shutdown_signal());
+    let peers = peer_client(&config, tls.client()?);
+    let archiving = tokio::spawn(audit::keep_archive(state.clone(), archive, peers));
+    let limits = edgeplane_tls::serve::ServeLimits {
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        ..Default::default()
+    };
+    let api_tls = Arc::new(tls.server(ClientAuth::Optional)?);
+    let server = edgeplane_tls::serve::serve(api_listener, api_tls, router::router(state), limits, serve_counters, shutdown_signal());
     let result = tokio::select! {
-        served = server => served.context("the API server failed"),
+        () = server => Ok(()),
         stopped = &mut node_task => match stopped {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::new(e)),
@@ -168,6 +208,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     peer_server.abort();
     leader_loops.abort();
+    archiving.abort();
     // The router (and with it the last node handle) is gone: the node flushes and stops.
     if !node_task.is_finished() {
         match tokio::time::timeout(Duration::from_secs(5), node_task).await {
@@ -203,27 +244,48 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Serves the API through the listener built in `edgeplane_raft::net`.
-struct ApiListener(Listener);
+/// This member's TLS material, from its `--tls-dir`.
+struct MemberTls {
+    ca: Arc<edgeplane_tls::CertificateAuthority>,
+    identity: edgeplane_tls::TlsIdentity,
+}
 
-impl axum::serve::Listener for ApiListener {
-    type Io = Stream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Stream, SocketAddr) {
-        loop {
-            match self.0.accept().await {
-                Ok(accepted) => return accepted,
-                Err(e) => {
-                    // Typically out of file descriptors; back off rather than spin.
-                    tracing::warn!(error = %e, "accepting an API connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+impl MemberTls {
+    fn load(config: &Config) -> anyhow::Result<MemberTls> {
+        let dir = &config.tls_dir;
+        let read = |file: &str| edgeplane_tls::config::read(&dir.join(file)).map_err(anyhow::Error::new);
+        let ca = edgeplane_tls::CertificateAuthority::load(&read("ca.crt")?, &read("ca.key")?).context("the cluster CA in --tls-dir")?;
+        let identity =
+            edgeplane_tls::TlsIdentity::from_pem(&read("member.crt")?, &read("member.key")?).context("member.crt and member.key")?;
+        let cert = edgeplane_tls::PeerCertificate::from_der(&identity.chain[0]).context("member.crt")?;
+        if cert.subject() != Some(edgeplane_tls::pki::ParsedSubject::Orchestrator(config.id)) {
+            anyhow::bail!("{}/member.crt is the certificate of {:?}, not of member {}", dir.display(), cert.common_name, config.id);
         }
+        Ok(MemberTls { ca: Arc::new(ca), identity })
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
+    fn server(&self, client_auth: ClientAuth) -> anyhow::Result<rustls::ServerConfig> {
+        let current = edgeplane_tls::config::CurrentIdentity::new(&self.identity)?;
+        Ok(edgeplane_tls::config::server_config(self.ca.cert_pem(), current, client_auth)?)
+    }
+
+    fn client(&self) -> anyhow::Result<rustls::ClientConfig> {
+        Ok(edgeplane_tls::config::client_config(self.ca.cert_pem(), Some(&self.identity))?)
+    }
+}
+
+/// A client of the other members' APIs, with this member's certificate (to fill gaps in the
+/// audit archive).
+fn peer_client(config: &Config, tls: rustls::ClientConfig) -> Option<Arc<edgeplane_client::Client>> {
+    let others: Vec<String> = config.members.iter().filter(|m| m.id != config.id).map(|m| m.api.to_string()).collect();
+    if others.is_empty() {
+        return None;
+    }
+    match edgeplane_client::Client::new(&others, edgeplane_client::ClientOptions::default(), tls) {
+        Ok(client) => Some(Arc::new(client)),
+        Err(e) => {
+            tracing::warn!("cannot build a client of the other members: {e}");
+            None
+        }
     }
 }

@@ -48,3 +48,36 @@ impl SinkMetrics {
         m
     }
 }
+
+/// The API server's refusals at the door, read at scrape time.
+#[derive(Debug)]
+struct ServeMetrics(std::sync::Arc<edgeplane_tls::serve::ServeCounters>);
+
+impl prometheus_client::collector::Collector for ServeMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use std::sync::atomic::Ordering;
+        let counters = [
+            (
+                "edgeplane_api_connections_refused",
+                "API connections closed at once: over the limit in all or for their client address",
+                self.0.connections_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "edgeplane_api_tls_handshakes_failed",
+                "API TLS handshakes that failed or timed out (a certificate the cluster CA did not issue, an expired one, not TLS)",
+                self.0.handshakes_failed.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = prometheus_client::metrics::counter::ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers the API server's counters.
+pub fn register_serve_counters(registry: &mut Registry, counters: &std::sync::Arc<edgeplane_tls::serve::ServeCounters>) {
+    registry.register_collector(Box::new(ServeMetrics(counters.clone())));
+}

@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use edgeplane_api::abi::MAX_MODULE_BYTES;
 use edgeplane_api::{Consistency, StatusReason};
@@ -28,17 +27,12 @@ use serde_json::{json, Value};
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
 
 use crate::app::AppState;
-use crate::http::{body_error, cause, read, rfc3339_now, write_error, ApiError};
+use crate::auth::Audit;
+use crate::http::{body_error, cause, read, rfc3339_now, write, write_error, ApiError};
 use crate::resources::render;
 use crate::secrets::sha256_digest;
 /// The ABI this registry checks modules against (docs/abi.md).
 pub const ABI: &str = "edgeplane/v1";
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/modules/{ns}/{name}/{version}", post(push).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES + 1)))
-        .route("/v1/blobs/{digest}", get(blob))
-}
 
 /// What the registry learned of a valid module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +130,9 @@ fn describe(f: &wasmparser::FuncType) -> String {
     sig(f.params(), f.results())
 }
 
-async fn push(
+pub(crate) async fn push(
     State(state): State<AppState>,
+    audit: Audit,
     Path((ns, name, version)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -187,7 +182,7 @@ async fn push(
             write: ResourceWrite::Create { created_at: rfc3339_now() },
         },
     ]);
-    match state.node.write(transaction).await {
+    match write(&state, &audit, transaction).await {
         Ok(Applied::Transaction(applied)) => {
             let module = applied.into_iter().find_map(|a| match a {
                 Applied::Put { key, object, .. } if key.kind == "modules" => Some(object),
@@ -212,7 +207,7 @@ fn immutable(name: &str, version: &str, digest: Option<&str>) -> ApiError {
     )
 }
 
-async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
     if let Err(e) = edgeplane_api::validate::digest(&digest) {
         return Err(ApiError::invalid(vec![cause("path.digest", e)]));
     }

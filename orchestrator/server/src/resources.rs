@@ -26,8 +26,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use edgeplane_api::manifest::{self, Resource};
 use edgeplane_api::resources::{ResourceKind, API_VERSION};
 use edgeplane_api::selector::LabelSelector;
@@ -40,6 +39,7 @@ use futures::StreamExt as _;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
+use crate::auth::Audit;
 use crate::http::{
     body_error, cause, consistency, off_reactor, only_params, read, rfc3339_now, write_error, ApiError, RawQuery, MAX_BODY_BYTES,
 };
@@ -48,21 +48,9 @@ use edgeplane_api::paths::RESOURCES as PREFIX;
 /// Read-modify-write attempts of a PATCH that keeps losing compare-and-swap races.
 const PATCH_ATTEMPTS: usize = 5;
 
-pub fn routes() -> Router<AppState> {
-    let mut router = Router::new();
-    for scope in [String::new(), "/namespaces/{ns}".to_owned()] {
-        router = router
-            .route(&format!("{PREFIX}{scope}/{{plural}}"), get(list).post(create))
-            .route(&format!("{PREFIX}{scope}/{{plural}}/{{name}}"), get(read_one).put(replace).patch(patch).delete(delete))
-            .route(&format!("{PREFIX}{scope}/{{plural}}/{{name}}/status"), get(read_one).put(write_status))
-            .route(&format!("{PREFIX}{scope}/{{plural}}/{{name}}/events"), get(events));
-    }
-    router
-}
-
 /// What a resource path points at: a kind, the namespace in the path (if the path has one)
 /// and the object's name (on object paths).
-struct Target {
+pub(crate) struct Target {
     kind: ResourceKind,
     namespace: Option<String>,
     name: Option<String>,
@@ -140,7 +128,7 @@ fn not_found(scope: &Scope, name: &str) -> ApiError {
 
 // ---- reads ------------------------------------------------------------------------------
 
-async fn read_one(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn read_one(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = only_params(q, &["consistency"])?;
     let (scope, name) = target.object()?;
     match read(&state, consistency(&params)?).await?.get(&scope.key(name)) {
@@ -149,7 +137,7 @@ async fn read_one(State(state): State<AppState>, target: Target, q: RawQuery) ->
     }
 }
 
-async fn list(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Response, ApiError> {
+pub(crate) async fn list(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Response, ApiError> {
     let params = only_params(q, &["consistency", "labelSelector", "watch", "resourceVersion"])?;
     let selector = match params.get("labelSelector") {
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
@@ -278,7 +266,7 @@ fn event_line(type_: WatchEventType, object: Value) -> Value {
     serde_json::to_value(edgeplane_api::watch::WatchEvent::new(type_, object)).expect("json")
 }
 
-async fn events(State(state): State<AppState>, target: Target) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn events(State(state): State<AppState>, target: Target) -> Result<Json<Value>, ApiError> {
     let (scope, name) = target.object()?;
     Ok(change_history(&state, &scope.key(name)))
 }
@@ -390,17 +378,54 @@ fn body_version(value: &Value) -> Result<Precondition, ApiError> {
     }
 }
 
-async fn write(
+async fn put_resource(
     state: &AppState,
+    audit: &Audit,
     key: ObjectKey,
     resource: Value,
     precondition: Precondition,
     write: ResourceWrite,
 ) -> Result<(bool, Value), ApiError> {
-    match state.node.write(Command::PutResource { key, resource, precondition, write }).await {
+    match crate::http::write(state, audit, Command::PutResource { key, resource, precondition, write }).await {
         Ok(Applied::Put { object, created, .. }) => Ok((created, render(&object))),
-        Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a resource write never deletes"),
+        Ok(_) => unreachable!("a resource write never deletes"),
         Err(e) => Err(write_error(state, e).await),
+    }
+}
+
+/// What the API refuses on top of a resource's own rules: built-in role names, and Workloads
+/// that send to HTTP endpoints no SinkPolicy allows (the orchestrators must not be a way to
+/// reach addresses their operators did not choose).
+fn admit(state: &AppState, scope: &Scope, resource: &Resource) -> Result<(), ApiError> {
+    match resource {
+        Resource::ClusterRole(_) if edgeplane_core::authz::BUILTIN_ROLES.contains(&resource.name()) => {
+            Err(ApiError::unprocessable(vec![cause(
+                "metadata.name",
+                format!("{:?} is a built-in ClusterRole and cannot be replaced", resource.name()),
+            )]))
+        }
+        Resource::Workload(workload) => {
+            let latest = state.node.latest();
+            let mut causes = Vec::new();
+            for (i, output) in workload.spec.outputs.iter().enumerate() {
+                let Some(url) = output.sink.as_ref().and_then(|s| s.url.as_deref()) else { continue };
+                if !crate::policy::http_sink_allowed(&latest, &scope.namespace, url) {
+                    causes.push(cause(
+                        format!("spec.outputs[{i}].sink.url"),
+                        format!(
+                            "{url:?} is not allowed by any SinkPolicy in namespace {} or ClusterSinkPolicy (httpAllow)",
+                            scope.namespace
+                        ),
+                    ));
+                }
+            }
+            if causes.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::unprocessable(causes))
+            }
+        }
+        _ => Ok(()),
     }
 }
 
@@ -427,25 +452,46 @@ fn answer(code: StatusCode, object: Value, warnings: Vec<String>) -> Response {
     response
 }
 
-async fn create(State(state): State<AppState>, target: Target, q: RawQuery, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    audit: Audit,
+    target: Target,
+    q: RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
     only_params(q, &[])?;
     let scope = target.scope()?;
     let (resource, value) = parse_body(body, &scope, None)?;
+    admit(&state, &scope, &resource)?;
     let key = scope.key(resource.name());
-    let (_, object) = write(&state, key, value, Precondition::None, ResourceWrite::Create { created_at: rfc3339_now() }).await?;
+    let created = ResourceWrite::Create { created_at: rfc3339_now() };
+    let (_, object) = put_resource(&state, &audit, key, value, Precondition::None, created).await?;
     Ok(answer(StatusCode::CREATED, object, warnings(&state, &scope, &resource).await))
 }
 
-async fn replace(State(state): State<AppState>, target: Target, q: RawQuery, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn replace(
+    State(state): State<AppState>,
+    audit: Audit,
+    target: Target,
+    q: RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
     only_params(q, &[])?;
     let (scope, name) = target.object()?;
     let (resource, value) = parse_body(body, &scope, Some(name))?;
+    admit(&state, &scope, &resource)?;
     let precondition = body_version(&value)?;
-    let (_, object) = write(&state, scope.key(name), value, precondition, ResourceWrite::Replace).await?;
+    let (_, object) = put_resource(&state, &audit, scope.key(name), value, precondition, ResourceWrite::Replace).await?;
     Ok(answer(StatusCode::OK, object, warnings(&state, &scope, &resource).await))
 }
 
-async fn write_status(State(state): State<AppState>, target: Target, q: RawQuery, body: Body) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn write_status(
+    State(state): State<AppState>,
+    audit: Audit,
+    target: Target,
+    q: RawQuery,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     only_params(q, &[])?;
     let (scope, name) = target.object()?;
     let (resource, value) = parse_body(body, &scope, Some(name))?;
@@ -454,18 +500,19 @@ async fn write_status(State(state): State<AppState>, target: Target, q: RawQuery
     let typed = match resource {
         Resource::EdgeNode(_) => serde_json::from_value::<edgeplane_api::resources::EdgeNodeStatus>(status).map(drop),
         Resource::Workload(_) => serde_json::from_value::<edgeplane_api::resources::WorkloadStatus>(status).map(drop),
-        Resource::Module(_) | Resource::Model(_) => return Err(ApiError::not_found(format!("{} has no status", scope.kind.kind))),
+        _ => return Err(ApiError::not_found(format!("{} has no status", scope.kind.kind))),
     };
     typed.map_err(|e| ApiError::unprocessable(vec![cause("status", e.to_string())]))?;
     let precondition = body_version(&value)?;
-    let (_, object) = write(&state, scope.key(name), value, precondition, ResourceWrite::Status).await?;
+    let (_, object) = put_resource(&state, &audit, scope.key(name), value, precondition, ResourceWrite::Status).await?;
     Ok(Json(object))
 }
 
 /// JSON merge patch (RFC 7386): read, patch, validate, and compare-and-swap on the version
 /// read, retrying when another write got in between.
-async fn patch(
+pub(crate) async fn patch(
     State(state): State<AppState>,
+    audit: Audit,
     target: Target,
     headers: HeaderMap,
     q: RawQuery,
@@ -494,17 +541,13 @@ async fn patch(
             meta.remove("resourceVersion");
         }
         let text = serde_json::to_vec(&patched).expect("JSON values serialize");
-        let (_, value) = parse_body(Ok(text.into()), &scope, Some(name))?;
+        let (resource, value) = parse_body(Ok(text.into()), &scope, Some(name))?;
+        admit(&state, &scope, &resource)?;
         let precondition = Precondition::ResourceVersion(current.resource_version);
-        match state
-            .node
-            .write(Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace })
-            .await
-        {
+        let command = Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace };
+        match crate::http::write(&state, &audit, command).await {
             Ok(Applied::Put { object, .. }) => return Ok(Json(render(&object))),
-            Ok(Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => {
-                unreachable!("a resource write never deletes")
-            }
+            Ok(_) => unreachable!("a resource write never deletes"),
             Err(WriteError::Rejected(ApplyError::Conflict { .. })) => continue,
             Err(e) => return Err(write_error(&state, e).await),
         }
@@ -535,7 +578,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-async fn delete(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn delete(State(state): State<AppState>, audit: Audit, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
     let params = only_params(q, &["resourceVersion"])?;
     let (scope, name) = target.object()?;
     let precondition = match params.get("resourceVersion") {
@@ -544,9 +587,19 @@ async fn delete(State(state): State<AppState>, target: Target, q: RawQuery) -> R
             v.parse().map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
         ),
     };
-    match state.node.write(Command::Delete { key: scope.key(name), precondition }).await {
+    let delete = Command::Delete { key: scope.key(name), precondition };
+    // Deleting an EdgeNode ends its certificates in the same write.
+    let command = match (scope.kind.plural, crate::trust::revoke_with_node(&state.node.latest(), name)) {
+        ("edgenodes", Some(revoke)) => Command::Transaction(vec![delete, revoke]),
+        _ => delete,
+    };
+    match crate::http::write(&state, &audit, command).await {
         Ok(Applied::Deleted { previous, .. }) => Ok(Json(render(&previous))),
-        Ok(Applied::Put { .. } | Applied::Transaction(_) | Applied::AppendedData(_)) => unreachable!("a delete never puts"),
+        Ok(Applied::Transaction(applied)) => match applied.into_iter().next() {
+            Some(Applied::Deleted { previous, .. }) => Ok(Json(render(&previous))),
+            _ => unreachable!("the transaction starts with the delete"),
+        },
+        Ok(_) => unreachable!("a delete never puts"),
         Err(WriteError::Rejected(ApplyError::NotFound { .. })) => Err(not_found(&scope, name)),
         Err(e) => Err(write_error(&state, e).await),
     }

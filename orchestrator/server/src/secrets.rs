@@ -1,7 +1,5 @@
 //! Digests, tokens and their comparison.
 
-use std::io::Read as _;
-
 use sha2::Digest as _;
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -17,11 +15,13 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 
-/// 256 bits from the kernel's CSPRNG, hex-encoded.
-pub(crate) fn random_token() -> Result<String, String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    Ok(hex(&bytes))
+/// `bytes` random bytes from the operating system's CSPRNG (through ring), hex-encoded.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source failing means nothing secure can be made: stop rather than
+    // hand out a guessable token.
+    edgeplane_tls::config::provider().secure_random.fill(&mut buf).expect("the operating system's random source works");
+    hex(&buf)
 }
 
 /// Compares secrets in time that does not depend on where they differ.

@@ -1,27 +1,45 @@
 //! The generic replicated object store: `/v1/store/{kind}[/{name}]`, objects of any kind as
 //! JSON, with compare-and-swap on their resourceVersion. What the resource API is built on;
-//! kept for tools and tests.
+//! kept for tools and tests, for cluster administrators only (RBAC resource `store`). The
+//! kinds the orchestrators manage (resources, credentials, tokens, module bytes) cannot be
+//! written here: their own APIs check what a write may do.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use edgeplane_api::validate::{dns_label, dns_subdomain};
 use edgeplane_api::{Consistency, Deleted, ObjectList, ObjectView};
 use edgeplane_core::{Applied, Command, ObjectKey, Precondition, StoredObject};
 
 use crate::app::AppState;
+use crate::auth::Audit;
 use crate::http::{
-    body_error, cause, off_reactor, parse_consistency, query_params, read, unknown_params, write_error, ApiError, RawQuery, MAX_BODY_BYTES,
+    body_error, cause, off_reactor, parse_consistency, query_params, read, unknown_params, write, write_error, ApiError, RawQuery,
+    MAX_BODY_BYTES,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/store/{kind}", get(list_objects))
-        .route("/v1/store/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
+/// Kinds written only through their own APIs.
+const MANAGED: &[&str] = &[
+    crate::auth::NODE_CREDENTIALS,
+    crate::auth::SERVICE_ACCOUNT_TOKENS,
+    crate::auth::BOOTSTRAP_TOKENS,
+    crate::auth::REVOKED_CERTIFICATES,
+    "issued-certificates",
+    edgeplane_core::gc::BLOBS,
+];
+
+fn writable(kind: &str) -> Result<(), ApiError> {
+    if MANAGED.contains(&kind) || edgeplane_api::resources::ResourceKind::by_plural(kind).is_some() {
+        return Err(ApiError::status(
+            StatusCode::FORBIDDEN,
+            edgeplane_api::StatusReason::Forbidden,
+            format!("kind {kind:?} is managed by the orchestrators; write it through its own API"),
+        ));
+    }
+    Ok(())
 }
 
 /// Query parameters each route accepts; anything else is an error, not silently ignored.
@@ -94,7 +112,7 @@ fn view(key: &ObjectKey, object: &StoredObject) -> ObjectView {
     }
 }
 
-async fn get_object(
+pub(crate) async fn get_object(
     State(state): State<AppState>,
     Path((kind, name)): Path<(String, String)>,
     query: RawQuery,
@@ -107,7 +125,11 @@ async fn get_object(
     }
 }
 
-async fn list_objects(State(state): State<AppState>, Path(kind): Path<String>, query: RawQuery) -> Result<Json<ObjectList>, ApiError> {
+pub(crate) async fn list_objects(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    query: RawQuery,
+) -> Result<Json<ObjectList>, ApiError> {
     let q = parse_query(query, &["namespace", "consistency"])?;
     if let Err(e) = dns_label(&kind) {
         return Err(ApiError::invalid(vec![cause("path.kind", e)]));
@@ -123,21 +145,23 @@ async fn list_objects(State(state): State<AppState>, Path(kind): Path<String>, q
     .await
 }
 
-async fn put_object(
+pub(crate) async fn put_object(
     State(state): State<AppState>,
+    audit: Audit,
     Path((kind, name)): Path<(String, String)>,
     query: RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let q = parse_query(query, &["namespace", "ifVersion", "ifAbsent"])?;
     let key = object_key(&kind, &name, &q.namespace)?;
+    writable(&kind)?;
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     if body.is_empty() {
         return Err(ApiError::invalid(vec![cause("body", "required: the object's value as JSON")]));
     }
     let value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid JSON: {e}"))]))?;
-    let applied = match state.node.write(Command::Put { key, value, precondition: q.precondition }).await {
+    let applied = match write(&state, &audit, Command::Put { key, value, precondition: q.precondition }).await {
         Ok(applied) => applied,
         Err(e) => return Err(write_error(&state, e).await),
     };
@@ -146,24 +170,26 @@ async fn put_object(
             let code = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((code, Json(view(&key, &object))).into_response())
         }
-        Applied::Deleted { .. } | Applied::Transaction(_) | Applied::AppendedData(_) => unreachable!("a put never deletes"),
+        _ => unreachable!("a put never deletes"),
     }
 }
 
-async fn delete_object(
+pub(crate) async fn delete_object(
     State(state): State<AppState>,
+    audit: Audit,
     Path((kind, name)): Path<(String, String)>,
     query: RawQuery,
 ) -> Result<Json<Deleted>, ApiError> {
     let q = parse_query(query, &["namespace", "ifVersion"])?;
     let key = object_key(&kind, &name, &q.namespace)?;
-    let applied = match state.node.write(Command::Delete { key, precondition: q.precondition }).await {
+    writable(&kind)?;
+    let applied = match write(&state, &audit, Command::Delete { key, precondition: q.precondition }).await {
         Ok(applied) => applied,
         Err(e) => return Err(write_error(&state, e).await),
     };
     match applied {
         Applied::Deleted { key, previous, index } => Ok(Json(Deleted { deleted_at: index, object: view(&key, &previous) })),
-        Applied::Put { .. } | Applied::Transaction(_) | Applied::AppendedData(_) => unreachable!("a delete never puts"),
+        _ => unreachable!("a delete never puts"),
     }
 }
 

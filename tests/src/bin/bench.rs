@@ -242,7 +242,8 @@ async fn api(args: &[String]) {
         let path = format!("{RESOURCES}?watch=true&resourceVersion={from}");
         let received = Arc::clone(&received);
         watch_tasks.push(tokio::spawn(async move {
-            let client = Client::new(&[addr.to_string()], ClientOptions::default()).expect("client");
+            let client =
+                Client::new(&[addr.to_string()], ClientOptions::default(), edgeplane_tests::trust_for(addr).admin_tls()).expect("client");
             let Ok(Ok((_, mut resp))) = client.open(Request::get(path).attempt_timeout(Duration::from_secs(3600))).await else { return };
             while let Ok(Some(chunk)) = resp.chunk().await {
                 let events = chunk.iter().filter(|b| **b == b'\n').count() as u64;
@@ -360,10 +361,9 @@ async fn edge(args: &[String]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker_addr = broker.addr.to_string();
     let edge_args = ["--log", "warn", "--mqtt-broker", &broker_addr, "--outbox-max-mib", "1024"];
-    let edge = EdgeRuntime::start("bench-edge", &[cluster.api_addr(leader)], dir.path().join("edge"), &edge_args);
+    let edge = EdgeRuntime::start("bench-edge", &[cluster.api_addr(leader)], dir.path().join("edge"), &edge_args).await;
     edge.wait_running(3, Duration::from_secs(60)).await;
-    let addr = edge.status_addr().await;
-    let http = reqwest::Client::new();
+    let http = edge.http().await;
 
     // Throughput: `clients` producers sending binary batches back to back.
     let stop = Arc::new(AtomicBool::new(false));
@@ -376,7 +376,7 @@ async fn edge(args: &[String]) {
             while !stop.load(Ordering::Relaxed) {
                 let body = sensor_batch(ts, batch);
                 ts += batch;
-                if ingest_encoded(&http, addr, "sensors/temperature", body).await.0 == 200 {
+                if ingest_encoded(&http, "sensors/temperature", body).await.0 == 200 {
                     accepted.fetch_add(batch, Ordering::Relaxed);
                 }
             }
@@ -402,7 +402,7 @@ async fn edge(args: &[String]) {
         let body = sensor_batch(ts, 100);
         ts += 100;
         let sent = Instant::now();
-        let (status, answer) = ingest_encoded(&http, addr, "sensors/temperature", body).await;
+        let (status, answer) = ingest_encoded(&http, "sensors/temperature", body).await;
         assert_eq!(status, 200, "{answer}");
         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
     }
@@ -434,6 +434,7 @@ async fn edge(args: &[String]) {
             "-C",
             &mqtt_messages.to_string(),
         ])
+        .args(broker.tls_args())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("mosquitto_sub");
@@ -461,7 +462,7 @@ async fn edge(args: &[String]) {
     let per_batch = 1_000;
     let mut ts = 20_000_000_000u64;
     for _ in 0..drain_readings / per_batch {
-        let (status, answer) = ingest_encoded(&http, addr, "sensors/raw", sensor_batch(ts, per_batch)).await;
+        let (status, answer) = ingest_encoded(&http, "sensors/raw", sensor_batch(ts, per_batch)).await;
         assert_eq!(status, 200, "{answer}");
         ts += per_batch;
     }
@@ -506,10 +507,10 @@ async fn failover(args: &[String]) {
     .await;
     let servers: Vec<std::net::SocketAddr> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut edges: Vec<EdgeRuntime> = (0..edge_count)
-        .map(|i| EdgeRuntime::start(&format!("failover-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--log", "warn"]))
-        .collect();
-    let http = reqwest::Client::new();
+    let mut edges: Vec<EdgeRuntime> = Vec::new();
+    for i in 0..edge_count {
+        edges.push(EdgeRuntime::start(&format!("failover-{i}"), &servers, dir.path().join(format!("edge-{i}")), &["--log", "warn"]).await);
+    }
     let assignment = format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/assignments/failover-0");
     let placed_on = async |apis: &[Api]| -> Option<String> {
         for api in apis {
@@ -529,7 +530,7 @@ async fn failover(args: &[String]) {
         let victim = loop {
             if let Some(node) = placed_on(&apis).await {
                 let edge = edges.iter().find(|e| e.name == node).expect("one of ours");
-                if ingest_encoded(&http, edge.status_addr().await, "sensors/raw", sensor_batch(trial * 1000, 10)).await.0 == 200 {
+                if ingest_encoded(&edge.http().await, "sensors/raw", sensor_batch(trial * 1000, 10)).await.0 == 200 {
                     break edges.iter().position(|e| e.name == node).expect("found");
                 }
             }
@@ -542,7 +543,7 @@ async fn failover(args: &[String]) {
         let elapsed = loop {
             if let Some(node) = placed_on(&apis).await.filter(|n| *n != edges[victim].name) {
                 let edge = edges.iter().find(|e| e.name == node).expect("one of ours");
-                if ingest_encoded(&http, edge.status_addr().await, "sensors/raw", sensor_batch(trial * 1000 + 500, 10)).await.0 == 200 {
+                if ingest_encoded(&edge.http().await, "sensors/raw", sensor_batch(trial * 1000 + 500, 10)).await.0 == 200 {
                     break killed.elapsed();
                 }
             }
@@ -572,6 +573,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Enrolled simulated nodes: name, and a client presenting the node's certificate.
+type SimulatedNodes = Arc<std::sync::RwLock<Vec<(String, Arc<Client>)>>>;
+
 /// Simulated edge nodes against a 3-orchestrator cluster: how fast the scheduler places and
 /// commits replicas over 1,000 Ready nodes, and how many nodes heartbeating at 1 Hz the leader
 /// takes within a quarter of one core. The orchestrators run with health settings for 1 Hz
@@ -580,22 +584,31 @@ fn cpu_seconds(pid: u32) -> f64 {
 async fn scale(args: &[String]) {
     let max_nodes = arg(args, "--nodes", 10_000);
     let total_replicas = arg(args, "--replicas", 5_000);
-    let extra_args = ["--node-suspect-ms", "2500", "--node-grace-ms", "4000"].map(str::to_owned).to_vec();
+    // One connection per simulated node, all from this process's address.
+    let extra_args =
+        ["--node-suspect-ms", "2500", "--node-grace-ms", "4000", "--max-connections", "30000", "--max-connections-per-ip", "30000"]
+            .map(str::to_owned)
+            .to_vec();
     let spec = ClusterSpec { subnet: 45, log: "warn".to_owned(), tick_ms: None, extra_args, ..Default::default() };
     let cluster = Cluster::start(spec).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let leader_addr = cluster.api_addr(leader);
     let pid = cluster.pid(leader).expect("leader runs");
-    let http = Arc::new(Client::new(&[leader_addr.to_string()], ClientOptions::default()).expect("client"));
-    let leader_url = format!("http://{leader_addr}");
-    let nodes: Arc<std::sync::RwLock<Vec<(String, String)>>> = Arc::default();
+    let trust = cluster.trust.clone();
+    let token = trust.bootstrap_token().await;
+    let anonymous = Arc::new(Client::new(&[leader_addr.to_string()], ClientOptions::default(), trust.tls_as(None)).expect("client"));
+    let leader_url = format!("https://{leader_addr}");
+    // Each simulated node enrolls as a real one does (a key, a signing request, a bootstrap
+    // token) and heartbeats over its own TLS connection with its own certificate.
+    let nodes: SimulatedNodes = Arc::default();
 
-    // Registers nodes up to `count` (each registration is a Raft write).
+    // Enrolls nodes up to `count` (each enrollment is a Raft write).
     let register = async |count: u64| {
         let next = Arc::new(AtomicU64::new(nodes.read().expect("nodes").len() as u64));
         let mut tasks = Vec::new();
         for _ in 0..64 {
-            let (http, nodes, next, leader_url) = (http.clone(), nodes.clone(), next.clone(), leader_url.clone());
+            let (anonymous, nodes, next, leader_url, token, trust) =
+                (anonymous.clone(), nodes.clone(), next.clone(), leader_url.clone(), token.clone(), trust.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -603,29 +616,30 @@ async fn scale(args: &[String]) {
                         return;
                     }
                     let name = format!("sim-{i:05}");
-                    let body = json!({"name": name, "uid": format!("uid-{i}"), "labels": {"zone": format!("z{}", i % 10)},
+                    let fresh = edgeplane_tls::KeyAndRequest::generate(&name).expect("csr");
+                    let body = json!({"name": name, "uid": format!("uid-{i}"), "csr": fresh.request_pem, "labels": {"zone": format!("z{}", i % 10)},
                         "capabilities": ["sensor.temperature"], "capacity": {"memoryMib": 1024, "instanceSlots": 32, "cpuMillis": 1000}});
-                    let request =
-                        Request::new(Method::POST, "/v1/nodes/register").json(&body).bearer(Some(edgeplane_tests::BOOTSTRAP_TOKEN));
-                    let answer: serde_json::Value =
-                        http.send_to(&leader_url, request).await.expect("register").json().expect("register answer");
-                    let token = answer["token"].as_str().unwrap_or_else(|| panic!("registration refused: {answer}")).to_owned();
-                    nodes.write().expect("nodes").push((name, token));
+                    let request = Request::new(Method::POST, "/v1/nodes/enroll").json(&body).bearer(Some(&token));
+                    let answer: serde_json::Value = anonymous.send_to(&leader_url, request).await.expect("enroll").json().expect("enroll answer");
+                    let certificate = answer["certificate"].as_str().unwrap_or_else(|| panic!("enrollment refused: {answer}"));
+                    let identity = edgeplane_tls::TlsIdentity::from_pem(certificate, &fresh.key_pem).expect("identity");
+                    let client = Client::new(std::slice::from_ref(&leader_url), ClientOptions::default(), trust.tls_as(Some(&identity))).expect("client");
+                    nodes.write().expect("nodes").push((name, Arc::new(client)));
                 }
             }));
         }
         for t in tasks {
-            t.await.expect("registration task");
+            t.await.expect("enrollment task");
         }
     };
 
-    // Heartbeats at 1 Hz from every registered node, spread evenly over each second.
+    // Heartbeats at 1 Hz from every enrolled node, spread evenly over each second.
     let failures = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let workers = 64u64;
     let mut beaters = Vec::new();
     for w in 0..workers {
-        let (http, nodes, failures, sent, leader_url) = (http.clone(), nodes.clone(), failures.clone(), sent.clone(), leader_url.clone());
+        let (nodes, failures, sent, leader_url) = (nodes.clone(), failures.clone(), sent.clone(), leader_url.clone());
         beaters.push(tokio::spawn(async move {
             let body =
                 serde_json::to_vec(&json!({"load": {"cpuMillis": 100, "memoryMib": 64, "instances": 0, "queueDepth": 0}, "instances": []}))
@@ -639,15 +653,13 @@ async fn scale(args: &[String]) {
                 // this 10 ms slot: every node once a second.
                 let slot = tick % 100;
                 tick += 1;
-                let mine: Vec<(String, String)> = {
+                let mine: Vec<(String, Arc<Client>)> = {
                     let nodes = nodes.read().expect("nodes");
                     (w + slot * workers..nodes.len() as u64).step_by((workers * 100) as usize).map(|i| nodes[i as usize].clone()).collect()
                 };
-                for (name, token) in mine {
-                    let request = Request::new(Method::POST, format!("/v1/nodes/{name}/heartbeat"))
-                        .body(body.clone(), "application/json")
-                        .bearer(Some(token.as_str()));
-                    let answer = http.send_to(&leader_url, request).await;
+                for (name, client) in mine {
+                    let request = Request::new(Method::POST, format!("/v1/nodes/{name}/heartbeat")).body(body.clone(), "application/json");
+                    let answer = client.send_to(&leader_url, request).await;
                     sent.fetch_add(1, Ordering::Relaxed);
                     match answer {
                         Ok(r) if r.is_success() => {}

@@ -28,7 +28,7 @@ mod workload;
 
 use std::collections::BTreeMap;
 
-use edgeplane_api::resources::AssignmentSpec;
+use edgeplane_api::resources::{AssignmentSpec, PreviousPlacement, MAX_PREVIOUS_PLACEMENTS};
 
 pub use crate::health::Liveness;
 pub use assignment::PLACED_BECAUSE;
@@ -111,6 +111,9 @@ struct Planning<'a> {
     rebalance_budget: u32,
     /// New placements left in this plan.
     placement_budget: u32,
+    /// Where the Assignments this plan deletes were placed, so that a replica moved in the
+    /// same plan remembers them.
+    removed: BTreeMap<ObjectKey, Vec<PreviousPlacement>>,
     plan: Plan,
 }
 
@@ -123,6 +126,7 @@ impl<'a> Planning<'a> {
             next_generation: 0,
             rebalance_budget: REBALANCE_PER_PLAN,
             placement_budget: PLACEMENTS_PER_PLAN,
+            removed: BTreeMap::new(),
             plan: Plan::default(),
         }
     }
@@ -163,6 +167,10 @@ impl<'a> Planning<'a> {
 
     /// Deletes an Assignment (if unchanged since it was read).
     fn remove(&mut self, existing: &Existing) {
+        let here = PreviousPlacement { generation: existing.spec.generation, node_name: existing.spec.node_name.clone() };
+        let mut previous: Vec<PreviousPlacement> = std::iter::once(here).chain(existing.spec.previous.iter().cloned()).collect();
+        previous.truncate(MAX_PREVIOUS_PLACEMENTS);
+        self.removed.insert(existing.key.clone(), previous);
         self.plan.commands.push(assignment::delete(&existing.key, &existing.object));
     }
 
@@ -173,7 +181,8 @@ impl<'a> Planning<'a> {
         let key = ObjectKey::new("assignments", namespace, name);
         let generation = self.next_generation;
         self.next_generation += 1;
-        let spec = AssignmentSpec { replica, node_name: node, generation, placed_at_ms: self.now.unix_ms, ..template.clone() };
+        let previous = self.removed.remove(&key).unwrap_or_default();
+        let spec = AssignmentSpec { replica, node_name: node, generation, placed_at_ms: self.now.unix_ms, previous, ..template.clone() };
         self.plan.commands.push(Command::PutResource {
             resource: assignment::render(&key, &spec, Some(because)),
             key,

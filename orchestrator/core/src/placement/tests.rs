@@ -125,6 +125,11 @@ fn a_replica_on_a_down_node_moves_with_a_newer_generation() {
     assert_eq!((after[0].0.as_str(), after[0].1.as_str()), ("filter-0", "b"), "moved to the other node");
     assert!(after[0].2 > before[0].2, "a new generation fences the old copy: {before:?} -> {after:?}");
     assert_eq!(ready_condition(&w, "a"), ("False".into(), "NodeDown".into()));
+    // The replica remembers where it ran, so the lost node may still upload its backlog.
+    let moved: AssignmentSpec =
+        typed(w.state.get(&ObjectKey::new("assignments", "f", "filter-0")).expect("moved"), "/spec").expect("readable");
+    assert!(moved.held_by("a", before[0].2) && moved.held_by("b", after[0].2), "{:?}", moved.previous);
+    assert!(!moved.held_by("a", after[0].2) && !moved.held_by("b", before[0].2));
 
     // The node returns: the replica stays where it went (no thrashing).
     w.settle(&["a", "b"]);

@@ -183,6 +183,7 @@ fn sort_existing(
             node_name: node.clone(),
             generation: e.spec.generation,
             placed_at_ms: e.spec.placed_at_ms,
+            previous: e.spec.previous.clone(),
             ..template.clone()
         };
         // During a rollout a crash loop is the rollout's to judge (rollback), and a replica on
@@ -311,5 +312,6 @@ pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workloa
         config: workload.config.clone(),
         model,
         failure_policy: workload.failure_policy.clone(),
+        previous: Vec::new(),
     })
 }
