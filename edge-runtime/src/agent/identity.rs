@@ -58,8 +58,8 @@ pub(super) async fn load_or_create(dir: PathBuf, name: String) -> Result<Identit
 pub struct NodeCertificate {
     /// What every TLS configuration of the node presents (empty until enrolled).
     pub current: Arc<CurrentIdentity>,
-    /// (not before, not after), seconds since the Unix epoch.
-    validity: std::sync::Mutex<Option<(i64, i64)>>,
+    /// When to renew it, and when it expires (seconds since the Unix epoch).
+    validity: std::sync::Mutex<Option<Validity>>,
     /// When this process last installed a certificate.
     installed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -76,7 +76,7 @@ impl NodeCertificate {
             Some((identity, parsed)) => match CurrentIdentity::new(&identity) {
                 Ok(current) => NodeCertificate {
                     current,
-                    validity: std::sync::Mutex::new(Some((parsed.not_before, parsed.not_after))),
+                    validity: std::sync::Mutex::new(Some(Validity::from_now(parsed.not_after))),
                     installed: std::sync::Mutex::new(None),
                 },
                 Err(_) => NodeCertificate::none(),
@@ -89,13 +89,30 @@ impl NodeCertificate {
         NodeCertificate { current: CurrentIdentity::empty(), validity: std::sync::Mutex::new(None), installed: std::sync::Mutex::new(None) }
     }
 
-    fn validity(&self) -> Option<(i64, i64)> {
+    fn validity(&self) -> Option<Validity> {
         *lock(&self.validity)
     }
 
     /// Whether a certificate was installed after `instant` (by another task).
     fn enrolled_after(&self, instant: std::time::Instant) -> bool {
         lock(&self.installed).is_some_and(|at| at > instant)
+    }
+}
+
+/// When a certificate is renewed, and when it expires.
+#[derive(Debug, Clone, Copy)]
+struct Validity {
+    renew_at: i64,
+    not_after: i64,
+}
+
+impl Validity {
+    /// Renewal once two thirds of the time left from now have passed. Counted from when the
+    /// node got (or loaded) the certificate, not from its not-before: the CA backdates that
+    /// for clock skew, which would make a short-lived certificate due at once, and forever.
+    fn from_now(not_after: i64) -> Validity {
+        let now = now_s();
+        Validity { renew_at: now + (not_after - now).max(0) * 2 / 3, not_after }
     }
 }
 
@@ -106,7 +123,7 @@ fn now_s() -> i64 {
 impl Agent {
     /// Whether the node holds a certificate that has not expired.
     pub(super) fn enrolled(&self) -> bool {
-        self.certificate.validity().is_some_and(|(_, not_after)| not_after > now_s())
+        self.certificate.validity().is_some_and(|v| v.not_after > now_s())
     }
 
     /// Enrolls with the bootstrap token: a new key, a signing request, and the certificate
@@ -146,8 +163,8 @@ impl Agent {
 
     /// Renews the certificate once two thirds of its lifetime have passed.
     pub(super) async fn renew_if_due(&self) -> Result<(), AgentError> {
-        let Some((not_before, not_after)) = self.certificate.validity() else { return Ok(()) };
-        if now_s() < not_before + (not_after - not_before) * 2 / 3 {
+        let Some(validity) = self.certificate.validity() else { return Ok(()) };
+        if now_s() < validity.renew_at {
             return Ok(());
         }
         let _one = self.enrolling.lock().await;
@@ -184,7 +201,7 @@ impl Agent {
         .await
         .map_err(|e| AgentError::Tls(e.to_string()))??;
         self.certificate.current.replace(&identity).map_err(|e| AgentError::Tls(e.to_string()))?;
-        *lock(&self.certificate.validity) = Some((parsed.not_before, parsed.not_after));
+        *lock(&self.certificate.validity) = Some(Validity::from_now(parsed.not_after));
         *lock(&self.certificate.installed) = Some(std::time::Instant::now());
         // Pooled connections present the old certificate; new ones the new.
         self.reconnect()?;

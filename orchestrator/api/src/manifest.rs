@@ -28,6 +28,11 @@ use crate::validate;
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 /// Deepest nesting of objects and arrays accepted.
 pub const MAX_DEPTH: usize = 32;
+/// Most YAML nodes (scalars, keys, lists, maps) a manifest may hold once its aliases are
+/// expanded. Real manifests hold far fewer (a resource is tens of nodes); the bound keeps an
+/// alias bomb (a small document whose aliases expand to billions of nodes) to a few
+/// megabytes and milliseconds.
+pub const MAX_NODES: usize = 250_000;
 
 /// One offending field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +161,10 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, Vec<DocumentErrors>> {
     let mut resources = Vec::new();
     let mut errors = Vec::new();
     let mut number = 0;
+    let budget = std::cell::Cell::new(MAX_NODES);
     for document in serde_yaml::Deserializer::from_str(text) {
         number += 1;
-        let value: Value = match serde::Deserialize::deserialize(document) {
+        let value: Value = match serde::de::DeserializeSeed::deserialize(Bounded { left: &budget }, document) {
             Ok(v) => v,
             Err(e) => {
                 // A broken document may leave the stream unreadable: report and stop.
@@ -182,9 +188,124 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, Vec<DocumentErrors>> {
     }
 }
 
+/// Parses one YAML (or JSON) document into a value, refusing one that expands past
+/// [`MAX_NODES`]: what a request body holding one resource goes through.
+pub fn yaml_value(text: &str) -> Result<Value, String> {
+    let budget = std::cell::Cell::new(MAX_NODES);
+    serde::de::DeserializeSeed::deserialize(Bounded { left: &budget }, serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| yaml_error(&e).message)
+}
+
+/// The refusal of a document that expands too far.
+const TOO_MANY_NODES: &str = "nodes once its aliases are expanded";
+
+/// Builds a JSON value from YAML, counting every node the parser produces. serde_yaml expands
+/// an alias by replaying its anchor's events, so each expanded node passes through here and
+/// is counted: an alias bomb is refused after [`MAX_NODES`] of them, not after it was built.
+/// serde_yaml's own repetition limit bounds the number of alias jumps, not what each expands
+/// to, so a wide anchor repeated a few thousand times would pass it.
+#[derive(Clone, Copy)]
+struct Bounded<'a> {
+    left: &'a std::cell::Cell<usize>,
+}
+
+impl Bounded<'_> {
+    fn charge<E: serde::de::Error>(self) -> Result<(), E> {
+        match self.left.get().checked_sub(1) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format!("the manifest holds more than {MAX_NODES} {TOO_MANY_NODES}"))),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.charge()?;
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.charge()?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.charge()?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.charge()?;
+        // As serde_json does: a number JSON cannot hold (NaN, infinity) becomes null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.charge()?;
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.charge()?;
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.charge()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, deserializer)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.charge()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.charge()?;
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            self.charge()?;
+            let value = map.next_value_seed(self)?;
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
+    }
+}
+
 fn yaml_error(e: &serde_yaml::Error) -> FieldError {
     let message = e.to_string();
-    let message = if message.contains("recursion limit exceeded") {
+    let message = if message.contains(TOO_MANY_NODES) {
+        format!("aliases expand too far: more than {MAX_NODES} nodes (a YAML alias bomb?)")
+    } else if message.contains("recursion limit exceeded") {
         format!("nesting is too deep (more than {MAX_DEPTH} levels are refused)")
     } else if message.contains("repetition limit exceeded") {
         "aliases expand too far (a YAML alias bomb?)".to_owned()
@@ -476,5 +597,47 @@ fn article(t: &str) -> String {
         "array" => "a list".to_owned(),
         "integer" => "an integer".to_owned(),
         other => format!("a {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One anchored list of `width` scalars and `copies` aliases of it.
+    fn alias_bomb(width: usize, copies: usize) -> String {
+        format!(
+            "apiVersion: edgeplane.io/v1alpha1\nkind: Workload\nmetadata:\n  name: bomb\nspec:\n  module: m@1.0.0\n  config:\n    a: &a [{}]\n    b: [{}]\n",
+            vec!["x"; width].join(","),
+            vec!["*a"; copies].join(",")
+        )
+    }
+
+    /// A 100 KB document expanding to 400 million nodes (gigabytes as values) is refused by
+    /// the node count. serde_yaml's own limit counts alias jumps (100 per event), and 20,000
+    /// jumps pass it: without the count, this test builds the whole expansion.
+    #[test]
+    fn an_alias_bomb_is_refused_by_the_number_of_expanded_nodes() {
+        let bomb = alias_bomb(20_000, 20_000);
+        assert!(bomb.len() < 110_000, "{}", bomb.len());
+        let errors = parse(&bomb).expect_err("an alias bomb is refused");
+        assert!(errors[0].problems[0].message.contains("aliases expand too far"), "{errors:?}");
+        let refused = yaml_value(&bomb).expect_err("as a request body too");
+        assert!(refused.contains("aliases expand too far"), "{refused}");
+        // The classic billion laughs, nine levels of ten, is refused too.
+        let mut laughs = String::from("a0: &a0 [lol]\n");
+        for level in 1..10 {
+            let previous = format!("*a{}", level - 1);
+            laughs.push_str(&format!("a{level}: &a{level} [{}]\n", [previous.as_str(); 10].join(",")));
+        }
+        assert!(yaml_value(&laughs).is_err());
+    }
+
+    /// Aliases within the bound are expanded as before.
+    #[test]
+    fn aliases_within_the_bound_expand() {
+        let value = yaml_value("a: &a {x: 1, y: [true, null, 2.5, s]}\nb: *a\n").expect("valid");
+        assert_eq!(value["b"], serde_json::json!({"x": 1, "y": [true, null, 2.5, "s"]}));
+        assert_eq!(value["a"], value["b"]);
     }
 }

@@ -149,6 +149,8 @@ impl Access {
 pub struct Guard {
     pub app: AppState,
     pub access: Access,
+    /// The route's body limit: a request that announces more is refused before its body.
+    pub max_body: usize,
 }
 
 /// The audit context of the request being served: the event so far, and whether a write
@@ -206,7 +208,13 @@ pub async fn guard(State(guard): State<Guard>, Path(params): Path<BTreeMap<Strin
     let request_id = crate::secrets::random_hex(8);
     let method = request.method().clone();
     let path = request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let caller = authenticate(app, connection.as_ref(), request.headers()).await;
+    let caller = match authenticate(app, connection.as_ref(), request.headers()).await {
+        // A public route needs no identity, so a credential that is no longer valid is not
+        // held against it: a revoked node presents its old certificate when it enrolls again
+        // with a bootstrap token.
+        Err(_) if matches!(guard.access, Access::Public) => Ok(Caller::anonymous()),
+        decided => decided,
+    };
     let event_caller = caller.as_ref().map_or_else(|_| Caller::anonymous(), Clone::clone);
     let audit = Audit(Arc::new(AuditInner {
         event: AuditEvent {
@@ -232,6 +240,15 @@ pub async fn guard(State(guard): State<Guard>, Path(params): Path<BTreeMap<Strin
             decided
         }
     };
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let decision = decision.and_then(|()| match announced {
+        Some(length) if length > guard.max_body as u64 => Err(ApiError::status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusReason::RequestEntityTooLarge,
+            format!("the body is {length} bytes; this path takes at most {}", guard.max_body),
+        )),
+        _ => Ok(()),
+    });
     let mut response = match decision {
         Ok(()) => next.run(request).await,
         Err(refusal) => {

@@ -328,8 +328,8 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
     }
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(vec![cause("body", "must be UTF-8 YAML or JSON")]))?;
-    let mut value: Value =
-        serde_yaml::from_str(text).map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid YAML or JSON: {e}"))]))?;
+    let mut value: Value = edgeplane_api::manifest::yaml_value(text)
+        .map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid YAML or JSON: {e}"))]))?;
     // Fill in what the path already says, and refuse what contradicts it.
     let mut causes = Vec::new();
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -17,16 +17,26 @@ use crate::app::AppState;
 use crate::auth::{Access, Guard, Name, Ns, Res, Verb};
 use crate::http::{ApiError, MAX_BODY_BYTES};
 
-/// One route: method, path, the rule guarding it, and its handler.
+/// One route: method, path, the rule guarding it, the largest body it takes, and its handler.
 pub struct Route {
     pub method: Method,
     pub path: String,
     pub access: Access,
+    pub max_body: usize,
     handler: MethodRouter<AppState>,
 }
 
 fn route(method: Method, path: impl Into<String>, access: Access, handler: MethodRouter<AppState>) -> Route {
-    Route { method, path: path.into(), access, handler }
+    Route { method, path: path.into(), access, max_body: MAX_BODY_BYTES, handler }
+}
+
+impl Route {
+    /// Takes bodies up to `bytes` instead of [`MAX_BODY_BYTES`].
+    fn max_body(mut self, bytes: usize) -> Route {
+        self.max_body = bytes;
+        self.handler = self.handler.layer(DefaultBodyLimit::max(bytes));
+        self
+    }
 }
 
 fn rbac(verb: &'static str, resource: &'static str, namespace: Ns, name: Name) -> Access {
@@ -73,8 +83,9 @@ pub fn table() -> Vec<Route> {
             post.clone(),
             "/v1/modules/{ns}/{name}/{version}",
             rbac("create", "modules", Ns::Path, Name::Path("name")),
-            on(MethodFilter::POST, modules::push).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES + 1)),
-        ),
+            on(MethodFilter::POST, modules::push),
+        )
+        .max_body(MAX_MODULE_BYTES + 1),
         route(
             get.clone(),
             "/v1/blobs/{digest}",
@@ -97,8 +108,9 @@ pub fn table() -> Vec<Route> {
             post.clone(),
             "/v1/nodes/{name}/data",
             rbac("create", "edgenodes/data", Ns::None, Name::Path("name")),
-            on(MethodFilter::POST, data::upload).layer(DefaultBodyLimit::max(data::MAX_UPLOAD_BYTES)),
-        ),
+            on(MethodFilter::POST, data::upload),
+        )
+        .max_body(data::MAX_UPLOAD_BYTES),
         route(get.clone(), edgeplane_api::data::DATA, rbac("get", "data", Ns::Query, Name::None), on(MethodFilter::GET, data::query)),
         route(
             post.clone(),
@@ -175,7 +187,7 @@ pub fn table() -> Vec<Route> {
 pub fn router(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for r in table() {
-        let guard = Guard { app: state.clone(), access: r.access };
+        let guard = Guard { app: state.clone(), access: r.access, max_body: r.max_body };
         router = router.route(&r.path, r.handler.route_layer(from_fn_with_state(guard, crate::auth::guard)));
     }
     router

@@ -192,8 +192,19 @@ impl CertificateAuthority {
 
     /// Issues a certificate for `subject` on a new key; returns the key (PEM) too.
     pub fn issue_with_key(&self, subject: &Subject, lifetime: Duration) -> Result<(Issued, String), TlsError> {
+        self.issue_with_key_at(subject, std::time::SystemTime::now(), lifetime)
+    }
+
+    /// [`CertificateAuthority::issue_with_key`] as if issued at `issued_at`: a certificate
+    /// that has already expired, or one from a clock that runs behind, for tests of both.
+    pub fn issue_with_key_at(
+        &self,
+        subject: &Subject,
+        issued_at: std::time::SystemTime,
+        lifetime: Duration,
+    ) -> Result<(Issued, String), TlsError> {
         let key = KeyPair::generate().map_err(authority)?;
-        let issued = self.issue(subject, &key, lifetime)?;
+        let issued = self.issue(subject, &key, OffsetDateTime::from(issued_at), lifetime)?;
         Ok((issued, key.serialize_pem()))
     }
 
@@ -201,12 +212,17 @@ impl CertificateAuthority {
     /// verify (its sender holds the key); of the request only the public key is used.
     pub fn sign_request(&self, request_pem: &str, subject: &Subject, lifetime: Duration) -> Result<Issued, TlsError> {
         let request = CertificateSigningRequestParams::from_pem(request_pem).map_err(|e| TlsError::Request(e.to_string()))?;
-        self.issue(subject, &request.public_key, lifetime)
+        self.issue(subject, &request.public_key, OffsetDateTime::now_utc(), lifetime)
     }
 
-    fn issue(&self, subject: &Subject, public_key: &impl PublicKeyData, lifetime: Duration) -> Result<Issued, TlsError> {
+    fn issue(
+        &self,
+        subject: &Subject,
+        public_key: &impl PublicKeyData,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<Issued, TlsError> {
         let (serial, serial_hex) = random_serial()?;
-        let now = OffsetDateTime::now_utc();
         let params = subject.params(lifetime, now, serial)?;
         let not_after = params.not_after.unix_timestamp();
         let cert = params.signed_by(public_key, &self.issuer).map_err(|e| TlsError::Certificate(e.to_string()))?;
