@@ -37,19 +37,26 @@ cleanup() {
 trap cleanup EXIT
 strip -o "$stripped" target/release/edge-runtime
 awk -v b="$(wc -c <"$stripped")" 'BEGIN { printf "BENCH edge_binary_mb %.1f MB\n", b / 1048576 }'
-token=edgeplane-bench-bootstrap-token
+# A one-member cluster of its own, secured as always: its PKI, a bootstrap token, the edge.
+target/release/orchestrator init --dir "$work/pki" --member 1=127.0.0.1:17101,127.0.0.1:18101 >/dev/null
 target/release/orchestrator --id 1 --data-dir "$work/orch" --member 1=127.0.0.1:17101,127.0.0.1:18101 \
-    --bootstrap-token "$token" --log warn 2>"$work/orch.log" &
+    --tls-dir "$work/pki/members/1" --log warn 2>"$work/orch.log" &
 orch_pid=$!
-target/release/edge-runtime --name bench-edge --data-dir "$work/edge" --servers 127.0.0.1:18101 \
-    --bootstrap-token "$token" --log warn 2>"$work/edge.log" &
-edge_pid=$!
+edgectl() { EDGECTL_CONFIG="$work/pki/edgectl.toml" target/release/edgectl "$@"; }
+token=""
 for _ in $(seq 100); do
-    curl -sf http://127.0.0.1:18101/apis/edgeplane.io/v1alpha1/edgenodes/bench-edge >/dev/null && break
+    token=$(edgectl token create --ttl 10m --uses 1 2>/dev/null) && break
     sleep 0.1
 done
-curl -sf http://127.0.0.1:18101/apis/edgeplane.io/v1alpha1/edgenodes/bench-edge >/dev/null \
-    || { echo "bench: the edge runtime did not register; see $work/edge.log" >&2; exit 1; }
+[ -n "$token" ] || { echo "bench: could not create a bootstrap token; see $work/orch.log" >&2; exit 1; }
+EDGEPLANE_BOOTSTRAP_TOKEN="$token" target/release/edge-runtime --name bench-edge --data-dir "$work/edge" \
+    --servers 127.0.0.1:18101 --ca-cert "$work/pki/ca.crt" --log warn 2>"$work/edge.log" &
+edge_pid=$!
+for _ in $(seq 100); do
+    edgectl get node bench-edge >/dev/null 2>&1 && break
+    sleep 0.1
+done
+edgectl get node bench-edge >/dev/null 2>&1 || { echo "bench: the edge runtime did not enroll; see $work/edge.log" >&2; exit 1; }
 sleep 3
 awk '/^VmRSS:/ { printf "BENCH edge_idle_rss_mb %.1f MB\n", $2 / 1024 }' "/proc/$edge_pid/status"
 
