@@ -475,8 +475,9 @@ async fn bootstrap_tokens_are_used_up_expire_and_bind_their_node() {
 
     // Single use.
     let once = bootstrap_token(&admin, json!({"ttlSeconds": 600, "uses": 1})).await;
-    let (code, _, body) = try_enroll(&anon, &once, "tok-a", "uid-a").await;
+    let (code, tok_a, body) = try_enroll(&anon, &once, "tok-a", "uid-a").await;
     assert_eq!(code, 200, "{body}");
+    let tok_a = tok_a.expect("tok-a's certificate");
     let (code, _, body) = try_enroll(&anon, &once, "tok-b", "uid-b").await;
     // A used-up token is gone: it is as good as one never issued.
     assert_eq!(code, 401, "a used-up token enrolled another node: {body}");
@@ -505,13 +506,87 @@ async fn bootstrap_tokens_are_used_up_expire_and_bind_their_node() {
     assert!(listed.status.success() && listing.contains("tok-d"), "token list: {listing}");
     assert!(!listing.contains(&bound), "token list shows a secret: {listing}");
 
-    // The name tok-a is taken: another runtime (another uid) with a fresh token may not take
-    // it over by knowing the name; tok-a's own uid with a new token re-enrolls.
+    // The name tok-a is taken and its certificate valid. Knowing the name, or the uid too
+    // (viewers read both), with a token for any node, takes nothing over; the node itself
+    // (presenting its certificate) or a token made for tok-a does.
     let more = bootstrap_token(&admin, json!({"ttlSeconds": 600, "uses": 5})).await;
     let (code, _, body) = try_enroll(&anon, &more, "tok-a", "uid-impostor").await;
     assert!(code == 409 || code == 403, "another runtime took over tok-a by its name: {code} {body}");
     let (code, _, body) = try_enroll(&anon, &more, "tok-a", "uid-a").await;
-    assert_eq!(code, 200, "tok-a re-enrolling with a new token: {body}");
+    assert_eq!(code, 403, "a token for any node took over the live node tok-a by its uid: {body}");
+    let (code, _, body) = try_enroll(&as_identity(cluster.api_addr(1), &tok_a), &more, "tok-a", "uid-a").await;
+    assert_eq!(code, 200, "tok-a enrolling again with its own certificate: {body}");
+    let for_a = bootstrap_token(&admin, json!({"ttlSeconds": 600, "uses": 1, "node": "tok-a"})).await;
+    let (code, _, body) = try_enroll(&anon, &for_a, "tok-a", "uid-a").await;
+    assert_eq!(code, 200, "tok-a enrolling again with a token made for it: {body}");
+
+    // Only the newest certificate renews: an older one (a backup) cannot push it out.
+    let renew = |identity: &TlsIdentity, node: &str| {
+        let api = as_identity(cluster.api_addr(1), identity);
+        let path = format!("/v1/nodes/{node}/certificate");
+        let fresh = KeyAndRequest::generate(node).expect("key");
+        async move {
+            let reply = api.raw(Request::new(Method::POST, path).json(&json!({"csr": fresh.request_pem}))).await.expect("answered");
+            let identity = reply.is_success().then(|| {
+                let issued: CertificateResponse = reply.json().expect("certificate");
+                TlsIdentity::from_pem(&issued.certificate, &fresh.key_pem).expect("identity")
+            });
+            (reply.status.as_u16(), identity)
+        }
+    };
+    let first = enroll(&cluster, &more, "tok-r").await;
+    let (code, second) = renew(&first, "tok-r").await;
+    assert_eq!(code, 200);
+    let (code, _) = renew(&first, "tok-r").await;
+    assert_eq!(code, 403, "the certificate before the newest renewed");
+    let (code, _) = renew(&second.expect("renewed"), "tok-r").await;
+    assert_eq!(code, 200, "the newest certificate renews");
+
+    // Whoever may issue certificates cannot mint a cluster admin unless they are one.
+    let collection = |kind: &str| format!("{BASE}/{kind}");
+    for (kind, object) in [
+        (
+            "clusterroles",
+            json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "ClusterRole", "metadata": {"name": "issuer"},
+            "spec": {"rules": [{"verbs": ["create"], "resources": ["certificates"]}]}}),
+        ),
+        (
+            "clusterrolebindings",
+            json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "ClusterRoleBinding", "metadata": {"name": "iris-issues"},
+            "spec": {"roleRef": {"kind": "ClusterRole", "name": "issuer"}, "subjects": [{"kind": "User", "name": "iris"}]}}),
+        ),
+    ] {
+        let reply = admin.request(Method::POST, &collection(kind), Some(object.to_string().into_bytes())).await.expect("create");
+        assert_eq!(reply.code, 201, "{kind}: {}", reply.body);
+    }
+    let iris =
+        as_identity(cluster.api_addr(1), &offline_certificate(&cluster, &user("iris", None), Duration::ZERO, Duration::from_secs(600)));
+    for (group, expected) in [(edgeplane_api::auth::CLUSTER_ADMINS_GROUP, 403), ("ops", 200)] {
+        let fresh = KeyAndRequest::generate("someone").expect("key");
+        let request = json!({"user": "someone", "group": group, "csr": fresh.request_pem});
+        let reply = iris.request(Method::POST, "/v1/certificates", Some(request.to_string().into_bytes())).await.expect("answered");
+        assert_eq!(reply.code, expected, "an issuer asking for a certificate in group {group}: {}", reply.body);
+    }
+
+    // A ServiceAccount's token dies with it, and stays dead when the name is reused.
+    let account = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "ServiceAccount", "metadata": {"name": "ci"}, "spec": {}});
+    let accounts = format!("{BASE}/namespaces/tools/serviceaccounts");
+    let reply = admin.request(Method::POST, &accounts, Some(account.to_string().into_bytes())).await.expect("create");
+    assert_eq!(reply.code, 201, "{}", reply.body);
+    let reply = admin.request(Method::POST, "/v1/serviceaccounts/tools/ci/token", None).await.expect("token");
+    assert_eq!(reply.code, 201, "{}", reply.body);
+    let token = reply.body["token"].as_str().expect("token").to_owned();
+    let as_ci = Api::with_token(cluster.api_addr(1), &token);
+    assert_eq!(as_ci.get("/v1/whoami").await.expect("whoami").code, 200);
+    assert_eq!(admin.delete(&format!("{accounts}/ci")).await.expect("delete").code, 200);
+    assert_eq!(as_ci.get("/v1/whoami").await.expect("whoami").code, 401, "a deleted ServiceAccount's token still works");
+    let reply = admin.request(Method::POST, &accounts, Some(account.to_string().into_bytes())).await.expect("create again");
+    assert_eq!(reply.code, 201, "{}", reply.body);
+    assert_eq!(
+        as_ci.get("/v1/whoami").await.expect("whoami").code,
+        401,
+        "a token came back to life with a new ServiceAccount of the same name"
+    );
 }
 
 /// Reads a node's certificate serial from its data directory.
@@ -580,13 +655,28 @@ async fn certificates_renew_across_an_orchestrator_failover_and_revocation_is_im
         assert_eq!(reply.code, 401, "the revoked certificate still works on orchestrator {id}: {}", reply.body);
     }
     // The runtime finds out at its next heartbeat and enrolls again with its bootstrap token.
-    eventually(
+    let again = eventually(
         "the runtime to enroll again",
         Duration::from_secs(20),
-        async || node_serial(&edge.data_dir).filter(|s| *s != stolen_serial).map(|_| ()),
+        async || node_serial(&edge.data_dir).filter(|s| *s != stolen_serial),
         || edge.log_tail(),
     )
     .await;
+
+    // Down for longer than its certificate lives: the runtime comes back, finds it expired,
+    // and enrolls again with its token (presenting the expired one would fail every handshake).
+    let mut edge = edge;
+    edge.kill();
+    tokio::time::sleep(Duration::from_secs(ttl_s + 2)).await;
+    edge.start_again();
+    eventually(
+        "the runtime to enroll again after its certificate expired",
+        Duration::from_secs(30),
+        async || node_serial(&edge.data_dir).filter(|s| *s != again),
+        || edge.log_tail(),
+    )
+    .await;
+    assert!(edge.log().contains("certificate expired; enrolling again"), "{}", edge.log_tail());
 }
 
 /// The smallest workload module: takes every batch, emits nothing.
@@ -688,6 +778,14 @@ async fn a_node_acts_only_on_its_own_work_and_the_edge_api_admits_by_group() {
         let reply = reply.expect("answered");
         assert_eq!(reply.code, 403, "node rs-a could {what}: {}", reply.body);
     }
+    // Its own stream, filed under another Workload of the namespace: refused too.
+    let mut mislabelled = up_record(&mine, 2);
+    mislabelled["workload"] = json!("wb");
+    let reply = node_a
+        .request(Method::POST, "/v1/nodes/rs-a/data", Some(json!({"records": [mislabelled]}).to_string().into_bytes()))
+        .await
+        .expect("answered");
+    assert_eq!(reply.code, 403, "node rs-a filed its output under Workload wb: {}", reply.body);
     let stream_refusal = node_a
         .request(Method::POST, "/v1/nodes/rs-a/data", Some(json!({"records": [up_record(&theirs, 1)]}).to_string().into_bytes()))
         .await

@@ -137,6 +137,13 @@ impl Agent {
             return Ok(());
         }
         let bootstrap = self.config.bootstrap_token.as_deref().ok_or(AgentError::NoBootstrapToken)?;
+        if self.certificate.current.is_set() && !self.enrolled() {
+            // Cut off longer than the certificate lived: an expired certificate fails every
+            // handshake, so enroll presenting none.
+            tracing::info!(node = %self.config.name, "the node's certificate expired; enrolling again");
+            self.certificate.current.clear();
+            self.reconnect()?;
+        }
         let name = self.config.name.clone();
         let fresh = tokio::task::spawn_blocking(move || KeyAndRequest::generate(&name))
             .await

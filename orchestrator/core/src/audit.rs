@@ -105,3 +105,48 @@ pub(crate) fn settle(mut event: AuditEvent, result: &Result<crate::Applied, Appl
     }
     event
 }
+
+#[cfg(test)]
+mod tests {
+    use edgeplane_api::audit::AuditEvent;
+
+    use crate::{ClusterState, Command, ObjectKey, Precondition};
+
+    fn event(id: &str) -> Box<AuditEvent> {
+        Box::new(AuditEvent {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            request_id: id.into(),
+            server: 1,
+            user: "alice".into(),
+            groups: Vec::new(),
+            source: "127.0.0.1".into(),
+            method: "PATCH".into(),
+            path: "/x".into(),
+            code: 0,
+            outcome: String::new(),
+        })
+    }
+
+    fn apply(state: &mut ClusterState, command: Command) {
+        let index = state.applied_index() + 1;
+        state.apply_entry(index, &command.encode(), None).expect("entry").ok();
+    }
+
+    /// A write that loses a compare-and-swap and will be retried leaves no record; the retry
+    /// does, and a conflict that is the request's outcome does too. Before, a PATCH that lost
+    /// one race had two records (the end-to-end audit test saw it).
+    #[test]
+    fn a_conflict_the_request_retries_is_not_recorded() {
+        let mut state = ClusterState::default();
+        let key = ObjectKey::new("notes", "", "n");
+        let stale = || Command::Put { key: key.clone(), value: serde_json::json!(2), precondition: Precondition::ResourceVersion(99) };
+        apply(&mut state, Command::Put { key: key.clone(), value: serde_json::json!(1), precondition: Precondition::None });
+        apply(&mut state, Command::Audited { event: event("a"), command: Box::new(stale()), retried_on_conflict: true });
+        assert_eq!(state.audit().head().seq, 0, "the lost race was recorded");
+        apply(&mut state, Command::Audited { event: event("a"), command: Box::new(stale()), retried_on_conflict: false });
+        assert_eq!(state.audit().head().seq, 1, "a conflict that ends the request is recorded");
+        let fresh = Command::Put { key: key.clone(), value: serde_json::json!(3), precondition: Precondition::None };
+        apply(&mut state, Command::Audited { event: event("b"), command: Box::new(fresh), retried_on_conflict: true });
+        assert_eq!(state.audit().head().seq, 2, "the retry that applied is recorded");
+    }
+}

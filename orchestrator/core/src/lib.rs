@@ -136,6 +136,11 @@ pub enum Command {
     Audited {
         event: Box<AuditEvent>,
         command: Box<Command>,
+        /// The request retries a write that loses a compare-and-swap (a PATCH's read, merge,
+        /// write): a conflict is not its outcome, so it is not recorded; the retry, or the
+        /// request giving up, records it once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retried_on_conflict: bool,
     },
     /// Audit records of requests that wrote nothing (refused before, or failed).
     Audit(Vec<AuditEvent>),
@@ -329,9 +334,11 @@ impl ClusterState {
                 self.objects.insert(key.clone(), object.clone());
                 Ok(Applied::Put { key, object, created: false })
             }
-            Command::Audited { event, command } => {
+            Command::Audited { event, command, retried_on_conflict } => {
                 let result = self.apply(index, *command);
-                self.audit.append(audit::settle(*event, &result));
+                if !(retried_on_conflict && matches!(result, Err(ApplyError::Conflict { .. }))) {
+                    self.audit.append(audit::settle(*event, &result));
+                }
                 result
             }
             Command::Audit(events) => {

@@ -64,6 +64,18 @@ pub struct NodeCredential {
     /// The serials of the node's valid certificates: the one it enrolled or renewed with last,
     /// and the one before (which connections opened before a renewal still present).
     pub serials: Vec<String>,
+    /// When the newest of them expires (seconds since the Unix epoch): until then the node is
+    /// enrolled, and its name is enrolled again only by itself or with a token made for it.
+    #[serde(default)]
+    pub not_after: i64,
+}
+
+impl NodeCredential {
+    /// Whether the node holds a certificate that has not expired.
+    pub fn is_live(&self) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        self.not_after > now
+    }
 }
 
 /// A ServiceAccount token as stored.
@@ -72,6 +84,9 @@ pub struct NodeCredential {
 pub struct StoredServiceAccountToken {
     pub namespace: String,
     pub name: String,
+    /// The ServiceAccount's `metadata.uid` when the token was made: a ServiceAccount deleted
+    /// and created again under the same name is another account, and its old tokens are dead.
+    pub account_uid: String,
     pub secret_sha256: String,
 }
 
@@ -316,11 +331,15 @@ pub async fn authenticate(app: &AppState, connection: Option<&Connection>, heade
 /// node enrolled a moment ago on another orchestrator is not sent to enroll again.
 pub async fn node_caller(app: &AppState, name: &str, serial: &str) -> Result<NodeCredential, ApiError> {
     let key = ObjectKey::new(NODE_CREDENTIALS, "", name.to_owned());
+    let node = ObjectKey::new("edgenodes", "", name.to_owned());
+    // The EdgeNode must exist too: deleting it ends the node even if its credential, written
+    // by an enrollment racing the delete, outlived it.
     let valid = |state: &ClusterState| {
         state
             .get(&key)
             .and_then(|o| serde_json::from_value::<NodeCredential>(serde_json::Value::clone(&o.value)).ok())
             .filter(|c| c.serials.iter().any(|s| s == serial))
+            .filter(|_| state.get(&node).is_some())
     };
     if let Some(credential) = valid(&app.node.latest()) {
         return Ok(credential);
@@ -336,8 +355,11 @@ fn service_account(state: &ClusterState, id: &str, secret: &str) -> Result<Calle
         .and_then(|o| serde_json::from_value::<StoredServiceAccountToken>(serde_json::Value::clone(&o.value)).ok())
         .filter(|t| constant_time_eq(t.secret_sha256.as_bytes(), sha256_hex(secret.as_bytes()).as_bytes()))
         .ok_or_else(|| unauthorized("the token is not valid (revoked, replaced, or never issued)"))?;
-    if state.get(&ObjectKey::new("serviceaccounts", stored.namespace.clone(), stored.name.clone())).is_none() {
-        return Err(unauthorized(&format!("ServiceAccount {}/{} no longer exists", stored.namespace, stored.name)));
+    let account = state.get(&ObjectKey::new("serviceaccounts", stored.namespace.clone(), stored.name.clone()));
+    if account.and_then(|a| a.value.pointer("/metadata/uid").and_then(|u| u.as_str().map(str::to_owned)))
+        != Some(stored.account_uid.clone())
+    {
+        return Err(unauthorized(&format!("ServiceAccount {}/{} the token was made for no longer exists", stored.namespace, stored.name)));
     }
     Ok(Caller {
         user: edgeplane_api::auth::service_account_user(&stored.namespace, &stored.name),

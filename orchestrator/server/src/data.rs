@@ -101,10 +101,14 @@ fn not_anothers(state: &ClusterState, node: &str, records: &[UpRecord]) -> Resul
     for (i, record) in records.iter().enumerate() {
         let stream = &record.stream;
         let key = ObjectKey::new("assignments", &stream.namespace, &stream.assignment);
+        // The record's workload is the Assignment's own: a node may not file its output under
+        // another Workload of the namespace.
         let held = state
             .get(&key)
             .and_then(|o| o.value.get("spec").and_then(|s| serde_json::from_value::<AssignmentSpec>(s.clone()).ok()))
-            .is_some_and(|spec| spec.held_by(node, record.generation));
+            .is_some_and(|spec| {
+                spec.held_by(node, record.generation) && spec.workload == record.workload && record.namespace == stream.namespace
+            });
         if !held {
             causes.push(cause(
                 format!("records[{i}].stream"),

@@ -174,8 +174,21 @@ pub(crate) async fn leader_hint(state: &AppState) -> Option<String> {
 /// Writes `command` through Raft with the request's audit record in the same log entry: the
 /// write and its record exist together or not at all.
 pub(crate) async fn write(state: &AppState, audit: &Audit, command: Command) -> Result<Applied, WriteError> {
-    let result = state.node.write(Command::Audited { event: Box::new(audit.event()), command: Box::new(command) }).await;
+    audited_write(state, audit, command, false).await
+}
+
+/// [`write`] for a handler that retries the write when it loses a compare-and-swap: a
+/// conflict is recorded by neither the state machine nor here, so that the request still has
+/// exactly one record, from the attempt that ends it (or from the door, if it gives up).
+pub(crate) async fn write_retrying_conflicts(state: &AppState, audit: &Audit, command: Command) -> Result<Applied, WriteError> {
+    audited_write(state, audit, command, true).await
+}
+
+async fn audited_write(state: &AppState, audit: &Audit, command: Command, retried_on_conflict: bool) -> Result<Applied, WriteError> {
+    let audited = Command::Audited { event: Box::new(audit.event()), command: Box::new(command), retried_on_conflict };
+    let result = state.node.write(audited).await;
     match &result {
+        Err(WriteError::Rejected(ApplyError::Conflict { .. })) if retried_on_conflict => {}
         // Refused as too late to deduplicate: the entry did nothing, its record included.
         Err(WriteError::Rejected(ApplyError::Expired { .. })) => {}
         // Applied, refused by the state machine (recorded with why), or unknown (it may be in

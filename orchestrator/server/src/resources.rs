@@ -545,7 +545,7 @@ pub(crate) async fn patch(
         admit(&state, &scope, &resource)?;
         let precondition = Precondition::ResourceVersion(current.resource_version);
         let command = Command::PutResource { key: key.clone(), resource: value, precondition, write: ResourceWrite::Replace };
-        match crate::http::write(&state, &audit, command).await {
+        match crate::http::write_retrying_conflicts(&state, &audit, command).await {
             Ok(Applied::Put { object, .. }) => return Ok(Json(render(&object))),
             Ok(_) => unreachable!("a resource write never deletes"),
             Err(WriteError::Rejected(ApplyError::Conflict { .. })) => continue,

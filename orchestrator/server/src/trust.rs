@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use edgeplane_api::auth::{
     split_token, BootstrapTokenInfo, BootstrapTokenRequest, CertificateResponse, EnrollRequest, RenewRequest, TokenCreated,
-    UserCertificateRequest, BOOTSTRAP_TOKEN_PREFIX, SERVICE_ACCOUNT_TOKEN_PREFIX,
+    UserCertificateRequest, BOOTSTRAP_TOKEN_PREFIX, CLUSTER_ADMINS_GROUP, SERVICE_ACCOUNT_TOKEN_PREFIX,
 };
 use edgeplane_api::resources::EdgeNodeSpec;
 use edgeplane_api::{validate, Consistency, StatusCause, StatusReason};
@@ -95,6 +95,7 @@ fn signing_error(e: edgeplane_tls::TlsError) -> ApiError {
 pub async fn enroll(
     State(app): State<AppState>,
     audit: Audit,
+    Authenticated(caller): Authenticated,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
@@ -182,6 +183,22 @@ pub async fn enroll(
     // The same runtime enrolling again keeps its epoch (its stream numbers go on); another
     // one starts a new epoch above any this node name ever had, in its credential or the sink.
     let previous = stored::<NodeCredential>(&now, &credential_key);
+    // A node's name and uid are no secrets (viewers read both): while the node holds a live
+    // certificate, its name is enrolled again only by the node itself or with a token made
+    // for that name. Revoking the node, or its certificate expiring, frees it for any token.
+    if previous.as_ref().is_some_and(|(c, _)| c.is_live())
+        && caller.node() != Some(request.name.as_str())
+        && token.node.as_deref() != Some(request.name.as_str())
+    {
+        return Err(ApiError::status(
+            StatusCode::FORBIDDEN,
+            StatusReason::Forbidden,
+            format!(
+                "node {0:?} is enrolled and its certificate is valid: enrolling it again needs that certificate, a token made for it (edgectl token create --node {0}), or revoking it first (edgectl node revoke {0})",
+                request.name
+            ),
+        ));
+    }
     let epoch = match &previous {
         Some((c, _)) if c.uid == request.uid => c.epoch,
         other => other.as_ref().map_or(0, |(c, _)| c.epoch).max(now.sink().epoch(&request.name)) + 1,
@@ -194,7 +211,7 @@ pub async fn enroll(
         .ca
         .sign_request(&request.csr, &Subject::Node { name: request.name.clone() }, app.config.node_cert_ttl)
         .map_err(signing_error)?;
-    let credential = NodeCredential { uid: request.uid.clone(), epoch, serials: vec![issued.serial.clone()] };
+    let credential = NodeCredential { uid: request.uid.clone(), epoch, serials: vec![issued.serial.clone()], not_after: issued.not_after };
     let resource = json!({
         "apiVersion": edgeplane_api::resources::API_VERSION,
         "kind": "EdgeNode",
@@ -262,12 +279,24 @@ pub async fn renew(
     let key = ObjectKey::new(NODE_CREDENTIALS, "", name.clone());
     let (mut credential, version) =
         stored::<NodeCredential>(&now, &key).ok_or_else(|| unauthorized("the node's credential was revoked; enroll it again"))?;
-    if !credential.serials.contains(&presented) {
-        return Err(unauthorized("the certificate presented was revoked or replaced; enroll the node again"));
+    // Only the newest certificate renews: the one before stays valid for connections opened
+    // before the last renewal, but whoever holds it (an old backup) cannot push the node's
+    // current certificate out.
+    match credential.serials.first() {
+        Some(newest) if *newest == presented => {}
+        Some(_) if credential.serials.contains(&presented) => {
+            return Err(ApiError::status(
+                StatusCode::FORBIDDEN,
+                StatusReason::Forbidden,
+                "this certificate was renewed already; renew with the newest one",
+            ))
+        }
+        _ => return Err(unauthorized("the certificate presented was revoked or replaced; enroll the node again")),
     }
     let issued =
         app.ca.sign_request(&renewal.csr, &Subject::Node { name: name.clone() }, app.config.node_cert_ttl).map_err(signing_error)?;
     credential.serials = vec![issued.serial.clone(), presented];
+    credential.not_after = issued.not_after;
     let command = Command::Put {
         key,
         value: serde_json::to_value(credential).expect("serializable"),
@@ -301,9 +330,19 @@ pub async fn revoke_node(State(app): State<AppState>, audit: Audit, Path(name): 
 pub async fn issue_user(
     State(app): State<AppState>,
     audit: Audit,
+    Authenticated(caller): Authenticated,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     let request: UserCertificateRequest = json_body(body)?;
+    // Whoever may issue certificates (a role can grant it) cannot mint a cluster admin unless
+    // they are one.
+    if request.group.as_deref() == Some(CLUSTER_ADMINS_GROUP) && !caller.groups.iter().any(|g| g == CLUSTER_ADMINS_GROUP) {
+        return Err(ApiError::status(
+            StatusCode::FORBIDDEN,
+            StatusReason::Forbidden,
+            format!("only members of {CLUSTER_ADMINS_GROUP} issue certificates in that group"),
+        ));
+    }
     let lifetime = request.ttl_seconds.map_or(USER_CERT_DEFAULT, Duration::from_secs);
     if lifetime.is_zero() || lifetime > USER_CERT_MAX {
         return Err(ApiError::invalid(vec![cause("ttlSeconds", format!("must be between 1 and {}", USER_CERT_MAX.as_secs()))]));
@@ -446,8 +485,16 @@ pub async fn service_account_token(
         .map(|(k, o)| Command::Delete { key: k.clone(), precondition: Precondition::ResourceVersion(o.resource_version) })
         .collect();
     let (id, secret) = (random_hex(4), random_hex(16));
-    let token =
-        StoredServiceAccountToken { namespace: namespace.clone(), name: name.clone(), secret_sha256: sha256_hex(secret.as_bytes()) };
+    let account_uid = state
+        .get(&account)
+        .and_then(|a| a.value.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned))
+        .ok_or_else(|| ApiError::internal(format!("ServiceAccount {namespace}/{name} has no uid")))?;
+    let token = StoredServiceAccountToken {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        account_uid,
+        secret_sha256: sha256_hex(secret.as_bytes()),
+    };
     commands.push(Command::Put {
         key: ObjectKey::new(SERVICE_ACCOUNT_TOKENS, "", id.clone()),
         value: serde_json::to_value(token).expect("serializable"),

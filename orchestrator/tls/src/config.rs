@@ -145,6 +145,11 @@ impl CurrentIdentity {
         Ok(())
     }
 
+    /// From now on, handshakes present nothing (an expired certificate would fail them).
+    pub fn clear(&self) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     pub fn is_set(&self) -> bool {
         self.get().is_some()
     }
