@@ -71,6 +71,11 @@ async fn upload(addr: SocketAddr, node: &NodeCert, records: Vec<UpRecord>) -> Up
 
 /// Enrolls node `NODE` as runtime `uid` with the cluster's bootstrap token.
 async fn enroll(cluster: &Cluster, addr: SocketAddr, uid: &str) -> NodeCert {
+    enroll_with(addr, uid, &cluster.trust.bootstrap_token().await).await
+}
+
+/// Enrolls node `NODE` as runtime `uid` with `token`.
+async fn enroll_with(addr: SocketAddr, uid: &str, token: &str) -> NodeCert {
     let fresh = edgeplane_tls::KeyAndRequest::generate(NODE).expect("csr");
     let request = EnrollRequest {
         name: NODE.into(),
@@ -81,9 +86,9 @@ async fn enroll(cluster: &Cluster, addr: SocketAddr, uid: &str) -> NodeCert {
         capabilities: Vec::new(),
         capacity: Capacity { memory_mib: 512, instance_slots: 4, cpu_millis: 2_000 },
     };
-    let token = cluster.trust.bootstrap_token().await;
-    let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, ENROLL).json(&request).bearer(Some(&token));
-    let reply = Api::with_tls(addr, Duration::from_secs(10), cluster.trust.tls_as(None)).send(request).await.expect("enroll");
+    let request = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, ENROLL).json(&request).bearer(Some(token));
+    let reply =
+        Api::with_tls(addr, Duration::from_secs(10), edgeplane_tests::trust_for(addr).tls_as(None)).send(request).await.expect("enroll");
     assert_eq!(reply.code, 200, "enroll {uid}: {}", reply.body);
     let issued: CertificateResponse = serde_json::from_value(reply.body).expect("a CertificateResponse");
     NodeCert::from_pem(&issued.certificate, &fresh.key_pem).expect("the node's certificate")
@@ -375,8 +380,19 @@ async fn a_node_that_starts_over_with_an_empty_disk_is_not_deduplicated_against_
     let fresh = upload(addr, &new, (1..=3).map(|s| record_of(generations, TEMPERATURE, s)).collect()).await;
     assert_eq!(fresh, UploadResponse { accepted: 3, duplicates: 0, stale: 0, refused: 0 }, "the new runtime's records are new");
 
-    // The same runtime enrolling again keeps its epoch: what it sent before is a duplicate.
-    let again = enroll(&cluster, addr, "new-disk").await;
+    // The same runtime enrolling again (it lost its certificate; while the certificate is
+    // valid that takes a token made for this node) keeps its epoch: what it sent before is a
+    // duplicate.
+    let made = Api::new(addr)
+        .request(
+            edgeplane_tests::Method::POST,
+            "/v1/bootstrap-tokens",
+            Some(json!({"ttlSeconds": 600, "uses": 1, "node": NODE}).to_string().into_bytes()),
+        )
+        .await
+        .expect("token");
+    assert_eq!(made.code, 201, "{}", made.body);
+    let again = enroll_with(addr, "new-disk", made.body["token"].as_str().expect("token")).await;
     let resend = upload(addr, &again, (2..=4).map(|s| record_of(generations, TEMPERATURE, s)).collect()).await;
     assert_eq!(resend, UploadResponse { accepted: 1, duplicates: 2, stale: 0, refused: 0 });
     // Enrolling again ended the certificate before.
