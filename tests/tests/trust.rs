@@ -105,6 +105,26 @@ fn offline_certificate(cluster: &Cluster, subject: &edgeplane_tls::pki::Subject,
     TlsIdentity::from_pem(&issued.pem, &key).expect("identity")
 }
 
+/// Another cluster's PKI (`orchestrator init` with one member `member`=`peer`,`api`): its
+/// certificates are well made, by a CA this cluster does not trust.
+fn other_cluster(member: u64, peer: &str, api: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = std::process::Command::new(edgeplane_tests::bin_path("orchestrator"))
+        .arg("init")
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--member", &format!("{member}={peer},{api}")])
+        .output()
+        .expect("orchestrator init");
+    assert!(init.status.success(), "orchestrator init: {}", String::from_utf8_lossy(&init.stderr));
+    dir
+}
+
+/// The administrator credential of [`other_cluster`].
+fn other_admin(pki: &tempfile::TempDir) -> TlsIdentity {
+    TlsIdentity::load(&pki.path().join("admin/client.crt"), &pki.path().join("admin/client.key")).expect("the other cluster's admin")
+}
+
 fn user(name: &str, group: Option<&str>) -> edgeplane_tls::pki::Subject {
     edgeplane_tls::pki::Subject::User { name: name.to_owned(), group: group.map(str::to_owned) }
 }
@@ -276,17 +296,7 @@ async fn every_route_answers_every_kind_of_caller_as_its_row_says() {
         Duration::from_secs(3 * 24 * 3600),
         Duration::from_secs(24 * 3600),
     );
-    let stranger_dir = tempfile::tempdir().expect("tempdir");
-    let init = std::process::Command::new(edgeplane_tests::bin_path("orchestrator"))
-        .arg("init")
-        .arg("--dir")
-        .arg(stranger_dir.path().join("pki"))
-        .args(["--member", &format!("1=127.70.9.1:7000,{addr}")])
-        .output()
-        .expect("orchestrator init");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let stranger = TlsIdentity::load(&stranger_dir.path().join("pki/admin/client.crt"), &stranger_dir.path().join("pki/admin/client.key"))
-        .expect("the other cluster's admin");
+    let stranger = other_admin(&other_cluster(1, "127.70.9.1:7000", &addr.to_string()));
     let trust = edgeplane_tests::trust_for(addr);
     let callers: Vec<Api> = vec![
         anonymous(addr),
@@ -390,16 +400,8 @@ async fn raft_peers_refuse_strangers_and_garbage_and_the_cluster_keeps_its_leade
     }
     refusals += 1;
     // Another cluster's orchestrator certificate.
-    let stranger_dir = tempfile::tempdir().expect("tempdir");
     let peer = cluster.nodes[(sender - 1) as usize].peer_public;
-    let init = std::process::Command::new(edgeplane_tests::bin_path("orchestrator"))
-        .arg("init")
-        .arg("--dir")
-        .arg(stranger_dir.path())
-        .args(["--member", &format!("{sender}={peer},{}", cluster.api_addr(sender))])
-        .output()
-        .expect("init");
-    assert!(init.status.success());
+    let stranger_dir = other_cluster(sender, &peer.to_string(), &cluster.api_addr(sender).to_string());
     let m = stranger_dir.path().join("members").join(sender.to_string());
     let foreign = TlsIdentity::load(&m.join("member.crt"), &m.join("member.key")).expect("foreign member");
     if let Ok(mut s) = peer_connection(&cluster, target, Some(&foreign)).await {
@@ -825,16 +827,7 @@ async fn a_node_acts_only_on_its_own_work_and_the_edge_api_admits_by_group() {
         let stats = http.client.get(http.url("/v1/stats")).send().await.expect("stats").status().as_u16();
         assert_eq!(stats, read, "{who} reading rs-a's stats");
     }
-    let stranger = tempfile::tempdir().expect("tempdir");
-    let init = std::process::Command::new(edgeplane_tests::bin_path("orchestrator"))
-        .arg("init")
-        .arg("--dir")
-        .arg(stranger.path())
-        .args(["--member", "1=127.74.9.1:7000,127.74.9.1:7001"])
-        .output()
-        .expect("init");
-    assert!(init.status.success());
-    let foreign = TlsIdentity::load(&stranger.path().join("admin/client.crt"), &stranger.path().join("admin/client.key")).expect("id");
+    let foreign = other_admin(&other_cluster(1, "127.74.9.1:7000", "127.74.9.1:7001"));
     let http = a.http_as(Some(&foreign)).await;
     let (status, body) = edgeplane_tests::ingest_encoded(&http, "line-a/temperature", batch).await;
     assert_eq!(status, 0, "another cluster's administrator got an answer from rs-a: {body}");

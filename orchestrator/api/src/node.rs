@@ -1,21 +1,15 @@
 //! What edge runtimes and orchestrators say to each other outside the resource API:
-//! registration, heartbeats, and the per-instance reports heartbeats carry.
+//! heartbeats, and the per-instance reports heartbeats carry (enrollment and certificates
+//! are in [`crate::auth`]).
 //!
-//! - `POST /v1/nodes/register` with `Authorization: Bearer <bootstrap token>` and a
-//!   [`RegisterRequest`]: creates or adopts the node's `EdgeNode` and answers a
-//!   [`RegisterResponse`] with the node's own credential.
-//! - `POST /v1/nodes/{name}/heartbeat` with `Authorization: Bearer <node token>` and a
+//! - `POST /v1/nodes/{name}/heartbeat`, authenticated by the node's certificate, with a
 //!   [`Heartbeat`]. Heartbeats are kept in the leader's memory, not written through Raft.
 //! - `GET /v1/nodes/{name}/heartbeat`: the last heartbeat the leader received, as
 //!   [`NodeLiveness`].
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::resources::{Capacity, NodeLoad, Tier};
-
-pub const REGISTER: &str = "/v1/nodes/register";
+use crate::resources::NodeLoad;
 
 /// Path of a node's heartbeats.
 pub fn heartbeat_path(node: &str) -> String {
@@ -24,31 +18,6 @@ pub fn heartbeat_path(node: &str) -> String {
 
 /// The label every Assignment carries with its node's name, so that a node can watch its own.
 pub const NODE_LABEL: &str = "edgeplane.io/node";
-
-/// A runtime introducing itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RegisterRequest {
-    pub name: String,
-    /// Chosen by the runtime on its first start and kept on its disk: a second runtime
-    /// claiming the same name has another uid and is refused.
-    pub uid: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub tier: Tier,
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-    pub capacity: Capacity,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterResponse {
-    pub name: String,
-    /// The node's credential for heartbeats, until it registers again.
-    pub token: String,
-}
 
 /// A runtime's periodic report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -73,8 +73,7 @@ pub struct NodeCredential {
 impl NodeCredential {
     /// Whether the node holds a certificate that has not expired.
     pub fn is_live(&self) -> bool {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        self.not_after > now
+        self.not_after > (crate::http::unix_ms_now() / 1000) as i64
     }
 }
 
