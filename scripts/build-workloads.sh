@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=wasm32-unknown-unknown
-modules=(threshold-filter window-aggregator anomaly-detector ts-compressor)
+modules=(threshold-filter window-aggregator anomaly-detector ts-compressor onnx-inference)
 
 # rustup installs cargo under ~/.cargo/bin; a non-login shell (CI) may not have it on PATH.
 if ! command -v rustup >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then

@@ -36,3 +36,27 @@ if [ "${#packages[@]}" -gt 0 ]; then
         "${apt[@]}" install -y --no-install-recommends "${packages[@]}"
     fi
 fi
+
+# A Python venv with the packages of a requirements file (from PyPI), made once and reused:
+# prints its python. Used for ONNX Runtime, the reference the inference tests and benchmarks
+# compare the edge with. Debian's python3 needs python3-venv for this; installed if missing.
+python_venv() {
+    local dir=$1 requirements=$2
+    if [ -x "$dir/bin/python" ] && [ -f "$dir/.installed" ] && cmp -s "$requirements" "$dir/.installed"; then
+        echo "$dir/bin/python"
+        return
+    fi
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        local apt=(apt-get)
+        [ "$(id -u)" -eq 0 ] || apt=(sudo apt-get)
+        echo "setup: installing python3-venv with apt-get" >&2
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends python3-venv python3-pip >&2 ||
+            { "${apt[@]}" update >&2 && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends python3-venv python3-pip >&2; }
+    fi
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2
+    echo "setup: installing the Python packages of $requirements into $dir" >&2
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+    cp "$requirements" "$dir/.installed"
+    echo "$dir/bin/python"
+}

@@ -20,6 +20,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The workload modules (wasm32) that the edge runtime's tests and the end-to-end tests run.
 bash scripts/build-workloads.sh
 
+# ONNX Runtime in Python (PyPI): the reference the inference tests compare the edge's answers to.
+EDGEPLANE_PYTHON=$(python_venv target/venv-onnx scripts/models/reference-requirements.txt)
+export EDGEPLANE_PYTHON
+
 # The end-to-end tests run the binaries from target/debug, which `cargo test` alone does not
 # rebuild for other packages: build them first so no test runs a stale binary.
 cargo build --workspace --locked

@@ -55,7 +55,7 @@ fn instantiation(host: &WasmHost) {
     let config = br#"{"config":{"min":15.0,"max":25.0}}"#;
     // Warm the pool's slots first.
     for _ in 0..200 {
-        drop(host.instantiate(&module, limits(&["out-of-range"]), config).expect("starts"));
+        drop(host.instantiate(&module, limits(&["out-of-range"]), config, None).expect("starts"));
     }
     let mut bare = Vec::with_capacity(5_000);
     let mut full = Vec::with_capacity(5_000);
@@ -65,7 +65,7 @@ fn instantiation(host: &WasmHost) {
         bare.push(started.elapsed());
         drop(instance);
         let started = Instant::now();
-        let instance = host.instantiate(&module, limits(&["out-of-range"]), config).expect("starts");
+        let instance = host.instantiate(&module, limits(&["out-of-range"]), config, None).expect("starts");
         full.push(started.elapsed());
         drop(instance);
     }
@@ -85,7 +85,7 @@ fn compare<W: Workload>(host: &WasmHost, name: &str, config: &str, outputs: &[&s
     let mut native = NativeHost::<W>::new();
     native.configure(config).expect("native configure");
     let module = host.load(&module_bytes(name)).expect("loads");
-    let mut instance = host.instantiate(&module, limits(outputs), config.as_bytes()).expect("starts");
+    let mut instance = host.instantiate(&module, limits(outputs), config.as_bytes(), None).expect("starts");
     // Both sides must compute the same thing, or the comparison means nothing.
     let mut emitted_native = 0usize;
     let mut emitted_wasm = 0usize;

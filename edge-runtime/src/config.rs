@@ -179,7 +179,7 @@ impl Config {
             ca_pem,
             labels,
             tier,
-            capabilities: args.capabilities,
+            capabilities: with_inference_backends(args.capabilities),
             capacity: Capacity { memory_mib: args.memory_mib, instance_slots: args.instance_slots, cpu_millis: args.cpu_millis },
             listen,
             heartbeat: Duration::from_millis(args.heartbeat_ms),
@@ -192,4 +192,17 @@ impl Config {
             mqtt_broker: args.mqtt_broker,
         })
     }
+}
+
+/// The configured capabilities plus one per inference backend this build has
+/// (`inference.onnx.tract`): the scheduler places a workload whose Model is an ONNX file only
+/// where a backend that can run it is.
+fn with_inference_backends(mut capabilities: Vec<String>) -> Vec<String> {
+    for backend in edgeplane_inference::BackendKind::built_in() {
+        let capability = edgeplane_api::resources::inference_capability(backend.name());
+        if !capabilities.contains(&capability) {
+            capabilities.push(capability);
+        }
+    }
+    capabilities
 }

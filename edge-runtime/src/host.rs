@@ -13,14 +13,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use edgeplane_inference::{PreparedModel, Tensor, TensorData};
 
 use wasmtime::{
     Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel, PoolingAllocationConfig,
     ResourceLimiter, Store, Trap, TypedFunc,
 };
 
-/// The guest ABI version this host speaks.
+/// The guest ABI version this host speaks: modules return it from `ep_abi_version`. Minor
+/// versions add optional imports (1.1: inference) and do not change it.
 pub const ABI_VERSION: i32 = 1;
 /// How often the epoch advances: the granularity of per-call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -32,6 +35,42 @@ const MAX_LOG_LINE: usize = 4096;
 /// host keeps an entry per emit, so calls of zero bytes must not be free (a guest could
 /// otherwise grow the host's memory without bound within one batch).
 pub const EMIT_OVERHEAD: usize = 64;
+
+/// The largest input tensor a guest may hand to `nn_set_input`, in bytes.
+pub const MAX_NN_INPUT_BYTES: usize = 16 << 20;
+/// The most elements one output tensor may have for `nn_get_output`.
+pub const MAX_NN_OUTPUT_ELEMENTS: usize = 4 << 20;
+/// The most dimensions a tensor may have across the ABI.
+pub const MAX_NN_RANK: usize = 8;
+
+/// What the `nn_*` imports return (docs/abi.md, "Inference").
+pub mod nn_code {
+    pub const OK: i32 = 0;
+    /// `nn_bind`: the instance has no model of that name.
+    pub const NO_MODEL: i32 = -1;
+    /// A bad handle, index or rank, or data whose length does not match its dimensions.
+    pub const INVALID: i32 = -2;
+    /// The model refused the inputs (a shape or type it does not take) or failed to run.
+    pub const FAILED: i32 = -3;
+    /// `nn_get_output` before a successful `nn_compute` since the inputs last changed.
+    pub const NOT_COMPUTED: i32 = -4;
+    /// The output does not fit the buffer; its shape was written.
+    pub const BUFFER_TOO_SMALL: i32 = -5;
+    /// An input or output larger than the host allows.
+    pub const TOO_LARGE: i32 = -6;
+}
+
+/// The model an instance may bind: the Workload's Model, prepared by the edge for one
+/// version. Replaced between batches when the Model changes.
+#[derive(Debug, Clone)]
+pub struct BoundModel {
+    pub name: String,
+    pub version: String,
+    pub prepared: Arc<dyn PreparedModel>,
+    /// Free dimensions (the batch) may be at most this large: the size the model's tensors
+    /// were checked at.
+    pub max_batch: usize,
+}
 
 /// Process-wide limits of the wasm host.
 #[derive(Debug, Clone)]
@@ -156,10 +195,16 @@ impl WasmHost {
     }
 
     /// Starts an instance: instantiate, check the ABI version, hand it its configuration.
-    pub fn instantiate(&self, module: &CompiledModule, limits: InstanceLimits, config_doc: &[u8]) -> Result<Instance, GuestError> {
+    pub fn instantiate(
+        &self,
+        module: &CompiledModule,
+        limits: InstanceLimits,
+        config_doc: &[u8],
+        model: Option<Arc<BoundModel>>,
+    ) -> Result<Instance, GuestError> {
         let mut instance = self.instantiate_bare(module, limits)?;
         instance.check_abi_version()?;
-        instance.configure(config_doc)?;
+        instance.configure(config_doc, model)?;
         Ok(instance)
     }
 
@@ -173,6 +218,10 @@ impl WasmHost {
             output_budget: self.config.max_output_per_batch,
             output_used: 0,
             log_target: limits.log_name,
+            last_error: None,
+            model: None,
+            inference: Inference::default(),
+            call_deadline: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -249,17 +298,31 @@ impl Instance {
         Ok(())
     }
 
-    /// Hands the instance a new configuration document (docs/abi.md) without restarting it.
-    /// A module without `ep_configure` takes none.
-    pub fn configure(&mut self, doc: &[u8]) -> Result<(), GuestError> {
+    /// Hands the instance a new configuration document (docs/abi.md) and the model it may
+    /// bind, without restarting it. A module without `ep_configure` takes no document. If the
+    /// guest refuses the document, the instance keeps its previous model.
+    pub fn configure(&mut self, doc: &[u8], model: Option<Arc<BoundModel>>) -> Result<(), GuestError> {
+        let previous = std::mem::replace(&mut self.store.data_mut().model, model);
+        self.store.data_mut().inference.model_changed();
         let Some(configure) = self.configure.clone() else { return Ok(()) };
+        let result = self.call_configure(&configure, doc);
+        if matches!(result, Err(GuestError::Returned { .. })) {
+            self.store.data_mut().model = previous;
+            self.store.data_mut().inference.model_changed();
+        }
+        result
+    }
+
+    fn call_configure(&mut self, configure: &TypedFunc<(i32, i32), i32>, doc: &[u8]) -> Result<(), GuestError> {
         let ptr = self.write_input(doc, SETUP_DEADLINE)?;
-        self.store.data_mut().begin_call();
+        self.store.data_mut().begin_call(SETUP_DEADLINE);
         self.store.set_epoch_deadline(ticks(SETUP_DEADLINE));
         let code = configure.call(&mut self.store, (ptr, doc.len() as i32)).map_err(|e| classify(&self.store, e, SETUP_DEADLINE))?;
         self.store.data_mut().emitted.clear();
         if code != 0 {
-            return Err(GuestError::Returned { code, detail: Some("ep_configure refused the configuration".into()) });
+            // The SDK logs why at level 0 before it returns: say it with the refusal.
+            let why = self.store.data_mut().last_error.take().map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(GuestError::Returned { code, detail: Some(format!("ep_configure refused the configuration{why}")) });
         }
         Ok(())
     }
@@ -269,7 +332,7 @@ impl Instance {
     pub fn process(&mut self, batch: &[u8]) -> Result<Emitted, GuestError> {
         let deadline = self.batch_deadline;
         let ptr = self.write_input(batch, deadline)?;
-        self.store.data_mut().begin_call();
+        self.store.data_mut().begin_call(deadline);
         self.store.set_epoch_deadline(ticks(deadline));
         let code = self.process.call(&mut self.store, (ptr, batch.len() as i32)).map_err(|e| classify(&self.store, e, deadline))?;
         let emitted = std::mem::take(&mut self.store.data_mut().emitted);
@@ -311,12 +374,48 @@ struct InstanceState {
     output_budget: usize,
     output_used: usize,
     log_target: String,
+    /// The last error the guest logged (level 0) during the current call.
+    last_error: Option<String>,
+    /// The model `nn_bind` binds, if the instance has one.
+    model: Option<Arc<BoundModel>>,
+    inference: Inference,
+    /// When the current call into the guest must end. Epoch interruption stops guest code;
+    /// inference runs in the host, which checks this instead.
+    call_deadline: Option<Instant>,
 }
 
 impl InstanceState {
-    fn begin_call(&mut self) {
+    fn begin_call(&mut self, deadline: Duration) {
         self.emitted.clear();
         self.output_used = 0;
+        self.last_error = None;
+        self.call_deadline = Some(Instant::now() + deadline);
+    }
+
+    /// A trap that classifies as [`GuestError::DeadlineExceeded`] if the call's time is up.
+    fn check_deadline(&self) -> wasmtime::Result<()> {
+        match self.call_deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(wasmtime::Error::new(Trap::Interrupt)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What the guest has set up with the `nn_*` imports: whether it bound the model, its inputs,
+/// and the outputs of its last compute.
+#[derive(Default)]
+struct Inference {
+    bound: bool,
+    inputs: Vec<Option<Tensor>>,
+    outputs: Option<Vec<Tensor>>,
+}
+
+impl Inference {
+    /// A new model (between batches): the binding holds, as a handle stays valid across
+    /// Model updates; the tensors of the old model do not.
+    fn model_changed(&mut self) {
+        self.inputs.clear();
+        self.outputs = None;
     }
 }
 
@@ -374,6 +473,9 @@ fn host_functions(engine: &Engine) -> Result<Linker<InstanceState>, HostError> {
             let line = guest_slice(data, ptr, len, "log: line")?;
             let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LOG_LINE)]);
             let instance = state.log_target.as_str();
+            if level == 0 {
+                state.last_error = Some(line.clone().into_owned());
+            }
             match level {
                 0 => tracing::error!(target: "guest", %instance, "{line}"),
                 1 => tracing::warn!(target: "guest", %instance, "{line}"),
@@ -388,7 +490,165 @@ fn host_functions(engine: &Engine) -> Result<Linker<InstanceState>, HostError> {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
         })
         .map_err(define("now_ms"))?;
+    define_inference(&mut linker).map_err(|(name, e)| HostError::HostFunction { name, why: format!("{e:#}") })?;
     Ok(linker)
+}
+
+/// The inference imports (ABI v1.1, docs/abi.md "Inference"), modelled on wasi-nn: bind the
+/// instance's model by name, set input tensors, compute, read outputs. Tensors cross as
+/// little-endian `f32` with `u32` dimensions; the host converts to and from the types the
+/// model declares. Every failure is a code the guest can handle, except running past the
+/// batch deadline, which stops the instance like a guest loop would.
+fn define_inference(linker: &mut Linker<InstanceState>) -> Result<(), (&'static str, wasmtime::Error)> {
+    linker
+        .func_wrap("edgeplane", "nn_bind", |mut caller: Caller<'_, InstanceState>, name_ptr: i32, name_len: i32| -> wasmtime::Result<i32> {
+            let memory = caller_memory(&mut caller)?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let name = guest_slice(data, name_ptr, name_len, "nn_bind: model name")?;
+            let Some(model) = state.model.as_ref() else { return Ok(nn_code::NO_MODEL) };
+            if model.name.as_bytes() != name {
+                return Ok(nn_code::NO_MODEL);
+            }
+            let inputs = model.prepared.signature().inputs.len();
+            state.inference = Inference { bound: true, inputs: vec![None; inputs], outputs: None };
+            // One model per instance: its handle is 0.
+            Ok(0)
+        })
+        .map_err(|e| ("nn_bind", e))?;
+    linker
+        .func_wrap(
+            "edgeplane",
+            "nn_set_input",
+            |mut caller: Caller<'_, InstanceState>,
+             handle: i32,
+             index: i32,
+             dims_ptr: i32,
+             rank: i32,
+             data_ptr: i32,
+             data_len: i32|
+             -> wasmtime::Result<i32> {
+                let memory = caller_memory(&mut caller)?;
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                let (Some(model), true) = (state.model.clone(), handle == 0 && state.inference.bound) else {
+                    return Ok(nn_code::INVALID);
+                };
+                let Some(spec) = usize::try_from(index).ok().and_then(|i| model.prepared.signature().inputs.get(i)) else {
+                    return Ok(nn_code::INVALID);
+                };
+                if !(0..=MAX_NN_RANK as i32).contains(&rank) {
+                    return Ok(nn_code::INVALID);
+                }
+                let dims = guest_slice(data, dims_ptr, rank * 4, "nn_set_input: dimensions")?;
+                let shape: Vec<usize> = dims.chunks_exact(4).map(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize).collect();
+                if data_len < 0 || data_len as usize > MAX_NN_INPUT_BYTES {
+                    return Ok(nn_code::TOO_LARGE);
+                }
+                let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+                if elements.and_then(|n| n.checked_mul(4)) != Some(data_len as usize) {
+                    return Ok(nn_code::INVALID);
+                }
+                // Free dimensions were checked at this size when the model was prepared.
+                let free_ok = match &spec.shape {
+                    Some(declared) => {
+                        declared.iter().zip(&shape).all(|(d, &n)| matches!(d, edgeplane_inference::Dim::Fixed(_)) || n <= model.max_batch)
+                    }
+                    None => shape.iter().all(|&n| n <= model.max_batch),
+                };
+                if !free_ok {
+                    return Ok(nn_code::TOO_LARGE);
+                }
+                if !spec.accepts_shape(&shape) {
+                    return Ok(nn_code::FAILED);
+                }
+                let bytes = guest_slice(data, data_ptr, data_len, "nn_set_input: data")?;
+                let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let Some(data) = TensorData::from_f32(values, spec.elem_type) else { return Ok(nn_code::FAILED) };
+                let count = model.prepared.signature().inputs.len();
+                state.inference.inputs.resize(count, None);
+                state.inference.inputs[index as usize] = Some(Tensor { shape, data });
+                state.inference.outputs = None;
+                Ok(nn_code::OK)
+            },
+        )
+        .map_err(|e| ("nn_set_input", e))?;
+    linker
+        .func_wrap("edgeplane", "nn_compute", |mut caller: Caller<'_, InstanceState>, handle: i32| -> wasmtime::Result<i32> {
+            let state = caller.data_mut();
+            let (Some(model), true) = (state.model.clone(), handle == 0 && state.inference.bound) else {
+                return Ok(nn_code::INVALID);
+            };
+            let wanted = model.prepared.signature().inputs.len();
+            let inputs = state.inference.inputs.iter().cloned().collect::<Option<Vec<_>>>();
+            let Some(inputs) = inputs.filter(|i| i.len() == wanted) else { return Ok(nn_code::INVALID) };
+            state.check_deadline()?;
+            let result = model.prepared.run(inputs);
+            // Inference counts against the batch's time like guest code does.
+            state.check_deadline()?;
+            match result {
+                Ok(outputs) => {
+                    state.inference.outputs = Some(outputs);
+                    Ok(nn_code::OK)
+                }
+                Err(e) => {
+                    tracing::debug!(target: "guest", instance = %state.log_target, "nn_compute: {e}");
+                    Ok(nn_code::FAILED)
+                }
+            }
+        })
+        .map_err(|e| ("nn_compute", e))?;
+    linker
+        .func_wrap(
+            "edgeplane",
+            "nn_get_output",
+            |mut caller: Caller<'_, InstanceState>,
+             handle: i32,
+             index: i32,
+             shape_ptr: i32,
+             max_rank: i32,
+             data_ptr: i32,
+             data_cap: i32|
+             -> wasmtime::Result<i32> {
+                let memory = caller_memory(&mut caller)?;
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                if handle != 0 || !state.inference.bound || !(0..=MAX_NN_RANK as i32).contains(&max_rank) {
+                    return Ok(nn_code::INVALID);
+                }
+                let Some(outputs) = state.inference.outputs.as_ref() else { return Ok(nn_code::NOT_COMPUTED) };
+                let Some(output) = usize::try_from(index).ok().and_then(|i| outputs.get(i)) else {
+                    return Ok(nn_code::INVALID);
+                };
+                if output.data.len() > MAX_NN_OUTPUT_ELEMENTS {
+                    return Ok(nn_code::TOO_LARGE);
+                }
+                // The shape first (rank, then each dimension), so a guest whose buffer is too
+                // small learns how large it must be.
+                let rank = output.shape.len();
+                if rank > max_rank as usize {
+                    return Ok(nn_code::BUFFER_TOO_SMALL);
+                }
+                let shape_range = guest_range(shape_ptr, (1 + max_rank) * 4, data.len())
+                    .ok_or_else(|| wasmtime::Error::msg("nn_get_output: shape buffer is outside the guest's memory"))?;
+                let mut shape_bytes = Vec::with_capacity((1 + rank) * 4);
+                shape_bytes.extend_from_slice(&(rank as u32).to_le_bytes());
+                for &d in &output.shape {
+                    shape_bytes.extend_from_slice(&(d.min(u32::MAX as usize) as u32).to_le_bytes());
+                }
+                data[shape_range.start..shape_range.start + shape_bytes.len()].copy_from_slice(&shape_bytes);
+                let values = output.data.to_f32();
+                let needed = values.len() * 4;
+                if data_cap < 0 || (data_cap as usize) < needed {
+                    return Ok(nn_code::BUFFER_TOO_SMALL);
+                }
+                let target = guest_range(data_ptr, needed as i32, data.len())
+                    .ok_or_else(|| wasmtime::Error::msg("nn_get_output: data buffer is outside the guest's memory"))?;
+                for (chunk, v) in data[target].chunks_exact_mut(4).zip(&values) {
+                    chunk.copy_from_slice(&v.to_le_bytes());
+                }
+                Ok(values.len() as i32)
+            },
+        )
+        .map_err(|e| ("nn_get_output", e))?;
+    Ok(())
 }
 
 fn caller_memory(caller: &mut Caller<'_, InstanceState>) -> wasmtime::Result<Memory> {

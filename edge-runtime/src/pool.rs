@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use edgeplane_api::node::InstancePhase;
 use tokio::sync::oneshot;
 
-use crate::host::{CompiledModule, Emitted, GuestError, Instance, InstanceLimits, WasmHost};
+use crate::host::{BoundModel, CompiledModule, Emitted, GuestError, Instance, InstanceLimits, WasmHost};
 
 /// A pool thread could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,8 @@ pub struct InstanceSpec {
     /// The version of the Model in `config_doc`, if any: what the instance's outputs are
     /// stamped with.
     pub model_version: Option<Arc<str>>,
+    /// The model file the instance may bind (an `onnx` Model), prepared.
+    pub model: Option<Arc<BoundModel>>,
     pub restart: RestartPolicy,
     /// Batches that may wait for the instance; more are refused with [`ProcessError::Busy`].
     pub queue_capacity: usize,
@@ -85,6 +87,9 @@ pub struct InstanceStatus {
     pub reconfigurations: u64,
     pub memory_bytes: u64,
     pub queue_depth: u64,
+    /// The version of the Model the instance runs with now (a refused update leaves the
+    /// previous one).
+    pub model_version: Option<Arc<str>>,
 }
 
 /// What the pool thread and the handles share about one instance.
@@ -113,7 +118,7 @@ type Reply = oneshot::Sender<Result<Processed, ProcessError>>;
 
 enum Job {
     Start { id: u64, spec: InstanceSpec, shared: Arc<Shared> },
-    Configure { id: u64, doc: Vec<u8>, model_version: Option<Arc<str>> },
+    Configure { id: u64, doc: Vec<u8>, model_version: Option<Arc<str>>, model: Option<Arc<BoundModel>> },
     Process { id: u64, batch: Vec<u8>, reply: Reply },
     Stop { id: u64 },
 }
@@ -166,6 +171,7 @@ impl WasmPool {
                 reconfigurations: 0,
                 memory_bytes: 0,
                 queue_depth: 0,
+                model_version: spec.model_version.clone(),
             }),
             queued: AtomicUsize::new(0),
         });
@@ -213,10 +219,11 @@ impl InstanceHandle {
     }
 
     /// Hands the running instance a new configuration document (with the version of the Model
-    /// in it), without restarting it. An instance that had refused its configuration is
-    /// started again with this one.
-    pub fn configure(&self, doc: Vec<u8>, model_version: Option<Arc<str>>) {
-        let _ = self.sender.send(Job::Configure { id: self.id, doc, model_version });
+    /// in it) and the model file it may bind, without restarting it. An instance that had
+    /// refused its configuration is started again with this one; a running instance that
+    /// refuses it keeps its previous configuration and model.
+    pub fn configure(&self, doc: Vec<u8>, model_version: Option<Arc<str>>, model: Option<Arc<BoundModel>>) {
+        let _ = self.sender.send(Job::Configure { id: self.id, doc, model_version, model });
     }
 
     pub fn status(&self) -> InstanceStatus {
@@ -285,20 +292,32 @@ impl Worker {
                 slot.start(&self.host);
                 self.slots.insert(id, slot);
             }
-            Job::Configure { id, doc, model_version } => {
+            Job::Configure { id, doc, model_version, model } => {
                 let Some(slot) = self.slots.get_mut(&id) else { return };
-                slot.spec.config_doc = doc;
-                // A refused configuration fails the instance: nothing is processed under the
-                // new version until an instance has accepted it.
-                slot.spec.model_version = model_version;
+                let previous = (
+                    std::mem::replace(&mut slot.spec.config_doc, doc),
+                    std::mem::replace(&mut slot.spec.model_version, model_version),
+                    std::mem::replace(&mut slot.spec.model, model),
+                );
                 match slot.instance.as_mut() {
-                    Some(instance) => match instance.configure(&slot.spec.config_doc) {
+                    Some(instance) => match instance.configure(&slot.spec.config_doc, slot.spec.model.clone()) {
                         Ok(()) => slot.shared.update(|s| {
                             s.reconfigurations += 1;
+                            s.model_version = slot.spec.model_version.clone();
                             if s.phase == InstancePhase::Running {
                                 s.message = None;
                             }
                         }),
+                        // Refused (a model whose inputs do not fit the workload, say): the
+                        // instance is unharmed and goes on as it was, which is also what it
+                        // restarts with; its status says why.
+                        Err(e @ GuestError::Returned { .. }) => {
+                            tracing::warn!(instance = %slot.spec.name, "new configuration refused, keeping the previous one: {e}");
+                            let kept = previous.1.as_deref().map(|v| format!(" (model version {v})")).unwrap_or_default();
+                            (slot.spec.config_doc, slot.spec.model_version, slot.spec.model) = previous;
+                            slot.shared
+                                .update(|s| s.message = Some(format!("new configuration refused, running the previous one{kept}: {e}")));
+                        }
                         Err(e) => slot.fail(e),
                     },
                     // Failed or backing off: start over with the new configuration now.
@@ -362,14 +381,16 @@ impl Worker {
 
 impl Slot {
     fn start(&mut self, host: &WasmHost) {
-        match host.instantiate(&self.spec.module, self.spec.limits.clone(), &self.spec.config_doc) {
+        match host.instantiate(&self.spec.module, self.spec.limits.clone(), &self.spec.config_doc, self.spec.model.clone()) {
             Ok(instance) => {
                 let memory = instance.memory_bytes() as u64;
                 self.instance = Some(instance);
                 let proven = self.consecutive_failures == 0;
+                let version = self.spec.model_version.clone();
                 self.shared.update(|s| {
                     s.phase = InstancePhase::Running;
                     s.memory_bytes = memory;
+                    s.model_version = version;
                     // Keep the last error visible while the instance is still proving itself.
                     if proven {
                         s.message = None;

@@ -68,6 +68,7 @@ impl Node {
             limits,
             config_doc: b"{}".to_vec(),
             model_version: None,
+            model: None,
             restart,
             queue_capacity: 4,
         });

@@ -22,7 +22,7 @@ fn a_node_with_more_memory_than_wasm32_addresses_still_starts() {
     let config = HostConfig { max_instances: 4, max_instance_memory: 8 << 30, max_output_per_batch: 1 << 20 };
     let host = WasmHost::new(config).expect("an 8 GiB node gets a wasm host");
     let module = load(&host, &echo()).expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
     assert_eq!(instance.process(b"batch").expect("processes"), vec![(0, b"batch".to_vec())]);
 }
 
@@ -54,7 +54,7 @@ fn a_flood_of_empty_emits_is_bounded_by_the_output_budget() {
             i32.const 0)"#,
     );
     let module = load(&host, &flood).expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 10_000), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 10_000), b"{}", None).expect("starts");
     let emitted = instance.process(b"batch").expect("processes");
     let most = (1 << 20) / edgeplane_edge_runtime::host::EMIT_OVERHEAD;
     assert!(emitted.len() <= most, "{} emits kept; the budget allows {most}", emitted.len());
@@ -65,7 +65,7 @@ fn a_flood_of_empty_emits_is_bounded_by_the_output_budget() {
 fn a_well_behaved_module_echoes_its_batches() {
     let host = host();
     let module = load(&host, &echo()).expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
     for n in 0..100u8 {
         let emitted = instance.process(&[n; 40]).expect("processes");
         assert_eq!(emitted, vec![(0, vec![n; 40])], "batch {n} came back changed");
@@ -77,7 +77,7 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
     let host = host();
     let module =
         load(&host, &module(r#"(func (export "ep_process") (param i32 i32) (result i32) (loop $l (br $l)) i32.const 0)"#)).expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 50), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 50), b"{}", None).expect("starts");
     let started = Instant::now();
     let error = instance.process(b"batch").expect_err("an infinite loop cannot succeed");
     assert_eq!(error, GuestError::DeadlineExceeded(Duration::from_millis(50)));
@@ -97,7 +97,7 @@ fn a_memory_bomb_is_held_at_its_limit() {
             unreachable)"#,
     );
     let module = load(&host, &bomb).expect("loads");
-    let mut instance = host.instantiate(&module, limits(4, 1000), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(4, 1000), b"{}", None).expect("starts");
     let error = instance.process(b"batch").expect_err("the bomb traps");
     match error {
         GuestError::Trap { memory_limit_hit: true, .. } => {}
@@ -117,7 +117,7 @@ fn output_outside_memory_is_a_trap_with_the_bad_pointer() {
         ),
     )
     .expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
     match instance.process(b"batch").expect_err("out of bounds") {
         GuestError::Trap { message, .. } => {
             assert!(message.contains("emit: data at 0x1ffb8+4096 is outside"), "unclear message: {message}")
@@ -141,7 +141,7 @@ fn oversized_output_is_refused_and_reported() {
             i32.const 0)"#,
     );
     let module = load(&host, &flood).expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 1000), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 1000), b"{}", None).expect("starts");
     match instance.process(b"batch").expect_err("over budget") {
         GuestError::Returned { code: -2, detail: Some(detail) } => {
             assert!(detail.contains("more than the 1048576 bytes allowed per batch"), "unclear detail: {detail}")
@@ -164,7 +164,7 @@ fn emitting_on_an_undeclared_output_is_refused() {
         ),
     )
     .expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
     assert!(matches!(instance.process(b"batch"), Err(GuestError::Returned { code: -1, .. })));
 }
 
@@ -198,7 +198,7 @@ fn a_module_speaking_another_abi_version_is_refused() {
         (func (export \"ep_alloc\") (param i32) (result i32) i32.const 0)
         (func (export \"ep_process\") (param i32 i32) (result i32) i32.const 0))";
     let module = load(&host, other).expect("loads");
-    match host.instantiate(&module, limits(1, 100), b"{}") {
+    match host.instantiate(&module, limits(1, 100), b"{}", None) {
         Err(GuestError::Abi(message)) => assert!(message.contains("returned 2"), "{message}"),
         other => panic!("expected an ABI error, got {other:?}"),
     }
@@ -212,7 +212,7 @@ fn an_allocator_returning_a_pointer_outside_memory_is_refused() {
         (func (export \"ep_alloc\") (param i32) (result i32) i32.const 65530)
         (func (export \"ep_process\") (param i32 i32) (result i32) i32.const 0))";
     let module = load(&host, liar).expect("loads");
-    let mut instance = host.instantiate(&module, limits(1, 100), b"{}").expect("starts");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
     match instance.process(&[0; 64]) {
         Err(GuestError::Abi(message)) => assert!(message.contains("outside its memory"), "{message}"),
         other => panic!("expected an ABI error, got {other:?}"),
@@ -226,6 +226,7 @@ fn spec(host: &WasmHost, name: &str, wat: &str, max_restarts: u32) -> InstanceSp
         limits: limits(1, 50),
         config_doc: b"{}".to_vec(),
         model_version: None,
+        model: None,
         restart: RestartPolicy { first_backoff: Duration::from_millis(5), max_restarts },
         queue_capacity: 64,
     }

@@ -73,7 +73,7 @@ fn start(host: &WasmHost, name: &str, outputs: &[&str], config: &str) -> Instanc
         outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
         log_name: name.into(),
     };
-    host.instantiate(&module, limits, config.as_bytes()).unwrap_or_else(|e| panic!("{name} does not start: {e}"))
+    host.instantiate(&module, limits, config.as_bytes(), None).unwrap_or_else(|e| panic!("{name} does not start: {e}"))
 }
 
 /// Runs a batch and returns the readings emitted per output name.
@@ -240,7 +240,7 @@ fn anomaly_detector_scores_like_the_model_says_and_switches_models_live() {
 
     // A new model version, delivered to the running instance: the next batch uses it, and the
     // volatility state carries over (the reference runs over all the data to match).
-    detector.configure(format!(r#"{{"config":{{"threshold":0.5}},{MODEL_V2}}}"#).as_bytes()).expect("reconfigures");
+    detector.configure(format!(r#"{{"config":{{"threshold":0.5}},{MODEL_V2}}}"#).as_bytes(), None).expect("reconfigures");
     let got_v2 = run(&mut detector, &outputs, &second[..100]).remove("alerts").unwrap_or_default();
     let all_v2 = reference_scores(&data[..1100], [20.0, 0.5], [0.5, 0.1], [2.0, 1.0], -1.0, 0.5);
     let expected_v2: Vec<Reading> = all_v2.into_iter().filter(|a| a.ts >= second[0].ts && a.ts <= second[99].ts).collect();
@@ -249,7 +249,7 @@ fn anomaly_detector_scores_like_the_model_says_and_switches_models_live() {
 
     // A model the detector cannot use is refused, and the instance keeps the one it had.
     let bad = r#"{"model":{"name":"vib","version":"3.0.0","format":"mlp/v9","parameters":{}}}"#;
-    assert!(detector.configure(bad.as_bytes()).is_err(), "an unknown model format must be refused");
+    assert!(detector.configure(bad.as_bytes(), None).is_err(), "an unknown model format must be refused");
     let still_v2 = run(&mut detector, &outputs, &second[100..200]).remove("alerts").unwrap_or_default();
     assert!(still_v2.len() > 50, "after a refused model the instance still scores with 2.0.0");
 }
@@ -344,6 +344,7 @@ async fn a_model_update_reaches_a_pooled_instance_without_a_restart() {
         },
         config_doc: format!(r#"{{"config":{{}},{MODEL_V1}}}"#).into_bytes(),
         model_version: Some("1.0.0".into()),
+        model: None,
         restart: RestartPolicy { first_backoff: Duration::from_millis(10), max_restarts: 3 },
         queue_capacity: 8,
     });
@@ -351,7 +352,7 @@ async fn a_model_update_reaches_a_pooled_instance_without_a_restart() {
     let alerts = |emitted: Vec<(usize, Vec<u8>)>| emitted.into_iter().map(|(_, b)| decode(&b).len()).sum::<usize>();
     let first = handle.process_wait(encode(&quiet)).await.expect("v1 batch");
     assert_eq!((alerts(first.emitted), first.model_version.as_deref()), (0, Some("1.0.0")), "v1 finds nothing in quiet data");
-    handle.configure(format!(r#"{{"config":{{}},{MODEL_V2}}}"#).into_bytes(), Some("2.0.0".into()));
+    handle.configure(format!(r#"{{"config":{{}},{MODEL_V2}}}"#).into_bytes(), Some("2.0.0".into()), None);
     let later: Vec<Reading> = quiet.iter().map(|x| Reading { ts: x.ts + 100, ..x.clone() }).collect();
     let second = handle.process_wait(encode(&later)).await.expect("v2 batch");
     assert_eq!(second.model_version.as_deref(), Some("2.0.0"), "the outputs name the model that made them");

@@ -168,6 +168,7 @@ const ROWS: &[Row] = &[
     row("PUT", "/v1/store/{kind}/{name}", "/v1/store/matrix-notes/one",                                "uttuffffh"),
     row("DELETE", "/v1/store/{kind}/{name}", "/v1/store/matrix-notes/one",                             "uttuffffh"),
     row("POST", "/v1/modules/{ns}/{name}/{version}", "/v1/modules/matrix/m/1.0.0",                     "uttufffhh"),
+    row("POST", "/v1/models/{ns}/{name}/{version}", "/v1/models/matrix/m/1.0.0",                       "uttufffhh"),
     row("GET", "/v1/blobs/{digest}", "/v1/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", "uttuffffh"),
     row("POST", "/v1/nodes/{name}/heartbeat", "/v1/nodes/mx-own/heartbeat",                            "uttufhffh"),
     row("GET", "/v1/nodes/{name}/heartbeat", "/v1/nodes/mx-own/heartbeat",                             "uttuffhfh"),

@@ -17,6 +17,7 @@
 mod files;
 mod heartbeat;
 mod identity;
+mod models;
 mod modules;
 mod reconcile;
 mod uplink;
@@ -33,6 +34,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use files::FileError;
 pub use identity::NodeCertificate;
+pub use models::ModelError;
 pub use modules::ModuleError;
 
 use crate::config::Config;
@@ -71,6 +73,9 @@ struct Slot {
     /// its result.
     attempt: u64,
     state: SlotState,
+    /// Why the running instance is not on its Model's current file (it could not be fetched
+    /// or prepared); the instance goes on with the one it has.
+    model_problem: Option<String>,
 }
 
 #[derive(Debug)]
@@ -100,6 +105,7 @@ pub struct Agent {
     enrolling: tokio::sync::Mutex<()>,
     pool: WasmPool,
     modules: modules::ModuleCache,
+    models: models::ModelCache,
     identity: Mutex<Identity>,
     /// The node's assignments and their instances, by `namespace/name`. Held for map
     /// operations only.
@@ -129,6 +135,7 @@ impl Agent {
         let identity = identity::load_or_create(config.data_dir.clone(), config.name.clone()).await?;
         let client = Self::new_client(&config, &certificate)?;
         let modules = modules::ModuleCache::new(config.data_dir.join("modules"), pool.host().clone()).await?;
+        let models = models::ModelCache::new(config.data_dir.join("models"), edgeplane_inference::BackendKind::built_in()).await?;
         Ok(Arc::new(Agent {
             config,
             client: Mutex::new(Arc::new(client)),
@@ -136,6 +143,7 @@ impl Agent {
             enrolling: tokio::sync::Mutex::new(()),
             pool,
             modules,
+            models,
             identity: Mutex::new(identity),
             instances: Mutex::new(BTreeMap::new()),
             next_attempt: AtomicU64::new(1),

@@ -24,7 +24,7 @@ use crate::host::{CompiledModule, LoadError, WasmHost};
 
 /// The longest a compile may take before the assignment fails.
 pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest one download attempt may take (8 MiB at 30 KB/s).
+/// The longest one download attempt may take (8 MiB at 30 KB/s; a 16 MiB model at 60 KB/s).
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a module could not be made ready.
@@ -32,19 +32,26 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum ModuleError {
     #[error("{0:?} is not a sha256 digest")]
     MalformedDigest(String),
-    #[error("fetching the module failed")]
-    Fetch(#[source] ClientError),
-    #[error("the registry did not serve the module: {0}")]
-    Registry(Box<Status>),
-    #[error("the module arrived with digest sha256:{actual}; refusing it")]
-    DigestMismatch { actual: String },
+    #[error("fetching the module")]
+    Blob(#[from] BlobError),
     #[error("the module is too large or complex to compile here: {}", .0.join("; "))]
     TooComplex(Vec<String>),
     #[error("the module does not load")]
     Load(#[source] LoadError),
     #[error("compiling the module took longer than {0:?}")]
     CompileTimeout(Duration),
-    #[error("the module cache")]
+}
+
+/// Why a blob (a module's or a model's bytes) could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("the request failed")]
+    Fetch(#[source] ClientError),
+    #[error("the registry did not serve it: {0}")]
+    Registry(Box<Status>),
+    #[error("it arrived with digest sha256:{actual}; refusing it")]
+    DigestMismatch { actual: String },
+    #[error("the local cache")]
     File(#[from] FileError),
 }
 
@@ -84,49 +91,16 @@ impl ModuleCache {
         if let Some(m) = lock(&self.compiled).get(digest) {
             return Ok(m.clone());
         }
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| ModuleError::MalformedDigest(digest.to_owned()))?
-            .to_owned();
+        let hex = digest_hex(digest).ok_or_else(|| ModuleError::MalformedDigest(digest.to_owned()))?.to_owned();
         let gate = lock(&self.loading).entry(digest.to_owned()).or_default().clone();
         let _loading = gate.lock().await;
         if let Some(m) = lock(&self.compiled).get(digest) {
             return Ok(m.clone());
         }
-        let bytes = self.bytes(client, digest, &hex).await?;
+        let bytes = verified_blob(client, &self.dir.join(format!("{hex}.wasm")), digest, &hex).await?;
         let module = Arc::new(self.compile(bytes).await?);
         lock(&self.compiled).insert(digest.to_owned(), module.clone());
         Ok(module)
-    }
-
-    /// The module's bytes, verified: from the disk cache, else from the registry.
-    async fn bytes(&self, client: &Client, digest: &str, hex: &str) -> Result<Vec<u8>, ModuleError> {
-        let path = self.dir.join(format!("{hex}.wasm"));
-        let cached = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.ok().flatten()
-        };
-        match cached {
-            Some(bytes) if sha256_hex(&bytes) == hex => return Ok(bytes),
-            Some(_) => tracing::warn!(%digest, "the cached module is corrupt; fetching it again"),
-            None => {}
-        }
-        let answer =
-            client.send(Request::get(format!("/v1/blobs/{digest}")).attempt_timeout(DOWNLOAD_TIMEOUT)).await.map_err(ModuleError::Fetch)?;
-        if !answer.is_success() {
-            return Err(ModuleError::Registry(Box::new(answer.status_error())));
-        }
-        let bytes = answer.body.to_vec();
-        let actual = sha256_hex(&bytes);
-        if actual != hex {
-            return Err(ModuleError::DigestMismatch { actual });
-        }
-        let save = bytes.clone();
-        tokio::task::spawn_blocking(move || files::write_atomically(&path, &save, Access::Shared))
-            .await
-            .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))?;
-        Ok(bytes)
     }
 
     /// Checks the limits, then compiles on a blocking thread, one compile at a time, for at
@@ -146,6 +120,41 @@ impl ModuleCache {
             Err(_) => Err(ModuleError::CompileTimeout(COMPILE_TIMEOUT)),
         }
     }
+}
+
+/// A blob's bytes, verified against its digest: from the disk cache at `path`, else from the
+/// registry (then cached there).
+pub(super) async fn verified_blob(client: &Client, path: &std::path::Path, digest: &str, hex: &str) -> Result<Vec<u8>, BlobError> {
+    let cached = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.ok().flatten()
+    };
+    match cached {
+        Some(bytes) if sha256_hex(&bytes) == hex => return Ok(bytes),
+        Some(_) => tracing::warn!(%digest, "the cached copy is corrupt; fetching it again"),
+        None => {}
+    }
+    let answer =
+        client.send(Request::get(format!("/v1/blobs/{digest}")).attempt_timeout(DOWNLOAD_TIMEOUT)).await.map_err(BlobError::Fetch)?;
+    if !answer.is_success() {
+        return Err(BlobError::Registry(Box::new(answer.status_error())));
+    }
+    let bytes = answer.body.to_vec();
+    let actual = sha256_hex(&bytes);
+    if actual != hex {
+        return Err(BlobError::DigestMismatch { actual });
+    }
+    let save = bytes.clone();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || files::write_atomically(&path, &save, Access::Shared))
+        .await
+        .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))?;
+    Ok(bytes)
+}
+
+/// `sha256:<hex>` checked, as its hex.
+pub(super) fn digest_hex(digest: &str) -> Option<&str> {
+    digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

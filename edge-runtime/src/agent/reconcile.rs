@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgeplane_api::node::{InstancePhase, InstanceReport, NODE_LABEL};
-use edgeplane_api::resources::AssignmentSpec;
+use edgeplane_api::resources::{AssignedModel, AssignmentSpec, ModelArtifact};
 use edgeplane_api::watch::{WatchEvent, WatchEventType};
 use edgeplane_client::Request;
 use futures::StreamExt as _;
@@ -186,13 +186,21 @@ impl Agent {
                     Some(slot @ Slot { state: SlotState::Running { .. }, .. }) if same_instance(&slot.spec, &spec) => {
                         tracing::info!(assignment = %key, model = ?spec.model.as_ref().map(|m| &m.version), "reconfiguring");
                         if let SlotState::Running { handle, .. } = &slot.state {
-                            handle.configure(config_document(&spec), model_version(&spec));
+                            match model_file(&spec) {
+                                None => handle.configure(config_document(&spec), model_version(&spec), None),
+                                Some((model, artifact)) => match self.models.ready(model, artifact) {
+                                    Some(bound) => handle.configure(config_document(&spec), model_version(&spec), Some(bound)),
+                                    // The instance keeps its model until the new one is ready.
+                                    None => drop(tokio::spawn(self.clone().rebind(key.clone(), spec.clone()))),
+                                },
+                            }
                         }
                         slot.spec = spec;
                     }
                     _ => {
                         let attempt = self.next_attempt.fetch_add(1, Ordering::Relaxed);
-                        instances.insert(key.clone(), Slot { spec: spec.clone(), attempt, state: SlotState::Starting(None) });
+                        let slot = Slot { spec: spec.clone(), attempt, state: SlotState::Starting(None), model_problem: None };
+                        instances.insert(key.clone(), slot);
                         let (first, done) = oneshot::channel();
                         firsts.push(done);
                         tokio::spawn(self.clone().start(key, spec, attempt, first));
@@ -234,6 +242,34 @@ impl Agent {
                 }
             }
         };
+        let model = match model_file(&spec) {
+            None => None,
+            Some((model, artifact)) => loop {
+                let result = self.models.get(&self.client(), model, artifact).await;
+                let current = lock(&self.instances).get(&key).is_some_and(|s| s.attempt == attempt);
+                if !current {
+                    return;
+                }
+                match result {
+                    Ok(bound) => break Some(bound),
+                    Err(e) if e.is_permanent() => {
+                        tracing::warn!(assignment = %key, model = %model.name, "cannot start: {}", chain(&e));
+                        self.settle(&key, attempt, SlotState::Failed(format!("model {}@{}: {}", model.name, model.version, chain(&e))));
+                        return;
+                    }
+                    Err(e) => {
+                        let why = format!("model {}: {}; retrying in {} s", model.name, chain(&e), backoff.as_secs_f32());
+                        tracing::info!(assignment = %key, "cannot start yet: {why}");
+                        self.settle(&key, attempt, SlotState::Starting(Some(why)));
+                        if let Some(first) = first.take() {
+                            let _ = first.send(());
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(FETCH_BACKOFF_MAX);
+                    }
+                }
+            },
+        };
         let limits = InstanceLimits {
             memory_bytes: (spec.resources.memory_mib as usize) << 20,
             batch_deadline: Duration::from_millis(spec.resources.batch_time_ms),
@@ -246,6 +282,7 @@ impl Agent {
             limits,
             config_doc: config_document(&spec),
             model_version: model_version(&spec),
+            model,
             restart: RestartPolicy {
                 first_backoff: Duration::from_millis(spec.failure_policy.restart_backoff_ms.max(1)),
                 max_restarts: spec.failure_policy.max_restarts,
@@ -255,6 +292,40 @@ impl Agent {
         tracing::info!(assignment = %key, module = %spec.module_ref, generation = spec.generation, "started");
         let running = SlotState::Running { handle: Arc::new(handle), slots: Arc::new(Semaphore::new(INSTANCE_QUEUE)) };
         self.settle(&key, attempt, running);
+    }
+
+    /// Fetches and prepares the new model file of a running instance, then hands it over
+    /// with the configuration, if the assignment has not changed meanwhile. Until then, and
+    /// for good if the file cannot be prepared, the instance runs with its previous model.
+    async fn rebind(self: Arc<Self>, key: String, spec: AssignmentSpec) {
+        let Some((model, artifact)) = model_file(&spec) else { return };
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let result = self.models.get(&self.client(), model, artifact).await;
+            let retry = {
+                let mut instances = lock(&self.instances);
+                let Some(slot) = instances.get_mut(&key).filter(|s| s.spec == spec) else { return };
+                let SlotState::Running { handle, .. } = &slot.state else { return };
+                match result {
+                    Ok(bound) => {
+                        handle.configure(config_document(&spec), model_version(&spec), Some(bound));
+                        slot.model_problem = None;
+                        false
+                    }
+                    Err(e) => {
+                        let problem = format!("model {}@{} is not in use: {}", model.name, model.version, chain(&e));
+                        tracing::warn!(assignment = %key, "{problem}");
+                        slot.model_problem = Some(problem);
+                        !e.is_permanent()
+                    }
+                }
+            };
+            if !retry {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(FETCH_BACKOFF_MAX);
+        }
     }
 
     /// Records how a start went, if it is still the slot's current one.
@@ -329,6 +400,13 @@ impl Agent {
                         report.batches_ok = s.batches_ok;
                         report.batches_failed = s.batches_failed;
                         report.reconfigurations = s.reconfigurations;
+                        report.model_version = s.model_version.as_deref().map(str::to_owned);
+                        if let Some(problem) = &slot.model_problem {
+                            report.message = Some(match report.message {
+                                Some(m) => format!("{problem}; {m}"),
+                                None => problem.clone(),
+                            });
+                        }
                         report.memory_bytes = s.memory_bytes;
                         report.queue_depth = s.queue_depth;
                     }
@@ -364,6 +442,12 @@ fn same_instance(a: &AssignmentSpec, b: &AssignmentSpec) -> bool {
 pub fn config_document(spec: &AssignmentSpec) -> Vec<u8> {
     let doc = serde_json::json!({ "config": spec.config, "model": spec.model });
     serde_json::to_vec(&doc).expect("JSON values serialize")
+}
+
+/// The Model of an assignment and its file, for an `onnx` Model.
+fn model_file(spec: &AssignmentSpec) -> Option<(&AssignedModel, &ModelArtifact)> {
+    let model = spec.model.as_ref()?;
+    Some((model, model.artifact.as_ref()?))
 }
 
 /// The version of the Model in the configuration document, which the instance's cloud

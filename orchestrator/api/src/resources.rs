@@ -472,10 +472,51 @@ pub struct PreviousRevision {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelSpec {
     pub version: String,
-    /// How the workload reads the parameters, e.g. `zscore-logistic/v1`.
+    /// How the workload reads the model: `onnx` (a model file in the registry, pushed with
+    /// `edgectl model push`), or a parameter format such as `zscore-logistic/v1`.
     pub format: String,
-    /// Named parameter vectors (weights, biases, thresholds).
+    /// Named parameter vectors (weights, biases, thresholds) of a parameter format.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, Vec<f64>>,
+    /// The model file of an `onnx` Model, as the registry checked it at push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ModelArtifact>,
+}
+
+/// The format of Models whose file is in the registry.
+pub const MODEL_FORMAT_ONNX: &str = "onnx";
+
+/// A model file in the registry: its bytes by digest, what it takes and gives, and which
+/// inference backends can run it (each loaded it at push).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelArtifact {
+    /// `sha256:<hex>` of the file; `GET /v1/blobs/{digest}` serves it.
+    pub digest: String,
+    pub size_bytes: u64,
+    pub inputs: Vec<TensorSignature>,
+    pub outputs: Vec<TensorSignature>,
+    /// Backends that can run the model (`tract`, `onnxruntime`): the scheduler places its
+    /// workloads only on nodes with the capability `inference.onnx.<backend>` of one of them.
+    pub backends: Vec<String>,
+}
+
+/// The node capability that says a node runs ONNX models with `backend`.
+pub fn inference_capability(backend: &str) -> String {
+    format!("inference.onnx.{backend}")
+}
+
+/// One input or output of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TensorSignature {
+    pub name: String,
+    /// ONNX's element type name: `float`, `double`, `int64`, `int32`, `bool`, `string`, ...
+    pub elem_type: String,
+    /// One entry per dimension: its size, or the name of a free dimension (`?` if unnamed).
+    /// Absent when the model does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<String>>,
 }
 
 /// One replica of a Workload on one node, with everything the node needs to run it resolved:
@@ -558,7 +599,10 @@ pub struct AssignedModel {
     pub name: String,
     pub version: String,
     pub format: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ModelArtifact>,
 }
 
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

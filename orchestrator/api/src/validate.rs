@@ -311,8 +311,31 @@ pub fn model(m: &Model) -> Problems {
     if s.format.is_empty() {
         push(&mut p, "spec.format", "required, e.g. zscore-logistic/v1");
     }
-    if s.parameters.is_empty() {
-        push(&mut p, "spec.parameters", "must name at least one parameter vector");
+    if s.format == crate::resources::MODEL_FORMAT_ONNX {
+        if !s.parameters.is_empty() {
+            push(&mut p, "spec.parameters", "an onnx model has its parameters in its file; leave this out");
+        }
+        match &s.artifact {
+            None => push(&mut p, "spec.artifact", "required for format onnx: push the file with `edgectl model push`"),
+            Some(a) => {
+                if let Err(e) = digest(&a.digest) {
+                    push(&mut p, "spec.artifact.digest", e);
+                }
+                if a.backends.is_empty() {
+                    push(&mut p, "spec.artifact.backends", "no inference backend can run this model");
+                }
+                if let Some(b) = a.backends.iter().find(|b| !["tract", "onnxruntime"].contains(&b.as_str())) {
+                    push(&mut p, "spec.artifact.backends", format!("unknown backend {b:?} (tract or onnxruntime)"));
+                }
+            }
+        }
+    } else {
+        if s.parameters.is_empty() {
+            push(&mut p, "spec.parameters", "must name at least one parameter vector");
+        }
+        if s.artifact.is_some() {
+            push(&mut p, "spec.artifact", format!("only onnx models have a file; format {} has parameters", s.format));
+        }
     }
     for (name, values) in &s.parameters {
         if let Err(e) = dotted_name(name) {

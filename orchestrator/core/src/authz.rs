@@ -12,7 +12,7 @@
 //! - A RoleBinding grants its role's rules in its namespace (a ClusterRole's too); a
 //!   ClusterRoleBinding grants a ClusterRole's rules everywhere and on cluster-wide resources.
 //! - Nodes (`system:node:<name>`) are decided by [`node_may`] alone: their own Assignments,
-//!   the module blobs those reference, their own EdgeNode, heartbeats, certificate and
+//!   the module and model blobs those reference, their own EdgeNode, heartbeats, certificate and
 //!   uploads. RBAC grants nodes nothing, so a binding cannot widen what a node may do.
 
 use edgeplane_api::node::NODE_LABEL;
@@ -144,12 +144,13 @@ pub fn node_may(state: &ClusterState, node: &str, action: &Action<'_>) -> Result
         }
         ("blobs", "get") => {
             let Some(digest) = action.name else { return deny("name one blob") };
+            let wanted = digest.trim_start_matches("sha256:");
+            let is_wanted =
+                |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).is_some_and(|d| d.trim_start_matches("sha256:") == wanted);
+            // Its modules, and the model files its instances run.
             let referenced = state.list("assignments", None).any(|(_, o)| {
                 o.value.pointer("/spec/nodeName").and_then(|v| v.as_str()) == Some(node)
-                    && o.value
-                        .pointer("/spec/moduleDigest")
-                        .and_then(|v| v.as_str())
-                        .is_some_and(|d| d.trim_start_matches("sha256:") == digest.trim_start_matches("sha256:"))
+                    && (is_wanted(o.value.pointer("/spec/moduleDigest")) || is_wanted(o.value.pointer("/spec/model/artifact/digest")))
             });
             if referenced {
                 Ok(())

@@ -13,8 +13,11 @@ use serde_json::Value;
 
 use crate::{ClusterState, Command, Precondition};
 
-/// The store kind holding module bytes, named by their sha256 in hex.
+/// The store kind holding module and model bytes, named by their sha256 in hex.
 pub const BLOBS: &str = "blobs";
+/// The store kind recording each pushed model version (`{name}.{version}` in its namespace):
+/// its digest and what the registry found at push. Versions are immutable.
+pub const MODEL_VERSIONS: &str = "modelversions";
 
 /// Deletes of every blob nothing refers to.
 pub fn unreferenced_blobs(state: &ClusterState) -> Vec<Command> {
@@ -24,6 +27,11 @@ pub fn unreferenced_blobs(state: &ClusterState) -> Vec<Command> {
     referenced.extend(state.list("modules", None).filter_map(|(_, o)| digest_at(&o.value, "/spec/digest")));
     referenced.extend(state.list("workloads", None).filter_map(|(_, o)| digest_at(&o.value, "/spec/module")));
     referenced.extend(state.list("assignments", None).filter_map(|(_, o)| digest_at(&o.value, "/spec/moduleDigest")));
+    // Model files: every pushed version (a rollback goes back to one), what Models name, and
+    // what Assignments run.
+    referenced.extend(state.list(MODEL_VERSIONS, None).filter_map(|(_, o)| digest_at(&o.value, "/digest")));
+    referenced.extend(state.list("models", None).filter_map(|(_, o)| digest_at(&o.value, "/spec/artifact/digest")));
+    referenced.extend(state.list("assignments", None).filter_map(|(_, o)| digest_at(&o.value, "/spec/model/artifact/digest")));
     state
         .list(BLOBS, Some(""))
         .filter(|(key, _)| !referenced.contains(&key.name))

@@ -117,6 +117,11 @@ enum Command {
         #[command(subcommand)]
         command: ModuleCommand,
     },
+    /// The model registry: push ONNX files.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
     /// The cluster as each orchestrator sees it.
@@ -322,6 +327,23 @@ enum DataCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Upload an .onnx model: the registry reads its inputs and outputs, loads it with every
+    /// inference backend it has, stores it by digest and points the Model NAME at this
+    /// version (created if absent). Versions are immutable; pushing an earlier version again
+    /// makes it current (a rollback).
+    Push {
+        file: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ModuleCommand {
     /// Upload a .wasm module; it is checked against the guest ABI (docs/abi.md) and stored
     /// by digest. Versions are immutable.
@@ -518,6 +540,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "module.edgeplane.io/{name}.{version} {verb} ({}, {} bytes)",
                 module["spec"]["digest"].as_str().unwrap_or("?"),
                 module["spec"]["sizeBytes"]
+            );
+            Ok(())
+        }
+        Command::Model { command: ModelCommand::Push { file, name, version, namespace } } => {
+            let bytes = std::fs::read(&file).map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?;
+            let path = format!("/v1/models/{namespace}/{name}/{version}");
+            let (code, model): (_, serde_json::Value) =
+                client.call_with(reqwest::Method::POST, &path, &[], Some((bytes, "application/octet-stream"))).await?;
+            let verb = if code == StatusCode::CREATED { "created" } else { "now at this version" };
+            let artifact = &model["spec"]["artifact"];
+            let backends: Vec<&str> =
+                artifact["backends"].as_array().map(|b| b.iter().filter_map(|b| b.as_str()).collect()).unwrap_or_default();
+            outln!(
+                "model.edgeplane.io/{name} {verb}: {version} ({}, {} bytes, runs on {})",
+                artifact["digest"].as_str().unwrap_or("?"),
+                artifact["sizeBytes"],
+                backends.join(", ")
             );
             Ok(())
         }

@@ -30,6 +30,7 @@ mod http;
 mod init;
 mod leader;
 mod metrics;
+mod models;
 mod modules;
 mod nodes;
 mod policy;

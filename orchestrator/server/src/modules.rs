@@ -57,11 +57,16 @@ pub fn check_module(bytes: &[u8]) -> Result<Checked, Vec<String>> {
                         ("edgeplane", "emit") => Some(sig(&[ValType::I32; 4], &[ValType::I32])),
                         ("edgeplane", "log") => Some(sig(&[ValType::I32; 3], &[])),
                         ("edgeplane", "now_ms") => Some(sig(&[], &[ValType::I64])),
+                        // ABI v1.1: inference.
+                        ("edgeplane", "nn_bind") => Some(sig(&[ValType::I32; 2], &[ValType::I32])),
+                        ("edgeplane", "nn_set_input" | "nn_get_output") => Some(sig(&[ValType::I32; 6], &[ValType::I32])),
+                        ("edgeplane", "nn_compute") => Some(sig(&[ValType::I32], &[ValType::I32])),
                         _ => None,
                     };
                     match (offered, import.ty) {
                         (None, _) => problems.push(format!(
-                            "imports {}.{}, which the host does not offer (only edgeplane.emit, edgeplane.log and edgeplane.now_ms)",
+                            "imports {}.{}, which the host does not offer (only edgeplane.emit, log, now_ms, nn_bind, nn_set_input, \
+                             nn_compute and nn_get_output)",
                             import.module, import.name
                         )),
                         (Some(expected), TypeRef::Func(index)) => {

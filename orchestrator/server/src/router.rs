@@ -45,7 +45,7 @@ fn rbac(verb: &'static str, resource: &'static str, namespace: Ns, name: Name) -
 
 /// Every route of the API.
 pub fn table() -> Vec<Route> {
-    use crate::{audit, auth, cluster, data, modules, nodes, resources, store, trust};
+    use crate::{audit, auth, cluster, data, models, modules, nodes, resources, store, trust};
     let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
     let mut routes = vec![
         route(get.clone(), paths::HEALTHZ, Access::Public, on(MethodFilter::GET, || async { "ok\n" })),
@@ -86,6 +86,13 @@ pub fn table() -> Vec<Route> {
             on(MethodFilter::POST, modules::push),
         )
         .max_body(MAX_MODULE_BYTES + 1),
+        route(
+            post.clone(),
+            "/v1/models/{ns}/{name}/{version}",
+            rbac("update", "models", Ns::Path, Name::Path("name")),
+            on(MethodFilter::POST, models::push),
+        )
+        .max_body(models::MAX_MODEL_BYTES),
         route(
             get.clone(),
             "/v1/blobs/{digest}",

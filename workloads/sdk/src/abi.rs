@@ -18,6 +18,14 @@ mod host {
         pub fn log(level: i32, ptr: i32, len: i32);
         #[link_name = "now_ms"]
         pub fn now_ms() -> i64;
+        #[link_name = "nn_bind"]
+        pub fn nn_bind(name_ptr: i32, name_len: i32) -> i32;
+        #[link_name = "nn_set_input"]
+        pub fn nn_set_input(handle: i32, index: i32, dims_ptr: i32, rank: i32, data_ptr: i32, data_len: i32) -> i32;
+        #[link_name = "nn_compute"]
+        pub fn nn_compute(handle: i32) -> i32;
+        #[link_name = "nn_get_output"]
+        pub fn nn_get_output(handle: i32, index: i32, shape_ptr: i32, max_rank: i32, data_ptr: i32, data_cap: i32) -> i32;
     }
 }
 
@@ -39,6 +47,31 @@ pub(crate) fn log(level: i32, msg: &str) {
 pub(crate) fn now_ms() -> i64 {
     // SAFETY: ABI v1 `now_ms` takes no arguments and touches no guest memory.
     unsafe { host::now_ms() }
+}
+
+pub(crate) fn nn_bind(name: &str) -> i32 {
+    // SAFETY: ABI v1.1 `nn_bind` only reads `name_len` bytes at `name_ptr`, which `name` keeps live.
+    unsafe { host::nn_bind(name.as_ptr() as i32, name.len() as i32) }
+}
+
+pub(crate) fn nn_set_input(handle: i32, index: i32, dims: &[u32], data: &[f32]) -> i32 {
+    // SAFETY: ABI v1.1 `nn_set_input` reads `rank * 4` bytes of dimensions and `data_len`
+    // bytes of data, both within slices that live for the call; it writes nothing of ours.
+    // u32 and f32 are little-endian on wasm32, as the ABI wants.
+    unsafe { host::nn_set_input(handle, index, dims.as_ptr() as i32, dims.len() as i32, data.as_ptr() as i32, (data.len() * 4) as i32) }
+}
+
+pub(crate) fn nn_compute(handle: i32) -> i32 {
+    // SAFETY: ABI v1.1 `nn_compute` touches no guest memory.
+    unsafe { host::nn_compute(handle) }
+}
+
+pub(crate) fn nn_get_output(handle: i32, index: i32, shape: &mut [u32], data: &mut [f32]) -> i32 {
+    // SAFETY: ABI v1.1 `nn_get_output` writes at most `(1 + max_rank) * 4` bytes at
+    // `shape_ptr` and `data_cap` bytes at `data_ptr`, both within the mutable slices we pass,
+    // which live for the call. Any bit pattern is a valid u32 or f32.
+    let max_rank = shape.len() as i32 - 1;
+    unsafe { host::nn_get_output(handle, index, shape.as_mut_ptr() as i32, max_rank, data.as_mut_ptr() as i32, (data.len() * 4) as i32) }
 }
 
 thread_local! {

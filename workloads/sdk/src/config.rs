@@ -144,6 +144,7 @@ pub struct Model {
     version: String,
     format: String,
     parameters: BTreeMap<String, Param>,
+    artifact: Option<Value>,
 }
 
 /// One model parameter.
@@ -176,7 +177,8 @@ impl Model {
             Some(Value::Object(params)) => params.into_iter().map(|(k, v)| (k, Param::from_value(v))).collect(),
             Some(other) => return Err(format!("model.parameters: expected an object, got {}", other.kind())),
         };
-        Ok(Self { name, version, format, parameters })
+        let artifact = members.remove("artifact").filter(|a| !a.is_null());
+        Ok(Self { name, version, format, parameters, artifact })
     }
 
     /// The model's name ("" if the host gave none).
@@ -192,6 +194,12 @@ impl Model {
     /// What the parameters mean, e.g. `zscore-logistic/v1`.
     pub fn format(&self) -> &str {
         &self.format
+    }
+
+    /// For an `onnx` Model: its file as the registry described it (`digest`, `inputs`,
+    /// `outputs`, each with `name`, `elemType` and `shape`).
+    pub fn artifact(&self) -> Option<&Value> {
+        self.artifact.as_ref()
     }
 
     pub fn parameter(&self, name: &str) -> Option<&Param> {

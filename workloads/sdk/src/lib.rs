@@ -40,6 +40,7 @@
 //! - [`streams`]: [`StreamMap`], per-(device, metric) state without allocating per reading.
 //! - [`log`] and [`now_ms`]: the host's other two imports.
 //! - [`math`]: functions that give the same bits natively and on wasm32 (`exp`).
+//! - [`nn`]: inference (ABI v1.1): the instance's ONNX Model, run by the host.
 //! - `guest`: the shared parse/process/flush path, and [`NativeHost`].
 //! - `bytes`: loads and short-string helpers that stay single instructions on wasm32.
 //! - `abi` (wasm32 only): the imports and the bodies of the exports.
@@ -61,6 +62,7 @@ mod guest;
 pub mod json;
 pub mod log;
 pub mod math;
+pub mod nn;
 pub mod streams;
 
 pub use batch::{encode_batch, Batch, BatchError, BatchWriter, Reading};

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgeplane_api::resources::{AssignmentSpec, EdgeNodeSpec, Placement, TaintEffect, Tier, WorkloadSpec};
+use edgeplane_api::resources::{inference_capability, AssignmentSpec, EdgeNodeSpec, Placement, TaintEffect, Tier, WorkloadSpec};
 
 use super::assignment::typed;
 use super::{Liveness, HEADROOM_PERCENT};
@@ -92,18 +92,24 @@ impl<'a> Want<'a> {
 }
 
 /// Whether the node may run the Workload at all (not whether it has room now).
-pub(super) fn matches(node: &Node, workload: &WorkloadSpec) -> bool {
-    mismatch(node, workload).is_none()
+pub(super) fn matches(node: &Node, workload: &WorkloadSpec, template: &AssignmentSpec) -> bool {
+    mismatch(node, workload, template).is_none()
 }
 
 /// Why the node may not run the Workload, in words for `edgectl describe`.
-fn mismatch(node: &Node, workload: &WorkloadSpec) -> Option<String> {
+fn mismatch(node: &Node, workload: &WorkloadSpec, template: &AssignmentSpec) -> Option<String> {
     let placement = &workload.placement;
     if let Some((k, v)) = placement.node_selector.iter().find(|(k, v)| node.labels.get(*k) != Some(*v)) {
         return Some(format!("do not have label {k}={v}"));
     }
     if let Some(c) = placement.required_capabilities.iter().find(|c| !node.spec.capabilities.contains(c)) {
         return Some(format!("lack capability {c}"));
+    }
+    // A model file runs only where a backend that loaded it at push is.
+    if let Some((model, artifact)) = template.model.as_ref().and_then(|m| Some((m, m.artifact.as_ref()?))) {
+        if !artifact.backends.iter().any(|b| node.spec.capabilities.contains(&inference_capability(b))) {
+            return Some(format!("have no inference backend that runs model {} ({})", model.name, artifact.backends.join(" or ")));
+        }
     }
     let tolerated = |key: &str, value: &str| placement.tolerations.iter().any(|t| t.key == key && (t.value.is_empty() || t.value == value));
     if let Some(t) = node.spec.taints.iter().find(|t| t.effect == TaintEffect::NoSchedule && !tolerated(&t.key, &t.value)) {
@@ -165,7 +171,7 @@ pub(super) fn why_not(
 ) -> BTreeMap<String, u32> {
     let mut reasons = BTreeMap::new();
     for node in nodes.values() {
-        let reason = if let Some(m) = mismatch(node, workload) {
+        let reason = if let Some(m) = mismatch(node, workload, template) {
             m
         } else if !live.is_ready(&node.name) {
             "are not Ready (heartbeats missing)".to_owned()

@@ -91,7 +91,7 @@ pub(super) fn plan(
         }
     };
     let live = p.live;
-    let matching: BTreeSet<String> = p.nodes.values().filter(|n| nodes::matches(n, &spec)).map(|n| n.name.clone()).collect();
+    let matching: BTreeSet<String> = p.nodes.values().filter(|n| nodes::matches(n, &spec, &template)).map(|n| n.name.clone()).collect();
     let wanted = wanted_slots(&w, &matching, &existing, p);
     let mut want = Want::new(&spec, &template, live);
     for e in &existing {
@@ -295,7 +295,13 @@ pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workloa
                 .get(&ObjectKey::new("models", namespace, model))
                 .and_then(|o| typed(o, "/spec"))
                 .ok_or_else(|| format!("model {model} does not exist"))?;
-            Some(AssignedModel { name: model.clone(), version: spec.version, format: spec.format, parameters: spec.parameters })
+            Some(AssignedModel {
+                name: model.clone(),
+                version: spec.version,
+                format: spec.format,
+                parameters: spec.parameters,
+                artifact: spec.artifact,
+            })
         }
     };
     Ok(AssignmentSpec {
