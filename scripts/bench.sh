@@ -24,6 +24,9 @@ target/release/edgeplane-bench scale
 
 # The wasm host: instantiation, and each workload in wasm against the same code natively.
 cargo bench --locked -p edgeplane-edge-runtime --bench wasm 2>/dev/null | grep '^BENCH'
+# Inference from a guest through the edge host, against ONNX Runtime in Python (PyPI).
+EDGEPLANE_PYTHON=$(python_venv target/venv-onnx scripts/models/reference-requirements.txt)
+EDGEPLANE_PYTHON="$EDGEPLANE_PYTHON" cargo bench --locked -p edgeplane-edge-runtime --bench inference 2>/dev/null | grep '^BENCH'
 
 # The edge runtime's footprint: stripped binary, and resident memory when registered and idle.
 stripped=$(mktemp)
@@ -37,6 +40,12 @@ cleanup() {
 trap cleanup EXIT
 strip -o "$stripped" target/release/edge-runtime
 awk -v b="$(wc -c <"$stripped")" 'BEGIN { printf "BENCH edge_binary_mb %.1f MB\n", b / 1048576 }'
+# The edge without the built-in inference backend; then the default build again (cached, a
+# copy) for what follows.
+cargo build --release --locked -p edgeplane-edge-runtime --bin edge-runtime --no-default-features 2>/dev/null
+strip -o "$stripped" target/release/edge-runtime
+awk -v b="$(wc -c <"$stripped")" 'BEGIN { printf "BENCH edge_binary_core_mb %.1f MB\n", b / 1048576 }'
+cargo build --release --locked -p edgeplane-edge-runtime --bin edge-runtime 2>/dev/null
 # A one-member cluster of its own, secured as always: its PKI, a bootstrap token, the edge.
 target/release/orchestrator init --dir "$work/pki" --member 1=127.0.0.1:17101,127.0.0.1:18101 >/dev/null
 target/release/orchestrator --id 1 --data-dir "$work/orch" --member 1=127.0.0.1:17101,127.0.0.1:18101 \
@@ -84,6 +93,10 @@ awk '
         goal("wasm_vs_native_ratio_worst", ">=", 0.9, "workloads wasm vs native, worst ratio [SPEC ~0.65]")
         goal("edge_readings_per_s", ">=", 10000000, "readings/s ingest->filter->detector->outbox [EMQX 60k]")
         goal("heartbeat_nodes_supported", ">=", 10000, "1 Hz nodes at <= 25% of a core [KubeEdge ~20k/12 vCPU]")
+        for (k in v) if (k ~ /^onnx_vs_onnxruntime_ratio_/) goal(k, ">=", 1.0, "inference vs onnxruntime (Python), " substr(k, 27))
+        goal("edge_binary_mb", "<=", 40, "edge binary, stripped, MB (with inference)")
+        goal("edge_binary_core_mb", "<=", 20, "edge binary without inference, stripped, MB")
+        goal("edge_idle_rss_mb", "<=", 15, "edge idle RSS, MB")
     }
 ' "$results"
 rm -f "$results"

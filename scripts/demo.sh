@@ -138,12 +138,12 @@ node_of() { assignments | node_in "$1"; }
 runs() { instances "$1" | jq -e --arg w "$2" 'any(.[]; (.assignment | startswith("factory/" + $w + "-")) and .phase == "Running")'; }
 all_ready() { [ "$("$edgectl" -o json get nodes | jq '[.[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"))] | length')" = 3 ]; }
 all_ready_replicas() {
-    "$edgectl" -o json get workloads -n factory | jq -e 'length == 3 and all(.[]; (.status.readyReplicas // 0) >= .spec.replicas)'
+    "$edgectl" -o json get workloads -n factory | jq -e 'length == 4 and all(.[]; (.status.readyReplicas // 0) >= .spec.replicas)'
 }
 all_running() {
     local current w n
     current=$(assignments) || return 1
-    for w in line-a-temperature-filter vibration-anomalies vibration-aggregates; do
+    for w in line-a-temperature-filter vibration-anomalies vibration-classifier vibration-aggregates; do
         n=$(node_in "$w" <<<"$current")
         [ -n "$n" ] && runs "$n" "$w" || return 1
     done
@@ -196,9 +196,11 @@ eventually 10 "no leader was elected" has_leader
 
 say "registering the factory's nodes and pushing the workload modules (wasm) into the registry"
 "$edgectl" apply -f manifests/factory/nodes.yaml
-for module in threshold-filter window-aggregator anomaly-detector ts-compressor; do
+for module in threshold-filter window-aggregator anomaly-detector ts-compressor onnx-inference; do
     "$edgectl" module push "target/workloads/$module.wasm" --name "$module" --version 1.0.0 -n factory
 done
+note "and a trained model: the vibration classifier (scikit-learn, exported to ONNX; checked by the registry with the edge's backend)"
+"$edgectl" model push manifests/factory/models/vibration-classifier.onnx --name vibration-classifier --version 1.0.0 -n factory
 
 say "a bootstrap token for the edge runtimes to enroll with (each gets its own certificate)"
 echo "\$ edgectl token create --ttl 1h --uses 3"
@@ -210,7 +212,7 @@ for e in "${edges[@]}"; do start_edge "$e"; done
 eventually 20 "the edge runtimes did not all report Ready" all_ready
 "$edgectl" get nodes -o wide
 
-say "applying the workloads: a temperature filter, a vibration anomaly detector with its model, 10 s vibration summaries"
+say "applying the workloads: a temperature filter, a vibration anomaly detector with its model, a trained vibration classifier, 10 s vibration summaries"
 "$edgectl" apply -f manifests/factory
 eventually 30 "the workloads did not all run" all_running
 eventually 10 "the workloads' status did not show them ready" all_ready_replicas
@@ -234,6 +236,7 @@ say "the mission at work: readings filtered and scored at the edge, results arri
 eventually 30 "no anomaly reached the cloud sink" has_cloud_records vibration-anomalies
 eventually 30 "no out-of-range temperature reached the cloud sink" has_cloud_records line-a-temperature-filter
 eventually 30 "no vibration summary reached the cloud sink" has_cloud_records vibration-aggregates
+eventually 40 "no fault found by the trained classifier reached the cloud sink" has_cloud_records vibration-classifier
 grep '^fault' "$dir/sensor-sim.log" | sed 's/^/    simulator: /' || true
 echo
 echo "\$ edgectl top nodes      # readings in at each edge vs bytes sent up"
@@ -241,6 +244,9 @@ echo "\$ edgectl top nodes      # readings in at each edge vs bytes sent up"
 echo
 echo "\$ edgectl data tail -n factory --workload vibration-anomalies --last 6     # anomalies, with the model that found them"
 "$edgectl" data tail -n factory --workload vibration-anomalies --last 6
+echo
+echo "\$ edgectl data tail -n factory --workload vibration-classifier --last 4     # faults the trained ONNX model found (probability of a fault)"
+"$edgectl" data tail -n factory --workload vibration-classifier --last 4
 echo
 echo "\$ edgectl data tail -n factory --workload line-a-temperature-filter --last 2   # only the temperatures out of band go up"
 "$edgectl" data tail -n factory --workload line-a-temperature-filter --last 2

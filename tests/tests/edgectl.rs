@@ -78,7 +78,7 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
     let first = edgectl(&cluster, &servers, &["apply", "-f", examples]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let out = String::from_utf8_lossy(&first.stdout).to_string();
-    assert_eq!(out.matches(" created").count(), 7, "{}", text(&first));
+    assert_eq!(out.matches(" created").count(), 8, "{}", text(&first));
     assert!(out.contains("workload.edgeplane.io/line-a-temperature-filter created"), "{out}");
     // No module was pushed: the Workloads are stored, with a warning saying why they wait.
     assert!(
@@ -89,7 +89,7 @@ async fn edgectl_applies_gets_and_deletes_resources_like_kubectl() {
 
     let again = edgectl(&cluster, &servers, &["apply", "-f", examples]);
     let out = String::from_utf8_lossy(&again.stdout).to_string();
-    assert_eq!(out.matches(" unchanged").count(), 7, "re-applying changes nothing: {}", text(&again));
+    assert_eq!(out.matches(" unchanged").count(), 8, "re-applying changes nothing: {}", text(&again));
 
     // A changed copy is configured; the rest stays unchanged.
     let dir = tempfile::tempdir().expect("tempdir");

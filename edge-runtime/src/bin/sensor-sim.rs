@@ -17,6 +17,11 @@
 //! Each fault is printed when it starts (`fault ...`) and a summary every 10 s (`published
 //! ...`), so the demo can show what the edge should find. On SIGINT/SIGTERM or after
 //! `--duration-s` it waits for the broker's acknowledgements and prints the totals.
+//!
+//! `--dataset FILE` publishes nothing: it runs the same plant for `--duration-s` simulated
+//! seconds as fast as it can and writes every reading as CSV with the fault acting on it
+//! (`device,metric,ts,value,fault`), labelled data to train a detector on
+//! (scripts/models/train_vibration_model.py).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,14 +39,18 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8883")]
     broker: String,
     /// The cluster CA's certificate: the broker's certificate must be issued by it.
-    #[arg(long)]
-    ca_cert: std::path::PathBuf,
+    #[arg(long, required_unless_present = "dataset")]
+    ca_cert: Option<std::path::PathBuf>,
     /// The device's certificate and key (a user in group edgeplane:devices), which the broker
     /// takes as its identity.
-    #[arg(long)]
-    cert: std::path::PathBuf,
-    #[arg(long)]
-    key: std::path::PathBuf,
+    #[arg(long, required_unless_present = "dataset")]
+    cert: Option<std::path::PathBuf>,
+    #[arg(long, required_unless_present = "dataset")]
+    key: Option<std::path::PathBuf>,
+    /// Write `--duration-s` simulated seconds of labelled readings to this CSV file instead of
+    /// publishing.
+    #[arg(long, requires = "duration_s")]
+    dataset: Option<std::path::PathBuf>,
     /// Samples per second of each sensor.
     #[arg(long, default_value_t = 10.0)]
     rate_hz: f64,
@@ -67,14 +76,20 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.rate_hz > 0.0 && args.rate_hz <= 10_000.0, "--rate-hz must be in (0, 10000], got {}", args.rate_hz);
     anyhow::ensure!(args.publish_ms > 0, "--publish-ms must be positive");
+    if let Some(path) = &args.dataset {
+        return write_dataset(&args, path);
+    }
+    let (Some(ca_cert), Some(cert), Some(key)) = (&args.ca_cert, &args.cert, &args.key) else {
+        anyhow::bail!("--ca-cert, --cert and --key are required to publish");
+    };
     let (host, port) = match args.broker.rsplit_once(':') {
         Some((host, port)) => {
             (host.to_owned(), port.parse::<u16>().map_err(|_| anyhow::anyhow!("--broker: bad port in {:?}", args.broker))?)
         }
         None => (args.broker.clone(), 8883),
     };
-    let ca = edgeplane_tls::config::read(&args.ca_cert)?;
-    let identity = edgeplane_tls::TlsIdentity::load(&args.cert, &args.key)?;
+    let ca = edgeplane_tls::config::read(ca_cert)?;
+    let identity = edgeplane_tls::TlsIdentity::load(cert, key)?;
     let tls = edgeplane_tls::config::client_config(&ca, Some(&identity))?;
     let mut options = MqttOptions::new(format!("sensor-sim-{}", std::process::id()), host, port);
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
@@ -131,6 +146,37 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = client.disconnect().await;
     println!("total {} (acknowledged messages: {})", totals.summary(), link.acked.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// `--dataset`: the plant sampled for `--duration-s` simulated seconds, every reading written
+/// with the fault acting on it (empty if none).
+fn write_dataset(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let seconds = args.duration_s.unwrap_or(0.0);
+    anyhow::ensure!(seconds > 0.0 && seconds <= 30.0 * 86_400.0, "--duration-s must be in (0, 30 days] with --dataset");
+    // A fixed start: the same seed gives the same file.
+    let started = 1_700_000_000_000;
+    let mut plant =
+        Plant::new(args.seed, FaultSchedule { every_ms: (args.fault_every_s * 1000.0) as u64, imbalance: args.imbalance }, started);
+    let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "device,metric,ts,value,fault")?;
+    let sample_ms = 1000.0 / args.rate_hz;
+    let end = started as f64 + seconds * 1000.0;
+    let mut t = started as f64;
+    let mut rows = 0u64;
+    while t < end {
+        let at = t as u64;
+        for (_, reading, _) in plant.sample(at) {
+            let fault = plant.fault_on(&reading.device, &reading.metric, at).unwrap_or("");
+            writeln!(out, "{},{},{},{},{fault}", reading.device, reading.metric, reading.ts, reading.value)?;
+            rows += 1;
+        }
+        t += sample_ms;
+    }
+    out.flush()?;
+    println!("wrote {rows} readings ({seconds} s simulated, seed {}) to {}", args.seed, path.display());
     Ok(())
 }
 
@@ -344,6 +390,21 @@ impl Plant {
                 (sensor.topic, reading, started.take())
             })
             .collect()
+    }
+
+    /// The fault acting on a device's metric at `t` (the label of a reading), by name.
+    fn fault_on(&self, device: &str, metric: &str, t: u64) -> Option<&'static str> {
+        if self.schedule.imbalance && device == "pump-b2" && metric == "vibration" {
+            return Some("imbalance");
+        }
+        let fault = self.active.filter(|f| f.device == device && t >= f.start_ms && t < f.start_ms + FAULT_MS)?;
+        match (fault.kind, metric) {
+            (FaultKind::Overheat, "temperature") => Some("overheat"),
+            (FaultKind::WornBearing, "vibration") => Some("worn-bearing"),
+            (FaultKind::Spikes, "vibration") => Some("spikes"),
+            (FaultKind::Imbalance, "vibration") => Some("imbalance"),
+            _ => None,
+        }
     }
 
     /// Starts the next fault of the cycle when one is due; the first comes 5 s in.
