@@ -25,8 +25,11 @@ target/release/edgeplane-bench scale
 # The wasm host: instantiation, and each workload in wasm against the same code natively.
 cargo bench --locked -p edgeplane-edge-runtime --bench wasm 2>/dev/null | grep '^BENCH'
 # Inference from a guest through the edge host, against ONNX Runtime in Python (PyPI).
+# Its wheel also carries ONNX Runtime's C library, which the edge runs models with too.
 EDGEPLANE_PYTHON=$(python_venv target/venv-onnx scripts/models/reference-requirements.txt)
-EDGEPLANE_PYTHON="$EDGEPLANE_PYTHON" cargo bench --locked -p edgeplane-edge-runtime --bench inference 2>/dev/null | grep '^BENCH'
+EDGEPLANE_ONNXRUNTIME_LIB=$("$EDGEPLANE_PYTHON" -c 'import glob, os, onnxruntime; print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*"))[0])')
+EDGEPLANE_PYTHON="$EDGEPLANE_PYTHON" EDGEPLANE_ONNXRUNTIME_LIB="$EDGEPLANE_ONNXRUNTIME_LIB" \
+    cargo bench --locked -p edgeplane-edge-runtime --bench inference 2>/dev/null | grep '^BENCH'
 
 # The edge runtime's footprint: stripped binary, and resident memory when registered and idle.
 stripped=$(mktemp)

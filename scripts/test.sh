@@ -21,8 +21,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/build-workloads.sh
 
 # ONNX Runtime in Python (PyPI): the reference the inference tests compare the edge's answers to.
+# Its wheel carries ONNX Runtime's C library, the edge's second inference backend.
 EDGEPLANE_PYTHON=$(python_venv target/venv-onnx scripts/models/reference-requirements.txt)
-export EDGEPLANE_PYTHON
+EDGEPLANE_ONNXRUNTIME_LIB=$("$EDGEPLANE_PYTHON" -c 'import glob, os, onnxruntime; print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*"))[0])')
+export EDGEPLANE_PYTHON EDGEPLANE_ONNXRUNTIME_LIB
 
 # The end-to-end tests run the binaries from target/debug, which `cargo test` alone does not
 # rebuild for other packages: build them first so no test runs a stale binary.

@@ -4,10 +4,12 @@
 //! `cargo bench -p edgeplane-edge-runtime --bench inference` (scripts/bench.sh runs it, with
 //! `EDGEPLANE_PYTHON` naming a Python with onnxruntime). For the MLP and the random forest of
 //! tests/models at batch 1 and 256, a wasm guest calls `nn_set_input`, `nn_compute` and
-//! `nn_get_output` (both outputs) in a loop; what the host runs is what the scheduler would
-//! choose on a node with only the built-in backend (tract). Prints
-//! `BENCH onnx_inferences_per_s_<model>_<batch>`, `BENCH onnxruntime_python_per_s_<model>_<batch>`
-//! and `BENCH onnx_vs_onnxruntime_ratio_<model>_<batch>`.
+//! `nn_get_output` (both outputs) in a loop, once per backend the node has: tract, and ONNX
+//! Runtime when `EDGEPLANE_ONNXRUNTIME_LIB` names its library (`BENCH
+//! onnx_<backend>_inferences_per_s_<model>_<batch>`). `BENCH onnx_inferences_per_s_<model>_<batch>`
+//! is the backend an edge would choose (ONNX Runtime where it has it), `BENCH
+//! onnxruntime_python_per_s_<model>_<batch>` the baseline and `BENCH
+//! onnx_vs_onnxruntime_ratio_<model>_<batch>` the ratio of the two.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,44 +78,27 @@ fn main() {
     if python.is_none() {
         eprintln!("EDGEPLANE_PYTHON is not set: no onnxruntime baseline (scripts/bench.sh sets it)");
     }
+    if let Ok(library) = std::env::var("EDGEPLANE_ONNXRUNTIME_LIB") {
+        edgeplane_inference::load_onnxruntime(Path::new(&library)).expect("ONNX Runtime's library loads");
+    }
+    let backends = BackendKind::available();
+    // What the edge's model cache picks (agent/models.rs).
+    let chosen = if backends.contains(&BackendKind::Onnxruntime) { BackendKind::Onnxruntime } else { BackendKind::Tract };
     let host = WasmHost::new(HostConfig { max_instances: 4, ..HostConfig::default() }).expect("wasm host");
     let module = host.load(&wat::parse_str(GUEST).expect("the guest")).expect("loads");
     for model in ["mlp", "forest"] {
         let file = repo().join(format!("tests/models/{model}.onnx"));
         let bytes = std::fs::read(&file).expect("model file");
-        let prepared = edgeplane_inference::prepare(BackendKind::Tract, &bytes, Limits::default()).expect("tract prepares it");
-        let bound = Arc::new(BoundModel { name: "bench".into(), version: "1".into(), prepared, max_batch: Limits::default().max_batch });
-        let limits = InstanceLimits {
-            memory_bytes: 16 << 20,
-            batch_deadline: Duration::from_secs(10),
-            outputs: Vec::new(),
-            log_name: "bench".into(),
-        };
-        let mut instance = host.instantiate(&module, limits, b"{}", Some(bound)).expect("starts");
         let (features, values) = rows(model);
         for batch in [1usize, 256] {
-            let data: Vec<f32> = values.iter().copied().cycle().take(batch * features).collect();
-            let input = |n: u32| {
-                let mut b = Vec::with_capacity(12 + data.len() * 4);
-                for v in [n, batch as u32, features as u32] {
-                    b.extend_from_slice(&v.to_le_bytes());
+            let mut ours = 0.0;
+            for &backend in &backends {
+                let rate = guest_calls_per_s(&host, &module, backend, &bytes, batch, features, &values);
+                println!("BENCH onnx_{backend}_inferences_per_s_{model}_{batch} {rate:.1} calls/s");
+                if backend == chosen {
+                    ours = rate;
                 }
-                for v in &data {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-                b
-            };
-            // Calls per guest batch: enough that the batch crossing is noise.
-            let per_batch = if batch == 1 { 200 } else { 5 };
-            let work = input(per_batch);
-            instance.process(&input(3)).expect("warm-up");
-            let start = Instant::now();
-            let mut calls = 0u64;
-            while start.elapsed() < MEASURE {
-                instance.process(&work).unwrap_or_else(|e| panic!("{model} at {batch}: {e}"));
-                calls += u64::from(per_batch);
             }
-            let ours = calls as f64 / start.elapsed().as_secs_f64();
             println!("BENCH onnx_inferences_per_s_{model}_{batch} {ours:.1} calls/s");
             let Some(python) = &python else { continue };
             let out = std::process::Command::new(python)
@@ -130,4 +115,43 @@ fn main() {
             println!("BENCH onnx_vs_onnxruntime_ratio_{model}_{batch} {:.3} x", ours / theirs);
         }
     }
+}
+
+/// Calls per second of a guest running the model with `backend` on `batch` rows.
+fn guest_calls_per_s(
+    host: &WasmHost,
+    module: &edgeplane_edge_runtime::host::CompiledModule,
+    backend: BackendKind,
+    bytes: &[u8],
+    batch: usize,
+    features: usize,
+    values: &[f32],
+) -> f64 {
+    let prepared = edgeplane_inference::prepare(backend, bytes, Limits::default()).unwrap_or_else(|e| panic!("{backend}: {e}"));
+    let bound = Arc::new(BoundModel { name: "bench".into(), version: "1".into(), prepared, max_batch: Limits::default().max_batch });
+    let limits =
+        InstanceLimits { memory_bytes: 16 << 20, batch_deadline: Duration::from_secs(10), outputs: Vec::new(), log_name: "bench".into() };
+    let mut instance = host.instantiate(module, limits, b"{}", Some(bound)).expect("starts");
+    let data: Vec<f32> = values.iter().copied().cycle().take(batch * features).collect();
+    let input = |n: u32| {
+        let mut b = Vec::with_capacity(12 + data.len() * 4);
+        for v in [n, batch as u32, features as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &data {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b
+    };
+    // Calls per guest batch: enough that the batch crossing is noise.
+    let per_batch = if batch == 1 { 200 } else { 5 };
+    let work = input(per_batch);
+    instance.process(&input(3)).expect("warm-up");
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < MEASURE {
+        instance.process(&work).unwrap_or_else(|e| panic!("{backend} at {batch}: {e}"));
+        calls += u64::from(per_batch);
+    }
+    calls as f64 / start.elapsed().as_secs_f64()
 }

@@ -74,6 +74,11 @@ pub struct Args {
     /// publish `mqtt` sink outputs to.
     #[arg(long, env = "EDGEPLANE_MQTT_BROKER")]
     pub mqtt_broker: Option<String>,
+    /// ONNX Runtime's C library (`libonnxruntime.so.*`, e.g. from the `onnxruntime` wheel's
+    /// `capi/`): the node then runs ONNX models tract cannot, and reports
+    /// `inference.onnx.onnxruntime`.
+    #[arg(long)]
+    pub onnxruntime_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +148,13 @@ impl Config {
         if args.mqtt_broker.as_deref().is_some_and(|b| b.trim().is_empty()) {
             errors.push("mqtt-broker: must be host:port".to_owned());
         }
+        // Loaded now, so that the capabilities say what the node has; a library that does not
+        // load is a configuration error, not a node quietly without the backend.
+        if let Some(library) = &args.onnxruntime_lib {
+            if let Err(e) = edgeplane_inference::load_onnxruntime(library) {
+                errors.push(format!("onnxruntime-lib: {e}"));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             errors.push(format!("log: {:?} is not a valid filter: {e}", args.log));
         }
@@ -194,11 +206,11 @@ impl Config {
     }
 }
 
-/// The configured capabilities plus one per inference backend this build has
-/// (`inference.onnx.tract`): the scheduler places a workload whose Model is an ONNX file only
-/// where a backend that can run it is.
+/// The configured capabilities plus one per inference backend the node has
+/// (`inference.onnx.tract`, `inference.onnx.onnxruntime`): the scheduler places a workload whose
+/// Model is an ONNX file only where a backend that can run it is.
 fn with_inference_backends(mut capabilities: Vec<String>) -> Vec<String> {
-    for backend in edgeplane_inference::BackendKind::built_in() {
+    for backend in edgeplane_inference::BackendKind::available() {
         let capability = edgeplane_api::resources::inference_capability(backend.name());
         if !capabilities.contains(&capability) {
             capabilities.push(capability);

@@ -4,8 +4,10 @@
 //! prediction that reaches the cloud sink compared with ONNX Runtime's answer in Python
 //! (`EDGEPLANE_PYTHON`, a venv with onnxruntime; scripts/test.sh makes one).
 //!
-//! One cluster and one edge for all of it: the models, bad models at push and at configure
-//! time, and a model swap under load.
+//! One cluster and two edges for all of it: `ml-edge` with tract only, `ort-edge` with ONNX
+//! Runtime's library too (`EDGEPLANE_ONNXRUNTIME_LIB`, from the onnxruntime wheel), as are the
+//! orchestrators; the models, bad models at push and at configure time, and a model swap
+//! under load.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,6 +74,8 @@ fn feature_names(n: usize) -> Vec<String> {
 fn workload(name: &str, model: &str, features: usize, config: Value) -> Value {
     let mut config = config;
     config["features"] = json!(feature_names(features));
+    // Pinned to the tract-only edge: that edge carries the rest of the test.
+    let placement = if model == "iforest" { json!({}) } else { json!({"nodeSelector": {"backend": "tract"}}) };
     json!({
         "apiVersion": "edgeplane.io/v1alpha1",
         "kind": "Workload",
@@ -79,6 +83,7 @@ fn workload(name: &str, model: &str, features: usize, config: Value) -> Value {
         "spec": {
             "module": "onnx-inference@1.0.0",
             "modelRef": model,
+            "placement": placement,
             "resources": {"memoryMib": 32, "batchTimeMs": 2000},
             "inputs": [format!("{name}/rows")],
             "outputs": [{"name": "predictions", "sink": {"type": "cloud"}}],
@@ -163,17 +168,23 @@ async fn instance(edge: &EdgeRuntime, workload: &str, what: &str, check: impl Fn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
-    let cluster = Cluster::start(ClusterSpec { subnet: 81, size: 1, ..Default::default() }).await;
+    let library = std::env::var("EDGEPLANE_ONNXRUNTIME_LIB")
+        .expect("EDGEPLANE_ONNXRUNTIME_LIB must name libonnxruntime.so (scripts/test.sh sets it from the onnxruntime wheel)");
+    let with_ort = vec!["--onnxruntime-lib".to_owned(), library.clone()];
+    let cluster = Cluster::start(ClusterSpec { subnet: 81, size: 1, extra_args: with_ort, ..Default::default() }).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers = vec![cluster.api_addr(leader)];
     push_module(&api, NS, "onnx-inference", workload_wasm("onnx-inference")).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let edge = EdgeRuntime::start("ml-edge", &servers, dir.path().join("edge"), &["--heartbeat-ms", "200"]).await;
+    let edge =
+        EdgeRuntime::start("ml-edge", &servers, dir.path().join("edge"), &["--heartbeat-ms", "200", "--label", "backend=tract"]).await;
+    let ort_edge =
+        EdgeRuntime::start("ort-edge", &servers, dir.path().join("ort-edge"), &["--heartbeat-ms", "200", "--onnxruntime-lib", &library])
+            .await;
 
     // The registry refuses what no backend here can run, saying why.
     for (file, why) in [
-        ("iforest", "does not implement operator ai.onnx.ml:TreeEnsembleRegressor"),
         ("hostile-unknown-op", "does not implement operator com.example:Magic (node \"magic_node\")"),
         ("hostile-huge", "node \"gigabytes\" would produce a tensor of"),
     ] {
@@ -198,8 +209,12 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
     for name in ["mlp", "forest", "regressor"] {
         let (code, body) = push_model(&api, name, "1.0.0", name).await;
         assert_eq!(code, 201, "{name}: {body}");
-        assert_eq!(body["spec"]["artifact"]["backends"], json!(["tract"]), "{body}");
+        assert_eq!(body["spec"]["artifact"]["backends"], json!(["tract", "onnxruntime"]), "{body}");
     }
+    // An IsolationForest only ONNX Runtime runs: only the edge with the library can take it.
+    let (code, body) = push_model(&api, "iforest", "1.0.0", "iforest").await;
+    assert_eq!(code, 201, "iforest: {body}");
+    assert_eq!(body["spec"]["artifact"]["backends"], json!(["onnxruntime"]), "{body}");
     let logreg = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/models/logreg")).await.expect("get");
     assert_eq!(logreg.body["spec"]["artifact"]["inputs"], json!([{"name": "input", "elemType": "float", "shape": ["?", "30"]}]));
     // The same bytes again change nothing; other bytes under a pushed version are refused.
@@ -211,7 +226,16 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
     for (name, features) in models {
         create_resource(&api, NS, "workloads", &workload(name, name, features, json!({}))).await;
     }
+    create_resource(&api, NS, "workloads", &workload("iforest", "iforest", 30, json!({}))).await;
     edge.wait_running(models.len(), Duration::from_secs(60)).await;
+    ort_edge.wait_running(1, Duration::from_secs(60)).await;
+    for (i, row) in rows("iforest").iter().enumerate() {
+        send(&ort_edge, "iforest/rows", &row_readings(i, 1_000 + i as u64, row)).await;
+    }
+    let theirs = reference("iforest");
+    let ours = predictions(&servers, "iforest", theirs.len(), &ort_edge).await;
+    assert_matches("iforest", &ours, &theirs);
+    assert!(ort_edge.log().contains("model prepared model=iforest version=1.0.0 backend=onnxruntime"), "{}", ort_edge.log_tail());
     for (name, _) in models {
         for (i, row) in rows(name).iter().enumerate() {
             send(&edge, &format!("{name}/rows"), &row_readings(i, 1_000 + i as u64, row)).await;
@@ -220,6 +244,7 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
         let ours = predictions(&servers, name, theirs.len(), &edge).await;
         assert_matches(name, &ours, &theirs);
         assert!(ours.values().all(|(_, version)| version == "1.0.0"), "{name}: every prediction carries the model's version");
+        assert!(edge.log().contains(&format!("model prepared model={name} version=1.0.0 backend=tract")), "{}", edge.log_tail());
     }
 
     // A new version whose input does not fit the workload's features is refused by the

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "tract")]
 mod onnx;
+#[cfg(feature = "onnxruntime")]
+mod ort_backend;
 #[cfg(feature = "tract")]
 mod tract_backend;
 
@@ -62,6 +64,16 @@ impl BackendKind {
             backends.push(BackendKind::Tract);
         }
         backends
+    }
+
+    /// The backends this process can use now: those built in, and ONNX Runtime once its
+    /// library is loaded ([`load_onnxruntime`]).
+    pub fn available() -> Vec<BackendKind> {
+        let built_in = BackendKind::built_in().into_iter();
+        #[cfg(feature = "onnxruntime")]
+        return built_in.chain(ort_backend::loaded().then_some(BackendKind::Onnxruntime)).collect();
+        #[cfg(not(feature = "onnxruntime"))]
+        built_in.collect()
     }
 }
 
@@ -300,11 +312,27 @@ pub trait PreparedModel: Send + Sync + fmt::Debug {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError>;
 }
 
+/// Loads ONNX Runtime's C library (`libonnxruntime.so.*`) for this process, once; returns its
+/// build information. Afterwards [`BackendKind::available`] lists it.
+pub fn load_onnxruntime(library: &std::path::Path) -> Result<String, String> {
+    #[cfg(feature = "onnxruntime")]
+    return ort_backend::load(library);
+    #[cfg(not(feature = "onnxruntime"))]
+    Err(format!("{}: this build does not include the onnxruntime backend", library.display()))
+}
+
 /// Prepares a model with a backend this build has.
 pub fn prepare(backend: BackendKind, bytes: &[u8], limits: Limits) -> Result<std::sync::Arc<dyn PreparedModel>, ModelError> {
     match backend {
         #[cfg(feature = "tract")]
         BackendKind::Tract => Ok(std::sync::Arc::new(tract_backend::TractModel::prepare(bytes, limits)?)),
+        #[cfg(all(feature = "onnxruntime", feature = "tract"))]
+        BackendKind::Onnxruntime => {
+            let _ = limits;
+            let signature = inspect(bytes)?.signature;
+            Ok(std::sync::Arc::new(ort_backend::OrtModel::prepare(bytes, signature)?))
+        }
+        #[allow(unreachable_patterns)]
         other => {
             let _ = (bytes, limits);
             Err(ModelError::Unsupported { backend: other, reason: "this build does not include it".into() })
@@ -337,6 +365,14 @@ pub fn check(bytes: &[u8], limits: Limits) -> Result<CheckReport, ModelError> {
             return Err(ModelError::UnsupportedInput { name: input.name.clone(), spec: input.describe() });
         }
     }
-    let verdicts = BackendKind::built_in().into_iter().map(|backend| (backend, prepare(backend, bytes, limits).map(|_| ()))).collect();
+    let verdicts: Vec<_> =
+        BackendKind::available().into_iter().map(|backend| (backend, prepare(backend, bytes, limits).map(|_| ()))).collect();
+    // Only tract bounds the graph's tensors before running it: a model it finds too large is
+    // too large for every backend.
+    if let Some((_, Err(too_large @ ModelError::TooLarge { .. }))) =
+        verdicts.iter().find(|(_, v)| matches!(v, Err(ModelError::TooLarge { .. })))
+    {
+        return Err(too_large.clone());
+    }
     Ok(CheckReport { info, verdicts })
 }

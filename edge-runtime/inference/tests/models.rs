@@ -50,16 +50,16 @@ fn reference(name: &str) -> Vec<(String, Vec<usize>, Vec<f64>)> {
         .collect()
 }
 
-fn run_tract(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let prepared = prepare(BackendKind::Tract, &model(name), Limits::default()).expect("tract prepares it");
+fn run_with(backend: BackendKind, name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let prepared = prepare(backend, &model(name), Limits::default()).unwrap_or_else(|e| panic!("{backend} prepares {name}: {e}"));
     let (n, values) = rows(name);
     let features = values.len() / n;
     let outputs = prepared.run(vec![Tensor { shape: vec![n, features], data: TensorData::F32(values) }]).expect("runs");
     prepared.signature().outputs.iter().zip(outputs).map(|(spec, t)| (spec.name.clone(), t.shape, t.data.to_f32())).collect()
 }
 
-fn compare(name: &str) {
-    let ours = run_tract(name);
+fn compare(backend: BackendKind, name: &str) {
+    let ours = run_with(backend, name);
     let theirs = reference(name);
     assert_eq!(ours.len(), theirs.len(), "{name}: output count");
     for ((our_name, our_shape, our), (their_name, their_shape, their)) in ours.iter().zip(&theirs) {
@@ -68,7 +68,7 @@ fn compare(name: &str) {
         for (i, (a, b)) in our.iter().zip(their).enumerate() {
             let exact = our_name == "label";
             let ok = if exact { f64::from(*a) == *b } else { (f64::from(*a) - b).abs() <= 1e-5 };
-            assert!(ok, "{name}: {our_name}[{i}] is {a} with tract, {b} with onnxruntime");
+            assert!(ok, "{name}: {our_name}[{i}] is {a} with {backend}, {b} with onnxruntime in Python");
         }
     }
 }
@@ -76,7 +76,7 @@ fn compare(name: &str) {
 #[test]
 fn tract_matches_onnxruntime_on_scikit_learn_models() {
     for name in ["logreg", "mlp", "forest", "regressor"] {
-        compare(name);
+        compare(BackendKind::Tract, name);
     }
 }
 
@@ -108,7 +108,8 @@ fn signatures_are_read_from_the_file() {
     assert_eq!(input.describe(), "float[?, 30]");
     let outputs: Vec<String> = report.info.signature.outputs.iter().map(|o| format!("{} {}", o.name, o.describe())).collect();
     assert_eq!(outputs, ["label int64[?]", "probabilities float[?, 2]"]);
-    assert_eq!(report.backends(), [BackendKind::Tract]);
+    // (ONNX Runtime too once another test in this process has loaded it.)
+    assert!(report.backends().contains(&BackendKind::Tract), "{:?}", report.verdicts);
 }
 
 #[test]
@@ -127,6 +128,39 @@ fn a_graph_needing_gigabytes_is_refused_naming_the_node() {
 fn an_operator_no_backend_has_is_named() {
     let report = check(&model("hostile-unknown-op"), Limits::default()).expect("valid ONNX");
     assert!(report.backends().is_empty());
+    assert_eq!(report.verdicts[0].0, BackendKind::Tract);
     let message = report.verdicts[0].1.as_ref().expect_err("refused").to_string();
     assert_eq!(message, "tract does not implement operator com.example:Magic (node \"magic_node\")");
+}
+
+/// ONNX Runtime's C library, from the wheel in the venv of `EDGEPLANE_PYTHON` unless
+/// `EDGEPLANE_ONNXRUNTIME_LIB` names it.
+#[cfg(feature = "onnxruntime")]
+fn load_onnxruntime() {
+    let library = std::env::var("EDGEPLANE_ONNXRUNTIME_LIB")
+        .expect("EDGEPLANE_ONNXRUNTIME_LIB must name libonnxruntime.so (scripts/test.sh sets it from the onnxruntime wheel)");
+    edgeplane_inference::load_onnxruntime(Path::new(&library)).expect("the library loads");
+}
+
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn onnxruntime_in_the_edge_matches_onnxruntime_in_python_on_every_model() {
+    load_onnxruntime();
+    for name in ["logreg", "mlp", "forest", "regressor", "iforest"] {
+        compare(BackendKind::Onnxruntime, name);
+    }
+    // The registry's verdicts: both backends where tract can, ONNX Runtime alone for the
+    // IsolationForest, and neither for an operator nobody has.
+    assert_eq!(check(&model("mlp"), Limits::default()).expect("valid").backends(), [BackendKind::Tract, BackendKind::Onnxruntime]);
+    assert_eq!(check(&model("iforest"), Limits::default()).expect("valid").backends(), [BackendKind::Onnxruntime]);
+    let unknown = check(&model("hostile-unknown-op"), Limits::default()).expect("valid");
+    assert!(unknown.backends().is_empty(), "{:?}", unknown.verdicts);
+    let why = unknown.verdicts[1].1.as_ref().expect_err("refused").to_string();
+    assert!(why.contains("Magic"), "ONNX Runtime's refusal names the operator: {why}");
+}
+
+#[test]
+fn a_model_too_large_for_tract_is_refused_for_every_backend() {
+    // ONNX Runtime does not bound a graph's tensors before it runs: tract's verdict stands.
+    assert!(matches!(check(&model("hostile-huge"), Limits::default()), Err(ModelError::TooLarge { .. })));
 }

@@ -135,7 +135,7 @@ impl Agent {
         let identity = identity::load_or_create(config.data_dir.clone(), config.name.clone()).await?;
         let client = Self::new_client(&config, &certificate)?;
         let modules = modules::ModuleCache::new(config.data_dir.join("modules"), pool.host().clone()).await?;
-        let models = models::ModelCache::new(config.data_dir.join("models"), edgeplane_inference::BackendKind::built_in()).await?;
+        let models = models::ModelCache::new(config.data_dir.join("models"), edgeplane_inference::BackendKind::available()).await?;
         Ok(Arc::new(Agent {
             config,
             client: Mutex::new(Arc::new(client)),

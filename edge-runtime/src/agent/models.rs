@@ -117,13 +117,15 @@ impl ModelCache {
         Ok(self.bind(model, prepared))
     }
 
-    /// The first backend the artifact lists that this node has.
+    /// The backend to run the model with: ONNX Runtime where the node has it and it runs the
+    /// model (the reference engine, and the faster one on tree ensembles and large batches;
+    /// `scripts/bench.sh` measures both), else tract.
     fn choose(&self, artifact: &ModelArtifact) -> Result<BackendKind, ModelError> {
-        artifact
-            .backends
-            .iter()
-            .filter_map(|b| BackendKind::from_name(b))
-            .find(|b| self.backends.contains(b))
+        let usable: Vec<BackendKind> =
+            artifact.backends.iter().filter_map(|b| BackendKind::from_name(b)).filter(|b| self.backends.contains(b)).collect();
+        [BackendKind::Onnxruntime, BackendKind::Tract]
+            .into_iter()
+            .find(|b| usable.contains(b))
             .ok_or_else(|| ModelError::NoBackend(artifact.backends.join(", ")))
     }
 

@@ -61,6 +61,10 @@ pub struct Args {
     /// two thirds have passed. Default 86400 (a day).
     #[arg(long)]
     pub node_cert_ttl_s: Option<u64>,
+    /// ONNX Runtime's C library (`libonnxruntime.so.*`): the model registry then checks pushed
+    /// models with it too, and accepts those only it can run.
+    #[arg(long)]
+    pub onnxruntime_lib: Option<PathBuf>,
     /// Connections the API accepts at once, in all. Default 8192.
     #[arg(long)]
     pub max_connections: Option<usize>,
@@ -103,6 +107,7 @@ struct FileConfig {
     log: Option<String>,
     tls_dir: Option<PathBuf>,
     node_cert_ttl_s: Option<u64>,
+    onnxruntime_lib: Option<PathBuf>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     node_suspect_ms: Option<u64>,
@@ -134,6 +139,8 @@ pub struct Config {
     pub log: String,
     pub tls_dir: PathBuf,
     pub node_cert_ttl: Duration,
+    /// ONNX Runtime's library, loaded by `load` when set.
+    pub onnxruntime_lib: Option<PathBuf>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub node_health: edgeplane_core::health::HealthPolicy,
@@ -169,6 +176,12 @@ impl Config {
         let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
         let tls_dir = args.tls_dir.or(file.tls_dir);
         let node_cert_ttl_s = args.node_cert_ttl_s.or(file.node_cert_ttl_s).unwrap_or(86_400);
+        let onnxruntime_lib = args.onnxruntime_lib.or(file.onnxruntime_lib);
+        if let Some(library) = &onnxruntime_lib {
+            if let Err(e) = edgeplane_inference::load_onnxruntime(library) {
+                errors.push(format!("onnxruntime-lib: {e}"));
+            }
+        }
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(8192);
         let max_connections_per_ip = args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(256);
         let node_suspect_ms = args.node_suspect_ms.or(file.node_suspect_ms).unwrap_or(1_000);
@@ -272,6 +285,7 @@ impl Config {
             log,
             tls_dir,
             node_cert_ttl: Duration::from_secs(node_cert_ttl_s),
+            onnxruntime_lib,
             max_connections,
             max_connections_per_ip,
             node_health: edgeplane_core::health::HealthPolicy { suspect_after_ms: node_suspect_ms, down_after_ms: node_grace_ms },

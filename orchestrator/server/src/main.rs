@@ -113,6 +113,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let dir = config.data_dir.clone();
     let (disk, log) = tokio::task::spawn_blocking(move || DiskLog::open(&dir)).await??;
     tracing::info!(first = log.first_index(), last = log.last_index(), snapshot = log.snapshot_index(), "opened the Raft log");
+    let backends: Vec<&str> = edgeplane_inference::BackendKind::available().into_iter().map(|b| b.name()).collect();
+    tracing::info!(?backends, onnxruntime_lib = ?config.onnxruntime_lib, "the model registry checks models with these inference backends");
 
     let mut engine_config = EngineConfig::new(config.id, config.members.iter().map(|m| m.id).collect());
     engine_config.election_ticks = config.election_ticks;
