@@ -38,10 +38,11 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 # A Python venv with the packages of a requirements file (from PyPI), made once and reused:
-# prints its python. Used for ONNX Runtime, the reference the inference tests and benchmarks
+# prints its python, as an absolute path (tests run it from their own directories). Used for ONNX Runtime, the reference the inference tests and benchmarks
 # compare the edge with. Debian's python3 needs python3-venv for this; installed if missing.
 python_venv() {
     local dir=$1 requirements=$2
+    case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
     if [ -x "$dir/bin/python" ] && [ -f "$dir/.installed" ] && cmp -s "$requirements" "$dir/.installed"; then
         echo "$dir/bin/python"
         return
