@@ -79,7 +79,8 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     )
     .await;
     assert_eq!(node.pointer("/metadata/labels/line"), Some(&json!("a")), "{node}");
-    assert_eq!(node.pointer("/spec/capabilities"), Some(&json!(["sensor.temperature", "wasm.simd"])), "{node}");
+    // What it was started with, and the inference backend it has built in.
+    assert_eq!(node.pointer("/spec/capabilities"), Some(&json!(["sensor.temperature", "wasm.simd", "inference.onnx.tract"])), "{node}");
     let uid = node.pointer("/metadata/annotations/edgeplane.io~1node-uid").cloned().expect("uid annotation");
 
     // Apply: the edge starts it.
