@@ -190,6 +190,20 @@ pub struct Signature {
     pub outputs: Vec<TensorSpec>,
 }
 
+impl Signature {
+    /// Whether `inputs` are one tensor per input, in order, each of a shape its input takes:
+    /// what every backend checks before it runs.
+    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), RunError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(RunError::InputCount { expected: self.inputs.len(), actual: inputs.len() });
+        }
+        match self.inputs.iter().zip(inputs).find(|(spec, input)| !spec.accepts_shape(&input.shape)) {
+            Some((spec, input)) => Err(RunError::InputShape { name: spec.name.clone(), spec: spec.describe(), shape: input.shape.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What [`inspect`] learns of a model without running it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {

@@ -76,14 +76,9 @@ impl PreparedModel for OrtModel {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
-        if inputs.len() != self.signature.inputs.len() {
-            return Err(RunError::InputCount { expected: self.signature.inputs.len(), actual: inputs.len() });
-        }
+        self.signature.check_inputs(&inputs)?;
         let mut values: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for (spec, input) in self.signature.inputs.iter().zip(inputs) {
-            if !spec.accepts_shape(&input.shape) {
-                return Err(RunError::InputShape { name: spec.name.clone(), spec: spec.describe(), shape: input.shape });
-            }
             values.push((spec.name.clone().into(), to_ort(input).map_err(backend_error)?));
         }
         // A poisoned lock: a panic inside ONNX Runtime's call, which left the session as it was.

@@ -99,15 +99,10 @@ impl PreparedModel for TractModel {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
-        if inputs.len() != self.signature.inputs.len() {
-            return Err(RunError::InputCount { expected: self.signature.inputs.len(), actual: inputs.len() });
-        }
+        self.signature.check_inputs(&inputs)?;
         let mut values: TVec<TValue> = TVec::new();
-        for (spec, input) in self.signature.inputs.iter().zip(inputs) {
-            if !spec.accepts_shape(&input.shape) {
-                return Err(RunError::InputShape { name: spec.name.clone(), spec: spec.describe(), shape: input.shape });
-            }
-            values.push(to_tract(&input).map_err(backend_error)?.into_tvalue());
+        for input in &inputs {
+            values.push(to_tract(input).map_err(backend_error)?.into_tvalue());
         }
         let outputs = self.plan.run(values).map_err(backend_error)?;
         let mut outputs = outputs

@@ -82,6 +82,13 @@ pub async fn load_json<T: DeserializeOwned + Send + 'static>(path: PathBuf) -> R
         .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))
 }
 
+/// Creates a directory and its parents on a blocking thread.
+pub async fn create_dir(dir: PathBuf) -> Result<(), FileError> {
+    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dir).map_err(|source| FileError::Io { path: dir.clone(), source }))
+        .await
+        .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;

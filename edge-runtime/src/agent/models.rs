@@ -16,7 +16,7 @@ use edgeplane_client::Client;
 use edgeplane_inference::{BackendKind, Limits, PreparedModel};
 use tokio::sync::Semaphore;
 
-use super::files::FileError;
+use super::files::{self, FileError};
 use super::lock;
 use super::modules::{digest_hex, verified_blob, BlobError};
 use crate::host::BoundModel;
@@ -60,12 +60,7 @@ pub(super) struct ModelCache {
 
 impl ModelCache {
     pub async fn new(dir: PathBuf, backends: Vec<BackendKind>) -> Result<ModelCache, FileError> {
-        let create = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&create).map_err(|source| FileError::Io { path: create.clone(), source })
-        })
-        .await
-        .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))?;
+        files::create_dir(dir.clone()).await?;
         Ok(ModelCache {
             dir,
             backends,

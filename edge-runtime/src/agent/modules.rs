@@ -77,12 +77,7 @@ pub(super) struct ModuleCache {
 
 impl ModuleCache {
     pub async fn new(dir: PathBuf, host: Arc<WasmHost>) -> Result<ModuleCache, FileError> {
-        let create = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&create).map_err(|source| FileError::Io { path: create.clone(), source })
-        })
-        .await
-        .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))?;
+        files::create_dir(dir.clone()).await?;
         Ok(ModuleCache { dir, host, compiled: Mutex::default(), loading: Mutex::default(), compiles: Arc::new(Semaphore::new(1)) })
     }
 

@@ -87,6 +87,26 @@ pub(crate) fn cause(field: impl Into<String>, message: impl Into<String>) -> Sta
     StatusCause { field: field.into(), message: message.into() }
 }
 
+/// The path of a registry push (`/{namespace}/{name}/{version}`, modules and models alike),
+/// every problem named.
+pub(crate) fn versioned_path(namespace: &str, name: &str, version: &str) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if let Err(e) = edgeplane_api::validate::dns_label(namespace) {
+        causes.push(cause("path.namespace", e));
+    }
+    if let Err(e) = edgeplane_api::validate::dns_label(name) {
+        causes.push(cause("path.name", e));
+    }
+    if let Err(e) = edgeplane_api::validate::semver(version) {
+        causes.push(cause("path.version", e));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(causes))
+    }
+}
+
 /// The Status for a body axum could not read: 413 past `limit` bytes (naming `what`), 400
 /// otherwise.
 pub(crate) fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {

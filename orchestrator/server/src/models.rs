@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::auth::Audit;
-use crate::http::{body_error, cause, read, rfc3339_now, write_error, write_retrying_conflicts, ApiError};
+use crate::http::{body_error, cause, read, rfc3339_now, versioned_path, write_error, write_retrying_conflicts, ApiError};
 use crate::resources::render;
 use crate::secrets::sha256_digest;
 
@@ -54,19 +54,7 @@ pub(crate) async fn push(
     Path((ns, name, version)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut causes = Vec::new();
-    if let Err(e) = edgeplane_api::validate::dns_label(&ns) {
-        causes.push(cause("path.namespace", e));
-    }
-    if let Err(e) = edgeplane_api::validate::dns_label(&name) {
-        causes.push(cause("path.name", e));
-    }
-    if let Err(e) = edgeplane_api::validate::semver(&version) {
-        causes.push(cause("path.version", e));
-    }
-    if !causes.is_empty() {
-        return Err(ApiError::invalid(causes));
-    }
+    versioned_path(&ns, &name, &version)?;
     let bytes = body.map_err(|e| body_error(e, "model", MAX_MODEL_BYTES))?;
     let digest = sha256_digest(&bytes);
     let report = check(bytes.clone()).await?;

@@ -28,7 +28,7 @@ use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, Was
 
 use crate::app::AppState;
 use crate::auth::Audit;
-use crate::http::{body_error, cause, read, rfc3339_now, write, write_error, ApiError};
+use crate::http::{body_error, cause, read, rfc3339_now, versioned_path, write, write_error, ApiError};
 use crate::resources::render;
 use crate::secrets::sha256_digest;
 /// The ABI this registry checks modules against (docs/abi.md).
@@ -141,19 +141,7 @@ pub(crate) async fn push(
     Path((ns, name, version)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut causes = Vec::new();
-    if let Err(e) = edgeplane_api::validate::dns_label(&ns) {
-        causes.push(cause("path.namespace", e));
-    }
-    if let Err(e) = edgeplane_api::validate::dns_label(&name) {
-        causes.push(cause("path.name", e));
-    }
-    if let Err(e) = edgeplane_api::validate::semver(&version) {
-        causes.push(cause("path.version", e));
-    }
-    if !causes.is_empty() {
-        return Err(ApiError::invalid(causes));
-    }
+    versioned_path(&ns, &name, &version)?;
     let bytes = body.map_err(|e| body_error(e, "module", MAX_MODULE_BYTES))?;
     let checked =
         check_module(&bytes).map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause("body", p)).collect()))?;
