@@ -16,6 +16,13 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd workloads && cargo clippy --all-targets --locked -- -D warnings)
+# The edge runtime's view of edgeplane-api: without the `crd` feature, and so without kube,
+# k8s-openapi and schemars (ARCHITECTURE.md). The workspace build above unifies features away.
+cargo clippy -p edgeplane-api --locked -- -D warnings
+if cargo tree -p edgeplane-edge-runtime -e normal --locked --prefix none | grep -E '^(kube|k8s-openapi|schemars) '; then
+    echo "test: the edge runtime depends on the crates above; they belong behind edgeplane-api's crd feature" >&2
+    exit 1
+fi
 
 # The workload modules (wasm32) that the edge runtime's tests and the end-to-end tests run.
 bash scripts/build-workloads.sh

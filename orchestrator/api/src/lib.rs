@@ -1,17 +1,20 @@
 //! Wire types shared by every edgeplane binary.
 //!
 //! The edge runtime links this crate, and edge nodes are small, so nothing from the
-//! orchestrator's implementation may leak in here: it depends on serde, serde_yaml, and the
-//! kube/k8s-openapi/schemars types its resources are defined with (no kube client, no
-//! runtime), plus wasmparser behind the `module-limits` feature.
+//! orchestrator's implementation may leak in here: it depends on serde, serde_json, serde_yaml
+//! and sha2. The `crd` feature adds the resources as Kubernetes objects, defined with kube's
+//! `CustomResource` derive (kube, k8s-openapi and schemars, no kube client or runtime), their
+//! CRDs and OpenAPI, manifests, and the checks of whole resources; the orchestrators and
+//! edgectl use it, the edge runtime does not. `module-limits` adds wasmparser.
 //!
 //! # Layout
 //! - [`ObjectView`]: an object of the replicated store as the REST API returns it.
 //! - [`ClusterStatus`] and [`MemberStatus`]: what `GET /v1/cluster` reports.
 //! - [`Status`]: the error body of every failed request (Kubernetes' `Status` shape).
 //! - [`paths`]: the REST paths, so that servers and clients cannot drift apart.
-//! - [`resources`]: EdgeNode, Module, Workload and Model in Kubernetes form, with their CRDs.
-//! - [`manifest`]: parsing YAML manifests, all-or-nothing, every problem with its field path.
+//! - [`resources`]: EdgeNode, Module, Workload and Model in Kubernetes form, with their CRDs
+//!   (the specs always; the objects and CRDs with `crd`).
+//! - [`manifest`] (`crd`): parsing YAML manifests, all-or-nothing, every problem with its field path.
 //! - [`validate`]: the semantic rules (names, labels, counts, references).
 //! - [`selector`]: label selectors.
 //! - [`node`]: registration and heartbeats of edge runtimes.
@@ -19,7 +22,7 @@
 //! - [`auth`]: enrollment, certificates, tokens and the route table; [`audit`]: the
 //!   hash-chained audit log.
 //! - [`data`]: readings, the v1 batch format, and the cloud sink's upload and query types.
-//! - [`openapi`]: the OpenAPI document of the resource API.
+//! - [`openapi`] (`crd`): the OpenAPI document of the resource API.
 //! - [`watch`]: the events of a watch stream.
 
 use serde::{Deserialize, Serialize};
@@ -28,8 +31,10 @@ pub mod abi;
 pub mod audit;
 pub mod auth;
 pub mod data;
+#[cfg(feature = "crd")]
 pub mod manifest;
 pub mod node;
+#[cfg(feature = "crd")]
 pub mod openapi;
 pub mod resources;
 pub mod selector;

@@ -17,7 +17,9 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "crd")]
 use kube::CustomResource;
+#[cfg(feature = "crd")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +54,7 @@ pub const KINDS: &[ResourceKind] = &[
 ];
 
 /// The CustomResourceDefinition of every kind, in [`KINDS`] order.
+#[cfg(feature = "crd")]
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
     vec![
@@ -87,7 +90,8 @@ impl ResourceKind {
 }
 
 /// Where a runtime sits: next to the sensors, aggregating for a site, or in the cloud.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     #[default]
@@ -97,17 +101,21 @@ pub enum Tier {
 }
 
 /// An edge runtime registered with the orchestrators.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "edgeplane.io",
-    version = "v1alpha1",
-    kind = "EdgeNode",
-    plural = "edgenodes",
-    derive = "PartialEq",
-    shortname = "node",
-    status = "EdgeNodeStatus",
-    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
-    printcolumn = r#"{"name":"Cordoned","type":"boolean","jsonPath":".spec.cordoned"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "EdgeNode",
+        plural = "edgenodes",
+        derive = "PartialEq",
+        shortname = "node",
+        status = "EdgeNodeStatus",
+        printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
+        printcolumn = r#"{"name":"Cordoned","type":"boolean","jsonPath":".spec.cordoned"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EdgeNodeSpec {
@@ -125,7 +133,8 @@ pub struct EdgeNodeSpec {
 }
 
 /// What a node can hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capacity {
     pub memory_mib: u64,
@@ -136,7 +145,8 @@ pub struct Capacity {
 }
 
 /// Keeps workloads off a node unless they tolerate it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Taint {
     pub key: String,
@@ -145,7 +155,8 @@ pub struct Taint {
     pub effect: TaintEffect,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 pub enum TaintEffect {
     /// New replicas are not placed here.
     NoSchedule,
@@ -154,7 +165,8 @@ pub enum TaintEffect {
 }
 
 /// What the orchestrators know of a node.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -167,7 +179,8 @@ pub struct EdgeNodeStatus {
 }
 
 /// A node's reported load.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeLoad {
     pub cpu_millis: u32,
@@ -177,7 +190,8 @@ pub struct NodeLoad {
 }
 
 /// A Kubernetes-style condition (`Ready`, `Progressing`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -194,16 +208,20 @@ pub struct Condition {
 
 /// A WebAssembly module. Its bytes live in the module registry under `digest`; versions are
 /// immutable.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "edgeplane.io",
-    version = "v1alpha1",
-    kind = "Module",
-    plural = "modules",
-    derive = "PartialEq",
-    namespaced,
-    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".spec.digest"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "Module",
+        plural = "modules",
+        derive = "PartialEq",
+        namespaced,
+        printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+        printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".spec.digest"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModuleSpec {
@@ -217,19 +235,23 @@ pub struct ModuleSpec {
 }
 
 /// What to run, how many, where, and on which data.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "edgeplane.io",
-    version = "v1alpha1",
-    kind = "Workload",
-    plural = "workloads",
-    derive = "PartialEq",
-    shortname = "wl",
-    namespaced,
-    status = "WorkloadStatus",
-    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".spec.module"}"#,
-    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
-    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "Workload",
+        plural = "workloads",
+        derive = "PartialEq",
+        shortname = "wl",
+        namespaced,
+        status = "WorkloadStatus",
+        printcolumn = r#"{"name":"Module","type":"string","jsonPath":".spec.module"}"#,
+        printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+        printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSpec {
@@ -251,7 +273,7 @@ pub struct WorkloadSpec {
     pub outputs: Vec<Output>,
     /// Handed to the module as is (its own schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
+    #[cfg_attr(feature = "crd", schemars(schema_with = "free_form_object"))]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
     /// A Model in the same namespace whose parameters the instances use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +284,8 @@ pub struct WorkloadSpec {
     pub rollout: Rollout,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadMode {
     /// `replicas` instances on the best-fitting nodes.
@@ -273,7 +296,8 @@ pub enum WorkloadMode {
 }
 
 /// Which nodes may run the workload, and which are preferred.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Placement {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -293,7 +317,8 @@ pub struct Placement {
     pub cloud_fallback: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Toleration {
     pub key: String,
@@ -303,7 +328,8 @@ pub struct Toleration {
 }
 
 /// What one instance may use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadResources {
     pub memory_mib: u64,
@@ -318,7 +344,8 @@ impl Default for WorkloadResources {
 }
 
 /// Where a workload's results go: a topic (to chain workloads) or a sink.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Output {
     /// The output name the module emits on.
@@ -330,7 +357,8 @@ pub struct Output {
 }
 
 /// A destination outside the node's topics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sink {
     #[serde(rename = "type")]
@@ -343,7 +371,8 @@ pub struct Sink {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SinkType {
     /// Upstream to the orchestrators through the durable outbox.
@@ -353,7 +382,8 @@ pub enum SinkType {
     Log,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailurePolicy {
     /// How long a lost node's replicas wait for it before being placed elsewhere.
@@ -370,7 +400,8 @@ impl Default for FailurePolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rollout {
     /// Replicas that may be unavailable at once during a rollout or rebalancing.
@@ -386,7 +417,8 @@ impl Default for Rollout {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadStatus {
     #[serde(default)]
@@ -403,7 +435,8 @@ pub struct WorkloadStatus {
 }
 
 /// Where a rollout stands. Written by the scheduler.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// The Workload generation being rolled out.
@@ -425,7 +458,8 @@ pub struct RolloutStatus {
 }
 
 /// The phase of a rollout.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 pub enum RolloutPhase {
     /// Replicas are being updated to the revision.
     #[default]
@@ -447,27 +481,32 @@ impl RolloutPhase {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PreviousRevision {
     pub module: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
+    #[cfg_attr(feature = "crd", schemars(schema_with = "free_form_object"))]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Versioned parameters for inference workloads: the cloud trains, edges infer. Changing it
 /// reaches every instance that references it without a restart.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "edgeplane.io",
-    version = "v1alpha1",
-    kind = "Model",
-    plural = "models",
-    derive = "PartialEq",
-    namespaced,
-    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
-    printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "Model",
+        plural = "models",
+        derive = "PartialEq",
+        namespaced,
+        printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+        printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelSpec {
@@ -488,7 +527,8 @@ pub const MODEL_FORMAT_ONNX: &str = "onnx";
 
 /// A model file in the registry: its bytes by digest, what it takes and gives, and which
 /// inference backends can run it (each loaded it at push).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelArtifact {
     /// `sha256:<hex>` of the file; `GET /v1/blobs/{digest}` serves it.
@@ -507,7 +547,8 @@ pub fn inference_capability(backend: &str) -> String {
 }
 
 /// One input or output of a model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TensorSignature {
     pub name: String,
@@ -523,18 +564,22 @@ pub struct TensorSignature {
 /// the module's digest, the configuration and the Model's parameters. Written only by the
 /// orchestrators' placement controller; the node watches the Assignments labelled with its
 /// name ([`crate::node::NODE_LABEL`]).
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "edgeplane.io",
-    version = "v1alpha1",
-    kind = "Assignment",
-    plural = "assignments",
-    derive = "PartialEq",
-    shortname = "asg",
-    namespaced,
-    printcolumn = r#"{"name":"Workload","type":"string","jsonPath":".spec.workload"}"#,
-    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
-    printcolumn = r#"{"name":"Generation","type":"integer","jsonPath":".spec.generation"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "Assignment",
+        plural = "assignments",
+        derive = "PartialEq",
+        shortname = "asg",
+        namespaced,
+        printcolumn = r#"{"name":"Workload","type":"string","jsonPath":".spec.workload"}"#,
+        printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+        printcolumn = r#"{"name":"Generation","type":"integer","jsonPath":".spec.generation"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignmentSpec {
@@ -561,7 +606,7 @@ pub struct AssignmentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Output>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
+    #[cfg_attr(feature = "crd", schemars(schema_with = "free_form_object"))]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<AssignedModel>,
@@ -577,7 +622,8 @@ pub struct AssignmentSpec {
 pub const MAX_PREVIOUS_PLACEMENTS: usize = 8;
 
 /// An earlier placement of a replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreviousPlacement {
     pub generation: u64,
@@ -593,7 +639,8 @@ impl AssignmentSpec {
 }
 
 /// The Model an Assignment runs with, copied in so that the node needs nothing else.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignedModel {
     pub name: String,
@@ -605,6 +652,7 @@ pub struct AssignedModel {
     pub artifact: Option<ModelArtifact>,
 }
 
+#[cfg(feature = "crd")]
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
@@ -616,8 +664,12 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub const VERBS: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
 
 /// Permissions within one namespace: what its bindings grant there.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "Role", plural = "roles", derive = "PartialEq", namespaced)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(group = "edgeplane.io", version = "v1alpha1", kind = "Role", plural = "roles", derive = "PartialEq", namespaced)
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleSpec {
     pub rules: Vec<PolicyRule>,
@@ -626,8 +678,12 @@ pub struct RoleSpec {
 /// Permissions in every namespace (through a ClusterRoleBinding) or one (through a
 /// RoleBinding), and on cluster-wide resources. The built-in ones (`cluster-admin`,
 /// `operator`, `viewer`, `node`) are always there and cannot be changed.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterRole", plural = "clusterroles", derive = "PartialEq")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterRole", plural = "clusterroles", derive = "PartialEq")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterRoleSpec {
     pub rules: Vec<PolicyRule>,
@@ -635,7 +691,8 @@ pub struct ClusterRoleSpec {
 
 /// `verbs` on `resources` (plurals such as `workloads`, or `resource/subresource` such as
 /// `edgenodes/certificate`; `*` for all), optionally only those named in `resourceNames`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRule {
     pub verbs: Vec<String>,
@@ -645,8 +702,12 @@ pub struct PolicyRule {
 }
 
 /// Grants a role's rules to subjects, in the binding's namespace.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "RoleBinding", plural = "rolebindings", derive = "PartialEq", namespaced)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(group = "edgeplane.io", version = "v1alpha1", kind = "RoleBinding", plural = "rolebindings", derive = "PartialEq", namespaced)
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleBindingSpec {
     pub role_ref: RoleRef,
@@ -654,29 +715,36 @@ pub struct RoleBindingSpec {
 }
 
 /// Grants a ClusterRole's rules to subjects, everywhere.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterRoleBinding", plural = "clusterrolebindings", derive = "PartialEq")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterRoleBinding", plural = "clusterrolebindings", derive = "PartialEq")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterRoleBindingSpec {
     pub role_ref: RoleRef,
     pub subjects: Vec<RbacSubject>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleRef {
     pub kind: RoleKind,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 pub enum RoleKind {
     Role,
     ClusterRole,
 }
 
 /// Who a binding grants to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RbacSubject {
     pub kind: SubjectKind,
@@ -686,7 +754,8 @@ pub struct RbacSubject {
     pub namespace: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
 pub enum SubjectKind {
     /// The common name of a client certificate.
     User,
@@ -697,8 +766,19 @@ pub enum SubjectKind {
 
 /// A program's identity in a namespace; it authenticates with a bearer token
 /// (`POST /v1/serviceaccounts/{ns}/{name}/token`), and bindings grant it roles.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ServiceAccount", plural = "serviceaccounts", derive = "PartialEq", namespaced)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "ServiceAccount",
+        plural = "serviceaccounts",
+        derive = "PartialEq",
+        namespaced
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceAccountSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -706,8 +786,12 @@ pub struct ServiceAccountSpec {
 }
 
 /// The HTTP endpoints the Workloads of one namespace may send results to (`sink.type: http`).
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "SinkPolicy", plural = "sinkpolicies", derive = "PartialEq", namespaced)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(group = "edgeplane.io", version = "v1alpha1", kind = "SinkPolicy", plural = "sinkpolicies", derive = "PartialEq", namespaced)
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SinkPolicySpec {
     /// URL prefixes, e.g. `http://10.0.0.5:8080/ingest/`: a sink URL is allowed when it has the
@@ -716,8 +800,12 @@ pub struct SinkPolicySpec {
 }
 
 /// The HTTP endpoints the Workloads of every namespace may send results to.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterSinkPolicy", plural = "clustersinkpolicies", derive = "PartialEq")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(group = "edgeplane.io", version = "v1alpha1", kind = "ClusterSinkPolicy", plural = "clustersinkpolicies", derive = "PartialEq")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterSinkPolicySpec {
     pub http_allow: Vec<String>,

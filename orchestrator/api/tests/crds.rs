@@ -1,5 +1,5 @@
 //! The CRDs in manifests/crds/ are generated from the resource types. This test fails when
-//! they are stale; `EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --test crds`
+//! they are stale; `EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --features crd --test crds`
 //! regenerates them.
 
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ fn committed_crds_match_the_resource_types() {
     }
     assert!(
         stale.is_empty(),
-        "manifests/crds/ is stale for {stale:?}; regenerate with:\n  EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --test crds"
+        "manifests/crds/ is stale for {stale:?}; regenerate with:\n  EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --features crd --test crds"
     );
 }
 
@@ -69,7 +69,7 @@ fn committed_openapi_document_is_current() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == current,
-        "docs/openapi.json is stale; regenerate with:\n  EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --test crds"
+        "docs/openapi.json is stale; regenerate with:\n  EDGEPLANE_UPDATE_CRDS=1 cargo test -p edgeplane-api --features crd --test crds"
     );
     let doc: serde_json::Value = serde_json::from_str(&committed).expect("valid JSON");
     let paths = doc["paths"].as_object().expect("paths");
