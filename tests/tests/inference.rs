@@ -74,8 +74,13 @@ fn feature_names(n: usize) -> Vec<String> {
 fn workload(name: &str, model: &str, features: usize, config: Value) -> Value {
     let mut config = config;
     config["features"] = json!(feature_names(features));
-    // Pinned to the tract-only edge: that edge carries the rest of the test.
-    let placement = if model == "iforest" { json!({}) } else { json!({"nodeSelector": {"backend": "tract"}}) };
+    // The IsolationForest goes where the scheduler finds ONNX Runtime; the PyTorch network is
+    // pinned to the edge with ONNX Runtime, the scikit-learn models to the tract-only edge.
+    let placement = match model {
+        "iforest" => json!({}),
+        "cnn" => json!({"nodeSelector": {"backend": "onnxruntime"}}),
+        _ => json!({"nodeSelector": {"backend": "tract"}}),
+    };
     json!({
         "apiVersion": "edgeplane.io/v1alpha1",
         "kind": "Workload",
@@ -179,9 +184,13 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let edge =
         EdgeRuntime::start("ml-edge", &servers, dir.path().join("edge"), &["--heartbeat-ms", "200", "--label", "backend=tract"]).await;
-    let ort_edge =
-        EdgeRuntime::start("ort-edge", &servers, dir.path().join("ort-edge"), &["--heartbeat-ms", "200", "--onnxruntime-lib", &library])
-            .await;
+    let ort_edge = EdgeRuntime::start(
+        "ort-edge",
+        &servers,
+        dir.path().join("ort-edge"),
+        &["--heartbeat-ms", "200", "--label", "backend=onnxruntime", "--onnxruntime-lib", &library],
+    )
+    .await;
 
     // The registry refuses what no backend here can run, saying why.
     for (file, why) in [
@@ -206,7 +215,8 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
     assert!(pushed.status.success(), "edgectl model push: {}", String::from_utf8_lossy(&pushed.stderr));
     let said = String::from_utf8_lossy(&pushed.stdout);
     assert!(said.contains("model.edgeplane.io/logreg created: 1.0.0") && said.contains("runs on tract"), "{said}");
-    for name in ["mlp", "forest", "regressor"] {
+    // A network from a second framework (PyTorch) alongside the scikit-learn models.
+    for name in ["mlp", "forest", "regressor", "cnn"] {
         let (code, body) = push_model(&api, name, "1.0.0", name).await;
         assert_eq!(code, 201, "{name}: {body}");
         assert_eq!(body["spec"]["artifact"]["backends"], json!(["tract", "onnxruntime"]), "{body}");
@@ -226,16 +236,22 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
     for (name, features) in models {
         create_resource(&api, NS, "workloads", &workload(name, name, features, json!({}))).await;
     }
-    create_resource(&api, NS, "workloads", &workload("iforest", "iforest", 30, json!({}))).await;
-    edge.wait_running(models.len(), Duration::from_secs(60)).await;
-    ort_edge.wait_running(1, Duration::from_secs(60)).await;
-    for (i, row) in rows("iforest").iter().enumerate() {
-        send(&ort_edge, "iforest/rows", &row_readings(i, 1_000 + i as u64, row)).await;
+    let ort_models = [("iforest", 30), ("cnn", 64)];
+    for (name, features) in ort_models {
+        create_resource(&api, NS, "workloads", &workload(name, name, features, json!({}))).await;
     }
-    let theirs = reference("iforest");
-    let ours = predictions(&servers, "iforest", theirs.len(), &ort_edge).await;
-    assert_matches("iforest", &ours, &theirs);
-    assert!(ort_edge.log().contains("model prepared model=iforest version=1.0.0 backend=onnxruntime"), "{}", ort_edge.log_tail());
+    edge.wait_running(models.len(), Duration::from_secs(60)).await;
+    ort_edge.wait_running(ort_models.len(), Duration::from_secs(60)).await;
+    for (name, _) in ort_models {
+        for (i, row) in rows(name).iter().enumerate() {
+            send(&ort_edge, &format!("{name}/rows"), &row_readings(i, 1_000 + i as u64, row)).await;
+        }
+        let theirs = reference(name);
+        let ours = predictions(&servers, name, theirs.len(), &ort_edge).await;
+        assert_matches(name, &ours, &theirs);
+        let prepared = format!("model prepared model={name} version=1.0.0 backend=onnxruntime");
+        assert!(ort_edge.log().contains(&prepared), "{}", ort_edge.log_tail());
+    }
     for (name, _) in models {
         for (i, row) in rows(name).iter().enumerate() {
             send(&edge, &format!("{name}/rows"), &row_readings(i, 1_000 + i as u64, row)).await;

@@ -74,8 +74,8 @@ fn compare(backend: BackendKind, name: &str) {
 }
 
 #[test]
-fn tract_matches_onnxruntime_on_scikit_learn_models() {
-    for name in ["logreg", "mlp", "forest", "regressor"] {
+fn tract_matches_onnxruntime_on_scikit_learn_and_pytorch_models() {
+    for name in ["logreg", "mlp", "forest", "regressor", "cnn"] {
         compare(BackendKind::Tract, name);
     }
 }
@@ -146,7 +146,7 @@ fn load_onnxruntime() {
 #[test]
 fn onnxruntime_in_the_edge_matches_onnxruntime_in_python_on_every_model() {
     load_onnxruntime();
-    for name in ["logreg", "mlp", "forest", "regressor", "iforest"] {
+    for name in ["logreg", "mlp", "forest", "regressor", "iforest", "cnn"] {
         compare(BackendKind::Onnxruntime, name);
     }
     // The registry's verdicts: both backends where tract can, ONNX Runtime alone for the
