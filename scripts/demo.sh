@@ -2,8 +2,8 @@
 # The main job: a factory on one machine. 3 orchestrators (Raft), 3 edge runtimes (two beside
 # the production lines, one cloud-tier), a mosquitto broker and a sensor simulator. It applies
 # the manifests in manifests/factory, shows the workloads processing the readings at the edge,
-# then walks through failures: an edge node dies, the cloud is cut off and comes back, a new
-# model version is rolled out. Then it keeps running until Ctrl-C.
+# then walks through failures: an edge node dies, the cloud is cut off and comes back, new
+# model versions are rolled out. Then it keeps running until Ctrl-C.
 #
 # Secured end to end: `orchestrator init` makes the cluster's CA, member certificates and an
 # administrator's credential; every link is TLS (the API, Raft between the orchestrators, the
@@ -200,7 +200,7 @@ for module in threshold-filter window-aggregator anomaly-detector ts-compressor 
     "$edgectl" module push "target/workloads/$module.wasm" --name "$module" --version 1.0.0 -n factory
 done
 note "and a trained model: the vibration classifier (scikit-learn, exported to ONNX; checked by the registry with the edge's backend)"
-"$edgectl" model push manifests/factory/models/vibration-classifier.onnx --name vibration-classifier --version 1.0.0 -n factory
+"$edgectl" model push manifests/factory/models/vibration-classifier-1.0.0.onnx --name vibration-classifier --version 1.0.0 -n factory
 
 say "a bootstrap token for the edge runtimes to enroll with (each gets its own certificate)"
 echo "\$ edgectl token create --ttl 1h --uses 3"
@@ -358,37 +358,43 @@ for e in "${edges[@]}"; do
 done
 echo "    nothing lost: each edge's streams are complete in the cloud (no duplicate, no gap but the records the cloud fenced)"
 
-# ---- A new model version. ----
-# Alerts on pump-b2 (the slightly imbalanced pump) per 10 s, by the model that made them.
+# ---- New model versions. ----
+# Alerts on pump-b2 (the slightly imbalanced pump) per 10 s, by one workload and model version.
 pump_alerts() {
-    cloud_records --workload vibration-anomalies |
-        jq --arg m "$1" --argjson from "$2" --argjson to "$3" \
+    cloud_records --workload "$1" |
+        jq --arg m "$2" --argjson from "$3" --argjson to "$4" \
             '[.[] | select(.model == $m) | .readings[]? | select(.device == "pump-b2" and .ts >= $from and .ts < $to)] | length'
 }
-say "a new model: vibration-detector 1.1.0 (retrained for slight imbalances) replaces 1.0.0 in place"
+say "new models, in place: vibration-detector 1.1.0 (parameters, retuned for slight imbalances) and vibration-classifier 1.1.0 (ONNX, retrained with imbalances labelled)"
 window=10000
 # Ends a second ago: the last second's alerts may still be on their way up.
 v1_from=$(($(now_ms) - window - 1000))
-v1_count=$(pump_alerts 1.0.0 "$v1_from" "$((v1_from + window))")
-echo "    pump-b2 alerts in 10 s with model 1.0.0: $v1_count (of about 100 readings)"
+detector_v1=$(pump_alerts vibration-anomalies 1.0.0 "$v1_from" "$((v1_from + window))")
+classifier_v1=$(pump_alerts vibration-classifier 1.0.0 "$v1_from" "$((v1_from + window))")
+echo "    pump-b2 alerts in 10 s with 1.0.0: detector $detector_v1, classifier $classifier_v1 (of about 100 readings)"
 "$edgectl" apply -f manifests/updates/vibration-detector-1.1.0.yaml
+"$edgectl" model push manifests/factory/models/vibration-classifier-1.1.0.onnx --name vibration-classifier --version 1.1.0 -n factory
 applied_at=$(now_ms)
-has_v11() { [ "$(cloud_records --workload vibration-anomalies | jq '[.[] | select(.model == "1.1.0")] | length')" -gt 0 ]; }
-eventually 30 "no alert from model 1.1.0 reached the cloud" has_v11
-echo "    first alert from model 1.1.0 in the cloud $(($(now_ms) - applied_at)) ms after the apply (the detector was reconfigured, not restarted)"
+has_v11() { [ "$(cloud_records --workload "$1" | jq '[.[] | select(.model == "1.1.0")] | length')" -gt 0 ]; }
+eventually 30 "no alert from vibration-detector 1.1.0 reached the cloud" has_v11 vibration-anomalies
+eventually 30 "no alert from vibration-classifier 1.1.0 reached the cloud" has_v11 vibration-classifier
+echo "    first alerts from both 1.1.0 models in the cloud $(($(now_ms) - applied_at)) ms after the updates (the instances were reconfigured, not restarted)"
 v2_from=$(now_ms)
-echo "    counting 10 s of alerts with model 1.1.0 ..."
+echo "    counting 10 s of alerts with the 1.1.0 models ..."
 sleep 11
-v2_count=$(pump_alerts 1.1.0 "$v2_from" "$((v2_from + window))")
-echo "    pump-b2 alerts in 10 s with model 1.1.0: $v2_count (with 1.0.0: $v1_count)"
-[ "$v2_count" -gt "$v1_count" ] || fail "model 1.1.0 flagged $v2_count pump-b2 readings in 10 s, no more than 1.0.0's $v1_count"
-"$edgectl" data tail -n factory --workload vibration-anomalies --last 4
+detector_v2=$(pump_alerts vibration-anomalies 1.1.0 "$v2_from" "$((v2_from + window))")
+classifier_v2=$(pump_alerts vibration-classifier 1.1.0 "$v2_from" "$((v2_from + window))")
+echo "    pump-b2 alerts in 10 s with 1.1.0: detector $detector_v2 (1.0.0: $detector_v1), classifier $classifier_v2 (1.0.0: $classifier_v1)"
+[ "$detector_v2" -gt "$detector_v1" ] || fail "vibration-detector 1.1.0 flagged $detector_v2 pump-b2 readings in 10 s, no more than 1.0.0's $detector_v1"
+[ "$classifier_v2" -gt "$classifier_v1" ] || fail "vibration-classifier 1.1.0 flagged $classifier_v2 pump-b2 readings in 10 s, no more than 1.0.0's $classifier_v1"
+"$edgectl" data tail -n factory --workload vibration-classifier --last 4
+"$edgectl" get models -n factory
 
 echo
 "$edgectl" top nodes
 echo
 echo "summary: workload moved in ${move_ms} ms; the edges buffered $buffered records while the cloud was away and lost none;"
-echo "         model 1.1.0 flagged $v2_count pump-b2 readings per 10 s where 1.0.0 flagged $v1_count"
+echo "         on the imbalanced pump, per 10 s: detector 1.1.0 flagged $detector_v2 readings (1.0.0: $detector_v1), the retrained classifier $classifier_v2 (1.0.0: $classifier_v1)"
 
 if $check; then
     say "check passed; shutting down"

@@ -43,8 +43,9 @@ fn the_main_job_runs_end_to_end_and_cleans_up() {
         "SAVED",
         // Failure 2: buffered at the edge, drained, complete in the cloud.
         "nothing lost: each edge's streams are complete in the cloud",
-        // The new model's alerts carry its version.
-        "first alert from model 1.1.0 in the cloud",
+        // The new models' alerts carry their version: the parameters and the retrained ONNX.
+        "first alerts from both 1.1.0 models in the cloud",
+        "model.edgeplane.io/vibration-classifier now at this version: 1.1.0",
         "check passed",
     ] {
         assert!(text.contains(expected), "the demo's output lacks {expected:?}\n{text}");
