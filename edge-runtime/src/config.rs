@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use edgeplane_api::resources::{Capacity, Tier};
+use edgeplane_tls::signing::PublicKey;
 
 use crate::outbox::OverflowPolicy;
 
@@ -79,6 +80,11 @@ pub struct Args {
     /// `inference.onnx.onnxruntime`.
     #[arg(long)]
     pub onnxruntime_lib: Option<PathBuf>,
+    /// This node's own trust roots: a file of public keys (`ed25519:...`, one per line, `#`
+    /// comments). The node then runs only modules and model files signed by one of them,
+    /// whatever the orchestrators say (docs/security.md).
+    #[arg(long)]
+    pub trusted_signers: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +108,8 @@ pub struct Config {
     pub max_inflight_readings: u64,
     pub max_body_bytes: usize,
     pub mqtt_broker: Option<String>,
+    /// `--trusted-signers`: when set, what the node runs must be signed by one of these.
+    pub trusted_signers: Option<Vec<PublicKey>>,
 }
 
 impl Config {
@@ -158,6 +166,10 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             errors.push(format!("log: {:?} is not a valid filter: {e}", args.log));
         }
+        let trusted_signers = match &args.trusted_signers {
+            None => None,
+            Some(path) => crate::agent::signers::read_trust_roots(path).map_err(|e| errors.push(format!("trusted-signers: {e}"))).ok(),
+        };
         let ca_pem = match std::fs::read_to_string(&args.ca_cert) {
             Ok(pem) => match edgeplane_tls::config::roots(&pem) {
                 Ok(_) => Some(pem),
@@ -202,6 +214,7 @@ impl Config {
             max_inflight_readings: args.max_inflight_readings,
             max_body_bytes: (args.max_body_mib << 20) as usize,
             mqtt_broker: args.mqtt_broker,
+            trusted_signers,
         })
     }
 }

@@ -20,6 +20,7 @@ mod identity;
 mod models;
 mod modules;
 mod reconcile;
+pub mod signers;
 mod uplink;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -27,7 +27,7 @@ use futures::StreamExt as _;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::files::{self, Access};
-use super::{lock, Agent, Slot, SlotState};
+use super::{lock, signers, Agent, Slot, SlotState};
 use crate::dataplane::Route;
 use crate::host::InstanceLimits;
 use crate::pool::{InstanceSpec, RestartPolicy};
@@ -215,6 +215,15 @@ impl Agent {
     /// Fetches and compiles the module of one assignment, then starts its instance, unless
     /// another start of the slot has become current meanwhile.
     async fn start(self: Arc<Self>, key: String, spec: AssignmentSpec, attempt: u64, first: oneshot::Sender<()>) {
+        // Before anything is fetched: what this node's own trust roots refuse never runs.
+        let roots = self.config.trusted_signers.as_deref();
+        let signed = signers::check_module(roots, &spec)
+            .and_then(|()| model_file(&spec).map_or(Ok(()), |(model, artifact)| signers::check_model(roots, model, artifact)));
+        if let Err(why) = signed {
+            tracing::warn!(assignment = %key, "refused: {why}");
+            self.settle(&key, attempt, SlotState::Failed(why));
+            return;
+        }
         let mut first = Some(first);
         let mut backoff = Duration::from_millis(500);
         let module = loop {
@@ -299,6 +308,14 @@ impl Agent {
     /// for good if the file cannot be prepared, the instance runs with its previous model.
     async fn rebind(self: Arc<Self>, key: String, spec: AssignmentSpec) {
         let Some((model, artifact)) = model_file(&spec) else { return };
+        if let Err(why) = signers::check_model(self.config.trusted_signers.as_deref(), model, artifact) {
+            let problem = format!("model {}@{} is not in use: {why}", model.name, model.version);
+            tracing::warn!(assignment = %key, "{problem}");
+            if let Some(slot) = lock(&self.instances).get_mut(&key).filter(|s| s.spec == spec) {
+                slot.model_problem = Some(problem);
+            }
+            return;
+        }
         let mut backoff = Duration::from_millis(500);
         loop {
             let result = self.models.get(&self.client(), model, artifact).await;

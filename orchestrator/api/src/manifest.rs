@@ -19,8 +19,8 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::resources::{
-    ClusterRole, ClusterRoleBinding, ClusterSinkPolicy, EdgeNode, Model, Module, Role, RoleBinding, ServiceAccount, SinkPolicy, Workload,
-    API_VERSION,
+    ClusterRole, ClusterRoleBinding, ClusterSinkPolicy, EdgeNode, Model, Module, Role, RoleBinding, ServiceAccount, SinkPolicy,
+    TrustPolicy, Workload, API_VERSION,
 };
 use crate::validate;
 
@@ -93,6 +93,7 @@ pub const MANIFEST_KINDS: &[&str] = &[
     "ServiceAccount",
     "SinkPolicy",
     "ClusterSinkPolicy",
+    "TrustPolicy",
 ];
 
 /// A validated resource. (Not boxed: a resource is parsed once per document or request, and
@@ -111,6 +112,7 @@ pub enum Resource {
     ServiceAccount(ServiceAccount),
     SinkPolicy(SinkPolicy),
     ClusterSinkPolicy(ClusterSinkPolicy),
+    TrustPolicy(TrustPolicy),
 }
 
 impl Resource {
@@ -127,6 +129,7 @@ impl Resource {
             Resource::ServiceAccount(_) => "ServiceAccount",
             Resource::SinkPolicy(_) => "SinkPolicy",
             Resource::ClusterSinkPolicy(_) => "ClusterSinkPolicy",
+            Resource::TrustPolicy(_) => "TrustPolicy",
         }
     }
 
@@ -143,6 +146,7 @@ impl Resource {
             Resource::ServiceAccount(r) => &r.metadata,
             Resource::SinkPolicy(r) => &r.metadata,
             Resource::ClusterSinkPolicy(r) => &r.metadata,
+            Resource::TrustPolicy(r) => &r.metadata,
         };
         meta.name.as_deref().unwrap_or_default()
     }
@@ -407,6 +411,7 @@ fn meaning(kind: &str, value: Value) -> Result<(Vec<FieldError>, Resource), Fiel
         }
         "ClusterSinkPolicy" => typed(value)
             .map(|r: ClusterSinkPolicy| (validate::sink_policy(&r.metadata, &r.spec.http_allow, false), Resource::ClusterSinkPolicy(r))),
+        "TrustPolicy" => typed(value).map(|r: TrustPolicy| (validate::trust_policy(&r.metadata, &r.spec), Resource::TrustPolicy(r))),
         _ => typed(value).map(|r: Model| (validate::model(&r), Resource::Model(r))),
     }
 }
@@ -461,6 +466,7 @@ fn schemas() -> &'static std::collections::BTreeMap<&'static str, Value> {
             ("ServiceAccount", ServiceAccount::crd()),
             ("SinkPolicy", SinkPolicy::crd()),
             ("ClusterSinkPolicy", ClusterSinkPolicy::crd()),
+            ("TrustPolicy", TrustPolicy::crd()),
         ]
         .into_iter()
         .map(|(kind, crd)| (kind, serde_json::to_value(&crd.spec.versions[0].schema).expect("CRD schemas serialize")))

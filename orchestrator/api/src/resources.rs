@@ -51,6 +51,7 @@ pub const KINDS: &[ResourceKind] = &[
     ResourceKind { kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, aliases: &["serviceaccount", "sa"] },
     ResourceKind { kind: "SinkPolicy", plural: "sinkpolicies", namespaced: true, aliases: &["sinkpolicy"] },
     ResourceKind { kind: "ClusterSinkPolicy", plural: "clustersinkpolicies", namespaced: false, aliases: &["clustersinkpolicy"] },
+    ResourceKind { kind: "TrustPolicy", plural: "trustpolicies", namespaced: true, aliases: &["trustpolicy"] },
 ];
 
 /// The CustomResourceDefinition of every kind, in [`KINDS`] order.
@@ -70,6 +71,7 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         ServiceAccount::crd(),
         SinkPolicy::crd(),
         ClusterSinkPolicy::crd(),
+        TrustPolicy::crd(),
     ]
 }
 
@@ -232,6 +234,49 @@ pub struct ModuleSpec {
     pub size_bytes: u64,
     /// The guest ABI the module exports (see docs/abi.md), e.g. `edgeplane/v1`.
     pub abi: String,
+    /// Who vouches for it, when it was pushed signed (`edgectl module push --sign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ArtifactSignature>,
+}
+
+/// An ed25519 signature over an artifact's kind, name, version and digest (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactSignature {
+    /// The signer's public key: `ed25519:` and the base64 of its 32 bytes.
+    pub key: String,
+    /// The signature, base64.
+    pub signature: String,
+}
+
+/// What a signature vouches for: a module or a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    Module,
+    Model,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Module => "module",
+            ArtifactKind::Model => "model",
+        }
+    }
+}
+
+/// The signature of the module an Assignment runs, with the name and version it was signed
+/// under: what the edge checks against its own trust roots before it runs the module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignedModule {
+    pub name: String,
+    pub version: String,
+    pub signature: ArtifactSignature,
 }
 
 /// What to run, how many, where, and on which data.
@@ -539,6 +584,9 @@ pub struct ModelArtifact {
     /// Backends that can run the model (`tract`, `onnxruntime`): the scheduler places its
     /// workloads only on nodes with the capability `inference.onnx.<backend>` of one of them.
     pub backends: Vec<String>,
+    /// Who vouches for the file, when it was pushed signed (`edgectl model push --sign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ArtifactSignature>,
 }
 
 /// The node capability that says a node runs ONNX models with `backend`.
@@ -599,6 +647,9 @@ pub struct AssignmentSpec {
     pub module_ref: String,
     /// What `module_ref` resolved to.
     pub module_digest: String,
+    /// The module's signature, when it was pushed signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_signature: Option<SignedModule>,
     #[serde(default)]
     pub resources: WorkloadResources,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -797,6 +848,45 @@ pub struct SinkPolicySpec {
     /// URL prefixes, e.g. `http://10.0.0.5:8080/ingest/`: a sink URL is allowed when it has the
     /// same scheme, host and port as one of them and its path starts with that one's path.
     pub http_allow: Vec<String>,
+}
+
+/// Who may sign the modules and models of a namespace, and whether they must be signed. Where
+/// a policy requires signatures, the registry refuses an unsigned artifact or one signed by a
+/// key no policy of the namespace trusts for it, and the scheduler stops placing an artifact
+/// whose signer is no longer trusted. (Edges check signatures against their own trust roots,
+/// `edge-runtime --trusted-signers`, whatever the orchestrators say.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(CustomResource, JsonSchema))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "edgeplane.io",
+        version = "v1alpha1",
+        kind = "TrustPolicy",
+        plural = "trustpolicies",
+        derive = "PartialEq",
+        namespaced,
+        printcolumn = r#"{"name":"Required","type":"boolean","jsonPath":".spec.requireSignatures"}"#
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustPolicySpec {
+    #[serde(default)]
+    pub require_signatures: bool,
+    pub keys: Vec<TrustedKey>,
+}
+
+/// A public key a TrustPolicy trusts, and for what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "crd", derive(JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustedKey {
+    pub name: String,
+    /// `ed25519:` and the base64 of the 32-byte key, as `edgectl key create` prints it.
+    pub public_key: String,
+    /// What the key may sign; both kinds when left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactKind>,
 }
 
 /// The HTTP endpoints the Workloads of every namespace may send results to.

@@ -274,6 +274,7 @@ fn builtin_rules(name: &str) -> Option<Vec<PolicyRule>> {
                         "serviceaccounts",
                         "sinkpolicies",
                         "clustersinkpolicies",
+                        "trustpolicies",
                     ]
                     .map(str::to_owned),
                 )

@@ -26,6 +26,7 @@
 //! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
+//! - [`trust`]: which signers a namespace's TrustPolicies trust for its modules and models.
 
 pub mod audit;
 pub mod authz;
@@ -33,6 +34,7 @@ pub mod gc;
 pub mod health;
 pub mod placement;
 pub mod sink;
+pub mod trust;
 
 use edgeplane_api::audit::AuditEvent;
 use edgeplane_api::data::UpRecord;

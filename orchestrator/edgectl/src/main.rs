@@ -34,6 +34,7 @@ mod nodes;
 mod output;
 mod resources;
 mod rollout;
+mod signing;
 mod top;
 mod trust;
 
@@ -121,6 +122,11 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Signing keys for modules and models (ed25519).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
     },
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
@@ -327,6 +333,17 @@ enum DataCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Make a signing key: writes NAME.key (private, owner-only) and NAME.pub into --dir, and
+    /// prints the public key for TrustPolicies and edges' --trusted-signers.
+    Create {
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ModelCommand {
     /// Upload an .onnx model: the registry reads its inputs and outputs, loads it with every
     /// inference backend it has, stores it by digest and points the Model NAME at this
@@ -340,6 +357,10 @@ enum ModelCommand {
         version: String,
         #[arg(long, short = 'n', default_value = "default")]
         namespace: String,
+        /// Sign it with this private key (from `edgectl key create`): an ed25519 signature
+        /// over its kind, name, version and digest, which TrustPolicies and edges check.
+        #[arg(long, value_name = "KEY_FILE")]
+        sign: Option<String>,
     },
 }
 
@@ -355,6 +376,10 @@ enum ModuleCommand {
         version: String,
         #[arg(long, short = 'n', default_value = "default")]
         namespace: String,
+        /// Sign it with this private key (from `edgectl key create`): an ed25519 signature
+        /// over its kind, name, version and digest, which TrustPolicies and edges check.
+        #[arg(long, value_name = "KEY_FILE")]
+        sign: Option<String>,
     },
     /// List modules (like `get modules`).
     List {
@@ -492,6 +517,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         clap_complete::generate(shell, &mut Cli::command(), "edgectl", &mut std::io::stdout());
         return Ok(());
     }
+    // Local: no orchestrator involved.
+    if let Command::Key { command: KeyCommand::Create { name, dir } } = &cli.command {
+        return signing::create(name, dir);
+    }
     let settings = config::load(config::Given {
         config: cli.config.clone(),
         servers: cli.servers.clone(),
@@ -504,7 +533,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let client = Client::new(settings, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
     let json = cli.output == "json";
     match cli.command {
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Key { .. } => unreachable!("handled above"),
         Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,
         Command::Get { kind, listing, watch: true, .. } | Command::Watch { kind, listing } => {
             let args = resources::GetArgs {
@@ -530,11 +559,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Delete { kind, name, namespace } => resources::delete(&client, &kind, &name, namespace.as_deref()).await,
         Command::Describe { kind, name, namespace } => resources::describe(&client, &kind, &name, namespace.as_deref()).await,
-        Command::Module { command: ModuleCommand::Push { file, name, version, namespace } } => {
+        Command::Module { command: ModuleCommand::Push { file, name, version, namespace, sign } } => {
             let bytes = std::fs::read(&file).map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?;
             let path = format!("/v1/modules/{namespace}/{name}/{version}");
+            let signed = sign.map(|key| signing::sign(&key, "module", &name, &version, &bytes)).transpose()?.unwrap_or_default();
             let (code, module): (_, serde_json::Value) =
-                client.call_with(reqwest::Method::POST, &path, &[], Some((bytes, "application/wasm"))).await?;
+                client.call_with(reqwest::Method::POST, &path, &signed, Some((bytes, "application/wasm"))).await?;
             let verb = if code == StatusCode::CREATED { "pushed" } else { "unchanged" };
             outln!(
                 "module.edgeplane.io/{name}.{version} {verb} ({}, {} bytes)",
@@ -543,11 +573,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Model { command: ModelCommand::Push { file, name, version, namespace } } => {
+        Command::Model { command: ModelCommand::Push { file, name, version, namespace, sign } } => {
             let bytes = std::fs::read(&file).map_err(|e| Failure::Usage(format!("cannot read {file}: {e}")))?;
             let path = format!("/v1/models/{namespace}/{name}/{version}");
+            let signed = sign.map(|key| signing::sign(&key, "model", &name, &version, &bytes)).transpose()?.unwrap_or_default();
             let (code, model): (_, serde_json::Value) =
-                client.call_with(reqwest::Method::POST, &path, &[], Some((bytes, "application/octet-stream"))).await?;
+                client.call_with(reqwest::Method::POST, &path, &signed, Some((bytes, "application/octet-stream"))).await?;
             let verb = if code == StatusCode::CREATED { "created" } else { "now at this version" };
             let artifact = &model["spec"]["artifact"];
             let backends: Vec<&str> =

@@ -141,6 +141,7 @@ fn resource_json(resource: &Resource) -> Value {
         Resource::ServiceAccount(r) => serde_json::to_value(r),
         Resource::SinkPolicy(r) => serde_json::to_value(r),
         Resource::ClusterSinkPolicy(r) => serde_json::to_value(r),
+        Resource::TrustPolicy(r) => serde_json::to_value(r),
     }
     .expect("resources serialize")
 }
@@ -229,12 +230,13 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Optio
         "modules" => {
             header.extend(["VERSION", "ABI", "SIZE"]);
             if wide {
-                header.push("DIGEST");
+                header.extend(["DIGEST", "SIGNED BY"]);
             }
         }
         "roles" | "clusterroles" => header.push("RULES"),
         "rolebindings" | "clusterrolebindings" => header.extend(["ROLE", "SUBJECTS"]),
         "sinkpolicies" | "clustersinkpolicies" => header.push("HTTP ALLOW"),
+        "trustpolicies" => header.extend(["REQUIRED", "KEYS"]),
         _ => {}
     }
     for v in items {
@@ -292,7 +294,7 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Optio
             "modules" => {
                 row.extend([s(v, "/spec/version"), s(v, "/spec/abi"), s(v, "/spec/sizeBytes")]);
                 if wide {
-                    row.push(s(v, "/spec/digest"));
+                    row.extend([s(v, "/spec/digest"), s(v, "/spec/signature/key")]);
                 }
             }
             "roles" | "clusterroles" => {
@@ -305,6 +307,12 @@ fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Optio
                 row.extend([format!("{}/{}", s(v, "/spec/roleRef/kind"), s(v, "/spec/roleRef/name")), subjects.join(",")]);
             }
             "sinkpolicies" | "clustersinkpolicies" => row.push(join(v, "/spec/httpAllow")),
+            "trustpolicies" => {
+                let keys = v.pointer("/spec/keys").and_then(Value::as_array).into_iter().flatten();
+                let keys: Vec<String> = keys.map(|k| s(k, "/name")).collect();
+                let required = v.pointer("/spec/requireSignatures").and_then(Value::as_bool).unwrap_or(false);
+                row.extend([required.to_string(), keys.join(",")]);
+            }
             _ => {}
         }
         rows.push(row);

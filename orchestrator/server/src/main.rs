@@ -37,6 +37,7 @@ mod policy;
 mod resources;
 mod router;
 mod secrets;
+mod signatures;
 mod store;
 mod trust;
 

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use edgeplane_api::resources::{Model, ModelArtifact, ModelSpec, TensorSignature, API_VERSION, MODEL_FORMAT_ONNX};
+use edgeplane_api::resources::{ArtifactKind, Model, ModelArtifact, ModelSpec, TensorSignature, API_VERSION, MODEL_FORMAT_ONNX};
 use edgeplane_api::{Consistency, StatusReason};
 use edgeplane_core::gc::{BLOBS, MODEL_VERSIONS};
 use edgeplane_core::{Applied, ApplyError, Command, ObjectKey, Precondition, ResourceWrite};
@@ -30,9 +30,12 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::auth::Audit;
-use crate::http::{body_error, cause, read, rfc3339_now, versioned_path, write_error, write_retrying_conflicts, ApiError};
+use crate::http::{
+    body_error, cause, only_params, read, rfc3339_now, versioned_path, write_error, write_retrying_conflicts, ApiError, RawQuery,
+};
 use crate::resources::render;
 use crate::secrets::sha256_digest;
+use crate::signatures;
 
 /// The largest model file the registry takes. Model files travel through the Raft log like
 /// modules, so this is bounded by what a log entry can reasonably carry.
@@ -52,9 +55,11 @@ pub(crate) async fn push(
     State(state): State<AppState>,
     audit: Audit,
     Path((ns, name, version)): Path<(String, String, String)>,
+    raw: RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     versioned_path(&ns, &name, &version)?;
+    let params = only_params(raw, signatures::PARAMS)?;
     let bytes = body.map_err(|e| body_error(e, "model", MAX_MODEL_BYTES))?;
     let digest = sha256_digest(&bytes);
     let report = check(bytes.clone()).await?;
@@ -71,7 +76,7 @@ pub(crate) async fn push(
     drop(bytes);
     let blob = json!({ "digest": digest, "sizeBytes": artifact.size_bytes, "data": encoded });
     let record = json!({ "digest": digest, "sizeBytes": artifact.size_bytes, "artifact": artifact });
-    let spec = ModelSpec {
+    let mut spec = ModelSpec {
         version: version.clone(),
         format: MODEL_FORMAT_ONNX.to_owned(),
         parameters: Default::default(),
@@ -80,6 +85,10 @@ pub(crate) async fn push(
 
     for _ in 0..CONFLICT_RETRIES {
         let current = read(&state, Consistency::Linearizable).await?;
+        let signature = signatures::check_push(&params, &current, &ns, ArtifactKind::Model, (&name, &version, &digest))?;
+        if let Some(artifact) = spec.artifact.as_mut() {
+            artifact.signature = signature.clone();
+        }
         let pushed_before = match current.get(&version_key) {
             Some(existing) => match existing.value.get("digest").and_then(Value::as_str) {
                 Some(d) if d == digest => true,
@@ -176,6 +185,7 @@ fn artifact(digest: &str, size_bytes: u64, report: &CheckReport) -> ModelArtifac
         inputs: signature(&report.info.signature.inputs),
         outputs: signature(&report.info.signature.outputs),
         backends: report.backends().into_iter().map(|b| b.name().to_owned()).collect(),
+        signature: None,
     }
 }
 

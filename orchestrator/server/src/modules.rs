@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use edgeplane_api::abi::MAX_MODULE_BYTES;
+use edgeplane_api::resources::{ArtifactKind, ModuleSpec};
 use edgeplane_api::{Consistency, StatusReason};
 use edgeplane_core::gc::BLOBS;
 use edgeplane_core::{Applied, ApplyError, Command, ObjectKey, Precondition, ResourceWrite};
@@ -28,9 +29,10 @@ use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType, Validator, Was
 
 use crate::app::AppState;
 use crate::auth::Audit;
-use crate::http::{body_error, cause, read, rfc3339_now, versioned_path, write, write_error, ApiError};
+use crate::http::{body_error, cause, only_params, read, rfc3339_now, versioned_path, write, write_error, ApiError, RawQuery};
 use crate::resources::render;
 use crate::secrets::sha256_digest;
+use crate::signatures;
 /// The ABI this registry checks modules against (docs/abi.md).
 pub const ABI: &str = "edgeplane/v1";
 
@@ -139,28 +141,47 @@ pub(crate) async fn push(
     State(state): State<AppState>,
     audit: Audit,
     Path((ns, name, version)): Path<(String, String, String)>,
+    raw: RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     versioned_path(&ns, &name, &version)?;
+    let params = only_params(raw, signatures::PARAMS)?;
     let bytes = body.map_err(|e| body_error(e, "module", MAX_MODULE_BYTES))?;
     let checked =
         check_module(&bytes).map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause("body", p)).collect()))?;
 
     let resource_name = format!("{name}.{version}");
     let module_key = ObjectKey::new("modules", ns.clone(), resource_name.clone());
+    let current = read(&state, Consistency::Linearizable).await?;
+    let signature = signatures::check_push(&params, &current, &ns, ArtifactKind::Module, (&name, &version, &checked.digest))?;
     // Versions are immutable: look first, so the same bytes again are simply unchanged.
-    let existing = read(&state, Consistency::Linearizable).await?.get(&module_key).cloned();
-    if let Some(existing) = existing {
-        return match existing.value.pointer("/spec/digest").and_then(Value::as_str) {
-            Some(d) if d == checked.digest => Ok((StatusCode::OK, Json(render(&existing))).into_response()),
+    if let Some(existing) = current.get(&module_key) {
+        let held = existing.value.pointer("/spec/digest").and_then(Value::as_str);
+        let held_signature = existing.value.pointer("/spec/signature").and_then(|v| serde_json::from_value(v.clone()).ok());
+        return match held {
+            Some(d) if d == checked.digest && (signature.is_none() || signature == held_signature) => {
+                Ok((StatusCode::OK, Json(render(existing))).into_response())
+            }
+            Some(d) if d == checked.digest => Err(ApiError::status(
+                StatusCode::CONFLICT,
+                StatusReason::AlreadyExists,
+                format!("module {name}@{version} was pushed with another signature or none; versions are immutable: push a new version"),
+            )),
             other => Err(immutable(&name, &version, other)),
         };
     }
+    drop(current);
     let resource = json!({
         "apiVersion": edgeplane_api::resources::API_VERSION,
         "kind": "Module",
         "metadata": { "name": resource_name, "namespace": ns, "labels": { "edgeplane.io/module": name } },
-        "spec": { "version": version, "digest": checked.digest, "sizeBytes": checked.size, "abi": ABI },
+        "spec": ModuleSpec {
+            version: version.clone(),
+            digest: checked.digest.clone(),
+            size_bytes: checked.size as u64,
+            abi: ABI.to_owned(),
+            signature,
+        },
     });
     let hex_digest = checked.digest.trim_start_matches("sha256:").to_owned();
     let blob =

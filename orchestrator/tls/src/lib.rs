@@ -13,6 +13,7 @@
 //! - [`cert`]: what a presented certificate says (subject, serial, expiry).
 //! - [`config`]: rustls client and server configurations (ring only), and an identity that
 //!   can be replaced while connections use it (renewal).
+//! - [`signing`]: ed25519 keys and the signatures over modules and models.
 //! - [`serve`]: the HTTPS accept loop for an axum router: handshake and header timeouts,
 //!   connection limits in all and per client address, the peer's certificate on every request.
 
@@ -20,6 +21,7 @@ pub mod cert;
 pub mod config;
 pub mod pki;
 pub mod serve;
+pub mod signing;
 
 pub use cert::PeerCertificate;
 pub use config::{ClientAuth, TlsIdentity};

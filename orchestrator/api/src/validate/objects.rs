@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::{digest, dns_label, dns_subdomain, label_key, label_value, module_ref, semver, HttpUrl, SUPPORTED_ABIS};
 use crate::manifest::FieldError;
 use crate::resources::{
-    EdgeNode, Model, Module, PolicyRule, RbacSubject, RoleKind, RoleRef, SinkType, SubjectKind, Workload, WorkloadMode, VERBS,
+    EdgeNode, Model, Module, PolicyRule, RbacSubject, RoleKind, RoleRef, SinkType, SubjectKind, TrustPolicySpec, Workload, WorkloadMode,
+    VERBS,
 };
 
 type Problems = Vec<FieldError>;
@@ -341,4 +342,42 @@ pub fn sink_policy(meta: &ObjectMeta, allow: &[String], namespaced: bool) -> Pro
         }
     }
     p
+}
+
+/// A TrustPolicy: its keys named once each and written as `ed25519:` and the base64 of 32
+/// bytes, each kind listed once, and at least one key where it requires signatures.
+pub fn trust_policy(meta: &ObjectMeta, spec: &TrustPolicySpec) -> Problems {
+    let mut p = Vec::new();
+    metadata(meta, true, &mut p);
+    if spec.require_signatures && spec.keys.is_empty() {
+        push(&mut p, "spec.keys", "name at least one key: a policy that requires signatures and trusts no key refuses everything");
+    }
+    let mut names = BTreeSet::new();
+    for (i, key) in spec.keys.iter().enumerate() {
+        if let Err(e) = dns_subdomain(&key.name) {
+            push(&mut p, format!("spec.keys[{i}].name"), e);
+        }
+        if !names.insert(&key.name) {
+            push(&mut p, format!("spec.keys[{i}].name"), format!("{:?} is listed twice", key.name));
+        }
+        if let Err(e) = ed25519_public_key(&key.public_key) {
+            push(&mut p, format!("spec.keys[{i}].publicKey"), e);
+        }
+        let kinds: BTreeSet<_> = key.artifacts.iter().collect();
+        if kinds.len() != key.artifacts.len() {
+            push(&mut p, format!("spec.keys[{i}].artifacts"), "lists a kind twice");
+        }
+    }
+    p
+}
+
+/// `ed25519:` and the standard base64 of 32 bytes (44 characters, one `=` of padding).
+fn ed25519_public_key(value: &str) -> Result<(), String> {
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/';
+    let encoded = value.strip_prefix("ed25519:").ok_or_else(|| format!("{value:?} must start with \"ed25519:\""))?;
+    let well_formed = encoded.len() == 44 && encoded[..43].chars().all(b64) && encoded.ends_with('=');
+    if !well_formed {
+        return Err(format!("{value:?} must be ed25519: and the base64 of a 32-byte key, as `edgectl key create` prints it"));
+    }
+    Ok(())
 }

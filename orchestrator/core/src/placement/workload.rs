@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use edgeplane_api::resources::{
-    AssignedModel, AssignmentSpec, ModelSpec, ModuleSpec, RolloutPhase, RolloutStatus, WorkloadMode, WorkloadSpec,
+    ArtifactKind, AssignedModel, AssignmentSpec, ModelSpec, ModuleSpec, RolloutPhase, RolloutStatus, SignedModule, WorkloadMode,
+    WorkloadSpec,
 };
 
 use super::assignment::{generation_of, typed, Existing};
 use super::nodes::{self, choose, explain, fits, why_not, Want};
 use super::{rollout, status, Planning, Unplaced};
-use crate::{ClusterState, ObjectKey, StoredObject};
+use crate::{trust, ClusterState, ObjectKey, StoredObject};
 
 /// The Workload being planned.
 pub(super) struct Subject<'a> {
@@ -275,8 +276,16 @@ pub(super) fn replica_count(workload: &WorkloadSpec) -> u32 {
 /// The Assignment spec every replica of the Workload shares, with references resolved, or
 /// why they do not resolve.
 pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workload: &WorkloadSpec) -> Result<AssignmentSpec, String> {
-    let module_digest = match workload.module.strip_prefix("sha256:") {
-        Some(_) => workload.module.clone(),
+    let (module_digest, module) = match workload.module.strip_prefix("sha256:") {
+        // By digest: the module pushed with that digest, if any, says who signed it.
+        Some(_) => {
+            let pushed = state
+                .list("modules", Some(namespace))
+                .filter_map(|(_, o)| typed::<ModuleSpec>(o, "/spec").map(|spec| (o, spec)))
+                .find(|(_, spec)| spec.digest == workload.module)
+                .and_then(|(o, spec)| Some((typed::<String>(o, "/metadata/name")?, spec)));
+            (workload.module.clone(), pushed.map(|(object_name, spec)| (module_name(&object_name, &spec.version), spec)))
+        }
         None => {
             let (module, version) =
                 workload.module.split_once('@').ok_or_else(|| format!("module {:?} is not name@version", workload.module))?;
@@ -285,7 +294,18 @@ pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workloa
                 .get(&key)
                 .and_then(|o| typed(o, "/spec"))
                 .ok_or_else(|| format!("module {module}@{version} is not in the registry (edgectl module push)"))?;
-            spec.digest
+            (spec.digest.clone(), Some((module.to_owned(), spec)))
+        }
+    };
+    let module_signature = match &module {
+        Some((module, spec)) => {
+            let what = format!("module {module}@{}", spec.version);
+            trust::admit(state, namespace, ArtifactKind::Module, &what, spec.signature.as_ref())?;
+            spec.signature.clone().map(|signature| SignedModule { name: module.clone(), version: spec.version.clone(), signature })
+        }
+        None => {
+            trust::admit(state, namespace, ArtifactKind::Module, &format!("module {}", workload.module), None)?;
+            None
         }
     };
     let model = match &workload.model_ref {
@@ -295,6 +315,11 @@ pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workloa
                 .get(&ObjectKey::new("models", namespace, model))
                 .and_then(|o| typed(o, "/spec"))
                 .ok_or_else(|| format!("model {model} does not exist"))?;
+            // Only model files are signed; parameters are data in the Model itself.
+            if let Some(artifact) = &spec.artifact {
+                let what = format!("model {model}@{}", spec.version);
+                trust::admit(state, namespace, ArtifactKind::Model, &what, artifact.signature.as_ref())?;
+            }
             Some(AssignedModel {
                 name: model.clone(),
                 version: spec.version,
@@ -312,6 +337,7 @@ pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workloa
         placed_at_ms: 0,
         module_ref: workload.module.clone(),
         module_digest,
+        module_signature,
         resources: workload.resources.clone(),
         inputs: workload.inputs.clone(),
         outputs: workload.outputs.clone(),
@@ -320,4 +346,9 @@ pub(super) fn resolve(state: &ClusterState, namespace: &str, name: &str, workloa
         failure_policy: workload.failure_policy.clone(),
         previous: Vec::new(),
     })
+}
+
+/// A module's name from its object name (`{name}.{version}`, as the registry stores it).
+fn module_name(object_name: &str, version: &str) -> String {
+    object_name.strip_suffix(version).and_then(|n| n.strip_suffix('.')).unwrap_or(object_name).to_owned()
 }
