@@ -1,7 +1,7 @@
-//! Links the edge's binaries with packed relative relocations (DT_RELR, glibc >= 2.36, GNU ld
-//! >= 2.38): a position-independent executable's relocations shrink from megabytes of RELA
-//! entries, which the loader reads in full at every start, to a bitmap. The edge binary gets
-//! smaller and its idle memory with it (`BENCH edge_binary_mb`, `edge_idle_rss_mb`).
+//! Links the edge's binaries with packed relative relocations (DT_RELR; it needs glibc 2.36 and
+//! GNU ld 2.38 or newer): a position-independent executable's relocations shrink from megabytes
+//! of RELA entries, which the loader reads in full at every start, to a bitmap. The edge binary
+//! gets smaller and its idle memory with it (`BENCH edge_binary_mb`, `edge_idle_rss_mb`).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

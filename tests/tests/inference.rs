@@ -161,6 +161,20 @@ fn assert_matches(model: &str, ours: &BTreeMap<(usize, String), (f64, String)>, 
     }
 }
 
+/// Sends every held-out row of `name` through `edge`, and compares the predictions that reach
+/// the cloud with onnxruntime's in Python; the edge ran the model on `backend`, version 1.0.0.
+async fn every_row_as_onnxruntime_answers(servers: &[SocketAddr], edge: &EdgeRuntime, name: &str, backend: &str) {
+    for (i, row) in rows(name).iter().enumerate() {
+        send(edge, &format!("{name}/rows"), &row_readings(i, 1_000 + i as u64, row)).await;
+    }
+    let theirs = reference(name);
+    let ours = predictions(servers, name, theirs.len(), edge).await;
+    assert_matches(name, &ours, &theirs);
+    assert!(ours.values().all(|(_, version)| version == "1.0.0"), "{name}: every prediction carries the model's version");
+    let prepared = format!("model prepared model={name} version=1.0.0 backend={backend}");
+    assert!(edge.log().contains(&prepared), "{}", edge.log_tail());
+}
+
 async fn instance(edge: &EdgeRuntime, workload: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     eventually(
         what,
@@ -243,24 +257,10 @@ async fn scikit_learn_models_run_at_the_edge_as_onnxruntime_runs_them() {
     edge.wait_running(models.len(), Duration::from_secs(60)).await;
     ort_edge.wait_running(ort_models.len(), Duration::from_secs(60)).await;
     for (name, _) in ort_models {
-        for (i, row) in rows(name).iter().enumerate() {
-            send(&ort_edge, &format!("{name}/rows"), &row_readings(i, 1_000 + i as u64, row)).await;
-        }
-        let theirs = reference(name);
-        let ours = predictions(&servers, name, theirs.len(), &ort_edge).await;
-        assert_matches(name, &ours, &theirs);
-        let prepared = format!("model prepared model={name} version=1.0.0 backend=onnxruntime");
-        assert!(ort_edge.log().contains(&prepared), "{}", ort_edge.log_tail());
+        every_row_as_onnxruntime_answers(&servers, &ort_edge, name, "onnxruntime").await;
     }
     for (name, _) in models {
-        for (i, row) in rows(name).iter().enumerate() {
-            send(&edge, &format!("{name}/rows"), &row_readings(i, 1_000 + i as u64, row)).await;
-        }
-        let theirs = reference(name);
-        let ours = predictions(&servers, name, theirs.len(), &edge).await;
-        assert_matches(name, &ours, &theirs);
-        assert!(ours.values().all(|(_, version)| version == "1.0.0"), "{name}: every prediction carries the model's version");
-        assert!(edge.log().contains(&format!("model prepared model={name} version=1.0.0 backend=tract")), "{}", edge.log_tail());
+        every_row_as_onnxruntime_answers(&servers, &edge, name, "tract").await;
     }
 
     // A new version whose input does not fit the workload's features is refused by the

@@ -106,4 +106,28 @@ mod tests {
         let swapped = check_module(Some(&roots), &assignment(Some(signed_by(&trusted, digest)), "sha256:0b")).expect_err("other bytes");
         assert!(swapped.contains("does not verify"), "{swapped}");
     }
+
+    #[test]
+    fn model_files_need_a_trusted_signature_too() {
+        let trusted = SigningKey::generate().expect("key");
+        let roots = [trusted.public_key()];
+        let model: AssignedModel =
+            serde_json::from_value(serde_json::json!({"name": "detector", "version": "2.0.0", "format": "onnx"})).expect("a model");
+        let artifact = |signature: Option<ArtifactSignature>| -> ModelArtifact {
+            serde_json::from_value(serde_json::json!({
+                "digest": "sha256:0c", "sizeBytes": 1, "inputs": [], "outputs": [], "backends": ["tract"], "signature": signature,
+            }))
+            .expect("an artifact")
+        };
+        let signed = |version: &str| ArtifactSignature {
+            key: trusted.public_key().to_string(),
+            signature: trusted.sign(&signing::message("model", "detector", version, "sha256:0c")),
+        };
+        assert_eq!(check_model(Some(&roots), &model, &artifact(Some(signed("2.0.0")))), Ok(()));
+        let unsigned = check_model(Some(&roots), &model, &artifact(None)).expect_err("unsigned");
+        assert!(unsigned.contains("model detector@2.0.0 is not signed"), "{unsigned}");
+        // Signed for another version: a rollback to bytes the signer never vouched for as 2.0.0.
+        let other = check_model(Some(&roots), &model, &artifact(Some(signed("1.0.0")))).expect_err("other version");
+        assert!(other.contains("does not verify"), "{other}");
+    }
 }
