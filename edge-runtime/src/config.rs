@@ -85,6 +85,25 @@ pub struct Args {
     /// whatever the orchestrators say (docs/security.md).
     #[arg(long)]
     pub trusted_signers: Option<PathBuf>,
+    /// The key what the node keeps on disk is sealed with (its outbox): a file of 64 hex
+    /// digits. Without it the node makes one on its first start, `<data-dir>/storage.key`,
+    /// owner-only (keep the data directory's disk or that file elsewhere safe).
+    #[arg(long, env = "EDGEPLANE_STORAGE_KEY", conflicts_with = "plaintext_storage")]
+    pub storage_key: Option<PathBuf>,
+    /// Keep the outbox in plain text (an outbox already sealed still needs its key).
+    #[arg(long)]
+    pub plaintext_storage: bool,
+}
+
+/// Where the storage key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageKeySource {
+    /// `<data-dir>/storage.key`, made on the first start.
+    DataDir,
+    /// A file the operator provides; it must exist.
+    File(PathBuf),
+    /// No encryption at rest.
+    Off,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +129,7 @@ pub struct Config {
     pub mqtt_broker: Option<String>,
     /// `--trusted-signers`: when set, what the node runs must be signed by one of these.
     pub trusted_signers: Option<Vec<PublicKey>>,
+    pub storage_key: StorageKeySource,
 }
 
 impl Config {
@@ -215,6 +235,11 @@ impl Config {
             max_body_bytes: (args.max_body_mib << 20) as usize,
             mqtt_broker: args.mqtt_broker,
             trusted_signers,
+            storage_key: match (args.storage_key, args.plaintext_storage) {
+                (Some(path), _) => StorageKeySource::File(path),
+                (None, true) => StorageKeySource::Off,
+                (None, false) => StorageKeySource::DataDir,
+            },
         })
     }
 }

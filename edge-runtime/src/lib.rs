@@ -4,7 +4,8 @@
 //! - [`pool`]: the threads wasm runs on, and instance supervision (restart with backoff).
 //! - [`agent`]: identity, registration, heartbeats, and reconciling instances with Assignments.
 //! - [`dataplane`]: ingest, routing through workloads and topics, sinks, backpressure, counters.
-//! - [`outbox`]: the durable store-and-forward queue to the cloud.
+//! - [`outbox`]: the durable store-and-forward queue to the cloud, sealed at rest.
+//! - [`storage`]: the node's storage key and the AEAD its data at rest is sealed with.
 //! - [`mqtt`]: MQTT ingest (and the client `mqtt` sinks publish with).
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
 //! - [`api`]: the node's own HTTP API (ingest, status, metrics).
@@ -25,3 +26,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
 pub mod pool;
+pub mod storage;

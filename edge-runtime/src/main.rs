@@ -8,11 +8,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use edgeplane_edge_runtime::agent::{Agent, NodeCertificate};
-use edgeplane_edge_runtime::config::{Args, Config};
+use edgeplane_edge_runtime::config::{Args, Config, StorageKeySource};
 use edgeplane_edge_runtime::dataplane::DataPlane;
 use edgeplane_edge_runtime::host::{HostConfig, WasmHost};
 use edgeplane_edge_runtime::outbox::{Outbox, OutboxConfig};
 use edgeplane_edge_runtime::pool::WasmPool;
+use edgeplane_edge_runtime::storage::StorageKey;
 
 fn main() -> ExitCode {
     let config = match Config::load(Args::parse()) {
@@ -60,16 +61,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pool = WasmPool::new(host, config.wasm_threads)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    let outbox_config = OutboxConfig {
+    let mut outbox_config = OutboxConfig {
         dir: config.data_dir.join("outbox"),
         max_bytes: config.outbox_max_bytes,
         policy: config.outbox_policy,
         segment_bytes: OUTBOX_SEGMENT_BYTES.min(config.outbox_max_bytes / 4).max(64 << 10),
+        key: None,
     };
     let data_dir = config.data_dir.clone();
-    // Recovery reads every segment: disk work, off the reactor.
+    let key_source = config.storage_key.clone();
+    // The key and the outbox's recovery (it reads every segment): disk work, off the reactor.
     let outbox = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        outbox_config.key = match key_source {
+            StorageKeySource::Off => None,
+            StorageKeySource::DataDir => Some(StorageKey::load(&data_dir.join("storage.key"), true).map_err(anyhow::Error::msg)?),
+            StorageKeySource::File(path) => Some(StorageKey::load(&path, false).map_err(anyhow::Error::msg)?),
+        }
+        .map(Arc::new);
         Outbox::open(outbox_config).context("cannot open the outbox")
     })
     .await??;

@@ -39,6 +39,7 @@ impl Node {
             max_bytes: 1 << 20,
             policy: OverflowPolicy::RejectNew,
             segment_bytes: 64 << 10,
+            key: None,
         })
         .expect("outbox");
         Node { pool, dataplane: DataPlane::new(Arc::new(outbox), 10_000), routes: Vec::new(), _dir: dir }

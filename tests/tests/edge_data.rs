@@ -137,6 +137,9 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     .await;
     let offline = edge.stats().await;
     assert!(offline["outbox"]["pendingReadings"].as_u64().unwrap_or(0) > 0, "the edge buffers while the cloud is gone: {offline}");
+    // Sealed at rest with the key the node made on its first start: no device name on disk.
+    let at_rest = outbox_bytes(&dir.path().join("edge"));
+    assert!(!at_rest.is_empty() && !at_rest.windows(7).any(|w| w == b"press-1"), "the outbox holds readings in plain text");
     // Cloud back.
     for id in 1..=3 {
         cluster.restart(id);
@@ -173,6 +176,89 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
     .await;
     assert_eq!(after["outbox"]["droppedReadings"], 0, "{after}");
     assert_eq!(after["node"]["readingsDropped"], 0, "{after}");
+}
+
+/// Every outbox segment of the edge in `data_dir`, concatenated.
+fn outbox_bytes(data_dir: &std::path::Path) -> Vec<u8> {
+    let mut paths: Vec<_> = std::fs::read_dir(data_dir.join("outbox"))
+        .expect("the outbox directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    paths.sort();
+    paths.iter().flat_map(|p| std::fs::read(p).expect("a segment")).collect()
+}
+
+/// A byte flipped on disk in a sealed outbox while the cloud is gone and the edge is down:
+/// the damaged record is detected, counted and reported, and every other record still reaches
+/// the cloud.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_the_sealed_outbox_is_counted_and_the_rest_arrives() {
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 58, size: 1, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let servers = vec![cluster.api_addr(leader)];
+    create_pass_through(&api).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("edge");
+    let mut edge = EdgeRuntime::start("line-a-edge", &servers, data_dir.clone(), &["--label", "line=a", "--heartbeat-ms", "200"]).await;
+    running(&edge, 1).await;
+    let key = std::fs::metadata(data_dir.join("storage.key")).expect("the node made its storage key");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600, "owner-only");
+
+    cluster.kill(leader);
+    // Three records: one batch each, the middle one to be damaged.
+    for (i, device) in ["first", "middle", "last"].into_iter().enumerate() {
+        let batch = readings(device, 1_000 + 10 * i as u64, [1.0, 2.0]);
+        let (status, body) = ingest(&edge.http().await, "line-a/temperature", &batch).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    eventually(
+        "three records in the outbox",
+        Duration::from_secs(10),
+        async || (edge.stats().await["outbox"]["pendingRecords"] == 3).then_some(()),
+        || edge.log_tail(),
+    )
+    .await;
+    edge.kill();
+    let mut paths: Vec<_> = std::fs::read_dir(data_dir.join("outbox"))
+        .expect("outbox")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    paths.sort();
+    let segment = paths.pop().expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    assert!(!bytes.windows(6).any(|w| w == b"middle"), "sealed at rest");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&segment, &bytes).expect("write");
+
+    cluster.restart(leader);
+    edge.restart();
+    let records = eventually(
+        "the two undamaged records in the cloud sink",
+        Duration::from_secs(40),
+        async || {
+            let records = cloud_records(&servers, NS, "pass").await?;
+            (records.len() >= 2).then_some(records)
+        },
+        || format!("edge log:\n{}", edge.log_tail()),
+    )
+    .await;
+    let devices: Vec<String> = cloud_readings(&records).iter().map(|r| r.device.clone()).collect();
+    assert_eq!(devices, ["first", "first", "last", "last"], "{records:?}");
+    let stats = eventually(
+        "the damaged record counted",
+        Duration::from_secs(20),
+        async || {
+            let s = edge.stats().await;
+            (s["outbox"]["pendingRecords"] == 0).then_some(s)
+        },
+        || edge.log_tail(),
+    )
+    .await;
+    assert_eq!(stats["outbox"]["corruptRecords"], 1, "{stats}");
 }
 
 /// A producer faster than the workload gets 429s (and 503 once the outbox is full under

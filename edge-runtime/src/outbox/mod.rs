@@ -42,7 +42,9 @@ use edgeplane_api::data::StreamId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use segment::Frames;
+use segment::{Frames, Sealing};
+
+use crate::storage::StorageKey;
 
 /// What happens when the outbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +75,8 @@ pub struct OutboxConfig {
     pub policy: OverflowPolicy,
     /// A segment is closed and a new one started past this size.
     pub segment_bytes: u64,
+    /// The node's storage key: records are sealed with it at rest ([`crate::storage`]).
+    pub key: Option<Arc<StorageKey>>,
 }
 
 /// Why the outbox could not do what was asked.
@@ -95,6 +99,8 @@ pub enum OutboxError {
     WriteFailed(String),
     #[error("the outbox writer has stopped")]
     Stopped,
+    #[error("{0} holds records sealed with a storage key; start the node with the key that wrote them")]
+    Sealed(PathBuf),
 }
 
 /// Whether a record's data is a v1 batch of readings.
@@ -211,6 +217,7 @@ pub struct Outbox {
     config: OutboxConfig,
     jobs: mpsc::Sender<Job>,
     published: Arc<Published>,
+    sealing: Sealing,
 }
 
 impl Outbox {
@@ -222,8 +229,8 @@ impl Outbox {
 
     fn open_with(config: OutboxConfig, faults: writer::Faults) -> Result<Outbox, OutboxError> {
         let published = Arc::new(Published::default());
-        let jobs = writer::start(config.clone(), Arc::clone(&published), faults)?;
-        Ok(Outbox { config, jobs, published })
+        let (jobs, sealing) = writer::start(config.clone(), Arc::clone(&published), faults)?;
+        Ok(Outbox { config, jobs, published, sealing })
     }
 
     /// Appends records and returns once they are on disk.
@@ -279,7 +286,7 @@ impl Outbox {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
                 Err(source) => return Err(OutboxError::Io { path: path.clone(), source }),
             };
-            let mut frames = Frames::new(&buf, *first);
+            let mut frames = Frames::new(&buf, *first, &self.sealing);
             let mut last_read = None;
             for frame in frames.by_ref() {
                 let index = frame.record.index;

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 
 use serde::{Deserialize, Serialize};
 
-use super::segment::{self, Frames};
+use super::segment::{self, Frames, Sealing};
 use super::{Job, OutRecord, OutboxConfig, OutboxError, OutboxStats, OverflowPolicy, Published, View};
 
 /// What survives restarts beside the segments.
@@ -30,6 +30,10 @@ struct Persisted {
     rejected_records: u64,
     #[serde(default)]
     rejected_readings: u64,
+    /// Records from this index on are sealed with the node's storage key; set when the outbox
+    /// first opens with a key (what it held then stays readable as it was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_from: Option<u64>,
 }
 
 /// What the writer knows of one readable record without reading its segment.
@@ -89,6 +93,8 @@ impl Pending {
 
 struct Writer {
     config: OutboxConfig,
+    /// How appended frames are sealed.
+    sealing: Sealing,
     segments: VecDeque<Segment>,
     pending: Pending,
     /// Index of the next record appended; every record below it is on disk.
@@ -104,16 +110,18 @@ struct Writer {
     faults: Faults,
 }
 
-/// Recovers the outbox in `config.dir` and starts its writer thread.
-pub(super) fn start(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> Result<mpsc::Sender<Job>, OutboxError> {
+/// Recovers the outbox in `config.dir` and starts its writer thread; returns its queue and how
+/// its frames are sealed, for readers.
+pub(super) fn start(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> Result<(mpsc::Sender<Job>, Sealing), OutboxError> {
     let writer = recover(config, published, faults)?;
     writer.publish();
+    let sealing = writer.sealing.clone();
     let (jobs, queue) = mpsc::channel();
     std::thread::Builder::new()
         .name("outbox".into())
         .spawn(move || writer.run(queue))
         .map_err(|source| OutboxError::Io { path: PathBuf::from("outbox writer thread"), source })?;
-    Ok(jobs)
+    Ok((jobs, sealing))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
@@ -127,6 +135,13 @@ fn recover(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> R
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| OutboxError::CorruptState { path: state_path.clone(), source })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
         Err(source) => return Err(OutboxError::Io { path: state_path, source }),
+    };
+    // What the segments were written with: with a key, frames from `sealed_from` on are sealed
+    // (none yet when the outbox first opens with a key: every frame so far may be plain).
+    let reading = match (&config.key, persisted.sealed_from) {
+        (Some(key), from) => Sealing { key: Some(Arc::clone(key)), from: from.unwrap_or(u64::MAX) },
+        (None, Some(_)) => return Err(OutboxError::Sealed(config.dir.clone())),
+        (None, None) => Sealing::default(),
     };
     let mut paths: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(&config.dir).map_err(io(&config.dir))? {
@@ -142,7 +157,7 @@ fn recover(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> R
     let last = paths.len().saturating_sub(1);
     for (i, (first, path)) in paths.into_iter().enumerate() {
         let buf = std::fs::read(&path).map_err(io(&path))?;
-        let mut frames = Frames::new(&buf, first);
+        let mut frames = Frames::new(&buf, first, &reading);
         let mut records = VecDeque::new();
         let mut valid_len = 0;
         for frame in frames.by_ref() {
@@ -156,6 +171,9 @@ fn recover(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> R
             let last_seq = persisted.seqs.entry(r.record.stream.to_string()).or_insert(0);
             *last_seq = (*last_seq).max(r.seq);
             valid_len = frame.end;
+        }
+        if frames.sealed_without_key {
+            return Err(OutboxError::Sealed(path));
         }
         if frames.skipped > 0 {
             tracing::error!(segment = %path.display(), records = frames.skipped, "damaged outbox records; they are counted as corrupt when the uploader passes them");
@@ -189,8 +207,14 @@ fn recover(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> R
     for m in segments.iter().flat_map(|s| s.records.iter()).filter(|m| m.index >= persisted.acked) {
         pending.add(m);
     }
-    Ok(Writer {
+    let sealing = match config.key.clone() {
+        None => Sealing::default(),
+        Some(key) => Sealing { key: Some(key), from: *persisted.sealed_from.get_or_insert(next_index) },
+    };
+    let first_sealing = config.key.is_some() && reading.from == u64::MAX;
+    let writer = Writer {
         config,
+        sealing,
         segments,
         pending,
         next_index,
@@ -201,7 +225,12 @@ fn recover(config: OutboxConfig, published: Arc<Published>, faults: Faults) -> R
         torn: false,
         published,
         faults,
-    })
+    };
+    if first_sealing {
+        // Durable before anything is sealed: a restart must know which frames may be plain.
+        writer.save_state()?;
+    }
+    Ok(writer)
 }
 
 impl Writer {
@@ -247,7 +276,7 @@ impl Writer {
             let seq = last.unwrap_or(0) + 1;
             self.persisted.seqs.insert(stream, seq);
             let start = buf.len();
-            segment::encode(&mut buf, index, seq, record);
+            segment::encode(&mut buf, index, seq, record, &self.sealing);
             metas.push(Meta { index, readings: record.readings, bytes: (buf.len() - start) as u64, produced_ms: record.produced_ms });
             index += 1;
         }
