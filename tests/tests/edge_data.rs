@@ -180,13 +180,18 @@ async fn accepted_readings_survive_cloud_loss_and_edge_crashes_exactly_once_in_o
 
 /// Every outbox segment of the edge in `data_dir`, concatenated.
 fn outbox_bytes(data_dir: &std::path::Path) -> Vec<u8> {
+    outbox_segments(data_dir).iter().flat_map(|p| std::fs::read(p).expect("a segment")).collect()
+}
+
+/// The outbox segment files of the edge in `data_dir`, oldest first.
+fn outbox_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut paths: Vec<_> = std::fs::read_dir(data_dir.join("outbox"))
         .expect("the outbox directory")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     paths.sort();
-    paths.iter().flat_map(|p| std::fs::read(p).expect("a segment")).collect()
+    paths
 }
 
 /// A byte flipped on disk in a sealed outbox while the cloud is gone and the edge is down:
@@ -221,13 +226,7 @@ async fn a_flipped_byte_in_the_sealed_outbox_is_counted_and_the_rest_arrives() {
     )
     .await;
     edge.kill();
-    let mut paths: Vec<_> = std::fs::read_dir(data_dir.join("outbox"))
-        .expect("outbox")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    paths.sort();
-    let segment = paths.pop().expect("a segment");
+    let segment = outbox_segments(&data_dir).pop().expect("a segment");
     let mut bytes = std::fs::read(&segment).expect("read");
     assert!(!bytes.windows(6).any(|w| w == b"middle"), "sealed at rest");
     let middle = bytes.len() / 2;
