@@ -650,35 +650,56 @@ impl Cluster {
         self.nodes.iter().flat_map(|n| ["--member".to_owned(), format!("{}={},{}", n.id, n.peer_public, n.api)]).collect()
     }
 
+    /// Every flag member `id` runs with.
+    fn launch_args(&self, id: u64) -> Vec<std::ffi::OsString> {
+        let spec = &self.spec;
+        let node = self.node(id);
+        let mut args: Vec<std::ffi::OsString> = vec!["--tls-dir".into(), self.trust.dir.join("members").join(id.to_string()).into()];
+        if let Some(tick) = spec.tick_ms {
+            args.extend(["--tick-ms".into(), tick.to_string().into()]);
+        }
+        args.extend(["--id".into(), id.to_string().into(), "--data-dir".into(), node.data_dir.clone().into()]);
+        args.extend(["--peer-listen".into(), node.peer_private.to_string().into()]);
+        args.extend(self.member_args().into_iter().map(Into::into));
+        args.extend(["--election-ticks".into(), spec.election_ticks.to_string().into()]);
+        args.extend(["--snapshot-every".into(), spec.snapshot_every.to_string().into()]);
+        args.extend(["--write-timeout-ms".into(), spec.write_timeout_ms.to_string().into()]);
+        args.extend(["--log".into(), spec.log.clone().into()]);
+        args.extend(spec.extra_args.iter().map(Into::into));
+        args
+    }
+
     fn launch(&mut self, id: u64) {
-        let members = self.member_args();
-        let spec = self.spec.clone();
+        let args = self.launch_args(id);
         let node = &mut self.nodes[(id - 1) as usize];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
-        let mut command = Command::new(bin_path("orchestrator"));
-        command.arg("--tls-dir").arg(self.trust.dir.join("members").join(id.to_string()));
-        if let Some(tick) = spec.tick_ms {
-            command.args(["--tick-ms", &tick.to_string()]);
-        }
-        let child = command
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .arg("--peer-listen")
-            .arg(node.peer_private.to_string())
-            .args(&members)
-            .args(["--election-ticks", &spec.election_ticks.to_string()])
-            .args(["--snapshot-every", &spec.snapshot_every.to_string()])
-            .args(["--write-timeout-ms", &spec.write_timeout_ms.to_string()])
-            .args(["--log", &spec.log])
-            .args(&spec.extra_args)
+        let child = Command::new(bin_path("orchestrator"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("spawn orchestrator");
         node.child = Some(child);
+    }
+
+    /// Runs `orchestrator restore` for a stopped member with its usual flags and then `extra`
+    /// (`--from`, `--backup-key`, ...; a flag given twice takes the later value), and returns
+    /// what it printed.
+    pub fn restore(&self, id: u64, extra: &[&std::ffi::OsStr]) -> std::process::Output {
+        assert!(!self.is_running(id), "restore runs on a stopped member");
+        Command::new(bin_path("orchestrator")).arg("restore").args(self.launch_args(id)).args(extra).output().expect("orchestrator restore")
+    }
+
+    /// Starts a stopped member (after a restore).
+    pub fn start_member(&mut self, id: u64) {
+        assert!(!self.is_running(id), "member {id} is running");
+        self.launch(id);
+    }
+
+    /// The data directory of a member.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node(id).data_dir.clone()
     }
 
     pub fn api(&self, id: u64) -> Api {

@@ -163,6 +163,7 @@ const ROWS: &[Row] = &[
     row("GET", "/v1/routes", "/v1/routes",                                                             "uttuhhhhh"),
     row("GET", "/metrics", "/metrics",                                                                 "uttuffhfh"),
     row("GET", "/v1/cluster", "/v1/cluster",                                                           "uttuffhfh"),
+    row("GET", "/v1/backup", "/v1/backup",                                                             "uttuffffh"),
     row("GET", "/v1/store/{kind}", "/v1/store/matrix-notes",                                           "uttuffffh"),
     row("GET", "/v1/store/{kind}/{name}", "/v1/store/matrix-notes/one",                                "uttuffffh"),
     row("PUT", "/v1/store/{kind}/{name}", "/v1/store/matrix-notes/one",                                "uttuffffh"),

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub mod abi;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod data;
 #[cfg(feature = "crd")]
 pub mod manifest;
@@ -55,6 +56,8 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     /// The OpenAPI 3 document of the resource API.
     pub const OPENAPI: &str = "/openapi/v3";
+    /// A consistent copy of the whole state, for a backup (`crate::backup`).
+    pub const BACKUP: &str = "/v1/backup";
 
     /// Path of one object in the generic store.
     pub fn object(kind: &str, name: &str) -> String {
@@ -149,6 +152,10 @@ pub struct ClusterStatus {
     pub last_log_index: u64,
     pub snapshot_index: u64,
     pub members: Vec<MemberStatus>,
+    /// The last scheduled backup of each member that takes them, from this member's applied
+    /// state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<backup::LastBackup>,
 }
 
 /// The body of every failed request, in the shape of Kubernetes' `Status`.

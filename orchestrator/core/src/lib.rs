@@ -26,6 +26,7 @@
 //! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
+//! - [`retention`]: which scheduled backups to keep (hourly, daily, weekly).
 //! - [`trust`]: which signers a namespace's TrustPolicies trust for its modules and models.
 
 pub mod audit;
@@ -33,6 +34,7 @@ pub mod authz;
 pub mod gc;
 pub mod health;
 pub mod placement;
+pub mod retention;
 pub mod sink;
 pub mod trust;
 
@@ -443,6 +445,16 @@ impl ClusterState {
             sink: Sink::from_image(image.sink),
             audit: audit::AuditLog::from_image(image.audit),
         })
+    }
+
+    /// The state moved on to `index` without any entry applied (a restore from a backup): the
+    /// new cluster's log continues after it, so that no index or resourceVersion a client saw
+    /// in the old cluster after the backup names a point in the new one's history.
+    pub fn continued_at(mut self, index: u64) -> ClusterState {
+        assert!(index >= self.applied_index, "a restored state moves forward, not back");
+        self.applied_index = index;
+        self.forget_requests_before(index.saturating_sub(DEDUP_WINDOW));
+        self
     }
 
     /// A digest of the whole state, equal on two replicas exactly when their states are equal.

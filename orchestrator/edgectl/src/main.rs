@@ -28,6 +28,7 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*)) };
 }
 
+mod backup;
 mod config;
 mod data;
 mod nodes;
@@ -187,6 +188,31 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Backups of the control plane: sealed copies of the whole replicated state.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Make a key that seals backups (256 bits, 64 hex digits, owner-only). Never overwrites.
+    Key { file: std::path::PathBuf },
+    /// Take a consistent backup from any orchestrator (cluster-admin) and write it, sealed
+    /// with the key, to FILE (a new file).
+    Create {
+        file: std::path::PathBuf,
+        #[arg(long, value_name = "KEY_FILE")]
+        key: std::path::PathBuf,
+    },
+    /// Show what a backup holds (index, time, objects, checksum); with --key, open it and
+    /// check every byte.
+    Inspect {
+        file: std::path::PathBuf,
+        #[arg(long, value_name = "KEY_FILE")]
+        key: Option<std::path::PathBuf>,
     },
 }
 
@@ -521,6 +547,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Key { command: KeyCommand::Create { name, dir } } = &cli.command {
         return signing::create(name, dir);
     }
+    match &cli.command {
+        Command::Backup { command: BackupCommand::Key { file } } => return backup::key(file),
+        Command::Backup { command: BackupCommand::Inspect { file, key } } => {
+            return backup::inspect(file, key.as_deref(), cli.output == "json");
+        }
+        _ => {}
+    }
     let settings = config::load(config::Given {
         config: cli.config.clone(),
         servers: cli.servers.clone(),
@@ -533,7 +566,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let client = Client::new(settings, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
     let json = cli.output == "json";
     match cli.command {
-        Command::Completions { .. } | Command::Key { .. } => unreachable!("handled above"),
+        Command::Completions { .. }
+        | Command::Key { .. }
+        | Command::Backup { command: BackupCommand::Key { .. } | BackupCommand::Inspect { .. } } => unreachable!("handled above"),
+        Command::Backup { command: BackupCommand::Create { file, key } } => backup::create(&client, &file, &key).await,
         Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,
         Command::Get { kind, listing, watch: true, .. } | Command::Watch { kind, listing } => {
             let args = resources::GetArgs {
@@ -679,6 +715,30 @@ async fn cluster_status(client: &Client, json: bool) -> Result<(), Failure> {
     }
     if rows.iter().all(|(_, s)| s.is_err()) {
         return Err(Failure::Unreachable("no orchestrator answered".to_owned()));
+    }
+    if !json {
+        // Every member reports every member's last scheduled backup (it is replicated): show
+        // the most complete answer.
+        let backups = rows.iter().filter_map(|(_, s)| s.as_ref().ok()).map(|s| &s.backups).max_by_key(|b| b.len());
+        match backups {
+            Some(backups) if !backups.is_empty() => {
+                outln!();
+                outln!("{:<8} {:<22} {:>10} {:>8} {:>12} {:>8}  FILE", "BACKUPS", "LAST GOOD", "INDEX", "OBJECTS", "BYTES", "MS");
+                for b in backups {
+                    outln!(
+                        "{:<8} {:<22} {:>10} {:>8} {:>12} {:>8}  {}",
+                        format!("member {}", b.member),
+                        backup::utc(b.created_at_ms),
+                        b.index,
+                        b.objects,
+                        b.file_bytes,
+                        b.duration_ms,
+                        b.path
+                    );
+                }
+            }
+            _ => outln!("\nno scheduled backups (orchestrator --backup-dir; or edgectl backup create)"),
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! - [`disk`]: the durable copy in redb, one transaction and one fsync per batch.
 //! - [`node`]: the tokio actor that owns an engine, persists on a blocking thread, matches
 //!   proposals to callers by request id, batches ReadIndex rounds, and times requests out.
+//! - [`restore`]: seeding a new member's empty data directory from a backup's state.
 //! - [`transport`]: one persistent framed TCP connection per peer with bounded queues.
 //! - [`net`]: where every connection is built (the place mTLS goes).
 //! - [`watch`]: the history and live feed of applied changes, for watchers.
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod restore;
 pub mod storage;
 pub mod transport;
 pub mod watch;

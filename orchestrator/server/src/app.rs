@@ -26,4 +26,5 @@ pub struct AppState {
     pub audit: AuditSink,
     /// This member's archive of the audit chain.
     pub archive: Archive,
+    pub backup_metrics: crate::backup::BackupMetrics,
 }

@@ -59,5 +59,11 @@ pub(crate) async fn cluster_status(State(state): State<AppState>) -> Result<Json
         last_log_index: s.last_index,
         snapshot_index: s.snapshot_index,
         members,
+        backups: state
+            .node
+            .latest()
+            .list(edgeplane_api::backup::LAST_BACKUP_KIND, None)
+            .filter_map(|(_, o)| serde_json::from_value((*o.value).clone()).ok())
+            .collect(),
     }))
 }

@@ -84,6 +84,25 @@ pub struct Args {
     /// are evicted beyond this. Default 1000000.
     #[arg(long, env = "EDGEPLANE_DATA_RETENTION_READINGS")]
     pub data_retention_readings: Option<u64>,
+    /// Take a backup of the whole state into this directory on a schedule (needs
+    /// --backup-key). Best on storage other than the data directory's.
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// The key that seals backups: 64 hex digits (`edgectl backup key FILE` makes one).
+    #[arg(long)]
+    pub backup_key: Option<PathBuf>,
+    /// Seconds between scheduled backups. Default 3600.
+    #[arg(long)]
+    pub backup_interval_s: Option<u64>,
+    /// Keep the newest backup of each of this many hours. Default 24.
+    #[arg(long)]
+    pub backup_keep_hourly: Option<usize>,
+    /// ... of this many days. Default 7.
+    #[arg(long)]
+    pub backup_keep_daily: Option<usize>,
+    /// ... of this many weeks. Default 4.
+    #[arg(long)]
+    pub backup_keep_weekly: Option<usize>,
 }
 
 /// Node ids occupy 16 bits of every request id (see `edgeplane_raft::engine::RequestOrigin`).
@@ -113,6 +132,21 @@ struct FileConfig {
     node_suspect_ms: Option<u64>,
     node_grace_ms: Option<u64>,
     data_retention_readings: Option<u64>,
+    backup_dir: Option<PathBuf>,
+    backup_key: Option<PathBuf>,
+    backup_interval_s: Option<u64>,
+    backup_keep_hourly: Option<usize>,
+    backup_keep_daily: Option<usize>,
+    backup_keep_weekly: Option<usize>,
+}
+
+/// Scheduled backups: where, sealed with which key, how often, and how many are kept.
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    pub interval: Duration,
+    pub retention: edgeplane_core::retention::RetentionPolicy,
 }
 
 /// A member of the cluster.
@@ -145,6 +179,7 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub node_health: edgeplane_core::health::HealthPolicy,
     pub data_retention_readings: u64,
+    pub backups: Option<BackupSchedule>,
 }
 
 impl Config {
@@ -163,6 +198,7 @@ impl Config {
             }
         };
         let mut errors = Vec::new();
+        let backups = backup_schedule(&args, &file, &mut errors);
         let id = args.id.or(file.id);
         let data_dir = args.data_dir.or(file.data_dir);
         let member_specs = if args.members.is_empty() { file.members } else { args.members };
@@ -290,7 +326,42 @@ impl Config {
             max_connections_per_ip,
             node_health: edgeplane_core::health::HealthPolicy { suspect_after_ms: node_suspect_ms, down_after_ms: node_grace_ms },
             data_retention_readings,
+            backups,
         })
+    }
+}
+
+fn backup_schedule(args: &Args, file: &FileConfig, errors: &mut Vec<String>) -> Option<BackupSchedule> {
+    let dir = args.backup_dir.clone().or_else(|| file.backup_dir.clone());
+    let key = args.backup_key.clone().or_else(|| file.backup_key.clone());
+    let interval_s = args.backup_interval_s.or(file.backup_interval_s).unwrap_or(3_600);
+    let retention = edgeplane_core::retention::RetentionPolicy {
+        hourly: args.backup_keep_hourly.or(file.backup_keep_hourly).unwrap_or(24),
+        daily: args.backup_keep_daily.or(file.backup_keep_daily).unwrap_or(7),
+        weekly: args.backup_keep_weekly.or(file.backup_keep_weekly).unwrap_or(4),
+    };
+    if interval_s == 0 {
+        errors.push("backup-interval-s: must be >= 1".to_owned());
+    }
+    match (dir, key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push("backup-key: required with backup-dir (backups are always sealed)".to_owned());
+            None
+        }
+        (None, Some(_)) => {
+            errors.push("backup-dir: required with backup-key".to_owned());
+            None
+        }
+        (Some(dir), Some(key)) => {
+            if dir.exists() && !dir.is_dir() {
+                errors.push(format!("backup-dir: {} exists and is not a directory", dir.display()));
+            }
+            if let Err(e) = edgeplane_tls::sealing::SealingKey::load(&key, false) {
+                errors.push(format!("backup-key: {e}"));
+            }
+            Some(BackupSchedule { dir, key, interval: Duration::from_secs(interval_s), retention })
+        }
     }
 }
 
@@ -476,5 +547,27 @@ mod tests {
         assert_eq!(load(&["--config", path, "--data-retention-readings", "7"]).expect("valid").data_retention_readings, 7);
         let errors = load(&["--data-retention-readings", "0"]).expect_err("invalid");
         assert_eq!(errors, ["data-retention-readings: must be >= 1"]);
+    }
+
+    #[test]
+    fn scheduled_backups_need_a_directory_and_a_key_that_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("backup.key");
+        std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("key");
+        let (key, backups) = (key.to_str().expect("utf-8"), dir.path().join("b"));
+        let backups = backups.to_str().expect("utf-8");
+        let base = ["--id", "1", "--data-dir", "/tmp/x", "--member", "1=127.0.0.1:7001,127.0.0.1:8001"];
+        let load = |extra: &[&str]| Config::load(args(&[&base[..], extra].concat()));
+        assert!(load(&[]).expect("valid").backups.is_none(), "off unless asked for");
+        let on = load(&["--backup-dir", backups, "--backup-key", key, "--backup-keep-daily", "3"]).expect("valid");
+        let schedule = on.backups.expect("scheduled");
+        assert_eq!((schedule.interval, schedule.retention.hourly, schedule.retention.daily), (Duration::from_secs(3600), 24, 3));
+        assert_eq!(
+            load(&["--backup-dir", backups]).expect_err("no key"),
+            ["backup-key: required with backup-dir (backups are always sealed)"]
+        );
+        let errors = load(&["--backup-dir", backups, "--backup-key", "/nonexistent/k", "--backup-interval-s", "0"]).expect_err("bad");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("backup-interval-s") && errors[1].contains("cannot read /nonexistent/k"), "{errors:?}");
     }
 }

@@ -16,12 +16,14 @@
 //!   [`trust`] (enrollment, certificates, tokens), [`audit`] (the audit log and its archive).
 //! - [`heartbeats`]: the leader's memory of heartbeats; [`leader`]: the placement and
 //!   collection loops; [`policy`]: which HTTP sinks are allowed; [`metrics`], [`secrets`].
+//! - [`backup`]: `GET /v1/backup`, scheduled backups with retention, `orchestrator restore`.
 //! - [`init`]: `orchestrator init` (a cluster's CA, member certificates, an administrator)
 //!   and `orchestrator pki issue`.
 
 mod app;
 mod audit;
 mod auth;
+mod backup;
 mod cluster;
 mod config;
 mod data;
@@ -66,6 +68,15 @@ const WATCH_HISTORY: HistoryLimits = HistoryLimits { events: 10_000, bytes: 64 *
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("restore") {
+        return match backup::restore(<backup::RestoreArgs as clap::Parser>::parse_from(std::env::args().skip(1))) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("orchestrator restore: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if matches!(args.first().map(String::as_str), Some("init" | "pki")) {
         return match init::main(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -127,6 +138,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RaftMetrics::new(&mut registry);
     let sink_metrics = metrics::SinkMetrics::new(&mut registry);
+    let backup_metrics = backup::BackupMetrics::new(&mut registry);
     let tls = MemberTls::load(&config)?;
     let network = Network::mutual_tls(PeerTls {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls.server(ClientAuth::Required)?)),
@@ -191,8 +203,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ca: tls.ca.clone(),
         audit,
         archive: archive.clone(),
+        backup_metrics,
     };
     let leader_loops = tokio::spawn(leader::run(state.clone()));
+    let backups = config.backups.clone().map(|schedule| tokio::spawn(backup::run_schedule(state.clone(), schedule)));
     let peers = peer_client(&config, tls.client()?);
     let archiving = tokio::spawn(audit::keep_archive(state.clone(), archive, peers));
     let limits = edgeplane_tls::serve::ServeLimits {
@@ -213,6 +227,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     peer_server.abort();
     leader_loops.abort();
     archiving.abort();
+    if let Some(backups) = backups {
+        backups.abort();
+    }
     // The router (and with it the last node handle) is gone: the node flushes and stops.
     if !node_task.is_finished() {
         match tokio::time::timeout(Duration::from_secs(5), node_task).await {

@@ -60,6 +60,7 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), ROUTES, Access::Authenticated, on(MethodFilter::GET, list_routes)),
         route(get.clone(), paths::METRICS, rbac("get", "metrics", Ns::None, Name::None), on(MethodFilter::GET, cluster::metrics)),
         route(get.clone(), paths::CLUSTER, rbac("get", "cluster", Ns::None, Name::None), on(MethodFilter::GET, cluster::cluster_status)),
+        route(get.clone(), paths::BACKUP, rbac("get", "backups", Ns::None, Name::None), on(MethodFilter::GET, crate::backup::take)),
         route(get.clone(), "/v1/store/{kind}", rbac("list", "store", Ns::None, Name::None), on(MethodFilter::GET, store::list_objects)),
         route(
             get.clone(),

@@ -29,6 +29,7 @@ const MANAGED: &[&str] = &[
     crate::auth::REVOKED_CERTIFICATES,
     "issued-certificates",
     edgeplane_core::gc::BLOBS,
+    edgeplane_api::backup::LAST_BACKUP_KIND,
 ];
 
 fn writable(kind: &str) -> Result<(), ApiError> {

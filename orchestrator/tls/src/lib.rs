@@ -14,12 +14,16 @@
 //! - [`config`]: rustls client and server configurations (ring only), and an identity that
 //!   can be replaced while connections use it (renewal).
 //! - [`signing`]: ed25519 keys and the signatures over modules and models.
+//! - [`sealing`]: keys that seal data at rest (the edge's storage, backups);
+//!   [`backup`]: the sealed backup file.
 //! - [`serve`]: the HTTPS accept loop for an axum router: handshake and header timeouts,
 //!   connection limits in all and per client address, the peer's certificate on every request.
 
+pub mod backup;
 pub mod cert;
 pub mod config;
 pub mod pki;
+pub mod sealing;
 pub mod serve;
 pub mod signing;
 
