@@ -15,6 +15,8 @@ cargo build --workspace --release --locked
 export EDGEPLANE_BIN_DIR="$PWD/target/release"
 target/release/edgeplane-bench raft "$@"
 target/release/edgeplane-bench api
+# Backup and restore of 10,000 resources (edgectl backup create; the restore drill).
+target/release/edgeplane-bench backup
 # The data plane: HTTP and MQTT ingest through filter -> detector -> outbox, and the drain.
 target/release/edgeplane-bench edge
 # Edge failover: SIGKILL the runtime running a workload, until it takes readings elsewhere.

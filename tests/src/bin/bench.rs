@@ -50,8 +50,9 @@ async fn main() {
         Some("edge") => edge(&args).await,
         Some("failover") => failover(&args).await,
         Some("scale") => scale(&args).await,
+        Some("backup") => backup(&args).await,
         _ => {
-            eprintln!("usage: edgeplane-bench raft|api|edge [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
+            eprintln!("usage: edgeplane-bench raft|api|edge|failover|scale|backup [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
             std::process::exit(2);
         }
     }
@@ -280,6 +281,104 @@ async fn api(args: &[String]) {
     bench("watch_fanout_events_per_s", delivered as f64 / elapsed, "events/s");
     bench("watch_fanout_delivered_ratio", delivered as f64 / (written * watchers) as f64, "ratio");
     println!("# fan-out: {written} writes to {watchers} watchers, {delivered} events delivered in {elapsed:.2} s");
+}
+
+/// Backup and restore of a state of `--resources` (10,000) Models: `edgectl backup create`
+/// against a follower (the median of 5), and the restore drill: every member SIGKILLed and its
+/// data deleted, then `orchestrator restore` on each and the new cluster started, until it
+/// answers a linearizable list holding every resource.
+async fn backup(args: &[String]) {
+    let resources = arg(args, "--resources", 10_000);
+    let spec = ClusterSpec { subnet: 46, log: "warn".to_owned(), tick_ms: None, ..Default::default() };
+    let mut cluster = Cluster::start(spec).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let apis: Vec<Api> = cluster.running().into_iter().map(|id| cluster.api(id)).collect();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..64 {
+        let (api, next) = (apis[c % apis.len()].clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= resources {
+                    return;
+                }
+                let body = model(&format!("r{i}")).to_string().into_bytes();
+                loop {
+                    match api.request(reqwest::Method::POST, RESOURCES, Some(body.clone())).await {
+                        Ok(r) if r.code == 201 || r.code == 409 => break,
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a writer");
+    }
+    let count = |api: Api| async move {
+        let list = api.get(RESOURCES).await.ok()?;
+        (list.code == 200).then(|| list.body["items"].as_array().map_or(0, Vec::len) as u64)
+    };
+    assert_eq!(count(apis[0].clone()).await, Some(resources), "every resource was created");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("backup.key");
+    let made =
+        std::process::Command::new(edgeplane_tests::bin_path("edgectl")).args(["backup", "key"]).arg(&key).output().expect("edgectl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let follower = cluster.running().into_iter().find(|&id| id != leader).expect("a follower");
+    let mut times = Vec::new();
+    let mut file = std::path::PathBuf::new();
+    for run in 0..5 {
+        file = dir.path().join(format!("b{run}.epbackup"));
+        let started = Instant::now();
+        let out = edgeplane_tests::edgectl(&[cluster.api_addr(follower)])
+            .args(["backup", "create"])
+            .arg(&file)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .expect("edgectl backup create");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+    let runs = times.clone();
+    times.sort_by(f64::total_cmp);
+    bench("backup_ms", percentile(&times, 50.0), "ms");
+    println!("# backup of {resources} resources: {size} bytes sealed; runs {runs:.0?} ms");
+
+    let killed = Instant::now();
+    for id in 1..=3 {
+        cluster.kill(id);
+        std::fs::remove_dir_all(cluster.data_dir(id)).expect("delete the data directory");
+    }
+    let started = Instant::now();
+    let mut restore_each = Vec::new();
+    for id in 1..=3 {
+        let one = Instant::now();
+        let out =
+            cluster.restore(id, &[std::ffi::OsStr::new("--from"), file.as_os_str(), std::ffi::OsStr::new("--backup-key"), key.as_os_str()]);
+        assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+        restore_each.push(one.elapsed().as_millis());
+    }
+    for id in 1..=3 {
+        cluster.start_member(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if count(cluster.api(1)).await == Some(resources) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restored cluster did not serve every resource\n{}", cluster.all_logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bench("restore_ms", started.elapsed().as_secs_f64() * 1000.0, "ms");
+    println!(
+        "# restore: orchestrator restore per member {restore_each:?} ms, then start, elect and list all {resources}; {} ms after the kill",
+        killed.elapsed().as_millis()
+    );
 }
 
 const NS: &str = "bench";
