@@ -444,7 +444,12 @@ impl DataPlane {
                 (key, stats)
             })
             .collect();
-        Stats { node: self.report(), outbox: self.outbox.stats(), workloads }
+        Stats {
+            node: self.report(),
+            outbox: self.outbox.stats(),
+            storage: StorageStats { refused_files: crate::agent::refused_files() },
+            workloads,
+        }
     }
 }
 
@@ -569,7 +574,17 @@ pub fn check_readings(readings: &[Reading]) -> Result<(), String> {
 pub struct Stats {
     pub node: DataReport,
     pub outbox: crate::outbox::OutboxStats,
+    pub storage: StorageStats,
     pub workloads: BTreeMap<String, WorkloadStats>,
+}
+
+/// The node's files at rest.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStats {
+    /// Files refused since the start: changed, cut, sealed with another key, or plain where
+    /// sealed ones belong (the agent's files; the outbox counts its records itself).
+    pub refused_files: u64,
 }
 
 #[derive(Debug, serde::Serialize)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use edgeplane_edge_runtime::agent::{Agent, NodeCertificate};
+use edgeplane_edge_runtime::agent::{Agent, AtRest, NodeCertificate};
 use edgeplane_edge_runtime::config::{Args, Config, StorageKeySource};
 use edgeplane_edge_runtime::dataplane::DataPlane;
 use edgeplane_edge_runtime::host::{HostConfig, WasmHost};
@@ -71,24 +71,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let key_source = config.storage_key.clone();
     // The key and the outbox's recovery (it reads every segment): disk work, off the reactor.
-    let outbox = tokio::task::spawn_blocking(move || {
+    let (outbox, at_rest) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Outbox, AtRest)> {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-        outbox_config.key = match key_source {
-            StorageKeySource::Off => None,
-            StorageKeySource::DataDir => Some(StorageKey::load(&data_dir.join("storage.key"), true).map_err(anyhow::Error::msg)?),
-            StorageKeySource::File(path) => Some(StorageKey::load(&path, false).map_err(anyhow::Error::msg)?),
-        }
-        .map(Arc::new);
-        Outbox::open(outbox_config).context("cannot open the outbox")
+        let (key, made_now) = match key_source {
+            StorageKeySource::Off => (None, false),
+            StorageKeySource::DataDir => {
+                let path = data_dir.join("storage.key");
+                let made_now = !path.exists();
+                (Some(StorageKey::load(&path, true).map_err(anyhow::Error::msg)?), made_now)
+            }
+            StorageKeySource::File(path) => (Some(StorageKey::load(&path, false).map_err(anyhow::Error::msg)?), false),
+        };
+        let key = key.map(Arc::new);
+        outbox_config.key = key.clone();
+        let at_rest = key.map_or_else(AtRest::plain, |key| AtRest::sealed(key, made_now));
+        Ok((Outbox::open(outbox_config).context("cannot open the outbox")?, at_rest))
     })
     .await??;
     let dataplane = Arc::new(DataPlane::new(Arc::new(outbox), config.max_inflight_readings));
     let mqtt_broker = config.mqtt_broker.clone();
     let max_body = config.max_body_bytes;
     let status_addr = config.data_dir.join("status.addr");
-    let certificate = Arc::new(NodeCertificate::load(&config.data_dir));
+    let certificate = {
+        let (dir, at_rest) = (config.data_dir.clone(), at_rest.clone());
+        Arc::new(tokio::task::spawn_blocking(move || NodeCertificate::load(&dir, &at_rest)).await?)
+    };
     let ca_pem = config.ca_pem.clone();
-    let agent = Agent::new(config, certificate.clone(), pool, dataplane.clone()).await?;
+    let agent = Agent::new(config, at_rest, certificate.clone(), pool, dataplane.clone()).await?;
     // Tests and scripts find the status API here when it listens on port 0.
     tokio::fs::write(&status_addr, address.to_string()).await.with_context(|| format!("cannot write {}", status_addr.display()))?;
     tracing::info!(node = agent.name(), status_api = %address, "edge runtime started");

@@ -194,7 +194,12 @@ impl Collector for Scraped {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "storage_refused_files",
+                "Files of the data directory refused since the start: changed, cut, sealed with another key, or plain where sealed ones belong",
+                crate::agent::refused_files(),
+            ),
             ("outbox_appended_records", "Records appended to the outbox", stats.appended_records),
             ("outbox_delivered_records", "Records the orchestrators acknowledged", stats.delivered_records),
             ("outbox_delivered_readings", "Readings the orchestrators acknowledged", stats.delivered_readings),

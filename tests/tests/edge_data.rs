@@ -196,7 +196,8 @@ fn outbox_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// A byte flipped on disk in a sealed outbox while the cloud is gone and the edge is down:
 /// the damaged record is detected, counted and reported, and every other record still reaches
-/// the cloud.
+/// the cloud. The node's other files are sealed too: a damaged saved-assignments file and a
+/// damaged cached module are refused and counted, and the node takes both from the cloud again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_the_sealed_outbox_is_counted_and_the_rest_arrives() {
     let mut cluster = Cluster::start(ClusterSpec { subnet: 58, size: 1, ..Default::default() }).await;
@@ -232,6 +233,25 @@ async fn a_flipped_byte_in_the_sealed_outbox_is_counted_and_the_rest_arrives() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&segment, &bytes).expect("write");
+    // The identity, key, certificate, saved assignments and module cache: sealed, no clear text.
+    let module = std::fs::read_dir(data_dir.join("modules")).expect("modules").map(|e| e.expect("entry").path()).next().expect("a module");
+    for file in [
+        data_dir.join("identity.json"),
+        data_dir.join("node.key"),
+        data_dir.join("node.crt"),
+        data_dir.join("assignments.json"),
+        module.clone(),
+    ] {
+        let bytes = std::fs::read(&file).expect("a node file");
+        let clear = [&b"BEGIN"[..], b"pass-0", b"line-a-edge", b"asm"].iter().any(|t| bytes.windows(t.len()).any(|w| w == *t));
+        assert!(bytes.starts_with(b"EDGEPLANE-SEALED 1\n") && !clear, "{} is not sealed", file.display());
+    }
+    for file in [data_dir.join("assignments.json"), module] {
+        let mut bytes = std::fs::read(&file).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&file, &bytes).expect("write");
+    }
 
     cluster.restart(leader);
     edge.restart();
@@ -258,6 +278,8 @@ async fn a_flipped_byte_in_the_sealed_outbox_is_counted_and_the_rest_arrives() {
     )
     .await;
     assert_eq!(stats["outbox"]["corruptRecords"], 1, "{stats}");
+    assert_eq!(stats["storage"]["refusedFiles"], 2, "the saved assignments and the cached module: {stats}");
+    running(&edge, 1).await;
 }
 
 /// A producer faster than the workload gets 429s (and 503 once the outbox is full under

@@ -21,7 +21,7 @@ use edgeplane_tls::config::CurrentIdentity;
 use edgeplane_tls::{KeyAndRequest, PeerCertificate, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
-use super::files::{self, Access, FileError};
+use super::files::{Access, AtRest, FileError};
 use super::{lock, Agent, AgentError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,16 +35,16 @@ const KEY: &str = "node.key";
 const CERT: &str = "node.crt";
 
 /// The identity in `dir`, created with a fresh uid on the first start.
-pub(super) async fn load_or_create(dir: PathBuf, name: String) -> Result<Identity, AgentError> {
+pub(super) async fn load_or_create(dir: PathBuf, name: String, at_rest: AtRest) -> Result<Identity, AgentError> {
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|source| FileError::Io { path: dir.clone(), source })?;
         let path = dir.join(FILE);
-        match files::read_json::<Identity>(&path)? {
+        match at_rest.read_json::<Identity>(&path)? {
             Some(identity) if identity.name == name => Ok(identity),
             Some(identity) => Err(AgentError::WrongIdentity { path: path.display().to_string(), owner: identity.name, name }),
             None => {
                 let identity = Identity { name, uid: random_hex(16) };
-                files::write_json(&path, &identity, Access::Owner)?;
+                at_rest.write_json(&path, &identity, Access::Owner)?;
                 Ok(identity)
             }
         }
@@ -66,11 +66,11 @@ pub struct NodeCertificate {
 
 impl NodeCertificate {
     /// The certificate saved in `dir`, if any (an unreadable one is ignored: the node enrolls
-    /// again).
-    pub fn load(dir: &Path) -> NodeCertificate {
-        let loaded = std::fs::read_to_string(dir.join(CERT))
-            .ok()
-            .zip(std::fs::read_to_string(dir.join(KEY)).ok())
+    /// again). Blocks.
+    pub fn load(dir: &Path, at_rest: &AtRest) -> NodeCertificate {
+        let text = |file: &str| at_rest.read(&dir.join(file)).ok().flatten().and_then(|bytes| String::from_utf8(bytes).ok());
+        let loaded = text(CERT)
+            .zip(text(KEY))
             .and_then(|(cert, key)| Some((TlsIdentity::from_pem(&cert, &key).ok()?, PeerCertificate::from_pem(&cert).ok()?)));
         match loaded {
             Some((identity, parsed)) => match CurrentIdentity::new(&identity) {
@@ -201,9 +201,10 @@ impl Agent {
         let parsed = PeerCertificate::from_pem(&issued.certificate).map_err(|e| AgentError::Tls(e.to_string()))?;
         let dir = self.config.data_dir.clone();
         let cert = issued.certificate.clone();
+        let at_rest = self.at_rest.clone();
         tokio::task::spawn_blocking(move || -> Result<(), FileError> {
-            files::write_atomically(&dir.join(KEY), key_pem.as_bytes(), Access::Owner)?;
-            files::write_atomically(&dir.join(CERT), cert.as_bytes(), Access::Owner)
+            at_rest.write(&dir.join(KEY), key_pem.as_bytes(), Access::Owner)?;
+            at_rest.write(&dir.join(CERT), cert.as_bytes(), Access::Owner)
         })
         .await
         .map_err(|e| AgentError::Tls(e.to_string()))??;

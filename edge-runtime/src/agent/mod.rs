@@ -33,7 +33,7 @@ use edgeplane_api::Status;
 use edgeplane_client::{Client, ClientError, ClientOptions};
 use tokio::sync::{watch, Semaphore};
 
-pub use files::FileError;
+pub use files::{refused_files, AtRest, FileError};
 pub use identity::NodeCertificate;
 pub use models::ModelError;
 pub use modules::ModuleError;
@@ -98,6 +98,8 @@ enum SlotState {
 #[derive(Debug)]
 pub struct Agent {
     config: Config,
+    /// How its files are kept: sealed under the storage key, or plain.
+    at_rest: AtRest,
     /// Rebuilt when the node's certificate changes, so that no pooled connection keeps
     /// presenting the old one.
     client: Mutex<Arc<Client>>,
@@ -129,16 +131,19 @@ impl Agent {
     /// Sets up the agent: its directories and identity (created on the first start).
     pub async fn new(
         config: Config,
+        at_rest: AtRest,
         certificate: Arc<NodeCertificate>,
         pool: WasmPool,
         dataplane: Arc<DataPlane>,
     ) -> Result<Arc<Agent>, AgentError> {
-        let identity = identity::load_or_create(config.data_dir.clone(), config.name.clone()).await?;
+        let identity = identity::load_or_create(config.data_dir.clone(), config.name.clone(), at_rest.clone()).await?;
         let client = Self::new_client(&config, &certificate)?;
-        let modules = modules::ModuleCache::new(config.data_dir.join("modules"), pool.host().clone()).await?;
-        let models = models::ModelCache::new(config.data_dir.join("models"), edgeplane_inference::BackendKind::available()).await?;
+        let modules = modules::ModuleCache::new(config.data_dir.join("modules"), at_rest.clone(), pool.host().clone()).await?;
+        let models =
+            models::ModelCache::new(config.data_dir.join("models"), at_rest.clone(), edgeplane_inference::BackendKind::available()).await?;
         Ok(Arc::new(Agent {
             config,
+            at_rest,
             client: Mutex::new(Arc::new(client)),
             certificate,
             enrolling: tokio::sync::Mutex::new(()),

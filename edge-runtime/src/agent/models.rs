@@ -16,7 +16,7 @@ use edgeplane_client::Client;
 use edgeplane_inference::{BackendKind, Limits, PreparedModel};
 use tokio::sync::Semaphore;
 
-use super::files::{self, FileError};
+use super::files::{self, AtRest, FileError};
 use super::lock;
 use super::modules::{digest_hex, verified_blob, BlobError};
 use crate::host::BoundModel;
@@ -50,6 +50,7 @@ impl ModelError {
 #[derive(Debug)]
 pub(super) struct ModelCache {
     dir: PathBuf,
+    at_rest: AtRest,
     backends: Vec<BackendKind>,
     limits: Limits,
     prepared: Mutex<HashMap<String, Arc<dyn PreparedModel>>>,
@@ -59,10 +60,11 @@ pub(super) struct ModelCache {
 }
 
 impl ModelCache {
-    pub async fn new(dir: PathBuf, backends: Vec<BackendKind>) -> Result<ModelCache, FileError> {
+    pub async fn new(dir: PathBuf, at_rest: AtRest, backends: Vec<BackendKind>) -> Result<ModelCache, FileError> {
         files::create_dir(dir.clone()).await?;
         Ok(ModelCache {
             dir,
+            at_rest,
             backends,
             limits: Limits::default(),
             prepared: Mutex::default(),
@@ -90,7 +92,7 @@ impl ModelCache {
         if let Some(bound) = self.ready(model, artifact) {
             return Ok(bound);
         }
-        let bytes = verified_blob(client, &self.dir.join(format!("{hex}.onnx")), digest, &hex).await?;
+        let bytes = verified_blob(client, &self.at_rest, &self.dir.join(format!("{hex}.onnx")), digest, &hex).await?;
         let turn = self.prepares.clone().acquire_owned().await.expect("the semaphore is never closed");
         let limits = self.limits;
         let preparing = tokio::task::spawn_blocking(move || {

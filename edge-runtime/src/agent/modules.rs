@@ -18,7 +18,7 @@ use edgeplane_client::{Client, ClientError, Request};
 use sha2::Digest as _;
 use tokio::sync::Semaphore;
 
-use super::files::{self, Access, FileError};
+use super::files::{self, Access, AtRest, FileError};
 use super::lock;
 use crate::host::{CompiledModule, LoadError, WasmHost};
 
@@ -66,6 +66,7 @@ impl ModuleError {
 #[derive(Debug)]
 pub(super) struct ModuleCache {
     dir: PathBuf,
+    at_rest: AtRest,
     host: Arc<WasmHost>,
     compiled: Mutex<HashMap<String, Arc<CompiledModule>>>,
     /// One load per digest at a time: a second assignment of a module waits for the first's
@@ -76,9 +77,9 @@ pub(super) struct ModuleCache {
 }
 
 impl ModuleCache {
-    pub async fn new(dir: PathBuf, host: Arc<WasmHost>) -> Result<ModuleCache, FileError> {
+    pub async fn new(dir: PathBuf, at_rest: AtRest, host: Arc<WasmHost>) -> Result<ModuleCache, FileError> {
         files::create_dir(dir.clone()).await?;
-        Ok(ModuleCache { dir, host, compiled: Mutex::default(), loading: Mutex::default(), compiles: Arc::new(Semaphore::new(1)) })
+        Ok(ModuleCache { dir, at_rest, host, compiled: Mutex::default(), loading: Mutex::default(), compiles: Arc::new(Semaphore::new(1)) })
     }
 
     /// The compiled module for a digest.
@@ -92,7 +93,7 @@ impl ModuleCache {
         if let Some(m) = lock(&self.compiled).get(digest) {
             return Ok(m.clone());
         }
-        let bytes = verified_blob(client, &self.dir.join(format!("{hex}.wasm")), digest, &hex).await?;
+        let bytes = verified_blob(client, &self.at_rest, &self.dir.join(format!("{hex}.wasm")), digest, &hex).await?;
         let module = Arc::new(self.compile(bytes).await?);
         lock(&self.compiled).insert(digest.to_owned(), module.clone());
         Ok(module)
@@ -119,10 +120,17 @@ impl ModuleCache {
 
 /// A blob's bytes, verified against its digest: from the disk cache at `path`, else from the
 /// registry (then cached there).
-pub(super) async fn verified_blob(client: &Client, path: &std::path::Path, digest: &str, hex: &str) -> Result<Vec<u8>, BlobError> {
+pub(super) async fn verified_blob(
+    client: &Client,
+    at_rest: &AtRest,
+    path: &std::path::Path,
+    digest: &str,
+    hex: &str,
+) -> Result<Vec<u8>, BlobError> {
     let cached = {
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.ok().flatten()
+        let (path, at_rest) = (path.to_owned(), at_rest.clone());
+        // A cached copy that does not open is refused and counted there; fetched again here.
+        tokio::task::spawn_blocking(move || at_rest.read(&path).ok().flatten()).await.ok().flatten()
     };
     match cached {
         Some(bytes) if sha256_hex(&bytes) == hex => return Ok(bytes),
@@ -140,8 +148,8 @@ pub(super) async fn verified_blob(client: &Client, path: &std::path::Path, diges
         return Err(BlobError::DigestMismatch { actual });
     }
     let save = bytes.clone();
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || files::write_atomically(&path, &save, Access::Shared))
+    let (path, at_rest) = (path.to_owned(), at_rest.clone());
+    tokio::task::spawn_blocking(move || at_rest.write(&path, &save, Access::Owner))
         .await
         .unwrap_or_else(|e| Err(FileError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))?;
     Ok(bytes)

@@ -26,7 +26,7 @@ use edgeplane_client::Request;
 use futures::StreamExt as _;
 use tokio::sync::{oneshot, Semaphore};
 
-use super::files::{self, Access};
+use super::files::Access;
 use super::{lock, signers, Agent, Slot, SlotState};
 use crate::dataplane::Route;
 use crate::host::InstanceLimits;
@@ -48,7 +48,7 @@ impl Agent {
 
     /// Starts the assignments saved on disk, and waits until each has had its first start.
     pub(super) async fn resume_saved(self: &Arc<Self>) {
-        match files::load_json::<BTreeMap<String, AssignmentSpec>>(self.assignments_path()).await {
+        match self.at_rest.load_json::<BTreeMap<String, AssignmentSpec>>(self.assignments_path()).await {
             Ok(Some(saved)) => {
                 tracing::info!(assignments = saved.len(), "resuming the assignments saved on disk");
                 for first in self.reconcile(saved) {
@@ -160,7 +160,7 @@ impl Agent {
 
     /// Persists the desired set, then reconciles to it.
     async fn apply(self: &Arc<Self>, desired: &BTreeMap<String, AssignmentSpec>) {
-        if let Err(e) = files::save_json(self.assignments_path(), desired.clone(), Access::Shared).await {
+        if let Err(e) = self.at_rest.save_json(self.assignments_path(), desired.clone(), Access::Owner).await {
             tracing::error!(error = %e, "cannot persist the assignments");
         }
         drop(self.reconcile(desired.clone()));
