@@ -482,6 +482,23 @@ impl Drop for EdgeRuntime {
     }
 }
 
+/// A file of an edge's data directory (`node.crt`, `assignments.json`, ...) as the node reads
+/// it: opened with the node's `storage.key` when sealed. `None` if absent or unopenable.
+pub fn edge_file(data_dir: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(data_dir.join(name)).ok()?;
+    if !edgeplane_tls::sealing::is_sealed_file(&bytes) {
+        return Some(bytes);
+    }
+    let key = edgeplane_tls::sealing::SealingKey::load(&data_dir.join("storage.key"), false).ok()?;
+    key.open_file(name, &bytes)
+}
+
+/// The node's TLS identity from its data directory (its sealed key and certificate).
+pub fn edge_identity(data_dir: &std::path::Path) -> Option<edgeplane_tls::TlsIdentity> {
+    let text = |name| String::from_utf8(edge_file(data_dir, name)?).ok();
+    edgeplane_tls::TlsIdentity::from_pem(&text("node.crt")?, &text("node.key")?).ok()
+}
+
 /// `edgectl --server ...` as the administrator of the cluster `servers` belong to.
 pub fn edgectl(servers: &[SocketAddr]) -> Command {
     let list: Vec<String> = servers.iter().map(ToString::to_string).collect();

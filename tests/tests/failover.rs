@@ -119,8 +119,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     // The old node's outputs of the old generation are fenced by the cloud sink. (Sent with
     // the old node's own certificate: it held that generation, so it may still upload it.)
     let data_dir = &edges[first].data_dir;
-    let identity =
-        edgeplane_tls::TlsIdentity::load(&data_dir.join("node.crt"), &data_dir.join("node.key")).expect("the node's certificate");
+    let identity = edgeplane_tests::edge_identity(data_dir).expect("the node's certificate");
     let as_old_node = Api::with_tls(cluster.api_addr(leader), Duration::from_secs(10), cluster.trust.tls_as(Some(&identity)));
     // Produced now, after the move: what a node cut off from the cloud would still send.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;

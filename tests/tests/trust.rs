@@ -595,7 +595,7 @@ async fn bootstrap_tokens_are_used_up_expire_and_bind_their_node() {
 
 /// Reads a node's certificate serial from its data directory.
 fn node_serial(data_dir: &Path) -> Option<String> {
-    let pem = std::fs::read_to_string(data_dir.join("node.crt")).ok()?;
+    let pem = String::from_utf8(edgeplane_tests::edge_file(data_dir, "node.crt")?).ok()?;
     Some(edgeplane_tls::PeerCertificate::from_pem(&pem).ok()?.serial)
 }
 
@@ -643,7 +643,7 @@ async fn certificates_renew_across_an_orchestrator_failover_and_revocation_is_im
 
     // Revocation: the node's certificate stops working at once, on every orchestrator.
     // The node renews every few seconds: read its key and certificate as one pair.
-    let pem = |f: &str| std::fs::read_to_string(edge.data_dir.join(f)).expect("node credential");
+    let pem = |f: &str| String::from_utf8(edgeplane_tests::edge_file(&edge.data_dir, f).expect("node credential")).expect("PEM");
     let (stolen, stolen_serial) = loop {
         let (key, cert) = (pem("node.key"), pem("node.crt"));
         if pem("node.key") == key && pem("node.crt") == cert {
@@ -750,7 +750,7 @@ async fn a_node_acts_only_on_its_own_work_and_the_edge_api_admits_by_group() {
     let name = |x: &Value| x["metadata"]["name"].as_str().expect("name").to_owned();
     let digest = |x: &Value| x["spec"]["moduleDigest"].as_str().expect("digest").to_owned();
 
-    let pem = |f: &str| std::fs::read_to_string(a.data_dir.join(f)).expect("node a's credential");
+    let pem = |f: &str| String::from_utf8(edgeplane_tests::edge_file(&a.data_dir, f).expect("node a's credential")).expect("PEM");
     let node_a = as_identity(cluster.api_addr(1), &TlsIdentity::from_pem(&pem("node.crt"), &pem("node.key")).expect("identity"));
     let code = |reply: Result<edgeplane_tests::Reply, edgeplane_tests::ClientError>| reply.expect("answered").code;
     let assignments_path = format!("{BASE}/namespaces/rs/assignments");
@@ -812,11 +812,7 @@ async fn a_node_acts_only_on_its_own_work_and_the_edge_api_admits_by_group() {
         metric: "temperature".into(),
         value: 1.0,
     }]);
-    let as_b = TlsIdentity::from_pem(
-        &std::fs::read_to_string(b.data_dir.join("node.crt")).expect("b cert"),
-        &std::fs::read_to_string(b.data_dir.join("node.key")).expect("b key"),
-    )
-    .expect("b");
+    let as_b = edgeplane_tests::edge_identity(&b.data_dir).expect("b's identity");
     for (who, identity, ingest, read) in [
         ("nobody", None, 401, 401),
         ("a device", Some(load("device")), 200, 403),

@@ -2,9 +2,9 @@
 //! models): written whole or not at all (temporary file, sync, rename, sync of the directory),
 //! from async code on a blocking thread, and sealed at rest under the node's storage key.
 //!
-//! A sealed file is [`SEALED_MAGIC`] then the item sealed with ChaCha20-Poly1305
-//! ([`StorageKey`]), its associated data naming the file, so that one sealed file cannot stand
-//! in for another. A file that does not open (changed, cut, another key) is refused and
+//! A sealed file is `edgeplane_tls::sealing`'s: a magic line, then the contents sealed with
+//! ChaCha20-Poly1305 ([`StorageKey`]) under associated data naming the file, so that one sealed
+//! file cannot stand in for another. A file that does not open (changed, cut, another key) is refused and
 //! counted ([`refused_files`]), never read; so is a plain file where sealed ones belong, except
 //! when the key was made on this start: the plain files found then were written before the
 //! node had a key, and are read (and sealed when next written).
@@ -18,10 +18,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::storage::StorageKey;
+use edgeplane_tls::sealing::is_sealed_file;
 
-/// How every sealed file starts.
-pub const SEALED_MAGIC: &[u8] = b"EDGEPLANE-SEALED 1\n";
+use crate::storage::StorageKey;
 
 /// Files refused since the process started: they did not open with the storage key, or were
 /// plain where sealed ones belong. Process-wide, like the files themselves (one data directory
@@ -64,14 +63,14 @@ impl AtRest {
             tracing::warn!(%error, "refused a file of the data directory");
             Err(error)
         };
-        match (bytes.strip_prefix(SEALED_MAGIC), &self.key) {
-            (Some(sealed), Some(key)) => match key.open(sealed, &aad(path)) {
+        match (is_sealed_file(&bytes), &self.key) {
+            (true, Some(key)) => match key.open_file(&file_name(path), &bytes) {
                 Some(plain) => Ok(Some(plain)),
                 None => refuse(FileError::Unopened { path: path.to_owned() }),
             },
-            (Some(_), None) => refuse(FileError::NoKey { path: path.to_owned() }),
-            (None, Some(_)) if !self.adopt_plain => refuse(FileError::Plain { path: path.to_owned() }),
-            (None, _) => Ok(Some(bytes)),
+            (true, None) => refuse(FileError::NoKey { path: path.to_owned() }),
+            (false, Some(_)) if !self.adopt_plain => refuse(FileError::Plain { path: path.to_owned() }),
+            (false, _) => Ok(Some(bytes)),
         }
     }
 
@@ -79,11 +78,7 @@ impl AtRest {
     pub fn write(&self, path: &Path, bytes: &[u8], access: Access) -> Result<(), FileError> {
         match &self.key {
             None => write_atomically(path, bytes, access),
-            Some(key) => {
-                let mut sealed = SEALED_MAGIC.to_vec();
-                key.seal_into(&mut sealed, bytes, &aad(path));
-                write_atomically(path, &sealed, access)
-            }
+            Some(key) => write_atomically(path, &key.seal_file(&file_name(path), bytes), access),
         }
     }
 
@@ -116,11 +111,8 @@ impl AtRest {
     }
 }
 
-/// What a sealed file's tag also covers: which file it is.
-fn aad(path: &Path) -> Vec<u8> {
-    let mut aad = b"edgeplane file\0".to_vec();
-    aad.extend_from_slice(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
-    aad
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Why a file could not be read or written.
@@ -211,7 +203,7 @@ mod tests {
         sealed.write_json(&assignments, &serde_json::json!({"factory/pass-0": {"node": "a"}}), Access::Owner).expect("write");
         sealed.write_json(&identity, &serde_json::json!({"name": "a"}), Access::Owner).expect("write");
         let on_disk = std::fs::read(&assignments).expect("read");
-        assert!(on_disk.starts_with(SEALED_MAGIC) && !on_disk.windows(4).any(|w| w == b"pass"), "sealed, not in clear");
+        assert!(is_sealed_file(&on_disk) && !on_disk.windows(4).any(|w| w == b"pass"), "sealed, not in clear");
         assert_eq!(
             sealed.read_json::<serde_json::Value>(&assignments).expect("opens"),
             Some(serde_json::json!({"factory/pass-0": {"node": "a"}}))

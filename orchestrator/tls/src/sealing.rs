@@ -95,6 +95,35 @@ impl SealingKey {
     }
 }
 
+/// How every sealed file starts.
+pub const SEALED_FILE_MAGIC: &[u8] = b"EDGEPLANE-SEALED 1\n";
+
+/// What a sealed file's tag also covers: which file it is, so that one sealed file cannot
+/// stand in for another.
+fn file_aad(name: &str) -> Vec<u8> {
+    [&b"edgeplane file\0"[..], name.as_bytes()].concat()
+}
+
+impl SealingKey {
+    /// The contents of a file named `name` (its name, not its path), sealed.
+    pub fn seal_file(&self, name: &str, contents: &[u8]) -> Vec<u8> {
+        let mut sealed = SEALED_FILE_MAGIC.to_vec();
+        self.seal_into(&mut sealed, contents, &file_aad(name));
+        sealed
+    }
+
+    /// The contents of a sealed file named `name`: `None` if it is not one, or does not open
+    /// (changed, cut, another key, another file's).
+    pub fn open_file(&self, name: &str, file: &[u8]) -> Option<Vec<u8>> {
+        self.open(file.strip_prefix(SEALED_FILE_MAGIC)?, &file_aad(name))
+    }
+}
+
+/// Whether `file` is a sealed file.
+pub fn is_sealed_file(file: &[u8]) -> bool {
+    file.starts_with(SEALED_FILE_MAGIC)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
