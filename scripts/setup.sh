@@ -17,12 +17,14 @@ fi
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 # From Debian's packages: mosquitto (the MQTT broker the data-plane tests, the demo and the
 # benchmarks start) and its clients (mosquitto_pub); curl and jq, which the demo reads the
-# nodes' JSON with.
+# nodes' JSON with; kubectl.
 packages=()
 command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 command -v curl >/dev/null 2>&1 || packages+=(curl ca-certificates)
 command -v jq >/dev/null 2>&1 || packages+=(jq)
+# kubectl, which the tests run against the orchestrators (preinstalled on most machines).
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 if [ "${#packages[@]}" -gt 0 ]; then
     apt=(apt-get)
     if [ "$(id -u)" -ne 0 ]; then

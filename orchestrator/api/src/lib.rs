@@ -33,6 +33,8 @@ pub mod auth;
 pub mod backup;
 pub mod data;
 #[cfg(feature = "crd")]
+pub mod discovery;
+#[cfg(feature = "crd")]
 pub mod manifest;
 pub mod node;
 #[cfg(feature = "crd")]
@@ -164,6 +166,9 @@ pub struct ClusterStatus {
 pub struct Status {
     /// Always `"Status"`.
     pub kind: String,
+    /// Always `"v1"`: Kubernetes clients (kubectl) read a Status only with it.
+    #[serde(default = "status_api_version")]
+    pub api_version: String,
     /// Always `"Failure"`.
     pub status: String,
     pub code: u16,
@@ -229,10 +234,15 @@ pub struct StatusCause {
     pub message: String,
 }
 
+fn status_api_version() -> String {
+    "v1".to_owned()
+}
+
 impl Status {
     pub fn new(code: u16, reason: StatusReason, message: impl Into<String>) -> Self {
         Status {
             kind: "Status".to_owned(),
+            api_version: status_api_version(),
             status: "Failure".to_owned(),
             code,
             reason,

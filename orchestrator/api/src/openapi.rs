@@ -33,6 +33,8 @@ pub fn document() -> Value {
             param("watch", "query", "true: stream ADDED/MODIFIED/DELETED events as newline-delimited JSON."),
             param("resourceVersion", "query", "With watch: stream changes after this version (410 when too old)."),
             param("consistency", "query", "linearizable (default) or stale."),
+            param("limit", "query", "At most this many objects (0: all); metadata.continue then names the next page."),
+            param("continue", "query", "The metadata.continue of the previous page: the objects after it."),
         ]);
         paths.insert(
             collection,

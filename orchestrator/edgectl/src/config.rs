@@ -47,6 +47,10 @@ pub struct Settings {
     pub servers: Vec<String>,
     pub tls: rustls::ClientConfig,
     pub token: Option<String>,
+    /// The same credentials as text, for a kubeconfig: the CA, and the client certificate
+    /// and key in PEM.
+    pub ca_pem: String,
+    pub client_pem: Option<(String, String)>,
 }
 
 /// The demo cluster's API addresses (scripts/demo.sh).
@@ -89,13 +93,19 @@ pub fn load(given: Given) -> Result<Settings, Failure> {
     let ca_pem = edgeplane_tls::config::read(&ca).map_err(|e| Failure::Usage(e.to_string()))?;
     let cert = given.cert.or(file.cert.map(relative));
     let key = given.key.or(file.key.map(relative));
-    let identity = match (cert, key) {
-        (Some(cert), Some(key)) => Some(edgeplane_tls::TlsIdentity::load(&cert, &key).map_err(|e| Failure::Usage(e.to_string()))?),
-        (None, None) => None,
+    let (identity, client_pem) = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &Path| edgeplane_tls::config::read(p).map_err(|e| Failure::Usage(e.to_string()));
+            let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+            let identity = edgeplane_tls::TlsIdentity::from_pem(&cert_pem, &key_pem)
+                .map_err(|e| Failure::Usage(format!("{} and {}: {e}", cert.display(), key.display())))?;
+            (Some(identity), Some((cert_pem, key_pem)))
+        }
+        (None, None) => (None, None),
         _ => return Err(Failure::Usage("a client certificate needs both cert and key".to_owned())),
     };
     let tls = edgeplane_tls::config::client_config(&ca_pem, identity.as_ref()).map_err(|e| Failure::Usage(e.to_string()))?;
-    Ok(Settings { servers, tls, token: given.token.or(file.token) })
+    Ok(Settings { servers, tls, token: given.token.or(file.token), ca_pem, client_pem })
 }
 
 /// Writes `ca.crt`, `client.crt`, `client.key` (owner-only) and an `edgectl.toml` using them

@@ -31,6 +31,7 @@ macro_rules! out {
 mod backup;
 mod config;
 mod data;
+mod kubeconfig;
 mod nodes;
 mod output;
 mod resources;
@@ -189,10 +190,26 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Configuration for other tools: `config kubeconfig > edgeplane.kubeconfig` for kubectl.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Backups of the control plane: sealed copies of the whole replicated state.
     Backup {
         #[command(subcommand)]
         command: BackupCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a kubeconfig for this cluster and credential (one context per orchestrator;
+    /// it holds the credential: keep it owner-only).
+    Kubeconfig {
+        /// The name of the cluster, user and first context.
+        #[arg(long, default_value = "edgeplane")]
+        name: String,
     },
 }
 
@@ -562,12 +579,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         key: cli.client_key.clone(),
         token: cli.token.clone(),
     })?;
+    if let Command::Config { command: ConfigCommand::Kubeconfig { name } } = &cli.command {
+        out!("{}", kubeconfig::render(&settings, name)?);
+        return Ok(());
+    }
     let servers = settings.servers.clone();
     let client = Client::new(settings, Duration::from_secs_f64(cli.timeout.max(0.1)))?;
     let json = cli.output == "json";
     match cli.command {
         Command::Completions { .. }
         | Command::Key { .. }
+        | Command::Config { .. }
         | Command::Backup { command: BackupCommand::Key { .. } | BackupCommand::Inspect { .. } } => unreachable!("handled above"),
         Command::Backup { command: BackupCommand::Create { file, key } } => backup::create(&client, &file, &key).await,
         Command::Apply { files, namespace } => resources::apply(&client, &files, namespace.as_deref()).await,

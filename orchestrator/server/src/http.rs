@@ -144,13 +144,42 @@ pub(crate) fn unknown_params(params: &BTreeMap<String, String>, allowed: &[&str]
 
 /// The parameters of a query string, refusing any the route does not accept.
 pub(crate) fn only_params(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
-    let params = query_params(raw)?;
+    let mut params = query_params(raw)?;
+    // kubectl's --request-timeout, on every request. The orchestrators bound every request
+    // themselves (the write timeout, the read timeout) and the client gives up on its own
+    // clock, so a valid one needs nothing more here; an invalid one is an error like any.
+    if let Some(timeout) = params.remove("timeout") {
+        if !is_duration(&timeout) {
+            return Err(ApiError::invalid(vec![cause("query.timeout", format!("{timeout:?} is not a duration such as 30s, 1m or 500ms"))]));
+        }
+    }
     let unknown = unknown_params(&params, allowed);
     if unknown.is_empty() {
         Ok(params)
     } else {
         Err(ApiError::invalid(unknown))
     }
+}
+
+/// A Go-style duration as Kubernetes clients send it: `30s`, `1m30s`, `500ms`, `1h`.
+fn is_duration(text: &str) -> bool {
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"].into_iter().find(|u| rest.starts_with(u));
+        match unit {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The `consistency` parameter.
@@ -282,6 +311,16 @@ mod tests {
         let now = rfc3339_now();
         assert!(now.parse::<jiff::Timestamp>().is_ok(), "{now}");
         assert_eq!(now.len(), 20, "{now}");
+    }
+
+    #[test]
+    fn kubectl_timeouts_are_durations() {
+        for ok in ["30s", "1m30s", "500ms", "1h", "0s"] {
+            assert!(is_duration(ok), "{ok}");
+        }
+        for bad in ["", "30", "s", "1x", "-1s", "1s2"] {
+            assert!(!is_duration(bad), "{bad}");
+        }
     }
 
     #[test]

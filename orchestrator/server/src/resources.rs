@@ -138,7 +138,8 @@ pub(crate) async fn read_one(State(state): State<AppState>, target: Target, q: R
 }
 
 pub(crate) async fn list(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Response, ApiError> {
-    let params = only_params(q, &["consistency", "labelSelector", "watch", "resourceVersion"])?;
+    let params = only_params(q, &["consistency", "labelSelector", "watch", "resourceVersion", "limit", "continue"])?;
+    let page = Page::from_params(&params)?;
     let selector = match params.get("labelSelector") {
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
         None => LabelSelector::default(),
@@ -163,18 +164,77 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, q: RawQu
     }
     let snapshot = read(&state, consistency(&params)?).await?;
     let kind = filter.kind;
-    let (version, items) = off_reactor(move || {
-        let items: Vec<Value> = filter.matching(&snapshot).map(|(_, o)| render(o)).collect();
-        (snapshot.applied_index(), items)
+    let (version, items, next, remaining) = off_reactor(move || {
+        let matching = filter
+            .matching(&snapshot)
+            .filter(|(k, _)| page.after.as_ref().is_none_or(|after| (&k.namespace, &k.name) > (&after.0, &after.1)));
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut remaining = 0u64;
+        for (key, object) in matching {
+            if page.limit.is_some_and(|limit| items.len() as u64 >= limit) {
+                remaining += 1;
+                continue;
+            }
+            items.push(render(object));
+            last = Some((key.namespace.clone(), key.name.clone()));
+        }
+        let next = (remaining > 0).then(|| last.map(|(ns, name)| Page::token(&ns, &name))).flatten();
+        (snapshot.applied_index(), items, next, remaining)
     })
     .await?;
+    let mut metadata = json!({ "resourceVersion": version.to_string() });
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+        metadata["remainingItemCount"] = json!(remaining);
+    }
     Ok(Json(json!({
         "apiVersion": API_VERSION,
         "kind": format!("{}List", kind.kind),
-        "metadata": { "resourceVersion": version.to_string() },
+        "metadata": metadata,
         "items": items,
     }))
     .into_response())
+}
+
+/// A page of a list: at most `limit` items, after the object a `continue` token names. Each
+/// page is read from the state current when it is asked for (there is no multi-version
+/// store to read an earlier one from): an object created or deleted between pages shows up
+/// on a later page or not at all, but no object appears twice.
+struct Page {
+    limit: Option<u64>,
+    after: Option<(String, String)>,
+}
+
+impl Page {
+    fn from_params(params: &std::collections::BTreeMap<String, String>) -> Result<Page, ApiError> {
+        let limit = match params.get("limit").map(|v| v.parse::<u64>()) {
+            None | Some(Ok(0)) => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return Err(ApiError::invalid(vec![cause("query.limit", "must be a non-negative integer")])),
+        };
+        let after = match params.get("continue").filter(|t| !t.is_empty()) {
+            None => None,
+            Some(token) => Some(
+                Page::parse_token(token)
+                    .ok_or_else(|| ApiError::invalid(vec![cause("query.continue", "is not a continue token this API issued")]))?,
+            ),
+        };
+        Ok(Page { limit, after })
+    }
+
+    fn token(namespace: &str, name: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"after": [namespace, name]}).to_string())
+    }
+
+    fn parse_token(token: &str) -> Option<(String, String)> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+        let value: Value = serde_json::from_slice(&bytes).ok()?;
+        let after = value.get("after")?.as_array()?;
+        Some((after.first()?.as_str()?.to_owned(), after.get(1)?.as_str()?.to_owned()))
+    }
 }
 
 /// Which objects a list or watch covers.

@@ -11,6 +11,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use edgeplane_api::abi::MAX_MODULE_BYTES;
 use edgeplane_api::auth::{RouteInfo, BOOTSTRAP_TOKENS, CERTIFICATES, ENROLL, ROUTES, WHOAMI};
+use edgeplane_api::discovery;
 use edgeplane_api::paths;
 
 use crate::app::AppState;
@@ -57,6 +58,12 @@ pub fn table() -> Vec<Route> {
             on(MethodFilter::GET, || async { Json(edgeplane_api::openapi::document()) }),
         ),
         route(get.clone(), WHOAMI, Access::Authenticated, on(MethodFilter::GET, auth::whoami)),
+        // Discovery, as Kubernetes clients (kubectl) expect it.
+        route(get.clone(), "/version", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::version_info()) })),
+        route(get.clone(), "/api", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::core_versions()) })),
+        route(get.clone(), "/apis", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::group_list()) })),
+        route(get.clone(), "/apis/edgeplane.io", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::api_group()) })),
+        route(get.clone(), paths::RESOURCES, Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::resource_list()) })),
         route(get.clone(), ROUTES, Access::Authenticated, on(MethodFilter::GET, list_routes)),
         route(get.clone(), paths::METRICS, rbac("get", "metrics", Ns::None, Name::None), on(MethodFilter::GET, cluster::metrics)),
         route(get.clone(), paths::CLUSTER, rbac("get", "cluster", Ns::None, Name::None), on(MethodFilter::GET, cluster::cluster_status)),
