@@ -267,19 +267,23 @@ async fn a_flipped_byte_in_the_sealed_outbox_is_counted_and_the_rest_arrives() {
     .await;
     let devices: Vec<String> = cloud_readings(&records).iter().map(|r| r.device.clone()).collect();
     assert_eq!(devices, ["first", "first", "last", "last"], "{records:?}");
+    // The cached module is read only when the workload starts again, so the second refusal
+    // is counted then, not when the outbox has drained.
+    running(&edge, 1).await;
+    let last_stats = std::sync::Mutex::new(Value::Null);
     let stats = eventually(
-        "the damaged record counted",
+        "the damaged record and both damaged files counted",
         Duration::from_secs(20),
         async || {
             let s = edge.stats().await;
-            (s["outbox"]["pendingRecords"] == 0).then_some(s)
+            *last_stats.lock().expect("stats lock") = s.clone();
+            (s["outbox"]["pendingRecords"] == 0 && s["storage"]["refusedFiles"].as_u64() >= Some(2)).then_some(s)
         },
-        || edge.log_tail(),
+        || format!("last stats: {}\nedge log:\n{}", last_stats.lock().expect("stats lock"), edge.log_tail()),
     )
     .await;
     assert_eq!(stats["outbox"]["corruptRecords"], 1, "{stats}");
     assert_eq!(stats["storage"]["refusedFiles"], 2, "the saved assignments and the cached module: {stats}");
-    running(&edge, 1).await;
 }
 
 /// A producer faster than the workload gets 429s (and 503 once the outbox is full under
