@@ -9,8 +9,6 @@
 //! when the key was made on this start: the plain files found then were written before the
 //! node had a key, and are read (and sealed when next written).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +16,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use edgeplane_tls::durable::Access;
 use edgeplane_tls::sealing::is_sealed_file;
 
 use crate::storage::StorageKey;
@@ -142,29 +141,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     move |source| FileError::Io { path: path.to_owned(), source }
 }
 
-/// Who may read a file the agent writes.
-#[derive(Debug, Clone, Copy)]
-pub enum Access {
-    /// Anyone on the machine (the default umask applies).
-    Shared,
-    /// The runtime's user only: credentials.
-    Owner,
-}
-
 /// Replaces `path` with `bytes` durably: a crash leaves the old or the new file, whole, and
 /// once this returns the new one survives a crash. Blocks.
 fn write_atomically(path: &Path, bytes: &[u8], access: Access) -> Result<(), FileError> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    if let Access::Owner = access {
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    edgeplane_tls::durable::write_atomically(path, bytes, access).map_err(io(path))
 }
 
 /// Creates a directory and its parents on a blocking thread.

@@ -1,8 +1,6 @@
 //! `edgectl backup`: a key that seals backups, a backup of the control plane taken from any
 //! member, and a look inside one (docs/operations.md).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Instant;
 
@@ -88,12 +86,8 @@ pub fn inspect(file: &Path, key_file: Option<&Path>, json: bool) -> Result<(), F
 
 /// Writes `bytes` to the new file `path`, owner-only, whole or not at all.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let io = |e: std::io::Error| Failure::Usage(format!("cannot write {}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    edgeplane_tls::durable::write_atomically(path, bytes, edgeplane_tls::durable::Access::Owner)
+        .map_err(|e| Failure::Usage(format!("cannot write the backup: {e}")))
 }
 
 /// A time in ms since the Unix epoch as UTC RFC 3339, to the second.

@@ -10,10 +10,10 @@
 //! [`crate::node`]), never on the reactor.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use edgeplane_tls::durable;
 use raft::prelude::Snapshot;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
@@ -131,17 +131,13 @@ impl DiskLog {
     pub fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), DiskError> {
         let path = self.snapshot_path(snapshot.get_metadata().index);
         let io = |source| DiskError::SnapshotFile { path: path.clone(), source };
-        if !path.exists() {
-            let tmp = path.with_extension("tmp");
-            let mut file = fs::File::create(&tmp).map_err(io)?;
-            file.write_all(&encode(snapshot)).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            fs::rename(&tmp, &path).map_err(io)?;
+        if path.exists() {
+            // An earlier attempt may have crashed or failed between the rename and the
+            // directory's sync, leaving the name not yet durable.
+            durable::sync_dir_of(&path).map_err(io)
+        } else {
+            durable::write_atomically(&path, &encode(snapshot), durable::Access::Shared).map_err(io)
         }
-        // Also when the file already existed: an earlier attempt may have crashed or failed
-        // between the rename and this sync, leaving the name not yet durable.
-        fs::File::open(&self.snapshot_dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
     }
 
     /// Makes a batch durable: one transaction, one fsync (plus the snapshot file's, if the

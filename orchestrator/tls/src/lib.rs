@@ -16,12 +16,14 @@
 //! - [`signing`]: ed25519 keys and the signatures over modules and models.
 //! - [`sealing`]: keys that seal data at rest (the edge's storage, backups);
 //!   [`backup`]: the sealed backup file.
+//! - [`durable`]: files written whole or not at all (temporary, fsync, rename, directory fsync).
 //! - [`serve`]: the HTTPS accept loop for an axum router: handshake and header timeouts,
 //!   connection limits in all and per client address, the peer's certificate on every request.
 
 pub mod backup;
 pub mod cert;
 pub mod config;
+pub mod durable;
 pub mod pki;
 pub mod sealing;
 pub mod serve;
