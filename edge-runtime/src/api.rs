@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgeplane_api::auth::{EDGE_INGEST_GROUPS, EDGE_READ_GROUPS};
+use edgeplane_api::exposition::Exposition;
 use edgeplane_tls::pki::ParsedSubject;
 use edgeplane_tls::serve::Connection;
 
@@ -79,9 +80,11 @@ async fn stats(State(node): State<Node>) -> Json<dataplane::Stats> {
     Json(node.dataplane.stats())
 }
 
-async fn metrics(State(node): State<Node>) -> Response {
+/// `GET /metrics`: OpenMetrics to Prometheus, the classic text format to other clients.
+async fn metrics(State(node): State<Node>, headers: HeaderMap) -> Response {
+    let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match node.dataplane.metrics().encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], format.render(text)).into_response(),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed"),
     }
 }

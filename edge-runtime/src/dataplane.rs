@@ -133,11 +133,13 @@ pub enum Refused {
 /// Where outputs to `mqtt` sinks are published (set when the node has a broker).
 pub type MqttPublisher = rumqttc::AsyncClient;
 
-type Table = BTreeMap<String, Vec<Arc<Route>>>;
+/// The running instances by the topic they read.
+pub(crate) type Table = BTreeMap<String, Vec<Arc<Route>>>;
 
 #[derive(Debug)]
 pub struct DataPlane {
-    routes: RwLock<Arc<Table>>,
+    /// Shared with the metrics, which read each instance's status when scraped.
+    routes: Arc<RwLock<Arc<Table>>>,
     outbox: Arc<Outbox>,
     inflight: Arc<Semaphore>,
     max_inflight: u64,
@@ -162,9 +164,15 @@ impl DataPlane {
         // A semaphore holds at most usize::MAX >> 3 permits.
         let max_inflight = max_inflight_readings.min(1 << 40);
         let inflight = Arc::new(Semaphore::new(max_inflight as usize));
-        let metrics = EdgeMetrics::new(Scraped { outbox: Arc::clone(&outbox), inflight: Arc::clone(&inflight), max_inflight });
+        let routes = Arc::new(RwLock::new(Arc::new(BTreeMap::new())));
+        let metrics = EdgeMetrics::new(Scraped {
+            outbox: Arc::clone(&outbox),
+            inflight: Arc::clone(&inflight),
+            max_inflight,
+            routes: Arc::clone(&routes),
+        });
         DataPlane {
-            routes: RwLock::new(Arc::new(BTreeMap::new())),
+            routes,
             outbox,
             inflight,
             max_inflight,

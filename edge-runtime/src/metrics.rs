@@ -4,17 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
+use edgeplane_api::node::InstancePhase;
+
+use crate::dataplane::Table;
 use crate::outbox::Outbox;
+use crate::pool::InstanceStatus;
 
 /// Counters of the whole node.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +104,8 @@ impl Families {
 pub struct EdgeMetrics {
     registry: Registry,
     pub node: NodeCounters,
+    /// Time from sending an upload to the orchestrators' answer, whatever it was.
+    pub upload_seconds: Histogram,
     families: Families,
     /// Each instance's counters by assignment, for `/v1/stats` and heartbeats.
     workloads: Mutex<BTreeMap<String, WorkloadCounters>>,
@@ -138,8 +146,15 @@ impl EdgeMetrics {
         }
         let families = Families::default();
         families.register(&mut registry);
+        // 1 ms to ~16 s: an upload of 512 records to a loaded orchestrator over a slow link.
+        let upload_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "upload_seconds",
+            "Time from sending an upload of outbox records to the orchestrators' answer",
+            upload_seconds.clone(),
+        );
         registry.register_collector(Box::new(scraped));
-        EdgeMetrics { registry, node, families, workloads: Mutex::default() }
+        EdgeMetrics { registry, node, upload_seconds, families, workloads: Mutex::default() }
     }
 
     /// One instance's counters, created on first use.
@@ -164,12 +179,82 @@ impl EdgeMetrics {
     }
 }
 
-/// Figures read when scraped: the outbox's and the in-flight budget's.
+/// Figures read when scraped: the outbox's, the in-flight budget's and each running
+/// instance's (from its pool status, through the data plane's routes).
 #[derive(Debug)]
 pub struct Scraped {
     pub outbox: Arc<Outbox>,
     pub inflight: Arc<Semaphore>,
     pub max_inflight: u64,
+    pub routes: Arc<RwLock<Arc<Table>>>,
+}
+
+impl Scraped {
+    /// Per-instance series, labelled by assignment (`namespace/name`): as many as the node
+    /// runs instances, which its capacity bounds.
+    fn encode_instances(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let instances: BTreeMap<&str, InstanceStatus> =
+            routes.values().flatten().map(|route| (route.key.as_str(), route.handle.status())).collect();
+        let queued: u64 = instances.values().map(|s| s.queue_depth).sum();
+        let pool = ConstGauge::new(queued as i64);
+        pool.encode(encoder.encode_descriptor(
+            "pool_queued_batches",
+            "Batches waiting for an instance, over all instances",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let mut batches = encoder.encode_descriptor(
+            "instance_batches",
+            "Batches an instance processed, by outcome (ok, failed: trap, deadline, refused output)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (assignment, s) in &instances {
+            for (outcome, count) in [("ok", s.batches_ok), ("failed", s.batches_failed)] {
+                ConstCounter::new(count).encode(batches.encode_family(&[("assignment", *assignment), ("outcome", outcome)])?)?;
+            }
+        }
+        let mut restarts =
+            encoder.encode_descriptor("instance_restarts", "Restarts of an instance after failures", None, MetricType::Counter)?;
+        for (assignment, s) in &instances {
+            ConstCounter::new(u64::from(s.restarts)).encode(restarts.encode_family(&[("assignment", *assignment)])?)?;
+        }
+        let mut guest = encoder.encode_descriptor(
+            "instance_guest_seconds",
+            "Time an instance spent in the guest processing batches",
+            None,
+            MetricType::Counter,
+        )?;
+        for (assignment, s) in &instances {
+            ConstCounter::new(s.guest_nanos as f64 / 1e9).encode(guest.encode_family(&[("assignment", *assignment)])?)?;
+        }
+        for (name, help, read) in [
+            ("instance_memory_bytes", "An instance's linear memory", (|s: &InstanceStatus| s.memory_bytes) as fn(&InstanceStatus) -> u64),
+            ("instance_queued_batches", "Batches waiting for an instance", |s: &InstanceStatus| s.queue_depth),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (assignment, s) in &instances {
+                ConstGauge::new(read(s) as i64).encode(family.encode_family(&[("assignment", *assignment)])?)?;
+            }
+        }
+        let mut phase = encoder.encode_descriptor(
+            "instance_phase",
+            "1 for an instance's phase (Pending, Running, BackingOff, CrashLoop, Failed), 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (assignment, s) in &instances {
+            for each in
+                [InstancePhase::Pending, InstancePhase::Running, InstancePhase::BackingOff, InstancePhase::CrashLoop, InstancePhase::Failed]
+            {
+                let name = format!("{each:?}");
+                ConstGauge::new(i64::from(s.phase == each))
+                    .encode(phase.encode_family(&[("assignment", *assignment), ("phase", name.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Collector for Scraped {
@@ -216,6 +301,6 @@ impl Collector for Scraped {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
-        Ok(())
+        self.encode_instances(&mut encoder)
     }
 }

@@ -87,6 +87,9 @@ pub struct InstanceStatus {
     pub reconfigurations: u64,
     pub memory_bytes: u64,
     pub queue_depth: u64,
+    /// Time spent in the guest processing batches, over the instance's life (restarts
+    /// included).
+    pub guest_nanos: u64,
     /// The version of the Model the instance runs with now (a refused update leaves the
     /// previous one).
     pub model_version: Option<Arc<str>>,
@@ -171,6 +174,7 @@ impl WasmPool {
                 reconfigurations: 0,
                 memory_bytes: 0,
                 queue_depth: 0,
+                guest_nanos: 0,
                 model_version: spec.model_version.clone(),
             }),
             queued: AtomicUsize::new(0),
@@ -338,12 +342,16 @@ impl Worker {
                     let _ = reply.send(Err(ProcessError::NotRunning(slot.spec.name.clone(), why.unwrap_or_else(|| "starting".into()))));
                     return;
                 };
-                match instance.process(&batch) {
+                let started = Instant::now();
+                let processed = instance.process(&batch);
+                let guest_nanos = started.elapsed().as_nanos() as u64;
+                match processed {
                     Ok(emitted) => {
                         let memory = instance.memory_bytes() as u64;
                         slot.consecutive_failures = 0;
                         slot.shared.update(|s| {
                             s.batches_ok += 1;
+                            s.guest_nanos += guest_nanos;
                             s.memory_bytes = memory;
                             s.consecutive_failures = 0;
                         });
@@ -351,7 +359,10 @@ impl Worker {
                     }
                     Err(e) => {
                         // Status first, so whoever gets the answer sees the consequence.
-                        slot.shared.update(|s| s.batches_failed += 1);
+                        slot.shared.update(|s| {
+                            s.batches_failed += 1;
+                            s.guest_nanos += guest_nanos;
+                        });
                         let answer = Err(ProcessError::Guest(slot.spec.name.clone(), e.clone()));
                         if e.poisons_instance() {
                             slot.fail(e);

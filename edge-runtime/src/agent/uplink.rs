@@ -101,7 +101,9 @@ impl Agent {
             // The sink deduplicates: sending it again is safe.
             .retry(Retry::Idempotent);
         let body_bytes = request.body.as_ref().map_or(0, |(b, _)| b.len() as u64);
+        let sent = std::time::Instant::now();
         let answer = self.client().send(request).await?;
+        self.dataplane.metrics().upload_seconds.observe(sent.elapsed().as_secs_f64());
         let status = (!answer.is_success()).then(|| answer.status_error());
         let names_records = status.as_ref().is_some_and(|s| s.details.causes.iter().any(|c| c.field.starts_with("records[")));
         match verdict(answer.status, names_records, count) {

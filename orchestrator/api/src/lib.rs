@@ -24,6 +24,7 @@
 //! - [`data`]: readings, the v1 batch format, and the cloud sink's upload and query types.
 //! - [`openapi`] (`crd`): the OpenAPI document of the resource API.
 //! - [`watch`]: the events of a watch stream.
+//! - [`exposition`]: the Prometheus text formats `/metrics` answers in (OpenMetrics, classic).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,7 @@ pub mod backup;
 pub mod data;
 #[cfg(feature = "crd")]
 pub mod discovery;
+pub mod exposition;
 #[cfg(feature = "crd")]
 pub mod manifest;
 pub mod node;

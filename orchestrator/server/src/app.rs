@@ -20,6 +20,7 @@ pub struct AppState {
     /// The leader's memory of heartbeats (empty on followers).
     pub heartbeats: Arc<Heartbeats>,
     pub sink_metrics: SinkMetrics,
+    pub scheduler_metrics: crate::metrics::SchedulerMetrics,
     /// The cluster's certificate authority: signs node and user certificates.
     pub ca: Arc<edgeplane_tls::CertificateAuthority>,
     /// Records of requests that wrote nothing.

@@ -62,7 +62,7 @@ pub struct BackupMetrics {
     taken: Counter,
     failed: Counter,
     last_success: Gauge,
-    last_duration_ms: Gauge,
+    last_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     last_bytes: Gauge,
     last_index: Gauge,
 }
@@ -78,7 +78,7 @@ impl BackupMetrics {
             "When the last good scheduled backup was taken (Unix seconds; 0: none yet)",
             m.last_success.clone(),
         );
-        r.register("last_duration_milliseconds", "How long the last good scheduled backup took", m.last_duration_ms.clone());
+        r.register("last_duration_seconds", "How long the last good scheduled backup took", m.last_duration_seconds.clone());
         r.register("last_size_bytes", "Size of the last good scheduled backup's file", m.last_bytes.clone());
         r.register("last_index", "The log index the last good scheduled backup holds the state at", m.last_index.clone());
         m
@@ -100,13 +100,12 @@ pub(crate) async fn run_schedule(state: AppState, schedule: BackupSchedule) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let started = Instant::now();
         match scheduled_backup(&state, &schedule, &key).await {
             Ok(last) => {
                 let m = &state.backup_metrics;
                 m.taken.inc();
                 m.last_success.set((last.created_at_ms / 1000) as i64);
-                m.last_duration_ms.set(started.elapsed().as_millis() as i64);
+                m.last_duration_seconds.set(last.duration_ms as f64 / 1000.0);
                 m.last_bytes.set(last.file_bytes as i64);
                 m.last_index.set(last.index as i64);
                 tracing::info!(path = %last.path, index = last.index, objects = last.objects, bytes = last.file_bytes, ms = last.duration_ms, "backup taken");
@@ -155,15 +154,9 @@ fn file_time(ms: u64) -> String {
 /// Writes `bytes` to `path` whole or not at all: a temporary file, fsync, rename, fsync of the
 /// directory.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let dir = path.parent().context("a backup path has a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok(())
+    edgeplane_tls::durable::write_atomically(path, bytes, edgeplane_tls::durable::Access::Shared).context("cannot write the backup")
 }
 
 /// Deletes the backups in `dir` the policy does not keep (by the time in each file's header;

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use edgeplane_api::exposition::Exposition;
 use edgeplane_api::{ClusterStatus, MemberStatus, Role, StatusReason};
 use edgeplane_raft::EngineStatus;
 use raft::StateRole;
@@ -13,13 +14,15 @@ use raft::StateRole;
 use crate::app::AppState;
 use crate::http::ApiError;
 
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: OpenMetrics to Prometheus, the classic text format to other clients.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     crate::data::observe(&state).await;
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
         return ApiError::internal("encoding metrics failed").into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], format.render(text)).into_response()
 }
 
 async fn engine_status(state: &AppState) -> Result<EngineStatus, ApiError> {

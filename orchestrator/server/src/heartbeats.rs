@@ -96,12 +96,12 @@ impl Heartbeats {
 
 impl Observed {
     /// Judges every registered node: those never heard from this leader have been silent
-    /// since it took over.
-    pub fn liveness(mut self, state: &ClusterState, policy: HealthPolicy) -> Liveness {
+    /// since it took over. Also returns each node's silence in ms (its heartbeat age).
+    pub fn liveness(mut self, state: &ClusterState, policy: HealthPolicy) -> (Liveness, BTreeMap<String, u64>) {
         for (key, _) in state.list("edgenodes", Some("")) {
             self.silence.entry(key.name.clone()).or_insert(self.since_leading_ms);
         }
         let judged = Liveness::assess(&self.silence, policy);
-        Liveness { health: judged.health, down_for_ms: judged.down_for_ms, ..self.reports }
+        (Liveness { health: judged.health, down_for_ms: judged.down_for_ms, ..self.reports }, self.silence)
     }
 }

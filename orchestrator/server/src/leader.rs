@@ -17,6 +17,7 @@ use raft::StateRole;
 
 use crate::app::AppState;
 use crate::http::{rfc3339_now, unix_ms_now};
+use crate::metrics::LeaderView;
 
 /// How often the leader plans placements.
 const PLACEMENT_INTERVAL: Duration = Duration::from_millis(100);
@@ -37,6 +38,7 @@ pub async fn run(state: AppState) {
         let leader = status.role == StateRole::Leader;
         if leader != state.heartbeats.leading() {
             state.heartbeats.set_leading(leader);
+            state.scheduler_metrics.observe(None);
             placement = Placement::default();
         }
         if !leader {
@@ -75,34 +77,52 @@ impl Placement {
         let skip = self.idle.filter(|(_, at)| at.elapsed() < REPLAN_AT_LEAST_EVERY).map(|(fingerprint, _)| fingerprint);
         let now = rfc3339_now();
         let unix_ms = unix_ms_now();
-        let planned = tokio::task::spawn_blocking(move || {
-            let liveness = observed.liveness(&snapshot, policy);
+        let turn = tokio::task::spawn_blocking(move || {
+            let (liveness, silence) = observed.liveness(&snapshot, policy);
+            let nodes = liveness.health.iter().map(|(n, &h)| (n.clone(), (h, silence.get(n).copied().unwrap_or(0)))).collect();
             let fingerprint = liveness.fingerprint(snapshot.applied_index());
-            (Some(fingerprint) != skip)
-                .then(|| (fingerprint, placement::plan(&snapshot, &liveness, placement::Now { rfc3339: &now, unix_ms })))
+            let planned = (Some(fingerprint) != skip).then(|| {
+                let started = Instant::now();
+                let plan = placement::plan(&snapshot, &liveness, placement::Now { rfc3339: &now, unix_ms });
+                (fingerprint, plan, started.elapsed())
+            });
+            (nodes, planned)
         })
         .await;
-        let (fingerprint, plan) = match planned {
-            Ok(Some(planned)) => planned,
-            Ok(None) => return,
+        let (nodes, planned) = match turn {
+            Ok(turn) => turn,
             Err(e) => {
                 tracing::error!(error = %e, "placement: the planner failed");
                 return;
             }
         };
-        self.idle = plan.commands.is_empty().then(|| (fingerprint, Instant::now()));
-        if plan.unplaced != self.last_unplaced {
-            for u in &plan.unplaced {
-                tracing::info!(workload = %u.workload, missing = u.missing, "placement: {}", u.reason);
+        let metrics = &state.scheduler_metrics;
+        let plan = planned.map(|(fingerprint, plan, took)| {
+            metrics.plan_seconds.observe(took.as_secs_f64());
+            self.idle = plan.commands.is_empty().then(|| (fingerprint, Instant::now()));
+            if plan.unplaced != self.last_unplaced {
+                for u in &plan.unplaced {
+                    tracing::info!(workload = %u.workload, missing = u.missing, "placement: {}", u.reason);
+                }
+                self.last_unplaced = plan.unplaced.clone();
             }
-            self.last_unplaced = plan.unplaced;
-        }
+            plan
+        });
+        metrics.observe(Some(LeaderView {
+            nodes,
+            pending_replicas: self.last_unplaced.iter().map(|u| u64::from(u.missing)).sum(),
+            unplaced_workloads: self.last_unplaced.len() as u64,
+        }));
+        let Some(plan) = plan else { return };
         if plan.commands.is_empty() {
             return;
         }
         let writes = plan.commands.len();
         match state.node.write(Command::Transaction(plan.commands)).await {
-            Ok(_) => tracing::info!(writes, "placement: applied"),
+            Ok(_) => {
+                metrics.placed(&plan.placements);
+                tracing::info!(writes, "placement: applied");
+            }
             // A precondition failed (the state moved on) or no quorum: plan again next tick.
             Err(e) => tracing::debug!(error = %e, "placement: not applied"),
         }

@@ -138,6 +138,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = RaftMetrics::new(&mut registry);
     let sink_metrics = metrics::SinkMetrics::new(&mut registry);
+    let scheduler_metrics = metrics::SchedulerMetrics::new(&mut registry);
     let backup_metrics = backup::BackupMetrics::new(&mut registry);
     let tls = MemberTls::load(&config)?;
     let network = Network::mutual_tls(PeerTls {
@@ -200,6 +201,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         watch,
         heartbeats: Arc::new(heartbeats::Heartbeats::default()),
         sink_metrics,
+        scheduler_metrics,
         ca: tls.ca.clone(),
         audit,
         archive: archive.clone(),

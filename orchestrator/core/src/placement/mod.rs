@@ -55,6 +55,30 @@ pub struct Plan {
     pub commands: Vec<Command>,
     /// Workloads with replicas that could not be placed, and why.
     pub unplaced: Vec<Unplaced>,
+    /// Replicas this plan places, by why (for `edgeplane_scheduler_placements_total`).
+    pub placements: BTreeMap<PlacementReason, u32>,
+}
+
+/// Why a replica is placed: a slot no replica fills, a replica moved off a node that is down
+/// or where it crash loops, or one moved to even out the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PlacementReason {
+    NewReplica,
+    Failover,
+    Rebalance,
+}
+
+impl PlacementReason {
+    pub const ALL: [PlacementReason; 3] = [PlacementReason::NewReplica, PlacementReason::Failover, PlacementReason::Rebalance];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementReason::NewReplica => "new_replica",
+            PlacementReason::Failover => "failover",
+            PlacementReason::Rebalance => "rebalance",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,8 +200,19 @@ impl<'a> Planning<'a> {
 
     /// Creates the Assignment `name` on `node` with a fresh generation. `because` says why
     /// the replica goes there (kept on the Assignment for `describe`).
-    fn create(&mut self, namespace: &str, name: String, replica: u32, node: String, template: &AssignmentSpec, because: &str) {
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        namespace: &str,
+        name: String,
+        replica: u32,
+        node: String,
+        template: &AssignmentSpec,
+        reason: PlacementReason,
+        because: &str,
+    ) {
         self.take(&node, template);
+        *self.plan.placements.entry(reason).or_default() += 1;
         let key = ObjectKey::new("assignments", namespace, name);
         let generation = self.next_generation;
         self.next_generation += 1;

@@ -7,7 +7,7 @@
 
 use super::nodes::{choose, explain, tier_rank, Want};
 use super::workload::{replica_count, Settled};
-use super::{Planning, REBALANCE_SKEW};
+use super::{PlacementReason, Planning, REBALANCE_SKEW};
 
 pub(super) fn move_one(s: &Settled, p: &mut Planning<'_>) {
     let workload = &s.workload;
@@ -44,7 +44,7 @@ pub(super) fn move_one(s: &Settled, p: &mut Planning<'_>) {
         p.remove(e);
         let because = explain(&p.nodes, &want, &target, &format!("rebalanced from {from}"));
         want.add(&p.nodes, &target);
-        p.create(&s.namespace, e.key.name.clone(), e.spec.replica, target, &s.template, &because);
+        p.create(&s.namespace, e.key.name.clone(), e.spec.replica, target, &s.template, PlacementReason::Rebalance, &because);
         p.rebalance_budget -= 1;
         return;
     }

@@ -11,11 +11,13 @@ const NOW: Now<'static> = Now { rfc3339: "2026-11-22T00:00:00Z", unix_ms: 1_795_
 struct World {
     state: ClusterState,
     index: u64,
+    /// Replicas placed by the plans applied so far, by why.
+    placed: BTreeMap<PlacementReason, u32>,
 }
 
 impl World {
     fn new() -> World {
-        World { state: ClusterState::default(), index: 0 }
+        World { state: ClusterState::default(), index: 0, placed: BTreeMap::new() }
     }
 
     fn apply(&mut self, command: Command) -> Result<crate::Applied, crate::ApplyError> {
@@ -55,6 +57,9 @@ impl World {
             let plan = plan(&self.state, &live, NOW);
             if plan.commands.is_empty() {
                 return plan.unplaced;
+            }
+            for (reason, count) in plan.placements {
+                *self.placed.entry(reason).or_default() += count;
             }
             self.apply(Command::Transaction(plan.commands)).expect("a fresh plan applies");
         }
@@ -135,6 +140,19 @@ fn a_replica_on_a_down_node_moves_with_a_newer_generation() {
     w.settle(&["a", "b"]);
     assert_eq!(w.assignments(), after);
     assert_eq!(ready_condition(&w, "a"), ("True".into(), "Heartbeating".into()));
+}
+
+#[test]
+fn plans_count_their_placements_by_reason() {
+    let mut w = World::new();
+    w.create("edgenodes", "", node("a", &["temp"], 8));
+    w.create("edgenodes", "", node("b", &["temp"], 8));
+    w.create("workloads", "f", workload("filter", 2, "temp"));
+    w.settle(&["a", "b"]);
+    assert_eq!(w.placed, [(PlacementReason::NewReplica, 2)].into());
+    w.settle_with(&liveness(&[("a", Health::Down, 0), ("b", Health::Ready, 0)]));
+    assert_eq!(w.placed, [(PlacementReason::NewReplica, 2), (PlacementReason::Failover, 1)].into());
+    assert_eq!(w.assignments().iter().filter(|(_, node, _)| node == "b").count(), 2, "{:?}", w.assignments());
 }
 
 #[test]

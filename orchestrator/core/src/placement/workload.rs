@@ -10,7 +10,7 @@ use edgeplane_api::resources::{
 
 use super::assignment::{generation_of, typed, Existing};
 use super::nodes::{self, choose, explain, fits, why_not, Want};
-use super::{rollout, status, Planning, Unplaced};
+use super::{rollout, status, PlacementReason, Planning, Unplaced};
 use crate::{trust, ClusterState, ObjectKey, StoredObject};
 
 /// The Workload being planned.
@@ -247,7 +247,9 @@ fn place_missing(
             }
             continue;
         };
-        let because = explain(&p.nodes, want, &node_name, if avoid.contains_key(slot) { "failover" } else { "new replica" });
+        let (reason, why) =
+            if avoid.contains_key(slot) { (PlacementReason::Failover, "failover") } else { (PlacementReason::NewReplica, "new replica") };
+        let because = explain(&p.nodes, want, &node_name, why);
         want.add(&p.nodes, &node_name);
         placed.placed_now += 1;
         p.placement_budget -= 1;
@@ -255,7 +257,7 @@ fn place_missing(
             Slot::Replica(r) => (*r, format!("{}-{r}", w.name)),
             Slot::Node(n) => (0, daemon_name(w.name, n)),
         };
-        p.create(w.namespace, object_name, replica, node_name, template, &because);
+        p.create(w.namespace, object_name, replica, node_name, template, reason, &because);
     }
     placed.reason = (placed.missing > 0).then(|| nodes::unfit_summary(p.nodes.len(), &reasons));
     placed
