@@ -1,12 +1,14 @@
 //! The real kubectl (the one on the machine) against a 3-orchestrator cluster, through a
-//! kubeconfig `edgectl config kubeconfig` wrote: discovery, `api-resources`, `get` in its forms,
-//! `delete`, `version`.
+//! kubeconfig `edgectl config kubeconfig` wrote: discovery, `api-resources`, `get` in its forms
+//! (server-side tables with edgectl's columns, `-w` across a leader SIGKILL), `apply`,
+//! `patch`, `edit`, `explain`, `describe`, `delete`, `version`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::process::Stdio;
 use std::time::Duration;
 
-use edgeplane_tests::{create_resource, edgectl, find_program, Cluster, ClusterSpec};
+use edgeplane_tests::{create_resource, edgectl, eventually, find_program, Cluster, ClusterSpec};
 use serde_json::{json, Value};
 
 const NS: &str = "plant";
@@ -17,23 +19,39 @@ fn model(name: &str, labels: Value) -> Value {
            "spec": {"version": "1.0.0", "format": "bench/v1", "parameters": {"w": [0.5]}}})
 }
 
+fn kubectl_command(kubeconfig: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(find_program("kubectl").expect("kubectl is installed (scripts/test.sh checks)"));
+    command.arg("--kubeconfig").arg(kubeconfig).args(["--request-timeout", "20s"]).args(args);
+    // kubectl caches discovery and OpenAPI under ~/.kube/cache: each test run reads its own.
+    command.env("KUBECACHEDIR", kubeconfig.with_file_name("kube-cache"));
+    command
+}
+
 /// kubectl with `kubeconfig`; its stdout, or a failure naming what it said.
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let out = Command::new(find_program("kubectl").expect("kubectl is installed (scripts/test.sh checks)"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--request-timeout", "20s"])
-        .args(args)
-        .output()
-        .expect("kubectl runs");
+    let out = kubectl_command(kubeconfig, args).output().expect("kubectl runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "kubectl {args:?} failed:\n{stderr}\n{stdout}");
     stdout.into_owned()
 }
 
+/// kubectl that must fail; what it said on stderr.
+fn kubectl_refused(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl_command(kubeconfig, args).output().expect("kubectl runs");
+    assert!(!out.status.success(), "kubectl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn model_yaml(name: &str, version: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: edgeplane.io/v1alpha1\nkind: Model\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels: {{line: a}}\n\
+         spec:\n  version: \"{version}\"\n  format: bench/v1\n  parameters: {{w: [0.5]}}\n{extra_spec}"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_finds_lists_shows_and_deletes_edgeplane_resources() {
-    let cluster = Cluster::start(ClusterSpec { subnet: 85, ..Default::default() }).await;
+async fn kubectl_finds_lists_applies_edits_watches_and_deletes_edgeplane_resources() {
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 85, ..Default::default() }).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<_> = (1..=3).map(|id| cluster.api_addr(id)).collect();
@@ -54,9 +72,16 @@ async fn kubectl_finds_lists_shows_and_deletes_edgeplane_resources() {
     let edgenodes = resources.lines().find(|l| l.starts_with("edgenodes ")).expect("edgenodes row");
     assert!(edgenodes.split_whitespace().any(|c| c == "false"), "EdgeNodes are cluster-scoped: {edgenodes}");
 
+    // Server-side tables: the columns edgectl shows, and kubectl's own extras on top.
     let table = kubectl(&kubeconfig, &["get", "models", "-n", NS]);
-    assert!(table.lines().next().is_some_and(|h| h.starts_with("NAME")), "{table}");
-    assert!(table.contains("vibration") && table.contains("thermal"), "{table}");
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "VERSION", "FORMAT", "PARAMETERS"], "{table}");
+    assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["vibration", "1.0.0", "bench/v1", "1"]), "{table}");
+    assert!(table.contains("thermal"), "{table}");
+    let shown = kubectl(&kubeconfig, &["get", "models", "-n", NS, "--show-labels", "-l", "line=b"]);
+    assert!(shown.lines().nth(1).is_some_and(|l| l.starts_with("thermal") && l.ends_with("line=b")), "{shown}");
+    let one = kubectl(&kubeconfig, &["get", "model", "vibration", "-n", NS, "-o", "wide"]);
+    assert_eq!(one.lines().count(), 2, "{one}");
     let by_short_name = kubectl(&kubeconfig, &["get", "edgeplane", "-n", NS, "-o", "name"]);
     assert!(by_short_name.contains("model.edgeplane.io/vibration"), "the edgeplane category lists every kind: {by_short_name}");
 
@@ -76,10 +101,114 @@ async fn kubectl_finds_lists_shows_and_deletes_edgeplane_resources() {
     assert!(deleted.contains("deleted"), "{deleted}");
     assert_eq!(api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/models/thermal")).await.expect("get").code, 404);
 
+    // apply: create, configure, unchanged, with the last-applied annotation kubectl diffs against.
+    let manifest = dir.path().join("acoustic.yaml");
+    std::fs::write(&manifest, model_yaml("acoustic", "1.0.0", "")).expect("write");
+    let path = manifest.to_str().expect("utf-8");
+    assert!(kubectl(&kubeconfig, &["apply", "-f", path]).contains("model.edgeplane.io/acoustic created"));
+    std::fs::write(&manifest, model_yaml("acoustic", "1.1.0", "")).expect("write");
+    assert!(kubectl(&kubeconfig, &["apply", "-f", path]).contains("model.edgeplane.io/acoustic configured"));
+    assert!(kubectl(&kubeconfig, &["apply", "-f", path]).contains("model.edgeplane.io/acoustic unchanged"));
+    let stored = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/models/acoustic")).await.expect("get");
+    assert_eq!(stored.body["spec"]["version"], "1.1.0", "{}", stored.body);
+    let last_applied =
+        stored.body["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].as_str().unwrap_or_default();
+    assert!(last_applied.contains("\"1.1.0\""), "{}", stored.body);
+    // The server validates strictly; kubectl reports its answer.
+    std::fs::write(&manifest, model_yaml("acoustic", "1.2.0", "  bogus: 1\n")).expect("write");
+    let refused = kubectl_refused(&kubeconfig, &["apply", "-f", path]);
+    assert!(refused.contains("spec.bogus") && refused.contains("unknown field"), "{refused}");
+    let refused = kubectl_refused(&kubeconfig, &["apply", "-f", path, "--validate=false"]);
+    assert!(refused.contains("fieldValidation") && refused.contains("strictly"), "{refused}");
+
+    // patch and edit.
+    let patched = kubectl(
+        &kubeconfig,
+        &["patch", "model", "acoustic", "-n", NS, "--type", "merge", "-p", r#"{"metadata":{"labels":{"tier":"gold"}}}"#],
+    );
+    assert!(patched.contains("patched"), "{patched}");
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/tier: gold/tier: silver/' \"$1\"\n").expect("write");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let edited =
+        kubectl_command(&kubeconfig, &["edit", "model", "acoustic", "-n", NS]).env("KUBE_EDITOR", &editor).output().expect("kubectl edit");
+    assert!(edited.status.success() && String::from_utf8_lossy(&edited.stdout).contains("edited"), "{edited:?}");
+    let labels = kubectl(&kubeconfig, &["get", "model", "acoustic", "-n", NS, "-o", "jsonpath={.metadata.labels}"]);
+    assert_eq!(serde_json::from_str::<Value>(&labels).expect("JSON"), json!({"line": "a", "tier": "silver"}));
+    let json_patch = r#"[{"op":"test","path":"/spec/version","value":"1.1.0"},{"op":"replace","path":"/spec/version","value":"1.3.0"}]"#;
+    assert!(kubectl(&kubeconfig, &["patch", "model", "acoustic", "-n", NS, "--type", "json", "-p", json_patch]).contains("patched"));
+    let failed_test = kubectl_refused(&kubeconfig, &["patch", "model", "acoustic", "-n", NS, "--type", "json", "-p", json_patch]);
+    assert!(failed_test.contains("does not apply"), "a failed test op refuses the whole patch: {failed_test}");
+    let strategic = kubectl_refused(&kubeconfig, &["patch", "model", "acoustic", "-n", NS, "-p", r#"{"spec":{"version":"9"}}"#]);
+    assert!(strategic.contains("--type merge"), "{strategic}");
+    // wait and --field-selector select on metadata.name.
+    let waited = kubectl(&kubeconfig, &["wait", "--for=jsonpath={.spec.version}=1.3.0", "model/acoustic", "-n", NS, "--timeout=20s"]);
+    assert!(waited.contains("condition met"), "{waited}");
+    let selected = kubectl(&kubeconfig, &["get", "models", "-n", NS, "--field-selector", "metadata.name!=acoustic", "-o", "name"]);
+    assert_eq!(selected.trim(), "model.edgeplane.io/vibration");
+
+    // explain, from the OpenAPI v3 documents; describe.
+    let explained = kubectl(&kubeconfig, &["explain", "workloads.spec"]);
+    for field in ["module", "replicas", "inputs", "outputs"] {
+        assert!(explained.lines().any(|l| l.trim_start().starts_with(&format!("{field}\t"))), "{field} missing:\n{explained}");
+    }
+    let explained = kubectl(&kubeconfig, &["explain", "models"]);
+    assert!(explained.contains("apiVersion\t<string> -required-") && !explained.contains("Auto-generated"), "{explained}");
+    let described = kubectl(&kubeconfig, &["describe", "model", "acoustic", "-n", NS]);
+    for line in ["Name:         acoustic", "Namespace:    plant", "tier=silver", "Version:  1.3.0"] {
+        assert!(described.contains(line), "{line:?} missing:\n{described}");
+    }
+
     let versions: Value = serde_json::from_str(&kubectl(&kubeconfig, &["version", "-o", "json"])).expect("JSON");
     assert_eq!(versions["serverVersion"]["gitVersion"], format!("v{}", env!("CARGO_PKG_VERSION")), "{versions}");
 
     // The kubeconfig's other contexts name the other orchestrators.
     let contexts = kubectl(&kubeconfig, &["config", "get-contexts", "-o", "name"]);
     assert_eq!(contexts.lines().count(), 3, "{contexts}");
+
+    // get -w on a follower goes on through the leader's SIGKILL and the election after it.
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let context = if follower == 1 { "edgeplane".to_owned() } else { format!("edgeplane-{follower}") };
+    let watched = dir.path().join("watch.out");
+    let mut watch = kubectl_command(&kubeconfig, &["--context", &context, "get", "models", "-n", NS, "-w", "--output-watch-events"])
+        .stdout(std::fs::File::create(&watched).expect("watch output"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w");
+    let seen = |name: &str| {
+        let name = name.to_owned();
+        let watched = watched.clone();
+        move || std::fs::read_to_string(&watched).unwrap_or_default().lines().any(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+    };
+    eventually(
+        "the watch to list what exists",
+        Duration::from_secs(20),
+        async || seen("acoustic")().then_some(()),
+        || std::fs::read_to_string(&watched).unwrap_or_default(),
+    )
+    .await;
+    create_resource(&api, NS, "models", &model("before-kill", json!({"line": "c"}))).await;
+    eventually(
+        "the watch to see a new model",
+        Duration::from_secs(20),
+        async || seen("before-kill")().then_some(()),
+        || std::fs::read_to_string(&watched).unwrap_or_default(),
+    )
+    .await;
+    cluster.kill(leader);
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let new_leader = cluster.wait_for_leader_among(&survivors, Duration::from_secs(20)).await;
+    create_resource(&cluster.api(new_leader), NS, "models", &model("after-kill", json!({"line": "c"}))).await;
+    eventually(
+        "the same watch to see a model created after the election",
+        Duration::from_secs(20),
+        async || seen("after-kill")().then_some(()),
+        || std::fs::read_to_string(&watched).unwrap_or_default(),
+    )
+    .await;
+    assert!(watch.try_wait().expect("wait").is_none(), "kubectl get -w ended: {:?}", watch.wait_with_output());
+    let _ = watch.kill();
+    let events = std::fs::read_to_string(&watched).expect("watch output");
+    assert!(events.lines().any(|l| l.starts_with("ADDED") && l.contains("after-kill")), "{events}");
 }

@@ -159,6 +159,7 @@ const ROWS: &[Row] = &[
     row("GET", "/healthz", "/healthz",                                                                 "htthhhhhh"),
     row("POST", "/v1/nodes/enroll", "/v1/nodes/enroll",                                                "htthhhhhh"),
     row("GET", "/openapi/v3", "/openapi/v3",                                                           "uttuhhhhh"),
+    row("GET", "/openapi/v3/apis/edgeplane.io/v1alpha1", "/openapi/v3/apis/edgeplane.io/v1alpha1",     "uttuhhhhh"),
     row("GET", "/v1/whoami", "/v1/whoami",                                                             "uttuhhhhh"),
     row("GET", "/v1/routes", "/v1/routes",                                                             "uttuhhhhh"),
     row("GET", "/version", "/version",                                                                 "uttuhhhhh"),

@@ -24,6 +24,7 @@
 //! - [`data`]: readings, the v1 batch format, and the cloud sink's upload and query types.
 //! - [`openapi`] (`crd`): the OpenAPI document of the resource API.
 //! - [`watch`]: the events of a watch stream.
+//! - [`table`]: the columns each resource is listed with (edgectl, and kubectl's server-side Tables).
 //! - [`exposition`]: the Prometheus text formats `/metrics` answers in (OpenMetrics, classic).
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,7 @@ pub mod node;
 pub mod openapi;
 pub mod resources;
 pub mod selector;
+pub mod table;
 pub mod validate;
 pub mod watch;
 
@@ -191,6 +193,8 @@ pub enum StatusReason {
     /// The requested resourceVersion is older than the server keeps: list again.
     Expired,
     RequestEntityTooLarge,
+    /// The body's Content-Type is not one the route takes.
+    UnsupportedMediaType,
     /// The resource cannot be written this way (Assignments are written by the orchestrators).
     MethodNotAllowed,
     /// No credentials, or credentials that are not (or no longer) valid.

@@ -1,10 +1,33 @@
 //! The OpenAPI 3 document of the resource API, built from the same CRD schemas the server
-//! validates with. Served at `/openapi/v3` and committed as `docs/openapi.json` (a test fails
-//! when the committed copy is stale).
+//! validates with, and committed as `docs/openapi.json` (a test fails when the committed copy
+//! is stale).
+//!
+//! Served as Kubernetes serves OpenAPI v3, which kubectl reads for `apply`, `edit` and
+//! `explain`: `/openapi/v3` is an index naming one document per group version ([`index`]),
+//! and the document is at [`GROUP_VERSION_PATH`]. Operations and schemas carry
+//! `x-kubernetes-group-version-kind`, and writes declare the `fieldValidation` parameter, so
+//! that kubectl leaves validation to the server instead of looking for OpenAPI v2.
 
 use serde_json::{json, Map, Value};
 
 use crate::paths::RESOURCES as PREFIX;
+use crate::resources::{GROUP, VERSION};
+
+/// Where the group version's document is served (the index names it).
+pub const GROUP_VERSION_PATH: &str = "/openapi/v3/apis/edgeplane.io/v1alpha1";
+
+/// `GET /openapi/v3`: the index of documents by group version, each named with a hash of
+/// its content (clients cache a document until its hash changes).
+pub fn index(document: &Value) -> Value {
+    use sha2::Digest as _;
+    let hash = hex(&sha2::Sha256::digest(document.to_string().as_bytes()));
+    let relative = GROUP_VERSION_PATH.trim_start_matches("/openapi/v3/");
+    json!({ "paths": { relative: { "serverRelativeURL": format!("{GROUP_VERSION_PATH}?hash={}", &hash[..32]) } } })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
 
 pub fn document() -> Value {
     let mut schemas = Map::new();
@@ -17,21 +40,40 @@ pub fn document() -> Value {
         let version = &crd.spec.versions[0];
         let schema = serde_json::to_value(&version.schema.as_ref().expect("CRDs have schemas").open_api_v3_schema).expect("schema");
         let has_status = version.subresources.as_ref().is_some_and(|s| s.status.is_some());
+        let gvk = json!({ "group": GROUP, "version": VERSION, "kind": kind });
+        let mut schema = with_object_fields(schema, &kind, namespaced);
+        schema["x-kubernetes-group-version-kind"] = json!([gvk.clone()]);
         schemas.insert(kind.clone(), schema);
-        schemas.insert(format!("{kind}List"), list_schema(&kind));
+        let mut list = list_schema(&kind);
+        list["x-kubernetes-group-version-kind"] = json!([{ "group": GROUP, "version": VERSION, "kind": format!("{kind}List") }]);
+        schemas.insert(format!("{kind}List"), list);
         let (collection, one) = if namespaced {
             (format!("{PREFIX}/namespaces/{{namespace}}/{plural}"), format!("{PREFIX}/namespaces/{{namespace}}/{plural}/{{name}}"))
         } else {
             (format!("{PREFIX}/{plural}"), format!("{PREFIX}/{plural}/{{name}}"))
         };
-        let ns_param = namespaced.then(|| param("namespace", "path", "The namespace."));
-        let name_param = param("name", "path", "The object's name.");
+        let ns_param = namespaced.then(|| patterned(param("namespace", "path", "The namespace."), NAMESPACE_PATTERN, 63));
+        let name_param = patterned(param("name", "path", "The object's name."), NAME_PATTERN, 253);
         let object = reference(&kind);
         let mut coll_params: Vec<Value> = ns_param.iter().cloned().collect();
         coll_params.extend([
             param("labelSelector", "query", "Only objects whose labels match, e.g. line=a,zone in (hall-1,hall-2)."),
+            param(
+                "fieldSelector",
+                "query",
+                "Only objects whose metadata.name or metadata.namespace match (=, ==, !=), e.g. metadata.name=filter.",
+            ),
+            param(
+                "includeObject",
+                "query",
+                "In a Table (Accept: application/json;as=Table;g=meta.k8s.io;v=v1): None, Metadata (default) or Object.",
+            ),
             param("watch", "query", "true: stream ADDED/MODIFIED/DELETED events as newline-delimited JSON."),
-            param("resourceVersion", "query", "With watch: stream changes after this version (410 when too old)."),
+            param(
+                "resourceVersion",
+                "query",
+                "With watch: stream changes after this version (410 when too old). Without: a list at least this new (0: any).",
+            ),
             param("consistency", "query", "linearizable (default) or stale."),
             param("limit", "query", "At most this many objects (0: all); metadata.continue then names the next page."),
             param("continue", "query", "The metadata.continue of the previous page: the objects after it."),
@@ -52,10 +94,22 @@ pub fn document() -> Value {
                 "put": op(&format!("replace{kind}"), &format!("Replace a {kind}; compare-and-swap when metadata.resourceVersion is set."), one_params.clone(), Some(&object), &[("200", object.clone()), ("409", reference("Status")), ("422", reference("Status"))]),
                 "patch": {
                     "operationId": format!("patch{kind}"),
-                    "summary": format!("Apply a JSON merge patch (RFC 7386) to a {kind}."),
+                    "summary": format!("Apply a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902) to a {kind}."),
                     "parameters": one_params.clone(),
-                    "requestBody": { "required": true, "content": { "application/merge-patch+json": { "schema": { "type": "object" } } } },
-                    "responses": responses(&[("200", object.clone()), ("409", reference("Status")), ("422", reference("Status"))]),
+                    "requestBody": { "required": true, "content": {
+                        "application/merge-patch+json": { "schema": { "type": "object" } },
+                        "application/json-patch+json": { "schema": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["op", "path"],
+                            "properties": {
+                                "op": { "type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"] },
+                                "path": { "type": "string" },
+                                "from": { "type": "string" },
+                                "value": {},
+                            },
+                        } } },
+                    } },
+                    "responses": responses(&[("200", object.clone()), ("409", reference("Status")), ("415", reference("Status")), ("422", reference("Status"))]),
                 },
                 "delete": op(&format!("delete{kind}"), &format!("Delete a {kind}."), one_params.clone(), None, &[("200", object.clone()), ("404", reference("Status"))]),
             }),
@@ -70,6 +124,28 @@ pub fn document() -> Value {
             );
         }
     }
+    for (path, item) in &mut paths {
+        let plural = path.split('/').rfind(|p| !p.starts_with('{') && *p != "status").unwrap_or_default();
+        let kind = crate::resources::ResourceKind::by_plural(plural).map_or(plural, |k| k.kind);
+        for (method, operation) in item.as_object_mut().into_iter().flatten() {
+            let action = match method.as_str() {
+                "get" if !path.ends_with("{name}") && !path.ends_with("/status") => "list",
+                other => other,
+            };
+            operation["x-kubernetes-action"] = json!(action);
+            operation["x-kubernetes-group-version-kind"] = json!({ "group": GROUP, "version": VERSION, "kind": kind });
+            if matches!(method.as_str(), "post" | "put" | "patch") {
+                if let Some(parameters) = operation["parameters"].as_array_mut() {
+                    parameters.push(json!({
+                        "name": "fieldValidation",
+                        "in": "query",
+                        "description": "Strict (the only value): a field the schema does not know, or one given twice, is refused with 422.",
+                        "schema": { "type": "string", "enum": ["Strict"] },
+                    }));
+                }
+            }
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -82,12 +158,66 @@ pub fn document() -> Value {
     })
 }
 
+/// A DNS subdomain (object names), as `validate::dns_subdomain` checks it.
+const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS label (namespaces), as `validate::dns_label` checks it.
+const NAMESPACE_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// The CRD's schema of a kind as the whole object: `apiVersion`, `kind` and `metadata`
+/// (required, as the server requires them), and the kind's own description where kube's
+/// derive wrote a generated one.
+fn with_object_fields(mut schema: Value, kind: &str, namespaced: bool) -> Value {
+    let mut metadata = json!({
+        "type": "object",
+        "description": "Standard object metadata. name (and namespace) say which object; labels and annotations are the writer's; uid, generation, resourceVersion and creationTimestamp are the server's.",
+        "properties": {
+            "name": { "type": "string", "maxLength": 253, "pattern": NAME_PATTERN, "description": "A DNS subdomain, unique per kind (and namespace)." },
+            "labels": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Labels selectors match on." },
+            "annotations": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Free-form notes (kubectl keeps its last-applied configuration here)." },
+            "resourceVersion": { "type": "string", "description": "The version of the object, for compare-and-swap and watches; set by the server." },
+            "uid": { "type": "string", "readOnly": true },
+            "generation": { "type": "integer", "readOnly": true },
+            "creationTimestamp": { "type": "string", "readOnly": true },
+        },
+        "required": ["name"],
+    });
+    if namespaced {
+        metadata["properties"]["namespace"] =
+            json!({ "type": "string", "maxLength": 63, "pattern": NAMESPACE_PATTERN, "description": "A DNS label; the path's namespace." });
+    }
+    let properties = schema["properties"].as_object_mut().map(std::mem::take).unwrap_or_default();
+    let mut all = Map::new();
+    all.insert(
+        "apiVersion".to_owned(),
+        json!({ "type": "string", "enum": [crate::resources::API_VERSION], "description": "edgeplane.io/v1alpha1." }),
+    );
+    all.insert("kind".to_owned(), json!({ "type": "string", "enum": [kind], "description": format!("{kind}.") }));
+    all.insert("metadata".to_owned(), metadata);
+    all.extend(properties);
+    schema["properties"] = Value::Object(all);
+    let mut required = vec![json!("apiVersion"), json!("kind"), json!("metadata")];
+    required.extend(schema["required"].as_array().cloned().unwrap_or_default());
+    schema["required"] = json!(required);
+    let generated = schema["description"].as_str().is_none_or(|d| d.starts_with("Auto-generated derived type"));
+    if generated {
+        if let Some(spec) = schema["properties"]["spec"]["description"].as_str() {
+            schema["description"] = json!(spec);
+        }
+    }
+    schema
+}
+
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
 fn param(name: &str, location: &str, description: &str) -> Value {
     json!({ "name": name, "in": location, "required": location == "path", "description": description, "schema": { "type": "string" } })
+}
+
+fn patterned(mut parameter: Value, pattern: &str, max: u32) -> Value {
+    parameter["schema"] = json!({ "type": "string", "pattern": pattern, "maxLength": max });
+    parameter
 }
 
 fn responses(list: &[(&str, Value)]) -> Value {

@@ -94,6 +94,49 @@ impl LabelSelector {
     }
 }
 
+/// A field selector as Kubernetes takes it for custom resources: `metadata.name` and
+/// `metadata.namespace` with `=`, `==` or `!=`, comma-separated (`kubectl wait` and
+/// `kubectl get --field-selector` send them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector(Vec<FieldRequirement>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldRequirement {
+    /// `true` for `metadata.name`, `false` for `metadata.namespace`.
+    name: bool,
+    equal: bool,
+    value: String,
+}
+
+impl FieldSelector {
+    pub fn parse(text: &str) -> Result<FieldSelector, String> {
+        let mut requirements = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(format!("{part:?}: expected FIELD=VALUE, FIELD==VALUE or FIELD!=VALUE"));
+            };
+            let name = match field.trim() {
+                "metadata.name" => true,
+                "metadata.namespace" => false,
+                other => return Err(format!("{other:?} is not a field this API selects on (metadata.name, metadata.namespace)")),
+            };
+            requirements.push(FieldRequirement { name, equal, value: value.trim().to_owned() });
+        }
+        Ok(FieldSelector(requirements))
+    }
+
+    /// Whether an object named `name` in `namespace` (empty for cluster-scoped) matches.
+    pub fn matches(&self, namespace: &str, name: &str) -> bool {
+        self.0.iter().all(|r| (if r.name { name } else { namespace } == r.value) == r.equal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +163,17 @@ mod tests {
         }
         assert!(LabelSelector::parse("bad key=1").is_err());
         assert!(LabelSelector::parse("zone in hall-1").is_err());
+    }
+
+    #[test]
+    fn field_selectors_on_name_and_namespace() {
+        let by_name = FieldSelector::parse("metadata.name=vib").expect("parses");
+        assert!(by_name.matches("plant", "vib") && !by_name.matches("plant", "other"));
+        let both = FieldSelector::parse("metadata.namespace==plant, metadata.name!=vib").expect("parses");
+        assert!(both.matches("plant", "other") && !both.matches("plant", "vib") && !both.matches("mill", "other"));
+        assert!(FieldSelector::parse("").expect("empty").matches("any", "thing"));
+        for bad in ["spec.version=1", "metadata.name", "status.phase!=Running"] {
+            assert!(FieldSelector::parse(bad).is_err(), "{bad}");
+        }
     }
 }

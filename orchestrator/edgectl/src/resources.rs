@@ -10,6 +10,8 @@ use crate::{Client, Failure};
 
 use edgeplane_api::paths::RESOURCES as BASE;
 use edgeplane_api::resources::ResourceKind;
+use edgeplane_api::table;
+pub use edgeplane_api::table::node_status;
 
 pub fn kind_named(name: &str) -> Result<ResourceKind, Failure> {
     ResourceKind::by_any_name(name).ok_or_else(|| {
@@ -192,131 +194,23 @@ pub async fn get(client: &Client, args: GetArgs<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `namespace`: the one listed (`None`: every namespace, shown in a column).
+/// `namespace`: the one listed (`None`: every namespace, shown in a column). The columns are
+/// `edgeplane_api::table`'s, the ones kubectl shows too.
 fn print_table(kind: ResourceKind, items: &[Value], wide: bool, namespace: Option<&str>) {
-    let with_namespace = namespace.is_none();
-    let s = |v: &Value, p: &str| v.pointer(p).map_or(String::new(), |x| x.as_str().map_or_else(|| x.to_string(), str::to_owned));
-    let join = |v: &Value, p: &str| {
-        v.pointer(p).and_then(Value::as_array).map_or(String::new(), |a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-    };
-    let labels = |v: &Value| {
-        v.pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map_or(String::new(), |m| m.iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
-    };
-    let ready = node_status;
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut header: Vec<&str> = if with_namespace && kind.namespaced { vec!["NAMESPACE", "NAME"] } else { vec!["NAME"] };
-    match kind.plural {
-        "edgenodes" => {
-            header.extend(["TIER", "STATUS", "CORDONED", "CAPABILITIES"]);
-            if wide {
-                header.extend(["MEMORY(MiB)", "SLOTS", "CPU(m)", "LABELS"]);
-            }
-        }
-        "workloads" => {
-            header.extend(["MODULE", "REPLICAS", "READY", "INPUTS"]);
-            if wide {
-                header.extend(["MODEL", "GENERATION", "LABELS"]);
-            }
-        }
-        "models" => header.extend(["VERSION", "FORMAT", "PARAMETERS"]),
-        "assignments" => {
-            header.extend(["WORKLOAD", "NODE", "GENERATION", "MODULE"]);
-            if wide {
-                header.extend(["MODEL", "DIGEST"]);
-            }
-        }
-        "modules" => {
-            header.extend(["VERSION", "ABI", "SIZE"]);
-            if wide {
-                header.extend(["DIGEST", "SIGNED BY"]);
-            }
-        }
-        "roles" | "clusterroles" => header.push("RULES"),
-        "rolebindings" | "clusterrolebindings" => header.extend(["ROLE", "SUBJECTS"]),
-        "sinkpolicies" | "clustersinkpolicies" => header.push("HTTP ALLOW"),
-        "trustpolicies" => header.extend(["REQUIRED", "KEYS"]),
-        _ => {}
-    }
-    for v in items {
-        let mut row = Vec::new();
-        if with_namespace && kind.namespaced {
-            row.push(s(v, "/metadata/namespace"));
-        }
-        row.push(s(v, "/metadata/name"));
-        match kind.plural {
-            "edgenodes" => {
-                let tier = s(v, "/spec/tier");
-                row.extend([
-                    if tier.is_empty() { "edge".to_owned() } else { tier },
-                    ready(v),
-                    s(v, "/spec/cordoned"),
-                    join(v, "/spec/capabilities"),
-                ]);
-                if wide {
-                    row.extend([
-                        s(v, "/spec/capacity/memoryMib"),
-                        s(v, "/spec/capacity/instanceSlots"),
-                        s(v, "/spec/capacity/cpuMillis"),
-                        labels(v),
-                    ]);
-                }
-            }
-            "workloads" => {
-                let replicas = if v.pointer("/spec/mode").and_then(Value::as_str) == Some("daemon") {
-                    "daemon".to_owned()
-                } else {
-                    s(v, "/spec/replicas")
-                };
-                let ready_replicas = v.pointer("/status/readyReplicas").map_or("0".to_owned(), ToString::to_string);
-                row.extend([s(v, "/spec/module"), replicas, ready_replicas, join(v, "/spec/inputs")]);
-                if wide {
-                    row.extend([s(v, "/spec/modelRef"), s(v, "/metadata/generation"), labels(v)]);
-                }
-            }
-            "models" => {
-                let params = v.pointer("/spec/parameters").and_then(Value::as_object).map_or(0, |m| m.len());
-                row.extend([s(v, "/spec/version"), s(v, "/spec/format"), params.to_string()]);
-            }
-            "assignments" => {
-                row.extend([s(v, "/spec/workload"), s(v, "/spec/nodeName"), s(v, "/spec/generation"), s(v, "/spec/moduleRef")]);
-                if wide {
-                    let model = match (v.pointer("/spec/model/name"), v.pointer("/spec/model/version")) {
-                        (Some(name), Some(version)) => {
-                            format!("{}@{}", name.as_str().unwrap_or_default(), version.as_str().unwrap_or_default())
-                        }
-                        _ => String::new(),
-                    };
-                    row.extend([model, s(v, "/spec/moduleDigest")]);
-                }
-            }
-            "modules" => {
-                row.extend([s(v, "/spec/version"), s(v, "/spec/abi"), s(v, "/spec/sizeBytes")]);
-                if wide {
-                    row.extend([s(v, "/spec/digest"), s(v, "/spec/signature/key")]);
-                }
-            }
-            "roles" | "clusterroles" => {
-                let rules = v.pointer("/spec/rules").and_then(Value::as_array).map_or(0, Vec::len);
-                row.push(rules.to_string());
-            }
-            "rolebindings" | "clusterrolebindings" => {
-                let subjects = v.pointer("/spec/subjects").and_then(Value::as_array).into_iter().flatten();
-                let subjects: Vec<String> = subjects.map(|x| format!("{}:{}", s(x, "/kind"), s(x, "/name"))).collect();
-                row.extend([format!("{}/{}", s(v, "/spec/roleRef/kind"), s(v, "/spec/roleRef/name")), subjects.join(",")]);
-            }
-            "sinkpolicies" | "clustersinkpolicies" => row.push(join(v, "/spec/httpAllow")),
-            "trustpolicies" => {
-                let keys = v.pointer("/spec/keys").and_then(Value::as_array).into_iter().flatten();
-                let keys: Vec<String> = keys.map(|k| s(k, "/name")).collect();
-                let required = v.pointer("/spec/requireSignatures").and_then(Value::as_bool).unwrap_or(false);
-                row.extend([required.to_string(), keys.join(",")]);
-            }
-            _ => {}
-        }
-        rows.push(row);
-    }
+    let with_namespace = namespace.is_none() && kind.namespaced;
+    let shown: Vec<bool> = table::columns(kind).iter().map(|c| wide || c.priority == 0).collect();
+    let mut header: Vec<&str> = if with_namespace { vec!["NAMESPACE"] } else { Vec::new() };
+    header.extend(table::columns(kind).iter().zip(&shown).filter(|(_, shown)| **shown).map(|(c, _)| c.name));
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| {
+            let namespace = with_namespace.then(|| v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned());
+            namespace
+                .into_iter()
+                .chain(table::cells(kind, v).into_iter().zip(&shown).filter(|(_, shown)| **shown).map(|(c, _)| c))
+                .collect()
+        })
+        .collect();
     if rows.is_empty() {
         match namespace.filter(|_| kind.namespaced) {
             Some(ns) => eprintln!("No {} found in namespace {ns}.", kind.plural),
@@ -528,18 +422,4 @@ pub async fn describe(client: &Client, kind: &str, name: &str, namespace: Option
         outln!("  {:<9} rv={:<8} {}", field(&e["type"]), field(&e["resourceVersion"]), field(&e["message"]));
     }
     Ok(())
-}
-
-/// An EdgeNode's health from its Ready condition: Ready, Suspect (heartbeats missed), Down,
-/// NotReady, or Unknown before the scheduler has judged it.
-pub fn node_status(node: &Value) -> String {
-    node.pointer("/status/conditions").and_then(Value::as_array).and_then(|c| c.iter().find(|c| c["type"] == "Ready")).map_or(
-        "Unknown".to_owned(),
-        |c| match (c["status"].as_str(), c["reason"].as_str()) {
-            (Some("True"), _) => "Ready".to_owned(),
-            (_, Some("HeartbeatsMissed")) => "Suspect".to_owned(),
-            (_, Some("NodeDown")) => "Down".to_owned(),
-            _ => "NotReady".to_owned(),
-        },
-    )
 }

@@ -161,6 +161,30 @@ pub(crate) fn only_params(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<St
     }
 }
 
+/// The parameters of a write (create, replace, patch), with the two every Kubernetes client
+/// sends on writes: `fieldValidation`, where only `Strict` is what this server does (unknown
+/// and duplicate fields are always refused), and `fieldManager`, accepted and not recorded
+/// (there are no managed fields: every write replaces or merges whole objects).
+pub(crate) fn write_params(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut accepted: Vec<&str> = allowed.to_vec();
+    accepted.extend(["fieldValidation", "fieldManager"]);
+    let mut params = only_params(raw, &accepted)?;
+    if let Some(validation) = params.remove("fieldValidation") {
+        if validation != "Strict" {
+            return Err(ApiError::invalid(vec![cause(
+                "query.fieldValidation",
+                format!("{validation:?}: this server always validates strictly (Strict, kubectl's --validate=strict)"),
+            )]));
+        }
+    }
+    if let Some(manager) = params.remove("fieldManager") {
+        if manager.is_empty() || manager.len() > 128 || manager.chars().any(char::is_control) {
+            return Err(ApiError::invalid(vec![cause("query.fieldManager", "1 to 128 printable characters")]));
+        }
+    }
+    Ok(params)
+}
+
 /// A Go-style duration as Kubernetes clients send it: `30s`, `1m30s`, `500ms`, `1h`.
 fn is_duration(text: &str) -> bool {
     let mut rest = text;

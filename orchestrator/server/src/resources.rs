@@ -29,7 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgeplane_api::manifest::{self, Resource};
 use edgeplane_api::resources::{ResourceKind, API_VERSION};
-use edgeplane_api::selector::LabelSelector;
+use edgeplane_api::selector::{FieldSelector, LabelSelector};
+use edgeplane_api::table::{self, IncludeObject};
 use edgeplane_api::watch::WatchEventType;
 use edgeplane_api::{Consistency, StatusReason};
 use edgeplane_core::{Applied, ApplyError, ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
@@ -41,7 +42,8 @@ use serde_json::{json, Value};
 use crate::app::AppState;
 use crate::auth::Audit;
 use crate::http::{
-    body_error, cause, consistency, off_reactor, only_params, read, rfc3339_now, write_error, ApiError, RawQuery, MAX_BODY_BYTES,
+    body_error, cause, consistency, off_reactor, only_params, read, rfc3339_now, write_error, write_params, ApiError, RawQuery,
+    MAX_BODY_BYTES,
 };
 
 use edgeplane_api::paths::RESOURCES as PREFIX;
@@ -128,23 +130,58 @@ fn not_found(scope: &Scope, name: &str) -> ApiError {
 
 // ---- reads ------------------------------------------------------------------------------
 
-pub(crate) async fn read_one(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = only_params(q, &["consistency"])?;
+/// How an answer shows objects: as themselves, or as the rows of a `meta.k8s.io/v1` Table
+/// (kubectl's `get` asks for one in its `Accept` header) with the columns of
+/// [`edgeplane_api::table`].
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Objects,
+    Table(IncludeObject),
+}
+
+impl Shape {
+    fn of(headers: &HeaderMap, params: &std::collections::BTreeMap<String, String>) -> Result<Shape, ApiError> {
+        let include = IncludeObject::parse(params.get("includeObject").map(String::as_str))
+            .map_err(|e| ApiError::invalid(vec![cause("query.includeObject", e)]))?;
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        Ok(if table::wants_table(accept) { Shape::Table(include) } else { Shape::Objects })
+    }
+}
+
+pub(crate) async fn read_one(
+    State(state): State<AppState>,
+    target: Target,
+    headers: HeaderMap,
+    q: RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = only_params(q, &["consistency", "includeObject"])?;
+    let shape = Shape::of(&headers, &params)?;
     let (scope, name) = target.object()?;
     match read(&state, consistency(&params)?).await?.get(&scope.key(name)) {
-        Some(object) => Ok(Json(render(object))),
+        Some(object) => Ok(Json(match shape {
+            Shape::Objects => render(object),
+            Shape::Table(include) => table::table(scope.kind, &[render(object)], include, json!({})),
+        })),
         None => Err(not_found(&scope, name)),
     }
 }
 
-pub(crate) async fn list(State(state): State<AppState>, target: Target, q: RawQuery) -> Result<Response, ApiError> {
-    let params = only_params(q, &["consistency", "labelSelector", "watch", "resourceVersion", "limit", "continue"])?;
+pub(crate) async fn list(State(state): State<AppState>, target: Target, headers: HeaderMap, q: RawQuery) -> Result<Response, ApiError> {
+    let params = only_params(
+        q,
+        &["consistency", "labelSelector", "fieldSelector", "watch", "resourceVersion", "limit", "continue", "includeObject"],
+    )?;
+    let shape = Shape::of(&headers, &params)?;
     let page = Page::from_params(&params)?;
     let selector = match params.get("labelSelector") {
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
         None => LabelSelector::default(),
     };
-    let filter = Filter { kind: target.kind, namespace: target.namespace, selector };
+    let fields = match params.get("fieldSelector") {
+        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.fieldSelector", e)]))?,
+        None => FieldSelector::default(),
+    };
+    let filter = Filter { kind: target.kind, namespace: target.namespace, selector, fields };
     match params.get("watch").map(String::as_str) {
         None | Some("false") => {}
         Some("true") => {
@@ -155,14 +192,20 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, q: RawQu
                         .map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
                 ),
             };
-            return watch(&state, filter, from).await;
+            return watch(&state, filter, from, shape).await;
         }
         Some(other) => return Err(ApiError::invalid(vec![cause("query.watch", format!("must be true or false, got {other:?}"))])),
     }
-    if params.contains_key("resourceVersion") {
-        return Err(ApiError::invalid(vec![cause("query.resourceVersion", "only used with watch=true")]));
-    }
-    let snapshot = read(&state, consistency(&params)?).await?;
+    // A list at a resourceVersion means "at least that new" (0: any): a linearizable read
+    // always is, and a stale one may not be, so it is read linearizably.
+    let at_least = match params.get("resourceVersion") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
+    };
+    let consistency = if at_least > 0 { Consistency::Linearizable } else { consistency(&params)? };
+    let snapshot = read(&state, consistency).await?;
     let kind = filter.kind;
     let (version, items, next, remaining) = off_reactor(move || {
         let matching = filter
@@ -187,6 +230,9 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, q: RawQu
     if let Some(next) = next {
         metadata["continue"] = json!(next);
         metadata["remainingItemCount"] = json!(remaining);
+    }
+    if let Shape::Table(include) = shape {
+        return Ok(Json(table::table(kind, &items, include, metadata)).into_response());
     }
     Ok(Json(json!({
         "apiVersion": API_VERSION,
@@ -243,6 +289,7 @@ struct Filter {
     kind: ResourceKind,
     namespace: Option<String>,
     selector: LabelSelector,
+    fields: FieldSelector,
 }
 
 impl Filter {
@@ -250,6 +297,7 @@ impl Filter {
         key.kind == self.kind.plural
             && self.namespace.as_ref().is_none_or(|ns| &key.namespace == ns)
             && self.selector.matches(value.pointer("/metadata/labels"))
+            && self.fields.matches(&key.namespace, &key.name)
     }
 
     fn matching<'s>(&'s self, state: &'s ClusterState) -> impl Iterator<Item = (&'s ObjectKey, &'s StoredObject)> + 's {
@@ -264,8 +312,26 @@ impl Filter {
 /// as ADDED, a BOOKMARK carrying the version they were read at, then live changes. A client
 /// that reconnects (to any orchestrator) with the last version it saw misses nothing and sees
 /// nothing twice. Too old a version answers 410 Gone.
-async fn watch(state: &AppState, filter: Filter, from: Option<u64>) -> Result<Response, ApiError> {
+async fn watch(state: &AppState, filter: Filter, from: Option<u64>, shape: Shape) -> Result<Response, ApiError> {
     let mut initial = Vec::new();
+    let kind = filter.kind;
+    // In a Table watch every object (bookmarks too) travels as a Table of one row (or none).
+    let shaped = move |mut event: Value| {
+        if let Shape::Table(include) = shape {
+            let object = event["object"].take();
+            event["object"] = match event["type"].as_str() {
+                Some("ERROR") => object,
+                Some("BOOKMARK") => table::table(kind, &[], include, object["metadata"].clone()),
+                _ => table::table(
+                    kind,
+                    std::slice::from_ref(&object),
+                    include,
+                    json!({ "resourceVersion": object["metadata"]["resourceVersion"] }),
+                ),
+            };
+        }
+        event
+    };
     let from = match from {
         Some(v) => v,
         None => {
@@ -307,7 +373,9 @@ async fn watch(state: &AppState, filter: Filter, from: Option<u64>) -> Result<Re
             }
         }
     });
-    let stream = futures::stream::iter(initial).chain(live).map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{line}\n"))));
+    let stream = futures::stream::iter(initial)
+        .chain(live)
+        .map(move |line| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{}\n", shaped(line)))));
     Ok(([(header::CONTENT_TYPE, "application/json;stream=watch")], axum::body::Body::from_stream(stream)).into_response())
 }
 
@@ -519,7 +587,7 @@ pub(crate) async fn create(
     q: RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    only_params(q, &[])?;
+    write_params(q, &[])?;
     let scope = target.scope()?;
     let (resource, value) = parse_body(body, &scope, None)?;
     admit(&state, &scope, &resource)?;
@@ -536,7 +604,7 @@ pub(crate) async fn replace(
     q: RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    only_params(q, &[])?;
+    write_params(q, &[])?;
     let (scope, name) = target.object()?;
     let (resource, value) = parse_body(body, &scope, Some(name))?;
     admit(&state, &scope, &resource)?;
@@ -568,8 +636,8 @@ pub(crate) async fn write_status(
     Ok(Json(object))
 }
 
-/// JSON merge patch (RFC 7386): read, patch, validate, and compare-and-swap on the version
-/// read, retrying when another write got in between.
+/// JSON merge patch (RFC 7386) or JSON patch (RFC 6902): read, patch, validate, and
+/// compare-and-swap on the version read, retrying when another write got in between.
 pub(crate) async fn patch(
     State(state): State<AppState>,
     audit: Audit,
@@ -578,25 +646,38 @@ pub(crate) async fn patch(
     q: RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    only_params(q, &[])?;
+    write_params(q, &[])?;
     let (scope, name) = target.object()?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.starts_with("application/merge-patch+json") {
-        return Err(ApiError::status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            StatusReason::BadRequest,
-            format!("PATCH takes application/merge-patch+json, got {content_type:?}"),
-        ));
-    }
+    let media = content_type.split(';').next().unwrap_or_default().trim();
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
-    let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", format!("not valid JSON: {e}"))]))?;
+    let not_json = |e: serde_json::Error| ApiError::invalid(vec![cause("body", format!("not a valid patch: {e}"))]);
+    let patch = match media {
+        "application/merge-patch+json" => Patch::Merge(serde_json::from_slice(&body).map_err(not_json)?),
+        "application/json-patch+json" => Patch::Json(serde_json::from_slice(&body).map_err(not_json)?),
+        _ => {
+            return Err(ApiError::status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                StatusReason::UnsupportedMediaType,
+                format!(
+                    "PATCH takes application/merge-patch+json (RFC 7386) or application/json-patch+json (RFC 6902), got {content_type:?}; \
+                     strategic merge patch is Kubernetes' own types' (kubectl patch --type merge or --type json)"
+                ),
+            ))
+        }
+    };
     let key = scope.key(name);
     for _ in 0..PATCH_ATTEMPTS {
         let Some(current) = read(&state, Consistency::Linearizable).await?.get(&key).cloned() else {
             return Err(not_found(&scope, name));
         };
         let mut patched = render(&current);
-        merge_patch(&mut patched, &patch);
+        match &patch {
+            Patch::Merge(patch) => merge_patch(&mut patched, patch),
+            // A failed `test` (on metadata.resourceVersion, say) or a path that is not there.
+            Patch::Json(patch) => json_patch::patch(&mut patched, patch)
+                .map_err(|e| ApiError::unprocessable(vec![cause("body", format!("the JSON patch does not apply: {e}"))]))?,
+        }
         if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
@@ -617,6 +698,12 @@ pub(crate) async fn patch(
         StatusReason::Conflict,
         format!("{} {name:?} kept changing; the patch lost {PATCH_ATTEMPTS} races in a row", scope.kind.kind),
     ))
+}
+
+/// A PATCH body by its Content-Type.
+enum Patch {
+    Merge(Value),
+    Json(json_patch::Patch),
 }
 
 /// RFC 7386: objects merge recursively, `null` removes, anything else replaces.

@@ -55,6 +55,12 @@ pub fn table() -> Vec<Route> {
             get.clone(),
             paths::OPENAPI,
             Access::Authenticated,
+            on(MethodFilter::GET, || async { Json(edgeplane_api::openapi::index(&edgeplane_api::openapi::document())) }),
+        ),
+        route(
+            get.clone(),
+            edgeplane_api::openapi::GROUP_VERSION_PATH,
+            Access::Authenticated,
             on(MethodFilter::GET, || async { Json(edgeplane_api::openapi::document()) }),
         ),
         route(get.clone(), WHOAMI, Access::Authenticated, on(MethodFilter::GET, auth::whoami)),
