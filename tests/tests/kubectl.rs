@@ -1,7 +1,7 @@
 //! The real kubectl (the one on the machine) against a 3-orchestrator cluster, through a
 //! kubeconfig `edgectl config kubeconfig` wrote: discovery, `api-resources`, `get` in its forms
 //! (server-side tables with edgectl's columns, `-w` across a leader SIGKILL), `apply`,
-//! `patch`, `edit`, `explain`, `describe`, `delete`, `version`.
+//! `patch`, `edit`, `explain`, `describe`, `get events`, `delete`, `version`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -158,6 +158,45 @@ async fn kubectl_finds_lists_applies_edits_watches_and_deletes_edgeplane_resourc
     for line in ["Name:         acoustic", "Namespace:    plant", "tier=silver", "Version:  1.3.0"] {
         assert!(described.contains(line), "{line:?} missing:\n{described}");
     }
+
+    // Events: a Workload no node can take (there are none) is reported, in kubectl's Event
+    // columns, in describe, and in edgectl describe.
+    let unplaceable = json!({
+        "apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": "gpu-filter", "namespace": NS},
+        "spec": {"module": format!("sha256:{}", "0".repeat(64)), "placement": {"requiredCapabilities": ["accel.gpu"]},
+                 "inputs": ["a/b"], "outputs": [{"name": "out", "sink": {"type": "log"}}]}
+    });
+    create_resource(&api, NS, "workloads", &unplaceable).await;
+    let listed = eventually(
+        "a FailedScheduling event",
+        Duration::from_secs(20),
+        async || {
+            let listed = kubectl(&kubeconfig, &["get", "events", "-n", NS]);
+            listed.contains("FailedScheduling").then_some(listed)
+        },
+        || cluster.all_logs(),
+    )
+    .await;
+    let header: Vec<&str> = listed.lines().next().unwrap_or_default().split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], "{listed}");
+    assert!(listed.lines().any(|l| l.contains("Warning") && l.contains("workload/gpu-filter") && l.contains("0/0 nodes fit")), "{listed}");
+    let described = kubectl(&kubeconfig, &["describe", "workload", "gpu-filter", "-n", NS]);
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(events.contains("FailedScheduling") && events.contains("edgeplane-scheduler"), "{described}");
+    let as_stored: Value =
+        serde_json::from_str(&kubectl(&kubeconfig, &["get", "events.events.k8s.io", "-n", NS, "-o", "json"])).expect("JSON");
+    assert!(
+        as_stored["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|e| e["regarding"]["name"] == "gpu-filter" && e["note"] == "0/0 nodes fit"),
+        "{as_stored}"
+    );
+    let out = edgectl(&servers).args(["describe", "workload", "gpu-filter", "-n", NS]).output().expect("edgectl describe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.split("Events:").nth(1).is_some_and(|e| e.contains("Warning") && e.contains("FailedScheduling")), "{text}");
 
     let versions: Value = serde_json::from_str(&kubectl(&kubeconfig, &["version", "-o", "json"])).expect("JSON");
     assert_eq!(versions["serverVersion"]["gitVersion"], format!("v{}", env!("CARGO_PKG_VERSION")), "{versions}");

@@ -296,6 +296,29 @@ async fn promtool_accepts_every_metrics_page_and_a_real_prometheus_scrapes_and_a
     )
     .await;
     assert_eq!(failovers.len(), 1);
+    // The decisions are Events: the node judged down, the replica failed over.
+    let node_down = eventually(
+        "a NodeDown event for the killed edge and a FailedOver one for its workload",
+        Duration::from_secs(30),
+        async || {
+            let node = api
+                .get(&format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{killed},reason%3DNodeDown"))
+                .await
+                .ok()?;
+            let moved = api
+                .get(&format!("/api/v1/namespaces/{NS}/events?fieldSelector=involvedObject.name%3Dpass,reason%3DFailedOver"))
+                .await
+                .ok()?;
+            let node = node.body["items"].as_array()?.first()?.clone();
+            let moved = moved.body["items"].as_array()?.first()?.clone();
+            Some((node, moved))
+        },
+        || cluster.all_logs(),
+    )
+    .await;
+    assert_eq!(node_down.0["type"], "Warning", "{}", node_down.0);
+    assert_eq!(node_down.0["involvedObject"]["kind"], "EdgeNode", "{}", node_down.0);
+    assert!(node_down.1["message"].as_str().is_some_and(|m| m.starts_with("placed pass-0 on ")), "{}", node_down.1);
     // Only the killed node is down; the other stays Ready.
     let down = prometheus.query(r#"max by (node) (edgeplane_node_health{state="down"}) == 1"#).await;
     assert_eq!(down.len(), 1, "{down:?}");

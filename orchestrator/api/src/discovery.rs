@@ -25,14 +25,59 @@ fn group() -> APIGroup {
     }
 }
 
-/// `/api`: the legacy core group, which edgeplane does not serve.
+/// `/api`: of the core group, edgeplane serves only Events (`v1`).
 pub fn core_versions() -> APIVersions {
-    APIVersions { versions: Vec::new(), server_address_by_client_cidrs: Vec::new() }
+    APIVersions { versions: vec!["v1".to_owned()], server_address_by_client_cidrs: Vec::new() }
+}
+
+/// The group of Kubernetes' newer Events API.
+pub const EVENTS_GROUP: &str = "events.k8s.io";
+
+fn events_group() -> APIGroup {
+    let version = GroupVersionForDiscovery { group_version: format!("{EVENTS_GROUP}/v1"), version: "v1".to_owned() };
+    APIGroup {
+        name: EVENTS_GROUP.to_owned(),
+        preferred_version: Some(version.clone()),
+        versions: vec![version],
+        server_address_by_client_cidrs: None,
+    }
 }
 
 /// `/apis`.
 pub fn group_list() -> APIGroupList {
-    APIGroupList { groups: vec![group()] }
+    APIGroupList { groups: vec![group(), events_group()] }
+}
+
+/// `/apis/events.k8s.io`.
+pub fn events_api_group() -> APIGroup {
+    events_group()
+}
+
+/// The Events resource, read-only (the scheduler writes them), in `group_version`.
+fn events_resource(group_version: &str) -> APIResourceList {
+    let resource = APIResource {
+        name: "events".to_owned(),
+        singular_name: "event".to_owned(),
+        namespaced: true,
+        kind: "Event".to_owned(),
+        verbs: ["get", "list", "watch"].map(str::to_owned).to_vec(),
+        short_names: Some(vec!["ev".to_owned()]),
+        categories: None,
+        group: None,
+        version: None,
+        storage_version_hash: None,
+    };
+    APIResourceList { group_version: group_version.to_owned(), resources: vec![resource] }
+}
+
+/// `/api/v1`: Events, as `kubectl get events` and `kubectl describe` read them.
+pub fn core_resource_list() -> APIResourceList {
+    events_resource("v1")
+}
+
+/// `/apis/events.k8s.io/v1`.
+pub fn events_resource_list() -> APIResourceList {
+    events_resource(&format!("{EVENTS_GROUP}/v1"))
 }
 
 /// `/apis/edgeplane.io`.

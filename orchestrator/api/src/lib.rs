@@ -25,6 +25,7 @@
 //! - [`openapi`] (`crd`): the OpenAPI document of the resource API.
 //! - [`watch`]: the events of a watch stream.
 //! - [`table`]: the columns each resource is listed with (edgectl, and kubectl's server-side Tables).
+//! - [`events`]: Events in Kubernetes' two shapes (`events.k8s.io/v1` as stored, core `v1`).
 //! - [`exposition`]: the Prometheus text formats `/metrics` answers in (OpenMetrics, classic).
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub mod backup;
 pub mod data;
 #[cfg(feature = "crd")]
 pub mod discovery;
+pub mod events;
 pub mod exposition;
 #[cfg(feature = "crd")]
 pub mod manifest;

@@ -94,22 +94,26 @@ impl LabelSelector {
     }
 }
 
-/// A field selector as Kubernetes takes it for custom resources: `metadata.name` and
-/// `metadata.namespace` with `=`, `==` or `!=`, comma-separated (`kubectl wait` and
-/// `kubectl get --field-selector` send them).
+/// A field selector: `FIELD=VALUE`, `FIELD==VALUE` or `FIELD!=VALUE`, comma-separated, on
+/// the fields a resource selects on (for custom resources Kubernetes offers `metadata.name`
+/// and `metadata.namespace`, [`OBJECT_FIELDS`]; Events offer more). `kubectl wait`,
+/// `kubectl describe` and `--field-selector` send them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<FieldRequirement>);
 
+/// The fields every object selects on.
+pub const OBJECT_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FieldRequirement {
-    /// `true` for `metadata.name`, `false` for `metadata.namespace`.
-    name: bool,
+    field: String,
     equal: bool,
     value: String,
 }
 
 impl FieldSelector {
-    pub fn parse(text: &str) -> Result<FieldSelector, String> {
+    /// `text` selecting on `fields` only.
+    pub fn parse(text: &str, fields: &[&str]) -> Result<FieldSelector, String> {
         let mut requirements = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -121,19 +125,23 @@ impl FieldSelector {
             } else {
                 return Err(format!("{part:?}: expected FIELD=VALUE, FIELD==VALUE or FIELD!=VALUE"));
             };
-            let name = match field.trim() {
-                "metadata.name" => true,
-                "metadata.namespace" => false,
-                other => return Err(format!("{other:?} is not a field this API selects on (metadata.name, metadata.namespace)")),
-            };
-            requirements.push(FieldRequirement { name, equal, value: value.trim().to_owned() });
+            let field = field.trim();
+            if !fields.contains(&field) {
+                return Err(format!("{field:?} is not a field this API selects on ({})", fields.join(", ")));
+            }
+            requirements.push(FieldRequirement { field: field.to_owned(), equal, value: value.trim().to_owned() });
         }
         Ok(FieldSelector(requirements))
     }
 
-    /// Whether an object named `name` in `namespace` (empty for cluster-scoped) matches.
-    pub fn matches(&self, namespace: &str, name: &str) -> bool {
-        self.0.iter().all(|r| (if r.name { name } else { namespace } == r.value) == r.equal)
+    /// Whether an object matches, given each field's value (empty when it has none).
+    pub fn matches(&self, value_of: impl Fn(&str) -> String) -> bool {
+        self.0.iter().all(|r| (value_of(&r.field) == r.value) == r.equal)
+    }
+
+    /// For [`OBJECT_FIELDS`]: whether the object `name` in `namespace` matches.
+    pub fn matches_object(&self, namespace: &str, name: &str) -> bool {
+        self.matches(|field| if field == "metadata.name" { name.to_owned() } else { namespace.to_owned() })
     }
 }
 
@@ -167,13 +175,15 @@ mod tests {
 
     #[test]
     fn field_selectors_on_name_and_namespace() {
-        let by_name = FieldSelector::parse("metadata.name=vib").expect("parses");
-        assert!(by_name.matches("plant", "vib") && !by_name.matches("plant", "other"));
-        let both = FieldSelector::parse("metadata.namespace==plant, metadata.name!=vib").expect("parses");
-        assert!(both.matches("plant", "other") && !both.matches("plant", "vib") && !both.matches("mill", "other"));
-        assert!(FieldSelector::parse("").expect("empty").matches("any", "thing"));
+        let by_name = FieldSelector::parse("metadata.name=vib", OBJECT_FIELDS).expect("parses");
+        assert!(by_name.matches_object("plant", "vib") && !by_name.matches_object("plant", "other"));
+        let both = FieldSelector::parse("metadata.namespace==plant, metadata.name!=vib", OBJECT_FIELDS).expect("parses");
+        assert!(both.matches_object("plant", "other") && !both.matches_object("plant", "vib") && !both.matches_object("mill", "other"));
+        assert!(FieldSelector::parse("", OBJECT_FIELDS).expect("empty").matches_object("any", "thing"));
         for bad in ["spec.version=1", "metadata.name", "status.phase!=Running"] {
-            assert!(FieldSelector::parse(bad).is_err(), "{bad}");
+            assert!(FieldSelector::parse(bad, OBJECT_FIELDS).is_err(), "{bad}");
         }
+        let events = FieldSelector::parse("involvedObject.kind=Workload,type!=Normal", &["involvedObject.kind", "type"]).expect("parses");
+        assert!(events.matches(|f| if f == "type" { "Warning".into() } else { "Workload".into() }));
     }
 }

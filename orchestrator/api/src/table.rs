@@ -211,7 +211,42 @@ impl IncludeObject {
 /// A `meta.k8s.io/v1` Table of `objects` (as rendered, with their resourceVersion).
 /// `list_metadata` is the list's (resourceVersion, continue); `None` for a single object.
 pub fn table(kind: ResourceKind, objects: &[Value], include: IncludeObject, list_metadata: Value) -> Value {
-    let definitions: Vec<Value> = columns(kind)
+    let rows: Vec<(Vec<String>, &Value)> = objects.iter().map(|o| (cells(kind, o), o)).collect();
+    table_of(&columns(kind), rows, include, list_metadata)
+}
+
+/// The columns of Events, as Kubernetes lists them (LAST SEEN, TYPE, REASON, OBJECT, MESSAGE;
+/// wide: FIRST SEEN, COUNT, NAME).
+pub const EVENT_COLUMNS: &[Column] = &[
+    col("LAST SEEN", "string", "Time since it last happened.", 0),
+    col("TYPE", "string", "Normal or Warning.", 0),
+    col("REASON", "string", "Why, in one word.", 0),
+    col("OBJECT", "string", "What it is about, kind/name.", 0),
+    col("MESSAGE", "string", "What happened.", 0),
+    col("FIRST SEEN", "string", "Time since it first happened.", 1),
+    col("COUNT", "integer", "How often it happened.", 1),
+    col("NAME", "string", "The Event's name.", 1),
+];
+
+/// The cells of a core `v1` Event for [`EVENT_COLUMNS`]; `since` renders a timestamp as the
+/// time since it (the caller's clock).
+pub fn event_cells(event: &Value, since: impl Fn(&str) -> String) -> Vec<String> {
+    let s = |p: &str| event.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    vec![
+        since(&s("/lastTimestamp")),
+        s("/type"),
+        s("/reason"),
+        format!("{}/{}", s("/involvedObject/kind").to_lowercase(), s("/involvedObject/name")),
+        s("/message"),
+        since(&s("/firstTimestamp")),
+        event.get("count").map_or_else(String::new, ToString::to_string),
+        s("/metadata/name"),
+    ]
+}
+
+/// A Table of `rows` (cells and the object each shows) with `columns`.
+pub fn table_of(columns: &[Column], rows: Vec<(Vec<String>, &Value)>, include: IncludeObject, list_metadata: Value) -> Value {
+    let definitions: Vec<Value> = columns
         .iter()
         .map(|c| {
             let mut d = json!({ "name": c.name, "type": c.kind, "format": "", "description": c.description, "priority": c.priority });
@@ -221,10 +256,10 @@ pub fn table(kind: ResourceKind, objects: &[Value], include: IncludeObject, list
             d
         })
         .collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|object| {
-            let mut row = json!({ "cells": cells(kind, object) });
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(cells, object)| {
+            let mut row = json!({ "cells": cells });
             match include {
                 IncludeObject::None => {}
                 IncludeObject::Metadata => {

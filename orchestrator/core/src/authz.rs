@@ -253,7 +253,7 @@ fn builtin_rules(name: &str) -> Option<Vec<PolicyRule>> {
         plurals.iter().flat_map(|p| [(*p).to_owned(), format!("{p}/status"), format!("{p}/events")]).collect()
     };
     let read = ["get", "list", "watch"];
-    let extra_reads = ["data", "edgenodes/heartbeat", "cluster", "metrics"].map(str::to_owned);
+    let extra_reads = ["data", "edgenodes/heartbeat", "cluster", "metrics", "events"].map(str::to_owned);
     match name {
         "cluster-admin" => Some(vec![rule(&["*"], vec!["*".to_owned()])]),
         "operator" => Some(vec![

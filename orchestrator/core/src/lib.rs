@@ -26,11 +26,13 @@
 //! - Snapshots: [`ClusterState::to_snapshot`] and [`ClusterState::from_snapshot`]. The state
 //!   lives in persistent maps, so a clone is O(1) and a snapshot can be serialized off the
 //!   thread that applies entries.
+//! - [`events`]: Events the planner records (folded, bounded, expiring).
 //! - [`retention`]: which scheduled backups to keep (hourly, daily, weekly).
 //! - [`trust`]: which signers a namespace's TrustPolicies trust for its modules and models.
 
 pub mod audit;
 pub mod authz;
+pub mod events;
 pub mod gc;
 pub mod health;
 pub mod placement;

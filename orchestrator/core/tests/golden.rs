@@ -1,7 +1,8 @@
 //! Golden-file tests of the planner: each scenario in `tests/golden/*.yaml` (nodes, Workloads,
 //! then steps that change node health and membership) is planned and applied through the state
 //! machine until it settles, step by step; the placements, the reasons for what stays pending,
-//! node conditions and Workload status are rendered and compared with `<scenario>.expected`.
+//! the Events each step records, node conditions and Workload status are rendered and
+//! compared with `<scenario>.expected`.
 //!
 //! `EDGEPLANE_UPDATE_GOLDEN=1 cargo test -p edgeplane-core --test golden` rewrites the expected
 //! files; review the diff before committing it.
@@ -172,10 +173,27 @@ fn run(scenario: &Scenario) -> String {
             w.put("edgenodes", "", name, value, ResourceWrite::Replace);
         }
         let mut rounds = 0;
+        let mut events = Vec::new();
         let unplaced = loop {
             let planned = plan(&w.state, &w.liveness(step), NOW);
             if planned.commands.is_empty() {
                 break planned.unplaced;
+            }
+            for command in &planned.commands {
+                if let Command::Put { key, value, .. } = command {
+                    if key.kind == edgeplane_core::events::EVENTS {
+                        let regarding = &value["regarding"];
+                        events.push(format!(
+                            "event {} {} {}/{}: {} (count {})",
+                            value["type"].as_str().unwrap_or("-"),
+                            value["reason"].as_str().unwrap_or("-"),
+                            regarding["kind"].as_str().unwrap_or("-"),
+                            regarding["name"].as_str().unwrap_or("-"),
+                            value["note"].as_str().unwrap_or("-"),
+                            value["deprecatedCount"],
+                        ));
+                    }
+                }
             }
             rounds += 1;
             assert!(rounds <= 20, "step {}: the planner does not settle", i + 1);
@@ -195,6 +213,9 @@ fn run(scenario: &Scenario) -> String {
         }
         for u in &unplaced {
             let _ = writeln!(out, "pending {}: {} missing: {}", u.workload, u.missing, u.reason);
+        }
+        for event in &events {
+            let _ = writeln!(out, "{event}");
         }
         for (key, object) in w.state.list("edgenodes", Some("")) {
             let ready = object.value["status"]["conditions"]

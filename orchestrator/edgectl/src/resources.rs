@@ -414,12 +414,36 @@ pub async fn describe(client: &Client, kind: &str, name: &str, namespace: Option
         }
     }
     let items = events["items"].as_array().cloned().unwrap_or_default();
-    outln!("Events (recent changes recorded by the answering orchestrator):");
+    outln!("History (recent changes recorded by the answering orchestrator):");
     if items.is_empty() {
         outln!("  <none in this orchestrator's history>");
     }
     for e in items {
         outln!("  {:<9} rv={:<8} {}", field(&e["type"]), field(&e["resourceVersion"]), field(&e["message"]));
+    }
+    // What the scheduler and health checks decided about it (Events, kept an hour).
+    let events_namespace = if kind.namespaced { namespace.unwrap_or("default") } else { "default" };
+    let selector = format!("involvedObject.kind={},involvedObject.name={name}", kind.kind);
+    let (_, decided) = client
+        .call::<Value>(Method::GET, &format!("/api/v1/namespaces/{events_namespace}/events"), &[("fieldSelector", selector)], None)
+        .await?;
+    let mut decided = decided["items"].as_array().cloned().unwrap_or_default();
+    decided.sort_by(|a, b| field(&a["lastTimestamp"]).cmp(&field(&b["lastTimestamp"])));
+    outln!("Events:");
+    if decided.is_empty() {
+        outln!("  <none>");
+    } else {
+        outln!("  {:<8} {:<18} {:<6} {:<21} MESSAGE", "TYPE", "REASON", "COUNT", "LAST SEEN");
+    }
+    for e in decided {
+        outln!(
+            "  {:<8} {:<18} {:<6} {:<21} {}",
+            field(&e["type"]),
+            field(&e["reason"]),
+            field(&e["count"]),
+            field(&e["lastTimestamp"]),
+            field(&e["message"])
+        );
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The leader's control loops: placement (every 100 ms), and collection of module blobs
-//! nothing refers to and of expired bootstrap tokens (every 10 s).
+//! nothing refers to, of expired bootstrap tokens and of expired Events (every 10 s).
 //!
 //! They run on every orchestrator but act only while it leads. Each turn reads a copy of the
 //! applied state (O(1)), runs the pure planner ([`edgeplane_core::placement`]) or collector
@@ -49,6 +49,7 @@ pub async fn run(state: AppState) {
             last_gc = Instant::now();
             collect_blobs(&state).await;
             collect_expired_tokens(&state).await;
+            collect_expired_events(&state).await;
         }
     }
 }
@@ -160,5 +161,22 @@ async fn collect_expired_tokens(state: &AppState) {
     match state.node.write(Command::Transaction(deletes)).await {
         Ok(_) => tracing::info!(tokens, "deleted expired bootstrap tokens"),
         Err(e) => tracing::debug!(error = %e, "expired token collection not applied; trying again later"),
+    }
+}
+
+/// Deletes Events past their time to live, and the oldest beyond the bound.
+async fn collect_expired_events(state: &AppState) {
+    let Ok(snapshot) = state.node.read(Consistency::Stale).await else { return };
+    let cutoff = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(edgeplane_core::events::TTL_SECONDS as i64))
+        .map_or_else(|_| String::new(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let Ok(deletes) = tokio::task::spawn_blocking(move || edgeplane_core::events::expired(&snapshot, &cutoff)).await else { return };
+    if deletes.is_empty() {
+        return;
+    }
+    let events = deletes.len();
+    match state.node.write(Command::Transaction(deletes)).await {
+        Ok(_) => tracing::info!(events, "deleted expired events"),
+        Err(e) => tracing::debug!(error = %e, "event collection not applied; trying again later"),
     }
 }

@@ -27,6 +27,7 @@ mod backup;
 mod cluster;
 mod config;
 mod data;
+mod events;
 mod heartbeats;
 mod http;
 mod init;

@@ -19,6 +19,7 @@
 //! name from whichever shape matched.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -29,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgeplane_api::manifest::{self, Resource};
 use edgeplane_api::resources::{ResourceKind, API_VERSION};
-use edgeplane_api::selector::{FieldSelector, LabelSelector};
+use edgeplane_api::selector::{FieldSelector, LabelSelector, OBJECT_FIELDS};
 use edgeplane_api::table::{self, IncludeObject};
 use edgeplane_api::watch::WatchEventType;
 use edgeplane_api::{Consistency, StatusReason};
@@ -178,7 +179,7 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, headers:
         None => LabelSelector::default(),
     };
     let fields = match params.get("fieldSelector") {
-        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.fieldSelector", e)]))?,
+        Some(s) => FieldSelector::parse(s, OBJECT_FIELDS).map_err(|e| ApiError::invalid(vec![cause("query.fieldSelector", e)]))?,
         None => FieldSelector::default(),
     };
     let filter = Filter { kind: target.kind, namespace: target.namespace, selector, fields };
@@ -247,13 +248,13 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, headers:
 /// page is read from the state current when it is asked for (there is no multi-version
 /// store to read an earlier one from): an object created or deleted between pages shows up
 /// on a later page or not at all, but no object appears twice.
-struct Page {
-    limit: Option<u64>,
-    after: Option<(String, String)>,
+pub(crate) struct Page {
+    pub limit: Option<u64>,
+    pub after: Option<(String, String)>,
 }
 
 impl Page {
-    fn from_params(params: &std::collections::BTreeMap<String, String>) -> Result<Page, ApiError> {
+    pub fn from_params(params: &std::collections::BTreeMap<String, String>) -> Result<Page, ApiError> {
         let limit = match params.get("limit").map(|v| v.parse::<u64>()) {
             None | Some(Ok(0)) => None,
             Some(Ok(n)) => Some(n),
@@ -269,7 +270,7 @@ impl Page {
         Ok(Page { limit, after })
     }
 
-    fn token(namespace: &str, name: &str) -> String {
+    pub fn token(namespace: &str, name: &str) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"after": [namespace, name]}).to_string())
     }
@@ -297,7 +298,7 @@ impl Filter {
         key.kind == self.kind.plural
             && self.namespace.as_ref().is_none_or(|ns| &key.namespace == ns)
             && self.selector.matches(value.pointer("/metadata/labels"))
-            && self.fields.matches(&key.namespace, &key.name)
+            && self.fields.matches_object(&key.namespace, &key.name)
     }
 
     fn matching<'s>(&'s self, state: &'s ClusterState) -> impl Iterator<Item = (&'s ObjectKey, &'s StoredObject)> + 's {
@@ -307,16 +308,11 @@ impl Filter {
 
 // ---- watch ------------------------------------------------------------------------------
 
-/// Streams changes as newline-delimited JSON events (see [`edgeplane_api::watch`]). From a
-/// resourceVersion: every change after it, then live ones. Without one: the current objects
-/// as ADDED, a BOOKMARK carrying the version they were read at, then live changes. A client
-/// that reconnects (to any orchestrator) with the last version it saw misses nothing and sees
-/// nothing twice. Too old a version answers 410 Gone.
+/// A watch of resources, as objects or as Table rows ([`stream_changes`]).
 async fn watch(state: &AppState, filter: Filter, from: Option<u64>, shape: Shape) -> Result<Response, ApiError> {
-    let mut initial = Vec::new();
     let kind = filter.kind;
     // In a Table watch every object (bookmarks too) travels as a Table of one row (or none).
-    let shaped = move |mut event: Value| {
+    let present = move |mut event: Value| {
         if let Shape::Table(include) = shape {
             let object = event["object"].take();
             event["object"] = match event["type"].as_str() {
@@ -332,31 +328,70 @@ async fn watch(state: &AppState, filter: Filter, from: Option<u64>, shape: Shape
         }
         event
     };
+    let source = Source {
+        plural: kind.plural,
+        namespace: filter.namespace.clone(),
+        matches: Arc::new(move |key, value| filter.matches(key, value)),
+        present: Arc::new(present),
+        kind: kind.kind,
+        api_version: API_VERSION,
+    };
+    stream_changes(state, source, from).await
+}
+
+/// Whether a stored object (by key and value) belongs to a watch.
+pub(crate) type Matches = Arc<dyn Fn(&ObjectKey, &Value) -> bool + Send + Sync>;
+
+/// What a watch streams: which stored objects, and how the client sees each event.
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub plural: &'static str,
+    pub namespace: Option<String>,
+    pub matches: Matches,
+    /// An event (`{"type", "object"}`, the object rendered with its resourceVersion) as sent.
+    pub present: Arc<dyn Fn(Value) -> Value + Send + Sync>,
+    /// What bookmarks say they are.
+    pub kind: &'static str,
+    pub api_version: &'static str,
+}
+
+/// Streams changes as newline-delimited JSON events (see [`edgeplane_api::watch`]). From a
+/// resourceVersion: every change after it, then live ones. Without one: the current objects
+/// as ADDED, a BOOKMARK carrying the version they were read at, then live changes. A client
+/// that reconnects (to any orchestrator) with the last version it saw misses nothing and sees
+/// nothing twice. Too old a version answers 410 Gone.
+pub(crate) async fn stream_changes(state: &AppState, source: Source, from: Option<u64>) -> Result<Response, ApiError> {
+    let mut initial = Vec::new();
     let from = match from {
         Some(v) => v,
         None => {
             let snapshot = read(state, Consistency::Linearizable).await?;
-            let listing = filter.clone();
+            let listing = source.clone();
             let (at, items) = off_reactor(move || {
-                let items: Vec<Value> = listing.matching(&snapshot).map(|(_, o)| event_line(WatchEventType::Added, render(o))).collect();
+                let items: Vec<Value> = snapshot
+                    .list(listing.plural, listing.namespace.as_deref())
+                    .filter(|(k, o)| (listing.matches)(k, &o.value))
+                    .map(|(_, o)| event_line(WatchEventType::Added, render(o)))
+                    .collect();
                 (snapshot.applied_index(), items)
             })
             .await?;
             initial = items;
             let bookmark =
-                json!({ "kind": filter.kind.kind, "apiVersion": API_VERSION, "metadata": { "resourceVersion": at.to_string() } });
+                json!({ "kind": source.kind, "apiVersion": source.api_version, "metadata": { "resourceVersion": at.to_string() } });
             initial.push(event_line(WatchEventType::Bookmark, bookmark));
             at
         }
     };
     let subscription = state.watch.subscribe(from).map_err(|e| ApiError::status(StatusCode::GONE, StatusReason::Expired, e.to_string()))?;
+    let matches = Arc::clone(&source.matches);
     let live = futures::stream::unfold(Some(subscription), move |subscription| {
-        let filter = filter.clone();
+        let matches = Arc::clone(&matches);
         async move {
             let mut subscription = subscription?;
             loop {
                 match subscription.next().await {
-                    Next::Event(e) if filter.matches(&e.key, &e.object.value) => return Some((watch_event_line(&e), Some(subscription))),
+                    Next::Event(e) if matches(&e.key, &e.object.value) => return Some((watch_event_line(&e), Some(subscription))),
                     Next::Event(_) => continue,
                     // The history no longer connects (a snapshot was installed) or this
                     // watcher fell too far behind: the client must list again.
@@ -373,9 +408,10 @@ async fn watch(state: &AppState, filter: Filter, from: Option<u64>, shape: Shape
             }
         }
     });
+    let present = source.present;
     let stream = futures::stream::iter(initial)
         .chain(live)
-        .map(move |line| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{}\n", shaped(line)))));
+        .map(move |line| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{}\n", present(line)))));
     Ok(([(header::CONTENT_TYPE, "application/json;stream=watch")], axum::body::Body::from_stream(stream)).into_response())
 }
 

@@ -46,7 +46,7 @@ fn rbac(verb: &'static str, resource: &'static str, namespace: Ns, name: Name) -
 
 /// Every route of the API.
 pub fn table() -> Vec<Route> {
-    use crate::{audit, auth, cluster, data, models, modules, nodes, resources, store, trust};
+    use crate::{audit, auth, cluster, data, events, models, modules, nodes, resources, store, trust};
     let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
     let mut routes = vec![
         route(get.clone(), paths::HEALTHZ, Access::Public, on(MethodFilter::GET, || async { "ok\n" })),
@@ -70,6 +70,19 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/apis", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::group_list()) })),
         route(get.clone(), "/apis/edgeplane.io", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::api_group()) })),
         route(get.clone(), paths::RESOURCES, Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::resource_list()) })),
+        route(get.clone(), "/api/v1", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::core_resource_list()) })),
+        route(
+            get.clone(),
+            "/apis/events.k8s.io",
+            Access::Authenticated,
+            on(MethodFilter::GET, || async { Json(discovery::events_api_group()) }),
+        ),
+        route(
+            get.clone(),
+            "/apis/events.k8s.io/v1",
+            Access::Authenticated,
+            on(MethodFilter::GET, || async { Json(discovery::events_resource_list()) }),
+        ),
         route(get.clone(), ROUTES, Access::Authenticated, on(MethodFilter::GET, list_routes)),
         route(get.clone(), paths::METRICS, rbac("get", "metrics", Ns::None, Name::None), on(MethodFilter::GET, cluster::metrics)),
         route(get.clone(), paths::CLUSTER, rbac("get", "cluster", Ns::None, Name::None), on(MethodFilter::GET, cluster::cluster_status)),
@@ -178,6 +191,23 @@ pub fn table() -> Vec<Route> {
         ),
         route(get.clone(), edgeplane_api::audit::AUDIT, rbac("get", "auditlog", Ns::None, Name::None), on(MethodFilter::GET, audit::page)),
     ];
+    // Events, read-only, in both of Kubernetes' shapes, everywhere or in one namespace.
+    let events_access = |name: bool| Access::Rbac {
+        verb: Verb::FromMethod,
+        resource: Res::Is("events"),
+        namespace: Ns::Path,
+        name: if name { Name::Path("name") } else { Name::None },
+    };
+    for (prefix, list, one) in [
+        ("/api/v1", on(MethodFilter::GET, events::list_core), on(MethodFilter::GET, events::read_core)),
+        ("/apis/events.k8s.io/v1", on(MethodFilter::GET, events::list_stored), on(MethodFilter::GET, events::read_stored)),
+    ] {
+        routes.extend([
+            route(get.clone(), format!("{prefix}/events"), events_access(false), list.clone()),
+            route(get.clone(), format!("{prefix}/namespaces/{{ns}}/events"), events_access(false), list),
+            route(get.clone(), format!("{prefix}/namespaces/{{ns}}/events/{{name}}"), events_access(true), one),
+        ]);
+    }
     // The resource API, on both path shapes (cluster-scoped or all namespaces, and one
     // namespace), guarded by the path's resource and the method's verb.
     let resource = |sub: Option<&'static str>, name: bool| Access::Rbac {

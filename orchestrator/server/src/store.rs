@@ -30,6 +30,7 @@ const MANAGED: &[&str] = &[
     "issued-certificates",
     edgeplane_core::gc::BLOBS,
     edgeplane_api::backup::LAST_BACKUP_KIND,
+    edgeplane_core::events::EVENTS,
 ];
 
 fn writable(kind: &str) -> Result<(), ApiError> {

@@ -33,6 +33,7 @@ use edgeplane_api::resources::{AssignmentSpec, PreviousPlacement, MAX_PREVIOUS_P
 pub use crate::health::Liveness;
 pub use assignment::PLACED_BECAUSE;
 
+use crate::events::{EventType, Events, Regarding};
 use crate::{ClusterState, Command, ObjectKey, Precondition, ResourceWrite, StoredObject};
 use assignment::Existing;
 use nodes::Node;
@@ -121,12 +122,17 @@ pub fn plan(state: &ClusterState, live: &Liveness, now: Now<'_>) -> Plan {
     for orphan in by_workload.into_values().flatten() {
         p.remove(&orphan);
     }
-    p.plan
+    // Events are recorded only beside the changes they explain, so a plan with nothing to
+    // do records none and planning again stays idempotent.
+    let mut plan = p.plan;
+    plan.commands.extend(p.events.commands(state, now.rfc3339));
+    plan
 }
 
 /// What planning one Workload shares with the others: the nodes' bookkeeping, the next
 /// generation to hand out, what is left of the budgets, and the plan so far.
 struct Planning<'a> {
+    state: &'a ClusterState,
     nodes: BTreeMap<String, Node>,
     live: &'a Liveness,
     now: Now<'a>,
@@ -139,11 +145,14 @@ struct Planning<'a> {
     /// same plan remembers them.
     removed: BTreeMap<ObjectKey, Vec<PreviousPlacement>>,
     plan: Plan,
+    /// What this plan records as Events.
+    events: Events,
 }
 
 impl<'a> Planning<'a> {
-    fn new(state: &ClusterState, live: &'a Liveness, now: Now<'a>) -> Planning<'a> {
+    fn new(state: &'a ClusterState, live: &'a Liveness, now: Now<'a>) -> Planning<'a> {
         Planning {
+            state,
             nodes: nodes::collect(state, live),
             live,
             now,
@@ -152,6 +161,7 @@ impl<'a> Planning<'a> {
             placement_budget: PLACEMENTS_PER_PLAN,
             removed: BTreeMap::new(),
             plan: Plan::default(),
+            events: Events::default(),
         }
     }
 
@@ -213,9 +223,17 @@ impl<'a> Planning<'a> {
     ) {
         self.take(&node, template);
         *self.plan.placements.entry(reason).or_default() += 1;
+        let (event_reason, type_) = match reason {
+            PlacementReason::NewReplica => ("Scheduled", EventType::Normal),
+            PlacementReason::Failover => ("FailedOver", EventType::Warning),
+            PlacementReason::Rebalance => ("Rebalanced", EventType::Normal),
+        };
         let key = ObjectKey::new("assignments", namespace, name);
         let generation = self.next_generation;
         self.next_generation += 1;
+        let regarding = self.workload(namespace, &template.workload);
+        let note = format!("placed {} on {node} (generation {generation}): {because}", key.name);
+        self.events.record(regarding, type_, event_reason, "Placing", note);
         let previous = self.removed.remove(&key).unwrap_or_default();
         let spec = AssignmentSpec { replica, node_name: node, generation, placed_at_ms: self.now.unix_ms, previous, ..template.clone() };
         self.plan.commands.push(Command::PutResource {
@@ -224,6 +242,13 @@ impl<'a> Planning<'a> {
             precondition: Precondition::MustNotExist,
             write: ResourceWrite::Create { created_at: self.now.rfc3339.to_owned() },
         });
+    }
+
+    /// The Workload `namespace/name`, as Events name it.
+    fn workload(&self, namespace: &str, name: &str) -> Regarding {
+        let key = ObjectKey::new("workloads", namespace, name);
+        let uid = self.state.get(&key).and_then(|o| o.value.pointer("/metadata/uid")).and_then(serde_json::Value::as_str);
+        Regarding { kind: "Workload", namespace: namespace.to_owned(), name: name.to_owned(), uid: uid.map(str::to_owned) }
     }
 
     /// A status write of `object`, if it was not changed since it was read.

@@ -5,6 +5,7 @@
 //! `autoRollback` is on, the Workload's module and configuration go back to what they were,
 //! and the status says why.
 
+use crate::events::{EventType, Regarding};
 use edgeplane_api::resources::{AssignmentSpec, PreviousRevision, RolloutPhase, RolloutStatus};
 use serde_json::{json, Value};
 
@@ -161,6 +162,8 @@ fn roll_back(w: &Subject<'_>, progress: &Progress, failure: &Failure, previous: 
     };
     resource["status"]["rollout"] = serde_json::to_value(&rollout).expect("a status serializes");
     let key = w.key();
+    let note = format!("revision {generation}: {}", rollout.message);
+    p.events.record(Regarding::object("Workload", &key, &w.object.value), EventType::Warning, "RolledBack", "RollingOut", note);
     p.plan.commands.push(Command::PutResource {
         key: key.clone(),
         resource: resource.clone(),

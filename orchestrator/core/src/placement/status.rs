@@ -2,11 +2,12 @@
 //! generation, the `Scheduled` condition (with why not, when replicas are pending) and the
 //! rollout. The scheduler owns those fields and that condition; other conditions are kept.
 
-use edgeplane_api::resources::{Condition, RolloutStatus, WorkloadStatus};
+use edgeplane_api::resources::{Condition, RolloutPhase, RolloutStatus, WorkloadStatus};
 use serde_json::Value;
 
 use super::assignment::generation_of;
 use super::Planning;
+use crate::events::{EventType, Regarding};
 use crate::{ObjectKey, StoredObject};
 
 /// What this plan leaves of one Workload.
@@ -36,6 +37,29 @@ pub(super) fn record(key: ObjectKey, object: &StoredObject, observed: Observed<'
         && scheduled.is_some_and(|c| c.status == status && c.message == message);
     if same {
         return;
+    }
+    let workload = Regarding::object("Workload", &key, &object.value);
+    if status == "False" && !scheduled.is_some_and(|c| c.status == status && c.message == message) {
+        p.events.record(workload.clone(), EventType::Warning, "FailedScheduling", "Scheduling", message.clone());
+    }
+    if let Some(next) = observed.rollout.as_ref().filter(|next| current.rollout.as_ref() != Some(*next)) {
+        let before = current.rollout.as_ref().filter(|c| c.revision == next.revision);
+        let (reason, type_) = match next.phase {
+            RolloutPhase::RolledBack => ("RolledBack", EventType::Warning),
+            RolloutPhase::Complete => ("RolloutComplete", EventType::Normal),
+            RolloutPhase::Progressing => ("RollingOut", EventType::Normal),
+        };
+        // Each step of a progressing rollout, and each change of phase, once.
+        let changed =
+            before.is_none_or(|b| b.phase != next.phase || (next.phase == RolloutPhase::Progressing && b.updated != next.updated));
+        if changed {
+            let note = if next.message.is_empty() {
+                format!("revision {}: {} of {} replica(s) updated", next.revision, next.updated, next.replicas)
+            } else {
+                format!("revision {}: {}", next.revision, next.message)
+            };
+            p.events.record(workload, type_, reason, "RollingOut", note);
+        }
     }
     let since = match scheduled {
         Some(c) if c.status == status => c.last_transition_time.clone(),

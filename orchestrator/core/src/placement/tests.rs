@@ -185,6 +185,13 @@ fn a_crash_looping_replica_moves_to_another_node() {
     live.crash_looping.insert(("f/filter-0".to_owned(), "a".to_owned()));
     w.settle_with(&live);
     assert_eq!(w.assignments()[0].1, "b");
+    let events: Vec<(String, String)> = w
+        .state
+        .list(crate::events::EVENTS, Some("f"))
+        .map(|(_, e)| (e.value["reason"].as_str().unwrap_or_default().to_owned(), e.value["note"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert!(events.iter().any(|(reason, note)| reason == "CrashLoop" && note.starts_with("filter-0 crash loops on a")), "{events:?}");
+    assert!(events.iter().any(|(reason, note)| reason == "FailedOver" && note.starts_with("placed filter-0 on b")), "{events:?}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use edgeplane_api::resources::{
 use super::assignment::{generation_of, typed, Existing};
 use super::nodes::{self, choose, explain, fits, why_not, Want};
 use super::{rollout, status, PlacementReason, Planning, Unplaced};
+use crate::events::{EventType, Regarding};
 use crate::{trust, ClusterState, ObjectKey, StoredObject};
 
 /// The Workload being planned.
@@ -198,6 +199,10 @@ fn sort_existing(
             && (replicated || e.key.name == daemon_name(w.name, &node));
         if moving {
             sorted.avoid.insert(slot.clone(), node.clone());
+            if crash_looping {
+                let note = format!("{} crash loops on {node}: moving it to another node", e.key.name);
+                p.events.record(Regarding::object("Workload", &w.key(), &w.object.value), EventType::Warning, "CrashLoop", "Placing", note);
+            }
         }
         if !keep {
             p.release(&node, &e.spec);
