@@ -128,6 +128,23 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     let upload = edgeplane_tests::Request::new(edgeplane_tests::Method::POST, format!("/v1/nodes/{first_node}/data")).json(&stale);
     let answer: Value = as_old_node.send(upload).await.expect("upload").body;
     assert_eq!((answer["accepted"].clone(), answer["stale"].clone()), (json!(0), json!(1)), "{answer}");
+    // ...and the fencing is an Event on the old node.
+    let fenced = eventually(
+        "a FencedRecords event on the old node",
+        Duration::from_secs(20),
+        async || {
+            let path = format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{first_node},reason%3DFencedRecords");
+            let reply = cluster.api(leader).get(&path).await.ok()?;
+            reply.body["items"].as_array()?.first().cloned()
+        },
+        || cluster.all_logs(),
+    )
+    .await;
+    assert_eq!((fenced["type"].as_str(), fenced["involvedObject"]["kind"].as_str()), (Some("Warning"), Some("EdgeNode")), "{fenced}");
+    // The replica's move was recorded too, with its reason.
+    let moved =
+        cluster.api(leader).get(&format!("/api/v1/namespaces/{NS}/events?fieldSelector=reason%3DFailedOver")).await.expect("events");
+    assert!(moved.body["items"].as_array().is_some_and(|items| !items.is_empty()), "{}", moved.body);
 
     // The old node returns: its stale copy stops (it resumed it from disk first).
     edges[first].start_again();

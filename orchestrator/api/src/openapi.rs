@@ -127,11 +127,43 @@ pub fn document() -> Value {
     for (path, item) in &mut paths {
         let plural = path.split('/').rfind(|p| !p.starts_with('{') && *p != "status").unwrap_or_default();
         let kind = crate::resources::ResourceKind::by_plural(plural).map_or(plural, |k| k.kind);
+        if plural == "assignments" {
+            // The orchestrators write Assignments; people read and delete them (405 otherwise).
+            if let Some(methods) = item.as_object_mut() {
+                methods.retain(|method, _| !matches!(method.as_str(), "post" | "put" | "patch"));
+            }
+        }
         for (method, operation) in item.as_object_mut().into_iter().flatten() {
             let action = match method.as_str() {
                 "get" if !path.ends_with("{name}") && !path.ends_with("/status") => "list",
                 other => other,
             };
+            // Every answer the server may give, so that clients (and schemathesis) find each
+            // status code documented.
+            let write = matches!(method.as_str(), "post" | "put" | "patch");
+            let mut errors = vec![
+                ("400", "The query or body is malformed: Status names each problem."),
+                ("401", "No credential, or one that is not (or no longer) valid."),
+                ("403", "Authenticated, but not allowed (RBAC)."),
+                ("404", "No such object, or a namespace where the kind is cluster-scoped."),
+                ("503", "No leader or quorum right now: retry (Status names the leader if known)."),
+                ("504", "The write's outcome is unknown after the write timeout: read before retrying."),
+            ];
+            if write {
+                errors.extend([
+                    ("409", "A compare-and-swap or create-only precondition failed."),
+                    ("413", "The body is larger than the route takes."),
+                    ("415", "The Content-Type is not one the operation takes."),
+                    ("422", "The object is invalid: Status names each field."),
+                ]);
+            }
+            if let Some(answers) = operation["responses"].as_object_mut() {
+                for (code, description) in errors {
+                    answers.entry(code.to_owned()).or_insert_with(
+                        || json!({ "description": description, "content": { "application/json": { "schema": reference("Status") } } }),
+                    );
+                }
+            }
             operation["x-kubernetes-action"] = json!(action);
             operation["x-kubernetes-group-version-kind"] = json!({ "group": GROUP, "version": VERSION, "kind": kind });
             if matches!(method.as_str(), "post" | "put" | "patch") {
@@ -212,7 +244,17 @@ fn reference(name: &str) -> Value {
 }
 
 fn param(name: &str, location: &str, description: &str) -> Value {
-    json!({ "name": name, "in": location, "required": location == "path", "description": description, "schema": { "type": "string" } })
+    // The values the server takes, where a schema can say them (selectors and continue
+    // tokens have their own grammar: anything else is a 400 naming the parameter).
+    let schema = match name {
+        "includeObject" => json!({ "type": "string", "enum": ["None", "Metadata", "Object"] }),
+        "watch" => json!({ "type": "string", "enum": ["true", "false"] }),
+        "resourceVersion" => json!({ "type": "string", "pattern": "^[0-9]{1,19}$" }),
+        "consistency" => json!({ "type": "string", "enum": ["linearizable", "stale"] }),
+        "limit" => json!({ "type": "integer", "minimum": 0, "maximum": 1_000_000_000u64 }),
+        _ => json!({ "type": "string" }),
+    };
+    json!({ "name": name, "in": location, "required": location == "path", "description": description, "schema": schema })
 }
 
 fn patterned(mut parameter: Value, pattern: &str, max: u32) -> Value {

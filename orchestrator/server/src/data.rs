@@ -19,6 +19,7 @@ use edgeplane_api::data::{DataPage, DataQuery, UpRecord, UploadResponse, MAX_NAM
 use edgeplane_api::resources::AssignmentSpec;
 use edgeplane_api::validate::{dns_label, dns_subdomain};
 use edgeplane_api::{Consistency, StatusCause, StatusReason};
+use edgeplane_core::events::{EventType, Events, Regarding};
 use edgeplane_core::sink::MAX_QUERY_LIMIT;
 use edgeplane_core::{Applied, ClusterState, Command, ObjectKey};
 use serde_json::Value;
@@ -75,6 +76,8 @@ pub(crate) async fn upload(
             m.evicted.inc_by(appended.evicted);
             if appended.stale > 0 {
                 tracing::info!(node = %name, stale = appended.stale, "fenced records of an older assignment generation or node incarnation");
+                let (state, node) = (state.clone(), name.clone());
+                tokio::spawn(async move { record_fenced(&state, &node).await });
             }
             if appended.refused > 0 {
                 tracing::warn!(node = %name, refused = appended.refused, "refused records of new streams: the node has as many streams as the sink keeps");
@@ -90,6 +93,27 @@ pub(crate) async fn upload(
         // 504 outcome unknown included: the node sends the records again, and the sink
         // stores whatever did land only once.
         Err(e) => Err(write_error(&state, e).await),
+    }
+}
+
+/// Records that an upload of `node` held fenced records, as an Event on its EdgeNode. Off the
+/// upload's path; repeats fold, so the Event's count is the uploads that held some.
+async fn record_fenced(state: &AppState, node: &str) {
+    let latest = state.node.latest();
+    let key = ObjectKey::new("edgenodes", "", node);
+    let regarding = match latest.get(&key) {
+        Some(object) => Regarding::object("EdgeNode", &key, &object.value),
+        None => Regarding { kind: "EdgeNode", namespace: String::new(), name: node.to_owned(), uid: None },
+    };
+    let mut events = Events::default();
+    let note = "refused uploaded records of an assignment generation that has moved to another node, or of an earlier \
+                incarnation of this node; what the current replica produces is stored as usual";
+    events.record(regarding, EventType::Warning, "FencedRecords", "Uploading", note.to_owned());
+    let commands = events.commands(&latest, &crate::http::rfc3339_now());
+    // Another upload recording the same Event at once wins the compare-and-swap: one count
+    // fewer, nothing else lost.
+    if let Err(e) = state.node.write(Command::Transaction(commands)).await {
+        tracing::debug!(error = %e, node, "the fenced-records event was not recorded");
     }
 }
 

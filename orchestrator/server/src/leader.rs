@@ -133,14 +133,7 @@ impl Placement {
 async fn collect_blobs(state: &AppState) {
     let Ok(snapshot) = state.node.read(Consistency::Stale).await else { return };
     let Ok(deletes) = tokio::task::spawn_blocking(move || gc::unreferenced_blobs(&snapshot)).await else { return };
-    if deletes.is_empty() {
-        return;
-    }
-    let blobs = deletes.len();
-    match state.node.write(Command::Transaction(deletes)).await {
-        Ok(_) => tracing::info!(blobs, "collected module blobs nothing refers to"),
-        Err(e) => tracing::debug!(error = %e, "blob collection not applied; trying again later"),
-    }
+    propose_deletes(state, deletes, "module blobs nothing refers to").await;
 }
 
 /// Deletes bootstrap tokens past their expiry (they are refused already; this keeps the
@@ -154,14 +147,7 @@ async fn collect_expired_tokens(state: &AppState) {
         .filter(|(_, o)| o.value.get("expiresAtMs").and_then(serde_json::Value::as_u64).is_some_and(|at| at <= now))
         .map(|(k, o)| Command::Delete { key: k.clone(), precondition: edgeplane_core::Precondition::ResourceVersion(o.resource_version) })
         .collect();
-    if deletes.is_empty() {
-        return;
-    }
-    let tokens = deletes.len();
-    match state.node.write(Command::Transaction(deletes)).await {
-        Ok(_) => tracing::info!(tokens, "deleted expired bootstrap tokens"),
-        Err(e) => tracing::debug!(error = %e, "expired token collection not applied; trying again later"),
-    }
+    propose_deletes(state, deletes, "expired bootstrap tokens").await;
 }
 
 /// Deletes Events past their time to live, and the oldest beyond the bound.
@@ -171,12 +157,18 @@ async fn collect_expired_events(state: &AppState) {
         .checked_sub(jiff::SignedDuration::from_secs(edgeplane_core::events::TTL_SECONDS as i64))
         .map_or_else(|_| String::new(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
     let Ok(deletes) = tokio::task::spawn_blocking(move || edgeplane_core::events::expired(&snapshot, &cutoff)).await else { return };
+    propose_deletes(state, deletes, "expired events").await;
+}
+
+/// Proposes a collection's conditional deletes as one transaction. One that loses to a
+/// concurrent write (or finds no quorum) is simply collected again on the next round.
+async fn propose_deletes(state: &AppState, deletes: Vec<Command>, what: &str) {
     if deletes.is_empty() {
         return;
     }
-    let events = deletes.len();
+    let count = deletes.len();
     match state.node.write(Command::Transaction(deletes)).await {
-        Ok(_) => tracing::info!(events, "deleted expired events"),
-        Err(e) => tracing::debug!(error = %e, "event collection not applied; trying again later"),
+        Ok(_) => tracing::info!(count, "deleted {what}"),
+        Err(e) => tracing::debug!(error = %e, "deleting {what} not applied; trying again later"),
     }
 }

@@ -656,7 +656,7 @@ pub(crate) async fn write_status(
     q: RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    only_params(q, &[])?;
+    write_params(q, &[])?;
     let (scope, name) = target.object()?;
     let (resource, value) = parse_body(body, &scope, Some(name))?;
     // The status must fit the kind's status type.
