@@ -10,15 +10,16 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use edgeplane_api::selector::FieldSelector;
 use edgeplane_api::table::{self, IncludeObject};
-use edgeplane_api::Consistency;
 use edgeplane_core::events::EVENTS;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::http::{cause, consistency, off_reactor, only_params, read, ApiError, RawQuery};
-use crate::resources::{render, stream_changes, Page, Source};
+use crate::http::{
+    cause, consistency, field_selector_param, include_object_param, off_reactor, only_params, read, resource_version_param, ApiError,
+    RawQuery,
+};
+use crate::resources::{list_consistency, render, stream_changes, Page, Source};
 
 /// Which of Kubernetes' two Event shapes a route answers in.
 #[derive(Debug, Clone, Copy)]
@@ -119,28 +120,16 @@ async fn list(
     shape: Shape,
 ) -> Result<Response, ApiError> {
     let params = only_params(q, &["consistency", "fieldSelector", "watch", "resourceVersion", "limit", "continue", "includeObject"])?;
-    let include = IncludeObject::parse(params.get("includeObject").map(String::as_str))
-        .map_err(|e| ApiError::invalid(vec![cause("query.includeObject", e)]))?;
+    let include = include_object_param(&params)?;
     // kubectl asks for a Table; the core shape has one, with Kubernetes' columns.
     let as_table = matches!(shape, Shape::Core) && table::wants_table(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let namespace = path.get("ns").cloned();
     if let Some(ns) = &namespace {
         edgeplane_api::validate::dns_label(ns).map_err(|e| ApiError::invalid(vec![cause("path.namespace", e)]))?;
     }
-    let fields = match params.get("fieldSelector") {
-        Some(s) => {
-            FieldSelector::parse(s, edgeplane_api::events::FIELDS).map_err(|e| ApiError::invalid(vec![cause("query.fieldSelector", e)]))?
-        }
-        None => FieldSelector::default(),
-    };
+    let fields = field_selector_param(&params, edgeplane_api::events::FIELDS)?;
     let matches = move |_: &edgeplane_core::ObjectKey, event: &Value| fields.matches(|f| edgeplane_api::events::field(event, f));
-    let from = match params.get("resourceVersion") {
-        None => None,
-        Some(v) => Some(
-            v.parse::<u64>()
-                .map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
-        ),
-    };
+    let from = resource_version_param(&params)?;
     match params.get("watch").map(String::as_str) {
         None | Some("false") => {}
         Some("true") => {
@@ -170,33 +159,14 @@ async fn list(
         Some(other) => return Err(ApiError::invalid(vec![cause("query.watch", format!("must be true or false, got {other:?}"))])),
     }
     let page = Page::from_params(&params)?;
-    let consistency = if from.unwrap_or(0) > 0 { Consistency::Linearizable } else { consistency(&params)? };
-    let snapshot = read(&state, consistency).await?;
-    let (version, items, next) = off_reactor(move || {
-        let mut items: Vec<Value> = Vec::new();
-        let mut more = false;
-        let listed = snapshot
-            .list(EVENTS, namespace.as_deref())
-            .filter(|(k, o)| matches(k, &o.value))
-            .filter(|(k, _)| page.after.as_ref().is_none_or(|after| (&k.namespace, &k.name) > (&after.0, &after.1)));
-        for (_, object) in listed {
-            if page.limit.is_some_and(|limit| items.len() as u64 >= limit) {
-                more = true;
-                break;
-            }
-            items.push(shape.show(render(object)));
-        }
-        let next = more
-            .then(|| {
-                let last = items.last()?;
-                Some(Page::token(last["metadata"]["namespace"].as_str()?, last["metadata"]["name"].as_str()?))
-            })
-            .flatten();
-        (snapshot.applied_index(), items, next)
+    let snapshot = read(&state, list_consistency(&params, from)?).await?;
+    let (version, (items, rest)) = off_reactor(move || {
+        let listed = snapshot.list(EVENTS, namespace.as_deref()).filter(|(k, o)| matches(k, &o.value));
+        (snapshot.applied_index(), page.take(listed, |object| shape.show(render(object))))
     })
     .await?;
     let mut metadata = json!({ "resourceVersion": version.to_string() });
-    if let Some(next) = next {
+    if let Some((next, _)) = rest {
         metadata["continue"] = json!(next);
     }
     if as_table {

@@ -13,6 +13,8 @@ use axum::extract::Query;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use edgeplane_api::selector::FieldSelector;
+use edgeplane_api::table::IncludeObject;
 use edgeplane_api::{Consistency, Status, StatusCause, StatusReason};
 use edgeplane_core::{Applied, ApplyError, ClusterState, Command};
 use edgeplane_raft::{ReadError, WriteError};
@@ -159,6 +161,30 @@ pub(crate) fn only_params(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<St
     } else {
         Err(ApiError::invalid(unknown))
     }
+}
+
+/// `resourceVersion`, if the query has one: a log index.
+pub(crate) fn resource_version_param(params: &BTreeMap<String, String>) -> Result<Option<u64>, ApiError> {
+    params
+        .get("resourceVersion")
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))
+        })
+        .transpose()
+}
+
+/// `fieldSelector` on `fields` (everything when the query has none).
+pub(crate) fn field_selector_param(params: &BTreeMap<String, String>, fields: &[&str]) -> Result<FieldSelector, ApiError> {
+    params.get("fieldSelector").map_or_else(
+        || Ok(FieldSelector::default()),
+        |s| FieldSelector::parse(s, fields).map_err(|e| ApiError::invalid(vec![cause("query.fieldSelector", e)])),
+    )
+}
+
+/// What the rows of a Table carry (`includeObject`).
+pub(crate) fn include_object_param(params: &BTreeMap<String, String>) -> Result<IncludeObject, ApiError> {
+    IncludeObject::parse(params.get("includeObject").map(String::as_str))
+        .map_err(|e| ApiError::invalid(vec![cause("query.includeObject", e)]))
 }
 
 /// The parameters of a write (create, replace, patch), with the two every Kubernetes client

@@ -43,8 +43,8 @@ use serde_json::{json, Value};
 use crate::app::AppState;
 use crate::auth::Audit;
 use crate::http::{
-    body_error, cause, consistency, off_reactor, only_params, read, rfc3339_now, write_error, write_params, ApiError, RawQuery,
-    MAX_BODY_BYTES,
+    body_error, cause, consistency, field_selector_param, include_object_param, off_reactor, only_params, read, resource_version_param,
+    rfc3339_now, write_error, write_params, ApiError, RawQuery, MAX_BODY_BYTES,
 };
 
 use edgeplane_api::paths::RESOURCES as PREFIX;
@@ -142,8 +142,7 @@ enum Shape {
 
 impl Shape {
     fn of(headers: &HeaderMap, params: &std::collections::BTreeMap<String, String>) -> Result<Shape, ApiError> {
-        let include = IncludeObject::parse(params.get("includeObject").map(String::as_str))
-            .map_err(|e| ApiError::invalid(vec![cause("query.includeObject", e)]))?;
+        let include = include_object_param(params)?;
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
         Ok(if table::wants_table(accept) { Shape::Table(include) } else { Shape::Objects })
     }
@@ -178,57 +177,19 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, headers:
         Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::invalid(vec![cause("query.labelSelector", e)]))?,
         None => LabelSelector::default(),
     };
-    let fields = match params.get("fieldSelector") {
-        Some(s) => FieldSelector::parse(s, OBJECT_FIELDS).map_err(|e| ApiError::invalid(vec![cause("query.fieldSelector", e)]))?,
-        None => FieldSelector::default(),
-    };
+    let fields = field_selector_param(&params, OBJECT_FIELDS)?;
     let filter = Filter { kind: target.kind, namespace: target.namespace, selector, fields };
     match params.get("watch").map(String::as_str) {
         None | Some("false") => {}
-        Some("true") => {
-            let from = match params.get("resourceVersion") {
-                None => None,
-                Some(v) => Some(
-                    v.parse::<u64>()
-                        .map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
-                ),
-            };
-            return watch(&state, filter, from, shape).await;
-        }
+        Some("true") => return watch(&state, filter, resource_version_param(&params)?, shape).await,
         Some(other) => return Err(ApiError::invalid(vec![cause("query.watch", format!("must be true or false, got {other:?}"))])),
     }
-    // A list at a resourceVersion means "at least that new" (0: any): a linearizable read
-    // always is, and a stale one may not be, so it is read linearizably.
-    let at_least = match params.get("resourceVersion") {
-        None => 0,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| ApiError::invalid(vec![cause("query.resourceVersion", format!("{v:?} is not a resourceVersion"))]))?,
-    };
-    let consistency = if at_least > 0 { Consistency::Linearizable } else { consistency(&params)? };
-    let snapshot = read(&state, consistency).await?;
+    let resource_version = resource_version_param(&params)?;
+    let snapshot = read(&state, list_consistency(&params, resource_version)?).await?;
     let kind = filter.kind;
-    let (version, items, next, remaining) = off_reactor(move || {
-        let matching = filter
-            .matching(&snapshot)
-            .filter(|(k, _)| page.after.as_ref().is_none_or(|after| (&k.namespace, &k.name) > (&after.0, &after.1)));
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut remaining = 0u64;
-        for (key, object) in matching {
-            if page.limit.is_some_and(|limit| items.len() as u64 >= limit) {
-                remaining += 1;
-                continue;
-            }
-            items.push(render(object));
-            last = Some((key.namespace.clone(), key.name.clone()));
-        }
-        let next = (remaining > 0).then(|| last.map(|(ns, name)| Page::token(&ns, &name))).flatten();
-        (snapshot.applied_index(), items, next, remaining)
-    })
-    .await?;
+    let (version, (items, rest)) = off_reactor(move || (snapshot.applied_index(), page.take(filter.matching(&snapshot), render))).await?;
     let mut metadata = json!({ "resourceVersion": version.to_string() });
-    if let Some(next) = next {
+    if let Some((next, remaining)) = rest {
         metadata["continue"] = json!(next);
         metadata["remainingItemCount"] = json!(remaining);
     }
@@ -244,13 +205,23 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, headers:
     .into_response())
 }
 
+/// The consistency of a list: at a `resourceVersion` it means "at least that new" (0: any),
+/// which a linearizable read always is and a stale one may not be.
+pub(crate) fn list_consistency(params: &BTreeMap<String, String>, resource_version: Option<u64>) -> Result<Consistency, ApiError> {
+    if resource_version.unwrap_or(0) > 0 {
+        Ok(Consistency::Linearizable)
+    } else {
+        consistency(params)
+    }
+}
+
 /// A page of a list: at most `limit` items, after the object a `continue` token names. Each
 /// page is read from the state current when it is asked for (there is no multi-version
 /// store to read an earlier one from): an object created or deleted between pages shows up
 /// on a later page or not at all, but no object appears twice.
 pub(crate) struct Page {
-    pub limit: Option<u64>,
-    pub after: Option<(String, String)>,
+    limit: Option<u64>,
+    after: Option<(String, String)>,
 }
 
 impl Page {
@@ -270,7 +241,30 @@ impl Page {
         Ok(Page { limit, after })
     }
 
-    pub fn token(namespace: &str, name: &str) -> String {
+    /// This page of `objects` (listed in key order), each shown by `show`; when more follow,
+    /// the continue token naming the last one shown and how many are left.
+    pub fn take<'s>(
+        &self,
+        objects: impl Iterator<Item = (&'s ObjectKey, &'s StoredObject)>,
+        show: impl Fn(&StoredObject) -> Value,
+    ) -> (Vec<Value>, Option<(String, u64)>) {
+        let mut items = Vec::new();
+        let mut last: Option<&ObjectKey> = None;
+        let mut remaining = 0u64;
+        let after = objects.filter(|(k, _)| self.after.as_ref().is_none_or(|after| (&k.namespace, &k.name) > (&after.0, &after.1)));
+        for (key, object) in after {
+            if self.limit.is_some_and(|limit| items.len() as u64 >= limit) {
+                remaining += 1;
+                continue;
+            }
+            items.push(show(object));
+            last = Some(key);
+        }
+        let rest = last.filter(|_| remaining > 0).map(|k| (Page::token(&k.namespace, &k.name), remaining));
+        (items, rest)
+    }
+
+    fn token(namespace: &str, name: &str) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"after": [namespace, name]}).to_string())
     }
