@@ -32,6 +32,9 @@ bash scripts/build-workloads.sh
 EDGEPLANE_PYTHON=$(python_venv target/venv-onnx scripts/models/reference-requirements.txt)
 EDGEPLANE_ONNXRUNTIME_LIB=$("$EDGEPLANE_PYTHON" -c 'import glob, os, onnxruntime; print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*"))[0])')
 export EDGEPLANE_PYTHON EDGEPLANE_ONNXRUNTIME_LIB
+# schemathesis (PyPI), which tests/tests/openapi_conformance.rs runs against the OpenAPI document.
+EDGEPLANE_SCHEMATHESIS=$(dirname "$(python_venv target/venv-schemathesis scripts/schemathesis-requirements.txt)")/st
+export EDGEPLANE_SCHEMATHESIS
 
 # The end-to-end tests run the binaries from target/debug, which `cargo test` alone does not
 # rebuild for other packages: build them first so no test runs a stale binary.

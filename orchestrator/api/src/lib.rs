@@ -39,6 +39,7 @@ pub mod data;
 pub mod discovery;
 pub mod events;
 pub mod exposition;
+pub mod grammar;
 #[cfg(feature = "crd")]
 pub mod manifest;
 pub mod node;

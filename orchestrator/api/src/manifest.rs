@@ -194,8 +194,16 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, Vec<DocumentErrors>> {
 
 /// Parses one YAML (or JSON) document into a value, refusing one that expands past
 /// [`MAX_NODES`]: what a request body holding one resource goes through.
+///
+/// JSON is read by a JSON parser first: YAML's reading of JSON differs at the edges (serde_yaml
+/// refuses the `\uD83D\uDE00` escapes of characters beyond the BMP that JSON writers emit).
 pub fn yaml_value(text: &str) -> Result<Value, String> {
     let budget = std::cell::Cell::new(MAX_NODES);
+    let mut json = serde_json::Deserializer::from_str(text);
+    if let Ok(value) = serde::de::DeserializeSeed::deserialize(Bounded { left: &budget }, &mut json).and_then(|v| json.end().map(|()| v)) {
+        return Ok(value);
+    }
+    budget.set(MAX_NODES);
     serde::de::DeserializeSeed::deserialize(Bounded { left: &budget }, serde_yaml::Deserializer::from_str(text))
         .map_err(|e| yaml_error(&e).message)
 }
@@ -255,6 +263,15 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
         Ok(Value::from(v))
     }
 
+    // Integers past 64 bits, as serde_json reads them: the nearest f64.
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Value, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Value, E> {
+        self.visit_f64(v as f64)
+    }
+
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
         self.charge()?;
         // As serde_json does: a number JSON cannot hold (NaN, infinity) becomes null.
@@ -299,6 +316,10 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
         while let Some(key) = map.next_key::<String>()? {
             self.charge()?;
             let value = map.next_value_seed(self)?;
+            // Which of two values a reader keeps differs between parsers: refuse, as YAML does.
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("{key:?} is given twice")));
+            }
             fields.insert(key, value);
         }
         Ok(Value::Object(fields))
@@ -550,9 +571,13 @@ fn check_schema(v: &Value, schema: &Value, path: &str, problems: &mut Vec<FieldE
         problems.push(FieldError::new(path, format!("must be {}, got {}", article(expected), type_name(v))));
         return;
     }
-    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), v.as_f64()) {
-        if n < min {
-            problems.push(FieldError::new(path, format!("must be >= {min}, got {v}")));
+    // The range of the type (an unsigned integer is not negative). The ranges a resource's
+    // rules set are in the schema too, for clients, but are checked with the rest of their
+    // meaning (validate.rs), so that one bad count does not hide the other problems.
+    let unsigned = schema["format"].as_str().is_some_and(|f| f.starts_with("uint"));
+    if let (true, Some(n)) = (unsigned, v.as_f64()) {
+        if n < 0.0 {
+            problems.push(FieldError::new(path, format!("must be >= 0, got {v}")));
         }
     }
     match v {
@@ -637,6 +662,24 @@ mod tests {
             laughs.push_str(&format!("a{level}: &a{level} [{}]\n", [previous.as_str(); 10].join(",")));
         }
         assert!(yaml_value(&laughs).is_err());
+    }
+
+    /// A body as JSON writers emit it: Python's `json.dumps` escapes every non-ASCII
+    /// character, those beyond the BMP as surrogate pairs, which serde_yaml refused
+    /// ("invalid Unicode character escape", found by schemathesis).
+    #[test]
+    fn json_bodies_with_surrogate_pair_escapes_parse() {
+        let value = yaml_value(r#"{"metadata": {"annotations": {"note": "\ud83d\ude00 \u00e9"}}}"#).expect("valid JSON");
+        assert_eq!(value["metadata"]["annotations"]["note"], "\u{1f600} \u{e9}");
+    }
+
+    /// A key given twice is refused in JSON and in YAML, whichever parser reads it.
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        for text in [r#"{"spec": {}, "spec": {"replicas": 2}}"#, "spec: {}\nspec:\n  replicas: 2\n"] {
+            let refused = yaml_value(text).expect_err(text);
+            assert!(refused.contains("\"spec\" is given twice") || refused.contains("duplicate"), "{text}: {refused}");
+        }
     }
 
     /// Aliases within the bound are expanded as before.

@@ -10,8 +10,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::grammar;
 use crate::paths::RESOURCES as PREFIX;
 use crate::resources::{GROUP, VERSION};
+use crate::selector::OBJECT_FIELDS;
 
 /// Where the group version's document is served (the index names it).
 pub const GROUP_VERSION_PATH: &str = "/openapi/v3/apis/edgeplane.io/v1alpha1";
@@ -42,6 +44,7 @@ pub fn document() -> Value {
         let has_status = version.subresources.as_ref().is_some_and(|s| s.status.is_some());
         let gvk = json!({ "group": GROUP, "version": VERSION, "kind": kind });
         let mut schema = with_object_fields(schema, &kind, namespaced);
+        closed(&mut schema);
         schema["x-kubernetes-group-version-kind"] = json!([gvk.clone()]);
         schemas.insert(kind.clone(), schema);
         let mut list = list_schema(&kind);
@@ -52,8 +55,8 @@ pub fn document() -> Value {
         } else {
             (format!("{PREFIX}/{plural}"), format!("{PREFIX}/{plural}/{{name}}"))
         };
-        let ns_param = namespaced.then(|| patterned(param("namespace", "path", "The namespace."), NAMESPACE_PATTERN, 63));
-        let name_param = patterned(param("name", "path", "The object's name."), NAME_PATTERN, 253);
+        let ns_param = namespaced.then(|| patterned(param("namespace", "path", "The namespace."), grammar::NAMESPACE, 63));
+        let name_param = patterned(param("name", "path", "The object's name."), grammar::NAME, 253);
         let object = reference(&kind);
         let mut coll_params: Vec<Value> = ns_param.iter().cloned().collect();
         coll_params.extend([
@@ -98,16 +101,7 @@ pub fn document() -> Value {
                     "parameters": one_params.clone(),
                     "requestBody": { "required": true, "content": {
                         "application/merge-patch+json": { "schema": { "type": "object" } },
-                        "application/json-patch+json": { "schema": { "type": "array", "items": {
-                            "type": "object",
-                            "required": ["op", "path"],
-                            "properties": {
-                                "op": { "type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"] },
-                                "path": { "type": "string" },
-                                "from": { "type": "string" },
-                                "value": {},
-                            },
-                        } } },
+                        "application/json-patch+json": { "schema": json_patch_schema() },
                     } },
                     "responses": responses(&[("200", object.clone()), ("409", reference("Status")), ("415", reference("Status")), ("422", reference("Status"))]),
                 },
@@ -190,11 +184,6 @@ pub fn document() -> Value {
     })
 }
 
-/// A DNS subdomain (object names), as `validate::dns_subdomain` checks it.
-const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// A DNS label (namespaces), as `validate::dns_label` checks it.
-const NAMESPACE_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-
 /// The CRD's schema of a kind as the whole object: `apiVersion`, `kind` and `metadata`
 /// (required, as the server requires them), and the kind's own description where kube's
 /// derive wrote a generated one.
@@ -203,10 +192,10 @@ fn with_object_fields(mut schema: Value, kind: &str, namespaced: bool) -> Value 
         "type": "object",
         "description": "Standard object metadata. name (and namespace) say which object; labels and annotations are the writer's; uid, generation, resourceVersion and creationTimestamp are the server's.",
         "properties": {
-            "name": { "type": "string", "maxLength": 253, "pattern": NAME_PATTERN, "description": "A DNS subdomain, unique per kind (and namespace)." },
+            "name": { "type": "string", "maxLength": 253, "pattern": grammar::NAME, "description": "A DNS subdomain, unique per kind (and namespace)." },
             "labels": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Labels selectors match on." },
             "annotations": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Free-form notes (kubectl keeps its last-applied configuration here)." },
-            "resourceVersion": { "type": "string", "description": "The version of the object, for compare-and-swap and watches; set by the server." },
+            "resourceVersion": { "type": "string", "pattern": "^([0-9]{1,19})?$", "description": "The version of the object, for compare-and-swap and watches; set by the server (empty: no compare-and-swap)." },
             "uid": { "type": "string", "readOnly": true },
             "generation": { "type": "integer", "readOnly": true },
             "creationTimestamp": { "type": "string", "readOnly": true },
@@ -214,8 +203,7 @@ fn with_object_fields(mut schema: Value, kind: &str, namespaced: bool) -> Value 
         "required": ["name"],
     });
     if namespaced {
-        metadata["properties"]["namespace"] =
-            json!({ "type": "string", "maxLength": 63, "pattern": NAMESPACE_PATTERN, "description": "A DNS label; the path's namespace." });
+        metadata["properties"]["namespace"] = json!({ "type": "string", "nullable": true, "maxLength": 63, "pattern": grammar::NAMESPACE, "description": "A DNS label; the path's namespace (absent or null: the path's)." });
     }
     let properties = schema["properties"].as_object_mut().map(std::mem::take).unwrap_or_default();
     let mut all = Map::new();
@@ -239,19 +227,68 @@ fn with_object_fields(mut schema: Value, kind: &str, namespaced: bool) -> Value 
     schema
 }
 
+/// A JSON patch (RFC 6902) as the server reads it: each operation with the members its `op`
+/// requires, and paths that are JSON pointers (RFC 6901: empty, or `/`-separated tokens in
+/// which `~` only starts `~0` or `~1`).
+fn json_patch_schema() -> Value {
+    let pointer = json!({ "type": "string", "pattern": "^(/([^/~]|~[01])*)*$" });
+    let operation = |ops: &[&str], members: &[&str]| {
+        let mut properties = Map::new();
+        properties.insert("op".to_owned(), json!({ "type": "string", "enum": ops }));
+        for member in members {
+            properties.insert((*member).to_owned(), if *member == "value" { json!({}) } else { pointer.clone() });
+        }
+        let mut required = vec!["op"];
+        required.extend(members);
+        json!({ "type": "object", "required": required, "properties": properties })
+    };
+    json!({
+        "type": "array",
+        "items": { "oneOf": [
+            operation(&["add", "replace", "test"], &["path", "value"]),
+            operation(&["remove"], &["path"]),
+            operation(&["move", "copy"], &["from", "path"]),
+        ] },
+    })
+}
+
+/// Marks every object schema that lists its properties as taking no others: the server
+/// refuses a field its types do not know (422, with or without `fieldValidation=Strict`).
+/// Free-form objects (`x-kubernetes-preserve-unknown-fields`, maps) stay open.
+fn closed(schema: &mut Value) {
+    let Some(object) = schema.as_object_mut() else { return };
+    if object.contains_key("properties")
+        && !object.contains_key("additionalProperties")
+        && !object.contains_key("x-kubernetes-preserve-unknown-fields")
+    {
+        object.insert("additionalProperties".to_owned(), json!(false));
+    }
+    for (key, value) in object.iter_mut() {
+        match key.as_str() {
+            "properties" => value.as_object_mut().into_iter().flat_map(|p| p.values_mut()).for_each(closed),
+            "items" | "additionalProperties" => closed(value),
+            "oneOf" | "anyOf" | "allOf" => value.as_array_mut().into_iter().flatten().for_each(closed),
+            _ => {}
+        }
+    }
+}
+
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
 fn param(name: &str, location: &str, description: &str) -> Value {
-    // The values the server takes, where a schema can say them (selectors and continue
-    // tokens have their own grammar: anything else is a 400 naming the parameter).
+    // The values the server takes (anything else is a 400 naming the parameter); selectors
+    // and continue tokens by the grammars the server checks them with.
     let schema = match name {
         "includeObject" => json!({ "type": "string", "enum": ["None", "Metadata", "Object"] }),
         "watch" => json!({ "type": "string", "enum": ["true", "false"] }),
         "resourceVersion" => json!({ "type": "string", "pattern": "^[0-9]{1,19}$" }),
         "consistency" => json!({ "type": "string", "enum": ["linearizable", "stale"] }),
-        "limit" => json!({ "type": "integer", "minimum": 0, "maximum": 1_000_000_000u64 }),
+        "limit" => json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX }),
+        "labelSelector" => json!({ "type": "string", "pattern": grammar::LABEL_SELECTOR.pattern }),
+        "fieldSelector" => json!({ "type": "string", "pattern": grammar::field_selector(OBJECT_FIELDS) }),
+        "continue" => json!({ "type": "string", "pattern": grammar::CONTINUE.pattern }),
         _ => json!({ "type": "string" }),
     };
     json!({ "name": name, "in": location, "required": location == "path", "description": description, "schema": schema })

@@ -139,10 +139,13 @@ pub struct EdgeNodeSpec {
 #[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capacity {
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub memory_mib: u64,
     /// Workload instances the node runs at most.
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub instance_slots: u32,
     /// CPU in thousandths of a core.
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub cpu_millis: u32,
 }
 
@@ -231,6 +234,7 @@ pub struct ModuleSpec {
     pub version: String,
     /// `sha256:` and 64 lowercase hex digits.
     pub digest: String,
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub size_bytes: u64,
     /// The guest ABI the module exports (see docs/abi.md), e.g. `edgeplane/v1`.
     pub abi: String,
@@ -304,6 +308,7 @@ pub struct WorkloadSpec {
     pub module: String,
     /// How many instances to run; exclusive with `mode: daemon`. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "crd", schemars(range(min = 0, max = 10000)))]
     pub replicas: Option<i64>,
     #[serde(default)]
     pub mode: WorkloadMode,
@@ -377,8 +382,10 @@ pub struct Toleration {
 #[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadResources {
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub memory_mib: u64,
     /// Time budget for processing one batch; the instance is stopped past it.
+    #[cfg_attr(feature = "crd", schemars(range(min = 1, max = 60000)))]
     pub batch_time_ms: u64,
 }
 
@@ -434,6 +441,7 @@ pub struct FailurePolicy {
     /// How long a lost node's replicas wait for it before being placed elsewhere.
     pub lost_after_seconds: u64,
     /// First restart delay after a trap; doubles up to 60 s.
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub restart_backoff_ms: u64,
     /// Restarts on one node before the replica is moved to another.
     pub max_restarts: u32,
@@ -450,6 +458,7 @@ impl Default for FailurePolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rollout {
     /// Replicas that may be unavailable at once during a rollout or rebalancing.
+    #[cfg_attr(feature = "crd", schemars(range(min = 1)))]
     pub max_unavailable: u32,
     /// A new replica must report healthy within this long.
     pub health_gate_seconds: u64,
@@ -746,6 +755,7 @@ pub struct ClusterRoleSpec {
 #[cfg_attr(feature = "crd", derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRule {
+    #[cfg_attr(feature = "crd", schemars(length(min = 1), inner(regex(pattern = r"^(get|list|watch|create|update|patch|delete|\*)$"))))]
     pub verbs: Vec<String>,
     pub resources: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -38,6 +38,14 @@ impl LabelSelector {
         for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
             requirements.push(Self::requirement(part)?);
         }
+        // What the parts above leave open (empty parts, values outside label syntax, spaces
+        // around `in`): the published grammar decides.
+        if !crate::grammar::LABEL_SELECTOR.matches(text) {
+            return Err(format!(
+                "{text:?} is not a label selector: comma-separated key, !key, key=value, key!=value, key in (a,b) or key notin (a,b), \
+                 keys and values in label syntax"
+            ));
+        }
         Ok(LabelSelector(requirements))
     }
 
@@ -130,6 +138,9 @@ impl FieldSelector {
                 return Err(format!("{field:?} is not a field this API selects on ({})", fields.join(", ")));
             }
             requirements.push(FieldRequirement { field: field.to_owned(), equal, value: value.trim().to_owned() });
+        }
+        if !crate::grammar::is_field_selector(text, fields) {
+            return Err(format!("{text:?} is not a field selector: comma-separated FIELD=VALUE, FIELD==VALUE or FIELD!=VALUE, no empty parts, values without ',', '=' or '!'"));
         }
         Ok(FieldSelector(requirements))
     }

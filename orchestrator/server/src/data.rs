@@ -150,7 +150,7 @@ fn not_anothers(state: &ClusterState, node: &str, records: &[UpRecord]) -> Resul
         format!("records of streams this node does not own: {}", summary.join("; ")),
     );
     status.details.causes = causes;
-    Err(ApiError(Box::new(status)))
+    Err(ApiError(Box::new(status), None))
 }
 
 /// Decodes and checks an [`UploadRequest`](data::UploadRequest), reporting every problem with

@@ -27,11 +27,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A failed request, rendered as a [`Status`] body (boxed: it travels in every `Result`).
 #[derive(Debug)]
-pub struct ApiError(pub(crate) Box<Status>);
+pub struct ApiError(pub(crate) Box<Status>, pub(crate) Option<&'static str>);
 
 impl ApiError {
     pub(crate) fn status(code: StatusCode, reason: StatusReason, message: impl Into<String>) -> ApiError {
-        ApiError(Box::new(Status::new(code.as_u16(), reason, message)))
+        ApiError(Box::new(Status::new(code.as_u16(), reason, message)), None)
+    }
+
+    /// 405 for a method the route's resource does not take, with the `Allow` header RFC 9110
+    /// requires naming the ones it does.
+    pub(crate) fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError(Box::new(Status::new(StatusCode::METHOD_NOT_ALLOWED.as_u16(), StatusReason::MethodNotAllowed, message)), Some(allow))
     }
 
     /// 400: the request itself is malformed (path, query, body syntax).
@@ -56,7 +62,7 @@ impl ApiError {
         let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
         let mut status = Status::new(code.as_u16(), StatusReason::Invalid, format!("{what}: {}", summary.join("; ")));
         status.details.causes = causes;
-        ApiError(Box::new(status))
+        ApiError(Box::new(status), None)
     }
 
     pub(crate) fn leader_hint(mut self, hint: Option<String>) -> ApiError {
@@ -80,6 +86,9 @@ impl IntoResponse for ApiError {
         } else {
             (code, Json(*self.0)).into_response()
         };
+        if let Some(allow) = self.1 {
+            response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        }
         response.extensions_mut().insert(said);
         response
     }

@@ -208,11 +208,9 @@ pub(crate) async fn list(State(state): State<AppState>, target: Target, headers:
 /// The consistency of a list: at a `resourceVersion` it means "at least that new" (0: any),
 /// which a linearizable read always is and a stale one may not be.
 pub(crate) fn list_consistency(params: &BTreeMap<String, String>, resource_version: Option<u64>) -> Result<Consistency, ApiError> {
-    if resource_version.unwrap_or(0) > 0 {
-        Ok(Consistency::Linearizable)
-    } else {
-        consistency(params)
-    }
+    // Read the parameter even when the version decides, so that a malformed one is refused.
+    let asked = consistency(params)?;
+    Ok(if resource_version.unwrap_or(0) > 0 { Consistency::Linearizable } else { asked })
 }
 
 /// A page of a list: at most `limit` items, after the object a `continue` token names. Each
@@ -226,17 +224,17 @@ pub(crate) struct Page {
 
 impl Page {
     pub fn from_params(params: &std::collections::BTreeMap<String, String>) -> Result<Page, ApiError> {
-        let limit = match params.get("limit").map(|v| v.parse::<u64>()) {
+        // An int64, as Kubernetes takes it (and the OpenAPI document says).
+        let limit = match params.get("limit").map(|v| v.parse::<i64>()) {
             None | Some(Ok(0)) => None,
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => return Err(ApiError::invalid(vec![cause("query.limit", "must be a non-negative integer")])),
+            Some(Ok(n)) if n > 0 => Some(n.unsigned_abs()),
+            Some(_) => return Err(ApiError::invalid(vec![cause("query.limit", "must be an integer from 0 to 2^63-1")])),
         };
         let after = match params.get("continue").filter(|t| !t.is_empty()) {
             None => None,
-            Some(token) => Some(
-                Page::parse_token(token)
-                    .ok_or_else(|| ApiError::invalid(vec![cause("query.continue", "is not a continue token this API issued")]))?,
-            ),
+            Some(token) => Some(Page::parse_token(token).ok_or_else(|| {
+                ApiError::invalid(vec![cause("query.continue", "is not a continue token: the namespace/name of the last object on a page")])
+            })?),
         };
         Ok(Page { limit, after })
     }
@@ -264,17 +262,15 @@ impl Page {
         (items, rest)
     }
 
+    /// The position after which the next page starts (`grammar::CONTINUE`): readable rather
+    /// than opaque, because every well-formed position is a valid place to continue from.
     fn token(namespace: &str, name: &str) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"after": [namespace, name]}).to_string())
+        format!("{namespace}/{name}")
     }
 
     fn parse_token(token: &str) -> Option<(String, String)> {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
-        let value: Value = serde_json::from_slice(&bytes).ok()?;
-        let after = value.get("after")?.as_array()?;
-        Some((after.first()?.as_str()?.to_owned(), after.get(1)?.as_str()?.to_owned()))
+        let (namespace, name) = token.split_once('/').filter(|_| edgeplane_api::grammar::CONTINUE.matches(token))?;
+        Some((namespace.to_owned(), name.to_owned()))
     }
 }
 
@@ -475,15 +471,19 @@ fn change_history(state: &AppState, key: &ObjectKey) -> Json<Value> {
 
 // ---- writes -----------------------------------------------------------------------------
 
-/// Parses and validates a body as one resource of the scope's kind.
-fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource, Value), ApiError> {
+/// Refuses a write to a kind people do not write (405, with the methods the route takes).
+fn writable(scope: &Scope, allow: &'static str) -> Result<(), ApiError> {
     if scope.kind.plural == "assignments" {
-        return Err(ApiError::status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            StatusReason::MethodNotAllowed,
+        return Err(ApiError::method_not_allowed(
+            allow,
             "Assignments are written by the orchestrators' placement controller; change the Workload instead (deleting an Assignment makes the controller place the replica again)",
         ));
     }
+    Ok(())
+}
+
+/// Parses and validates a body as one resource of the scope's kind.
+fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource, Value), ApiError> {
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(vec![cause("body", "must be UTF-8 YAML or JSON")]))?;
     let mut value: Value = edgeplane_api::manifest::yaml_value(text)
@@ -491,22 +491,20 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
     // Fill in what the path already says, and refuse what contradicts it.
     let mut causes = Vec::new();
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        match (meta.get("namespace").and_then(Value::as_str), scope.kind.namespaced) {
-            (None, true) => {
+        match (meta.get("namespace"), scope.kind.namespaced) {
+            (None | Some(Value::Null), true) => {
                 meta.insert("namespace".to_owned(), json!(scope.namespace));
             }
-            (Some(ns), true) if ns != scope.namespace => {
+            (Some(Value::String(ns)), true) if *ns != scope.namespace => {
                 causes.push(cause("metadata.namespace", format!("{ns:?} does not match the namespace in the path ({:?})", scope.namespace)))
             }
-            _ => {}
+            (Some(Value::String(_)), _) | (None | Some(Value::Null), false) => {}
+            (Some(other), _) => causes.push(cause("metadata.namespace", format!("must be a string, got {other}"))),
         }
         if let (Some(path_name), Some(body_name)) = (name, meta.get("name").and_then(Value::as_str)) {
             if path_name != body_name {
                 causes.push(cause("metadata.name", format!("{body_name:?} does not match the name in the path ({path_name:?})")));
             }
-        }
-        if name.is_some() && !meta.contains_key("name") {
-            meta.insert("name".to_owned(), json!(name));
         }
     }
     if let Some(k) = value.get("kind").and_then(Value::as_str) {
@@ -518,6 +516,9 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
         return Err(ApiError::unprocessable(causes));
     }
     let status = value.as_object_mut().and_then(|m| m.remove("status"));
+    if let Some(status) = status.as_ref().filter(|s| !s.is_null()) {
+        check_status(scope.kind.kind, status)?;
+    }
     let resource = manifest::parse_value(value.clone())
         .map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause(p.field, p.message)).collect()))?;
     if let Some(status) = status {
@@ -526,9 +527,56 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
     Ok((resource, value))
 }
 
+/// A status as its kind's status type reads it, with no field the type does not know: what
+/// a status write stores, and what a create or replace may carry (and leaves to the
+/// orchestrators) without being refused.
+fn check_status(kind: &str, status: &Value) -> Result<(), ApiError> {
+    use edgeplane_api::resources::{EdgeNodeStatus, WorkloadStatus};
+    fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(status: &Value) -> Result<Value, String> {
+        let read: T = serde_json::from_value(status.clone()).map_err(|e| e.to_string())?;
+        Ok(serde_json::to_value(read).expect("statuses serialize"))
+    }
+    let read = match kind {
+        "EdgeNode" => typed::<EdgeNodeStatus>(status),
+        "Workload" => typed::<WorkloadStatus>(status),
+        _ => Err(format!("a {kind} has no status")),
+    };
+    let read = read.map_err(|e| ApiError::unprocessable(vec![cause("status", e)]))?;
+    let mut unknown = Vec::new();
+    unknown_fields(status, &read, "status", &mut unknown);
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(unknown.into_iter().map(|field| cause(field, "unknown field")).collect()))
+    }
+}
+
+/// The fields of `given` that reading it into a type dropped (`read` is the type written back).
+fn unknown_fields(given: &Value, read: &Value, path: &str, out: &mut Vec<String>) {
+    match (given, read) {
+        (Value::Object(given), Value::Object(read)) => {
+            for (key, value) in given {
+                match read.get(key) {
+                    Some(kept) => unknown_fields(value, kept, &format!("{path}.{key}"), out),
+                    None if value.is_null() => {}
+                    None => out.push(format!("{path}.{key}")),
+                }
+            }
+        }
+        (Value::Array(given), Value::Array(read)) => {
+            for (i, (value, kept)) in given.iter().zip(read).enumerate() {
+                unknown_fields(value, kept, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn body_version(value: &Value) -> Result<Precondition, ApiError> {
     match value.pointer("/metadata/resourceVersion") {
+        // Empty, as Kubernetes reads it: no precondition.
         None => Ok(Precondition::None),
+        Some(Value::String(s)) if s.is_empty() => Ok(Precondition::None),
         Some(Value::String(s)) => s.parse::<u64>().map(Precondition::ResourceVersion).map_err(|_| {
             ApiError::invalid(vec![cause("metadata.resourceVersion", format!("{s:?} is not a resourceVersion this server issued"))])
         }),
@@ -617,8 +665,9 @@ pub(crate) async fn create(
     q: RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    write_params(q, &[])?;
     let scope = target.scope()?;
+    writable(&scope, "GET")?;
+    write_params(q, &[])?;
     let (resource, value) = parse_body(body, &scope, None)?;
     admit(&state, &scope, &resource)?;
     let key = scope.key(resource.name());
@@ -634,8 +683,9 @@ pub(crate) async fn replace(
     q: RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    write_params(q, &[])?;
     let (scope, name) = target.object()?;
+    writable(&scope, "GET, DELETE")?;
+    write_params(q, &[])?;
     let (resource, value) = parse_body(body, &scope, Some(name))?;
     admit(&state, &scope, &resource)?;
     let precondition = body_version(&value)?;
@@ -650,17 +700,14 @@ pub(crate) async fn write_status(
     q: RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    write_params(q, &[])?;
     let (scope, name) = target.object()?;
-    let (resource, value) = parse_body(body, &scope, Some(name))?;
-    // The status must fit the kind's status type.
-    let status = value.get("status").cloned().unwrap_or(Value::Null);
-    let typed = match resource {
-        Resource::EdgeNode(_) => serde_json::from_value::<edgeplane_api::resources::EdgeNodeStatus>(status).map(drop),
-        Resource::Workload(_) => serde_json::from_value::<edgeplane_api::resources::WorkloadStatus>(status).map(drop),
-        _ => return Err(ApiError::not_found(format!("{} has no status", scope.kind.kind))),
-    };
-    typed.map_err(|e| ApiError::unprocessable(vec![cause("status", e.to_string())]))?;
+    writable(&scope, "GET")?;
+    write_params(q, &[])?;
+    if !matches!(scope.kind.kind, "EdgeNode" | "Workload") {
+        return Err(ApiError::not_found(format!("{} has no status", scope.kind.kind)));
+    }
+    // parse_body checked the status against the kind's status type.
+    let (_, value) = parse_body(body, &scope, Some(name))?;
     let precondition = body_version(&value)?;
     let (_, object) = put_resource(&state, &audit, scope.key(name), value, precondition, ResourceWrite::Status).await?;
     Ok(Json(object))
@@ -676,8 +723,9 @@ pub(crate) async fn patch(
     q: RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    write_params(q, &[])?;
     let (scope, name) = target.object()?;
+    writable(&scope, "GET, DELETE")?;
+    write_params(q, &[])?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
