@@ -396,6 +396,14 @@ echo
 echo "summary: workload moved in ${move_ms} ms; the edges buffered $buffered records while the cloud was away and lost none;"
 echo "         on the imbalanced pump, per 10 s: detector 1.1.0 flagged $detector_v2 readings (1.0.0: $detector_v1), the retrained classifier $classifier_v2 (1.0.0: $classifier_v1)"
 
+say "the web console, served by every orchestrator at /ui/: sign in as a viewer with a ServiceAccount token"
+"$edgectl" apply -f manifests/console/viewer.yaml
+console_token=$("$edgectl" serviceaccount token console -n ops 2>/dev/null)
+page=$(curl -sf --cacert "$pki/ca.crt" "https://$(api 1)/ui/") || fail "https://$(api 1)/ui/ does not answer"
+[[ $page == *"<title>edgeplane console</title>"* ]] || fail "https://$(api 1)/ui/ does not serve the console"
+echo "    open https://$(api 1)/ui/ (your browser does not know the cluster's CA, $pki/ca.crt: accept it or import it)"
+echo "    and sign in with: $console_token"
+
 if $check; then
     say "check passed; shutting down"
     exit 0

@@ -17,7 +17,7 @@ fi
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 # From Debian's packages: mosquitto (the MQTT broker the data-plane tests, the demo and the
 # benchmarks start) and its clients (mosquitto_pub); curl and jq, which the demo reads the
-# nodes' JSON with; kubectl; prometheus.
+# nodes' JSON with; kubectl; prometheus; chromium.
 packages=()
 command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
@@ -28,6 +28,9 @@ command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 # Prometheus and promtool: the monitoring tests check every /metrics page and the shipped
 # alerting rules with promtool, and scrape a cluster with a real server.
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || packages+=(prometheus)
+# Chromium and its WebDriver server: the console tests drive a real headless browser.
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 if [ "${#packages[@]}" -gt 0 ]; then
     apt=(apt-get)
     if [ "$(id -u)" -ne 0 ]; then

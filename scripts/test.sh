@@ -24,6 +24,9 @@ if cargo tree -p edgeplane-edge-runtime -e normal --locked --prefix none | grep 
     exit 1
 fi
 
+# The console's vendored chart library is the npm package its lock file pins.
+bash scripts/ui-vendor.sh --check
+
 # The workload modules (wasm32) that the edge runtime's tests and the end-to-end tests run.
 bash scripts/build-workloads.sh
 

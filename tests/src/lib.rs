@@ -15,6 +15,9 @@
 //! - [`EdgeRuntime`]: an edge-runtime process registered with a cluster.
 //! - [`workload_wasm`]: the workload modules `scripts/build-workloads.sh` built.
 //! - [`bin_path`]: finds the binaries `cargo build` produced.
+//! - [`webdriver::Browser`]: headless Chromium through chromedriver, for the console tests.
+
+pub mod webdriver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};

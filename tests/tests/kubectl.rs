@@ -71,6 +71,10 @@ async fn kubectl_finds_lists_applies_edits_watches_and_deletes_edgeplane_resourc
     }
     let edgenodes = resources.lines().find(|l| l.starts_with("edgenodes ")).expect("edgenodes row");
     assert!(edgenodes.split_whitespace().any(|c| c == "false"), "EdgeNodes are cluster-scoped: {edgenodes}");
+    // `auth can-i` sends its SelfSubjectAccessReview as protobuf, which the orchestrators do
+    // not read (docs/kubectl.md): refused with a clear 415, not misread.
+    let refused = kubectl_refused(&kubeconfig, &["auth", "can-i", "delete", "assignments.edgeplane.io", "-A"]);
+    assert!(refused.contains("read as application/json"), "{refused}");
 
     // Server-side tables: the columns edgectl shows, and kubectl's own extras on top.
     let table = kubectl(&kubeconfig, &["get", "models", "-n", NS]);

@@ -158,9 +158,13 @@ const ROWS: &[Row] = &[
     // Columns:                                                                                      anon, otherCA, expired, revoked, otherNode, ownNode, viewer, operator, admin
     row("GET", "/healthz", "/healthz",                                                                 "htthhhhhh"),
     row("POST", "/v1/nodes/enroll", "/v1/nodes/enroll",                                                "htthhhhhh"),
+    row("GET", "/ui", "/ui",                                                                           "htthhhhhh"),
+    row("GET", "/ui/", "/ui/",                                                                         "htthhhhhh"),
+    row("GET", "/ui/{file}", "/ui/console.js",                                                         "htthhhhhh"),
     row("GET", "/openapi/v3", "/openapi/v3",                                                           "uttuhhhhh"),
     row("GET", "/openapi/v3/apis/edgeplane.io/v1alpha1", "/openapi/v3/apis/edgeplane.io/v1alpha1",     "uttuhhhhh"),
     row("GET", "/v1/whoami", "/v1/whoami",                                                             "uttuhhhhh"),
+    row("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "uttuhhhhh"),
     row("GET", "/v1/routes", "/v1/routes",                                                             "uttuhhhhh"),
     row("GET", "/version", "/version",                                                                 "uttuhhhhh"),
     row("GET", "/api", "/api",                                                                         "uttuhhhhh"),

@@ -48,6 +48,7 @@ fn every_example_manifest_is_valid() {
         "Model/vibration-detector",
         "Workload/vibration-anomalies",
         "ClusterRoleBinding/monitoring-reads-metrics",
+        "ClusterRoleBinding/console-viewer",
     ] {
         assert!(kinds.iter().any(|k| k == expected), "examples lack {expected}: {kinds:?}");
     }

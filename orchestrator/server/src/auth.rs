@@ -441,3 +441,85 @@ pub async fn whoami(request: Request) -> Result<Json<WhoAmI>, ApiError> {
     };
     Ok(Json(WhoAmI { user: caller.user, groups: caller.groups, authenticated_by: authenticated_by.to_owned() }))
 }
+
+/// Where `kubectl auth can-i` and the console ask what the caller may do.
+pub const SELF_SUBJECT_ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+
+/// The question of a `SelfSubjectAccessReview` (Kubernetes' `authorization.k8s.io/v1`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessReview {
+    spec: AccessReviewSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessReviewSpec {
+    resource_attributes: Option<ResourceAttributes>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceAttributes {
+    #[serde(default)]
+    namespace: String,
+    verb: String,
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    subresource: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`: whether the caller may do
+/// what the body asks, decided by the same rules as the request itself would be.
+pub(crate) async fn self_subject_access_review(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        // kubectl sends Kubernetes' own types as protobuf; the orchestrators read JSON.
+        return Err(ApiError::status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusReason::UnsupportedMediaType,
+            format!("a SelfSubjectAccessReview is read as application/json, got {content_type:?}"),
+        ));
+    }
+    let invalid = |message: String| ApiError::invalid(vec![crate::http::cause("body", message)]);
+    let review: AccessReview = serde_json::from_slice(&body).map_err(|e| invalid(format!("not a SelfSubjectAccessReview: {e}")))?;
+    let attributes = review
+        .spec
+        .resource_attributes
+        .ok_or_else(|| invalid("spec.resourceAttributes is required (non-resource URLs are not reviewed)".to_owned()))?;
+    let resource = match attributes.subresource.as_str() {
+        "" => attributes.resource.clone(),
+        sub => format!("{}/{sub}", attributes.resource),
+    };
+    let nonempty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+    let (namespace, name) = (nonempty(&attributes.namespace), nonempty(&attributes.name));
+    let action = Action {
+        verb: &attributes.verb,
+        resource: &resource,
+        namespace: namespace.as_deref(),
+        name: name.as_deref(),
+        label_selector: None,
+    };
+    let decision = authz::authorize(&app.node.latest(), &caller, &action);
+    let status = match decision {
+        Ok(()) => serde_json::json!({ "allowed": true }),
+        Err(denied) => serde_json::json!({ "allowed": false, "reason": denied.0 }),
+    };
+    Ok(Json(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": { "resourceAttributes": {
+            "namespace": attributes.namespace, "verb": attributes.verb, "resource": attributes.resource,
+            "subresource": attributes.subresource, "name": attributes.name,
+        } },
+        "status": status,
+    })))
+}

@@ -26,6 +26,7 @@ mod auth;
 mod backup;
 mod cluster;
 mod config;
+mod console;
 mod data;
 mod events;
 mod heartbeats;

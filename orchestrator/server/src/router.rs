@@ -46,7 +46,7 @@ fn rbac(verb: &'static str, resource: &'static str, namespace: Ns, name: Name) -
 
 /// Every route of the API.
 pub fn table() -> Vec<Route> {
-    use crate::{audit, auth, cluster, data, events, models, modules, nodes, resources, store, trust};
+    use crate::{audit, auth, cluster, console, data, events, models, modules, nodes, resources, store, trust};
     let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
     let mut routes = vec![
         route(get.clone(), paths::HEALTHZ, Access::Public, on(MethodFilter::GET, || async { "ok\n" })),
@@ -64,6 +64,16 @@ pub fn table() -> Vec<Route> {
             on(MethodFilter::GET, || async { Json(edgeplane_api::openapi::document()) }),
         ),
         route(get.clone(), WHOAMI, Access::Authenticated, on(MethodFilter::GET, auth::whoami)),
+        route(
+            post.clone(),
+            auth::SELF_SUBJECT_ACCESS_REVIEWS,
+            Access::Authenticated,
+            on(MethodFilter::POST, auth::self_subject_access_review),
+        ),
+        // The web console's files: public, like a login page (the data it shows is the API's).
+        route(get.clone(), "/ui", Access::Public, on(MethodFilter::GET, console::redirect)),
+        route(get.clone(), console::UI, Access::Public, on(MethodFilter::GET, console::index)),
+        route(get.clone(), format!("{}{{file}}", console::UI), Access::Public, on(MethodFilter::GET, console::asset)),
         // Discovery, as Kubernetes clients (kubectl) expect it.
         route(get.clone(), "/version", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::version_info()) })),
         route(get.clone(), "/api", Access::Authenticated, on(MethodFilter::GET, || async { Json(discovery::core_versions()) })),
