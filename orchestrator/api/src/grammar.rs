@@ -29,11 +29,21 @@ impl Grammar {
     }
 }
 
-/// The parts of [`LABEL_SELECTOR`]: a label key (`[prefix/]name`), a label value, and a
-/// requirement.
+/// The pieces the grammars are made of: a DNS label, a DNS subdomain (labels joined by dots),
+/// a label key (`[subdomain/]name`), a label value, and a label selector's requirement.
+macro_rules! dns_label {
+    () => {
+        "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    };
+}
+macro_rules! dns_subdomain {
+    () => {
+        concat!(dns_label!(), "(\\.", dns_label!(), ")*")
+    };
+}
 macro_rules! label_key {
     () => {
-        "([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+        concat!("(", dns_subdomain!(), "/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
     };
 }
 macro_rules! label_value {
@@ -61,9 +71,9 @@ macro_rules! label_selector_requirement {
 
 /// A DNS subdomain (object names), as [`crate::validate::dns_subdomain`] checks it (which
 /// also bounds the length to 253).
-pub const NAME: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const NAME: &str = concat!("^", dns_subdomain!(), "$");
 /// A DNS label (namespaces), as [`crate::validate::dns_label`] checks it (at most 63).
-pub const NAMESPACE: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+pub const NAMESPACE: &str = concat!("^", dns_label!(), "$");
 
 /// A label selector, as Kubernetes writes them: comma-separated requirements `key`, `!key`,
 /// `key=value`, `key==value`, `key!=value`, `key in (v1,v2)` and `key notin (v1,v2)`, with
@@ -74,8 +84,7 @@ pub static LABEL_SELECTOR: Grammar =
 /// The continue token of a list page: `namespace/name` of the last object shown (an empty
 /// namespace for cluster-scoped kinds), or empty for the first page. Any such position is a
 /// valid place to continue from: objects are listed in that order.
-pub static CONTINUE: Grammar =
-    Grammar::new("^(([a-z0-9]([-a-z0-9]*[a-z0-9])?)?/[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$");
+pub static CONTINUE: Grammar = Grammar::new(concat!("^((", dns_label!(), ")?/", dns_subdomain!(), ")?$"));
 
 /// A field selector on `fields`: comma-separated `field=value`, `field==value` or
 /// `field!=value`; a value holds no `,`, `=` or `!`.
