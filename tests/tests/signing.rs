@@ -195,3 +195,161 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A compromised orchestrator, as the edge sees it: a man in the middle holding a member
+/// certificate of the cluster's CA, which passes the edge's traffic through to a real
+/// orchestrator (as the edge, with the edge's own certificate) and, while `tampering` is set,
+/// changes one byte of every WebAssembly module it serves.
+struct TamperingOrchestrator {
+    addr: std::net::SocketAddr,
+    tampering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tampered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TamperingOrchestrator {
+    async fn start(
+        ip: std::net::Ipv4Addr,
+        member_cert: &edgeplane_tls::TlsIdentity,
+        upstream: std::net::SocketAddr,
+        upstream_tls: rustls::ClientConfig,
+    ) -> TamperingOrchestrator {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut server = rustls::ServerConfig::builder_with_provider(edgeplane_tls::config::provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(member_cert.chain.clone(), member_cert.key.clone_key())
+            .expect("the member certificate");
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut upstream_tls = upstream_tls;
+        upstream_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(upstream_tls));
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let tampering = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let tampered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (on, count) = (tampering.clone(), tampered.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, connector, on, count) = (acceptor.clone(), connector.clone(), on.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(inbound) = acceptor.accept(tcp).await else { return };
+                    let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let name = rustls::pki_types::ServerName::IpAddress(upstream.ip().into());
+                    let Ok(outbound) = connector.connect(name, tcp).await else { return };
+                    let (mut ir, mut iw) = tokio::io::split(inbound);
+                    let (mut or, mut ow) = tokio::io::split(outbound);
+                    let answers = async {
+                        // The module's magic number and version; the version byte is changed,
+                        // so the bytes no longer match the digest the Assignment names.
+                        const MAGIC: &[u8] = b"\0asm\x01\0\0\0";
+                        let mut window: Vec<u8> = Vec::new();
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match or.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let chunk = &mut buf[..n];
+                            // Look across the chunk boundary: the last few bytes of the one before.
+                            let carried = window.len();
+                            window.extend_from_slice(chunk);
+                            if on.load(Ordering::SeqCst) {
+                                if let Some(at) = window.windows(MAGIC.len()).position(|w| w == MAGIC) {
+                                    let version = at + 4;
+                                    if version >= carried {
+                                        chunk[version - carried] ^= 0xff;
+                                        count.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                }
+                            }
+                            let keep = window.len().saturating_sub(MAGIC.len() - 1);
+                            window.drain(..keep);
+                            if iw.write_all(chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ir, &mut ow) => {}
+                        () = answers => {}
+                    }
+                });
+            }
+        });
+        TamperingOrchestrator { addr, tampering, tampered }
+    }
+}
+
+/// The digest in the Assignment is the edge's last line: bytes a compromised orchestrator (or
+/// anything between) changes are refused, whoever signed what they should have been, and the
+/// edge runs the module once the true bytes arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_a_compromised_orchestrator_tampers_with_never_runs() {
+    use std::sync::atomic::Ordering;
+    let cluster = Cluster::start(ClusterSpec { subnet: 90, size: 1, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let servers = vec![cluster.api_addr(leader)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let release = create_key(&servers, "release", dir.path());
+    let release_key = dir.path().join("release.key");
+    for module in ["threshold-filter", "window-aggregator"] {
+        let pushed = push(&servers, OPEN, module, Some(&release_key));
+        assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    }
+    let roots = dir.path().join("trusted-signers");
+    std::fs::write(&roots, format!("{release}\n")).expect("write");
+    let edge_args = ["--heartbeat-ms", "200", "--trusted-signers", roots.to_str().expect("utf-8")];
+
+    // The edge enrolls and runs the filter through the true orchestrator ...
+    let edge_dir = dir.path().join("edge");
+    let mut enrolling = EdgeRuntime::start("tampered-edge", &servers, edge_dir.clone(), &edge_args).await;
+    create_resource(&api, OPEN, "workloads", &workload(OPEN, "filter")).await;
+    enrolling.wait_running(1, Duration::from_secs(30)).await;
+    enrolling.kill();
+
+    // ... then talks only to the compromised one, which presents a certificate of the
+    // cluster's CA and so passes the edge's TLS checks.
+    let trust = edgeplane_tests::trust_for(servers[0]);
+    let member = dir.path().join("rogue-member");
+    let rogue_ip = std::net::Ipv4Addr::new(127, 90, 0, 99);
+    trust.issue(&member, &["--member", "9", "--ip", &rogue_ip.to_string()]);
+    let member = edgeplane_tls::TlsIdentity::load(&member.join("member.crt"), &member.join("member.key")).expect("member certificate");
+    let as_the_edge = edgeplane_tests::edge_identity(&edge_dir).expect("the edge's identity");
+    let rogue = TamperingOrchestrator::start(rogue_ip, &member, servers[0], trust.tls_as(Some(&as_the_edge))).await;
+    let edge = EdgeRuntime::start("tampered-edge", &[rogue.addr], edge_dir.clone(), &edge_args).await;
+
+    let mut aggregator = workload(OPEN, "windows");
+    aggregator["spec"]["module"] = json!("window-aggregator@1.0.0");
+    aggregator["spec"]["config"] = json!({"windowSeconds": 1});
+    create_resource(&api, OPEN, "workloads", &aggregator).await;
+    let refused = eventually(
+        "the edge to refuse the tampered module",
+        Duration::from_secs(30),
+        async || {
+            edge.instances().await.into_iter().find(|i| {
+                i["assignment"] == json!(format!("{OPEN}/windows-0")) && i["message"].as_str().is_some_and(|m| m.contains("refusing it"))
+            })
+        },
+        || edge.log_tail(),
+    )
+    .await;
+    assert!(rogue.tampered.load(Ordering::SeqCst) >= 1, "the man in the middle changed nothing: {refused}");
+    assert_ne!(refused["phase"], "Running", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains("fetching the module") && message.contains("it arrived with digest sha256:"), "{refused}");
+    let instances = edge.instances().await;
+    assert!(
+        instances.iter().any(|i| i["assignment"] == json!(format!("{OPEN}/filter-0")) && i["phase"] == "Running"),
+        "the module it already held keeps running: {instances:?}"
+    );
+
+    // The true bytes, when they come, run.
+    rogue.tampering.store(false, Ordering::SeqCst);
+    edge.wait_running(2, Duration::from_secs(60)).await;
+}
