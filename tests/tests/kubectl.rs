@@ -171,7 +171,33 @@ async fn kubectl_finds_lists_applies_edits_watches_and_deletes_edgeplane_resourc
         "spec": {"module": format!("sha256:{}", "0".repeat(64)), "placement": {"requiredCapabilities": ["accel.gpu"]},
                  "inputs": ["a/b"], "outputs": [{"name": "out", "sink": {"type": "log"}}]}
     });
+    // An Events watch streams Events only, though the change that caused one (the Workload's
+    // create) passes through the same history.
+    let trust = edgeplane_tests::trust_for(servers[0]);
+    let http = reqwest::Client::builder().use_preconfigured_tls(trust.admin_tls()).build().expect("an HTTPS client");
+    let mut watch =
+        http.get(format!("https://{}/api/v1/namespaces/{NS}/events?watch=true", servers[0])).send().await.expect("an Events watch");
+    assert_eq!(watch.status(), 200);
     create_resource(&api, NS, "workloads", &unplaceable).await;
+    let mut streamed = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !streamed.contains("\"FailedScheduling\"") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = tokio::time::timeout(left, watch.chunk()).await;
+        let Ok(Ok(Some(chunk))) = chunk else { panic!("the Events watch ended or stalled before FailedScheduling:\n{streamed}") };
+        streamed.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    for line in streamed.lines().filter(|l| !l.trim().is_empty()) {
+        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if event["type"] == "BOOKMARK" {
+            continue;
+        }
+        assert!(
+            event["object"]["kind"] == "Event" && event["object"]["involvedObject"]["name"].is_string(),
+            "the Events watch streamed something else: {line}"
+        );
+    }
+    drop(watch);
     let listed = eventually(
         "a FailedScheduling event",
         Duration::from_secs(20),

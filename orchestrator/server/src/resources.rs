@@ -374,7 +374,12 @@ pub(crate) async fn stream_changes(state: &AppState, source: Source, from: Optio
         }
     };
     let subscription = state.watch.subscribe(from).map_err(|e| ApiError::status(StatusCode::GONE, StatusReason::Expired, e.to_string()))?;
-    let matches = Arc::clone(&source.matches);
+    // The hub carries every kind's changes: the source's kind and namespace decide here, as
+    // the listing above decides by them, whatever else `matches` checks.
+    let (plural, namespace, selected) = (source.plural, source.namespace.clone(), Arc::clone(&source.matches));
+    let matches = Arc::new(move |key: &ObjectKey, value: &Value| {
+        key.kind == plural && namespace.as_ref().is_none_or(|ns| &key.namespace == ns) && selected(key, value)
+    });
     let live = futures::stream::unfold(Some(subscription), move |subscription| {
         let matches = Arc::clone(&matches);
         async move {
