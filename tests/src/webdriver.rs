@@ -115,7 +115,12 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let page = self.run("return document.body.innerText", json!([])).await;
-                panic!("the page did not show {what} within {timeout:?}; it shows:\n{}", page.as_str().unwrap_or_default());
+                let log: Vec<String> = self.console_log().await.into_iter().map(|(level, message)| format!("{level}: {message}")).collect();
+                panic!(
+                    "the page did not show {what} within {timeout:?}; it shows:\n{}\nits console said:\n{}",
+                    page.as_str().unwrap_or_default(),
+                    log.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -192,6 +192,7 @@ const ROWS: &[Row] = &[
     row("GET", "/v1/blobs/{digest}", "/v1/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", "uttuffffh"),
     row("POST", "/v1/nodes/{name}/heartbeat", "/v1/nodes/mx-own/heartbeat",                            "uttufhffh"),
     row("GET", "/v1/nodes/{name}/heartbeat", "/v1/nodes/mx-own/heartbeat",                             "uttuffhfh"),
+    row("GET", "/v1/heartbeats", "/v1/heartbeats",                                                     "uttuffhfh"),
     row("POST", "/v1/nodes/{name}/data", "/v1/nodes/mx-own/data",                                      "uttufhfff"),
     row("GET", "/v1/data", "/v1/data?namespace=matrix&workload=w",                                     "uttuffhhh"),
     row("POST", "/v1/nodes/{name}/certificate", "/v1/nodes/mx-own/certificate",                        "uttufhfff"),

@@ -67,6 +67,8 @@ pub mod paths {
     pub const OPENAPI: &str = "/openapi/v3";
     /// A consistent copy of the whole state, for a backup (`crate::backup`).
     pub const BACKUP: &str = "/v1/backup";
+    /// Every node's last heartbeat figures, as the leader holds them (`node::FleetHeartbeats`).
+    pub const HEARTBEATS: &str = "/v1/heartbeats";
 
     /// Path of one object in the generic store.
     pub fn object(kind: &str, name: &str) -> String {

@@ -119,3 +119,25 @@ pub struct NodeLiveness {
     pub age_ms: u64,
     pub heartbeat: Heartbeat,
 }
+
+/// `GET /v1/heartbeats`: the figures of every node's last heartbeat, as the leader holds
+/// them (the instance reports are left out: they are in the Assignments' status).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetHeartbeats {
+    /// The member whose memory this is.
+    pub leader_id: u64,
+    /// By name.
+    pub nodes: Vec<NodeFigures>,
+}
+
+/// One node's last heartbeat, without its instance reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFigures {
+    pub name: String,
+    /// Milliseconds since the leader received it.
+    pub age_ms: u64,
+    pub load: NodeLoad,
+    pub data: DataReport,
+}

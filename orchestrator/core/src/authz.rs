@@ -98,9 +98,16 @@ pub fn authorize(state: &ClusterState, caller: &Caller, action: &Action<'_>) -> 
     match &caller.identity {
         Identity::Anonymous => Err(Denied("anonymous requests may not do this; authenticate with a certificate or a token".to_owned())),
         Identity::Node { name } => node_may(state, name, action),
-        // Orchestrators read each other's audit log (to fill gaps in their archives).
-        Identity::Orchestrator { .. } if action.verb == "get" && action.resource == "auditlog" => Ok(()),
-        Identity::Orchestrator { .. } => Err(Denied("orchestrators may only read each other's audit log".to_owned())),
+        // Orchestrators read each other's audit log (to fill gaps in their archives) and the
+        // leader's heartbeat figures (a follower answering `GET /v1/heartbeats`).
+        Identity::Orchestrator { .. }
+            if matches!((action.verb, action.resource), ("get", "auditlog") | ("list", "edgenodes/heartbeat")) =>
+        {
+            Ok(())
+        }
+        Identity::Orchestrator { .. } => {
+            Err(Denied("orchestrators may only read each other's audit log and the leader's heartbeat figures".to_owned()))
+        }
         Identity::User | Identity::ServiceAccount { .. } => {
             if rbac_allows(state, caller, action) {
                 Ok(())
@@ -364,6 +371,21 @@ mod tests {
         assert!(authorize(&state, &ci, &act("create", "workloads", Some("tools"))).is_err());
         let other = Caller { identity: Identity::ServiceAccount { namespace: "other".into(), name: "ci".into() }, ..ci.clone() };
         assert!(authorize(&state, &other, &act("list", "workloads", None)).is_err(), "the same name in another namespace");
+    }
+
+    #[test]
+    fn another_orchestrator_reads_the_audit_log_and_the_heartbeat_figures_only() {
+        let state = ClusterState::default();
+        let member = Caller {
+            user: "system:orchestrator:2".into(),
+            groups: vec!["system:orchestrators".into()],
+            identity: Identity::Orchestrator { id: 2 },
+        };
+        let act = |verb, resource| Action { verb, resource, namespace: None, name: None, label_selector: None };
+        assert!(authorize(&state, &member, &act("get", "auditlog")).is_ok());
+        assert!(authorize(&state, &member, &act("list", "edgenodes/heartbeat")).is_ok());
+        assert!(authorize(&state, &member, &act("create", "edgenodes/heartbeat")).is_err(), "heartbeats come from nodes");
+        assert!(authorize(&state, &member, &act("list", "workloads")).is_err());
     }
 
     #[test]

@@ -28,4 +28,6 @@ pub struct AppState {
     /// This member's archive of the audit chain.
     pub archive: Archive,
     pub backup_metrics: crate::backup::BackupMetrics,
+    /// The other members' APIs, as this member (`None` in a cluster of one).
+    pub other_members: Option<Arc<edgeplane_client::Client>>,
 }

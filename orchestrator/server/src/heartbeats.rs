@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use edgeplane_api::node::{Heartbeat, InstancePhase, NodeLiveness};
+use edgeplane_api::node::{Heartbeat, InstancePhase, NodeFigures, NodeLiveness};
 use edgeplane_core::health::{HealthPolicy, Liveness};
 use edgeplane_core::ClusterState;
 
@@ -81,6 +81,23 @@ impl Heartbeats {
             age_ms: at.elapsed().as_millis() as u64,
             heartbeat: heartbeat.clone(),
         })
+    }
+
+    /// Every node's last heartbeat figures, by name.
+    pub fn figures(&self) -> Vec<NodeFigures> {
+        let nodes = lock(&self.nodes);
+        let mut figures: Vec<NodeFigures> = nodes
+            .iter()
+            .map(|(name, (at, h))| NodeFigures {
+                name: name.clone(),
+                age_ms: at.elapsed().as_millis() as u64,
+                load: h.load.clone(),
+                data: h.data.clone(),
+            })
+            .collect();
+        drop(nodes);
+        figures.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        figures
     }
 
     /// Records a change of leadership. Either way the memory is cleared and the clock

@@ -196,7 +196,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     metrics::register_serve_counters(&mut registry, &serve_counters);
     let audit = audit::AuditSink::start(node.clone(), config.id);
     let archive = audit::Archive::new(&config.data_dir);
+    let other_members = peer_client(&config, tls.client()?);
     let state = app::AppState {
+        other_members: other_members.clone(),
         node,
         config: Arc::clone(&config),
         registry: Arc::new(registry),
@@ -211,8 +213,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let leader_loops = tokio::spawn(leader::run(state.clone()));
     let backups = config.backups.clone().map(|schedule| tokio::spawn(backup::run_schedule(state.clone(), schedule)));
-    let peers = peer_client(&config, tls.client()?);
-    let archiving = tokio::spawn(audit::keep_archive(state.clone(), archive, peers));
+    let archiving = tokio::spawn(audit::keep_archive(state.clone(), archive, other_members));
     let limits = edgeplane_tls::serve::ServeLimits {
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
@@ -300,7 +301,7 @@ impl MemberTls {
 }
 
 /// A client of the other members' APIs, with this member's certificate (to fill gaps in the
-/// audit archive).
+/// audit archive, and to ask the leader for its heartbeat figures).
 fn peer_client(config: &Config, tls: rustls::ClientConfig) -> Option<Arc<edgeplane_client::Client>> {
     let others: Vec<String> = config.members.iter().filter(|m| m.id != config.id).map(|m| m.api.to_string()).collect();
     if others.is_empty() {

@@ -3,17 +3,21 @@
 //! - `POST /v1/nodes/{name}/heartbeat` (the node's certificate): kept in the leader's memory
 //!   only ([`crate::heartbeats`]). A follower answers 503 with the leader's address.
 //! - `GET /v1/nodes/{name}/heartbeat`: the leader's view of the node's last heartbeat.
+//! - `GET /v1/heartbeats`: every node's last heartbeat figures; any member answers (a follower
+//!   asks the leader).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use edgeplane_api::node::{Heartbeat, NodeLiveness};
+use edgeplane_api::node::{FleetHeartbeats, Heartbeat, NodeLiveness};
 use edgeplane_api::StatusReason;
+use edgeplane_core::authz::Identity;
 use raft::StateRole;
 
 use crate::app::AppState;
+use crate::auth::Authenticated;
 use crate::http::{body_error, cause, leader_hint, ApiError, MAX_BODY_BYTES};
 
 /// `POST /v1/nodes/{name}/heartbeat`. The route admits only node `name` itself, whose
@@ -40,6 +44,34 @@ pub(crate) async fn last_heartbeat(State(state): State<AppState>, Path(name): Pa
         .get(&name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no heartbeat from node {name:?} since this orchestrator became leader")))
+}
+
+/// `GET /v1/heartbeats`. Heartbeats live in the leader's memory only, so a follower asks the
+/// leader with its member certificate, having authorized the caller itself against the same
+/// replicated RBAC: a console on any member shows the fleet's live figures. A request from
+/// an orchestrator is answered by the leader only, so nothing is forwarded twice.
+pub(crate) async fn fleet(State(state): State<AppState>, Authenticated(caller): Authenticated) -> Result<Json<FleetHeartbeats>, ApiError> {
+    let status = state.node.status().await;
+    if let Some(s) = status.as_ref().filter(|s| s.role == StateRole::Leader) {
+        return Ok(Json(FleetHeartbeats { leader_id: s.id, nodes: state.heartbeats.figures() }));
+    }
+    let hint = leader_hint(&state).await;
+    let unavailable =
+        |why: String| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, why).leader_hint(hint.clone());
+    let (Some(leader), Some(members)) = (hint.as_deref(), state.other_members.as_ref()) else {
+        return Err(unavailable("heartbeats go to the leader, and no leader is known".to_owned()));
+    };
+    if matches!(caller.identity, Identity::Orchestrator { .. }) {
+        return Err(unavailable("heartbeats go to the leader; this member does not lead".to_owned()));
+    }
+    let answer = members
+        .send_to(leader, edgeplane_client::Request::get(edgeplane_api::paths::HEARTBEATS))
+        .await
+        .map_err(|e| unavailable(format!("the leader at {leader} did not answer: {e}")))?;
+    if !answer.is_success() {
+        return Err(ApiError(Box::new(answer.status_error()), None));
+    }
+    answer.json().map(Json).map_err(|e| unavailable(format!("the leader at {leader} answered what this member cannot read: {e}")))
 }
 
 async fn ensure_leader(state: &AppState) -> Result<(), ApiError> {

@@ -149,6 +149,12 @@ pub fn table() -> Vec<Route> {
             on(MethodFilter::GET, nodes::last_heartbeat),
         ),
         route(
+            get.clone(),
+            edgeplane_api::paths::HEARTBEATS,
+            rbac("list", "edgenodes/heartbeat", Ns::None, Name::None),
+            on(MethodFilter::GET, nodes::fleet),
+        ),
+        route(
             post.clone(),
             "/v1/nodes/{name}/data",
             rbac("create", "edgenodes/data", Ns::None, Name::Path("name")),

@@ -3,8 +3,9 @@
 // Everything shown comes from the API with the signed-in user's credential (a ServiceAccount
 // token kept for this tab only, or the client certificate the browser presents), under the
 // same RBAC as edgectl and kubectl. Lists stay current through watches (one stream per kind,
-// resumed from the last resourceVersion after a drop); the Raft figures, which no watch
-// carries, are read once every two seconds while the overview is shown.
+// resumed from the last resourceVersion after a drop). What no watch carries, the Raft figures
+// and the figures of the nodes' heartbeats (held in the leader's memory only), is read once
+// every two seconds while a page that shows it is open.
 "use strict";
 
 const API = "/apis/edgeplane.io/v1alpha1";
@@ -23,6 +24,12 @@ const state = {
   },
   cluster: null,
   clusterError: null,
+  // The nodes' last heartbeats, by name, each with the rates since the one before.
+  figures: new Map(),
+  figuresFrom: null,
+  figuresError: null,
+  // Access reviews answered so far: "verb resource namespace" -> true, false, or null (asking).
+  permissions: new Map(),
   watches: [],
   timers: [],
 };
@@ -107,11 +114,13 @@ async function watch(path, map, signal) {
   }
 }
 
-async function can(verb, resource) {
+async function can(verb, resource, namespace) {
+  const attributes = { verb, resource, group: "edgeplane.io" };
+  if (namespace) attributes.namespace = namespace;
   const review = {
     apiVersion: "authorization.k8s.io/v1",
     kind: "SelfSubjectAccessReview",
-    spec: { resourceAttributes: { verb, resource, group: "edgeplane.io" } },
+    spec: { resourceAttributes: attributes },
   };
   try {
     const answer = await api("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", { method: "POST", body: review, contentType: "application/json" });
@@ -119,6 +128,22 @@ async function can(verb, resource) {
   } catch (e) {
     return false;
   }
+}
+
+// Whether the user may `verb` `resource` in `namespace`, as far as is known: the first call
+// asks the API (once) and answers false until the review comes back and the page is rendered
+// again. Buttons are enabled from this; the API decides anyway.
+function may(verb, resource, namespace) {
+  const key = verb + " " + resource + " " + (namespace || "");
+  const known = state.permissions.get(key);
+  if (known === undefined) {
+    state.permissions.set(key, null);
+    can(verb, resource, namespace).then((allowed) => {
+      state.permissions.set(key, allowed);
+      scheduleRender();
+    });
+  }
+  return known === true;
 }
 
 // ---- sign-in ------------------------------------------------------------------------------
@@ -152,8 +177,8 @@ async function start(withCertificate) {
   watch(API + "/workloads", state.kinds.workloads, controller.signal);
   watch(API + "/assignments", state.kinds.assignments, controller.signal);
   watch("/api/v1/events", state.kinds.events, controller.signal);
-  refreshCluster();
-  state.timers.push(setInterval(refreshCluster, 2000));
+  refreshLive();
+  state.timers.push(setInterval(refreshLive, 2000));
   // Heartbeat ages move with the clock: only their cells change.
   state.timers.push(setInterval(updateAges, 1000));
   render();
@@ -165,6 +190,8 @@ function stop() {
   state.timers.forEach(clearInterval);
   state.timers = [];
   Object.values(state.kinds).forEach((m) => m.clear());
+  state.permissions.clear();
+  state.figures = new Map();
   resetData(null);
 }
 
@@ -177,21 +204,82 @@ function showSignIn(error) {
   document.getElementById("token").focus();
 }
 
-async function refreshCluster() {
-  if (route().page !== "overview") return;
-  try {
-    state.cluster = await api("/v1/cluster");
-    state.clusterError = null;
-  } catch (e) {
-    state.clusterError = e.message;
+// The Raft figures (overview) and the heartbeats' figures (overview, nodes, a node's page).
+async function refreshLive() {
+  const page = route().page;
+  if (page === "overview") {
+    try {
+      state.cluster = await api("/v1/cluster");
+      state.clusterError = null;
+    } catch (e) {
+      state.clusterError = e.message;
+    }
+  }
+  if (page === "overview" || page === "nodes" || page === "node") {
+    try {
+      absorbFigures(await api("/v1/heartbeats"));
+      state.figuresError = null;
+    } catch (e) {
+      state.figuresError = e.message;
+    }
   }
   scheduleRender();
+}
+
+// Keeps each node's newest heartbeat, and its rates against the heartbeat before it. The
+// counters run from the runtime's start: one that went down means a restart, not a rate.
+function absorbFigures(fleet) {
+  const now = Date.now();
+  const next = new Map();
+  for (const node of fleet.nodes) {
+    const heardAt = now - node.ageMs;
+    const before = state.figures.get(node.name);
+    const figures = Object.assign({}, node, { heardAt, rates: null });
+    if (before && Math.abs(heardAt - before.heardAt) < 250) {
+      // The same heartbeat as at the last look.
+      figures.heardAt = before.heardAt;
+      figures.rates = before.rates;
+      figures.base = before.base;
+    } else if (before) {
+      const seconds = (heardAt - before.heardAt) / 1000;
+      const rate = (key) => (node.data[key] >= before.data[key] && seconds > 0 ? (node.data[key] - before.data[key]) / seconds : null);
+      figures.rates = { readingsIn: rate("readingsIn"), bytesIn: rate("bytesIn"), bytesUp: rate("bytesUp") };
+    }
+    next.set(node.name, figures);
+  }
+  state.figures = next;
+  state.figuresFrom = fleet.leaderId;
 }
 
 // ---- actions ------------------------------------------------------------------------------
 
 function notice(text) {
   document.getElementById("notice").textContent = text;
+}
+
+async function patchWorkload(namespace, name, patch, contentType) {
+  await api(API + "/namespaces/" + encodeURIComponent(namespace) + "/workloads/" + encodeURIComponent(name), {
+    method: "PATCH",
+    body: patch,
+    contentType,
+  });
+}
+
+async function scale(namespace, name, replicas) {
+  await patchWorkload(namespace, name, { spec: { replicas } }, "application/merge-patch+json");
+}
+
+// As `edgectl rollout undo`: the module and configuration go back to the revision before,
+// on the condition that it is still the one the page showed.
+async function undoRollout(workload) {
+  const previous = workload.status.rollout.previous;
+  const patch = [
+    { op: "test", path: "/status/rollout/previous/module", value: previous.module },
+    { op: "replace", path: "/spec/module", value: previous.module },
+  ];
+  if (previous.config) patch.push({ op: "add", path: "/spec/config", value: previous.config });
+  else if (workload.spec.config) patch.push({ op: "remove", path: "/spec/config" });
+  await patchWorkload(workload.metadata.namespace, workload.metadata.name, patch, "application/json-patch+json");
 }
 
 async function setCordoned(node, cordoned) {
@@ -270,11 +358,12 @@ function scheduleRender() {
 function render() {
   if (!state.who) return;
   const { page, args } = route();
+  const section = { node: "nodes", workload: "workloads" }[page] || page;
   for (const link of document.querySelectorAll("header nav a")) {
-    if (link.getAttribute("href") === "#/" + page) link.setAttribute("aria-current", "page");
+    if (link.getAttribute("href") === "#/" + section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  const pages = { overview, nodes, workloads, data: dataPage, events };
+  const pages = { overview, nodes, node: nodePage, workloads, workload: workloadPage, data: dataPage, events };
   const content = (pages[page] || overview)(args);
   const main = document.getElementById("main");
   // Keep keyboard focus (and the caret) on the control that had it when the page is
@@ -337,6 +426,95 @@ function pairs(entries) {
   return h("dl", { class: "pairs" }, entries.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
+const nodeHref = (name) => "#/node/" + encodeURIComponent(name);
+const workloadHref = (namespace, name) => "#/workload/" + encodeURIComponent(namespace) + "/" + encodeURIComponent(name);
+
+function bytes(n) {
+  if (n === null || n === undefined) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+}
+
+function perSecond(n) {
+  if (n === null || n === undefined) return "—";
+  return (n >= 100 ? Math.round(n) : n.toFixed(1)) + "/s";
+}
+
+// The fleet's totals from the heartbeats: rates where each node has two heartbeats to compare.
+function fleetFigures() {
+  const totals = { readingsIn: 0, bytesIn: 0, bytesUp: 0, pendingRecords: 0, pendingBytes: 0, nodes: 0 };
+  for (const f of state.figures.values()) {
+    totals.nodes += 1;
+    if (f.rates) {
+      totals.readingsIn += f.rates.readingsIn || 0;
+      totals.bytesIn += f.rates.bytesIn || 0;
+      totals.bytesUp += f.rates.bytesUp || 0;
+    }
+    totals.pendingRecords += f.data.outboxPendingRecords;
+    totals.pendingBytes += f.data.outboxPendingBytes;
+  }
+  return totals;
+}
+
+function heartbeatAge(figures) {
+  if (!figures) return h("span", { class: "muted" }, "none heard");
+  const at = new Date(figures.heardAt).toISOString();
+  return h("span", { "data-since": at }, age(at));
+}
+
+function nodeActions(n) {
+  const name = n.metadata.name;
+  const why = state.can.patchNodes ? null : "Your role may not change nodes";
+  return [
+    n.spec.cordoned
+      ? h("button", { type: "button", id: "uncordon-" + name, class: "secondary", disabled: !state.can.patchNodes, title: why, "data-action": "uncordon",
+          onclick: () => act("Uncordon " + name, () => setCordoned(name, false)) }, "Uncordon")
+      : h("button", { type: "button", id: "cordon-" + name, class: "secondary", disabled: !state.can.patchNodes, title: why, "data-action": "cordon",
+          onclick: () => act("Cordon " + name, () => setCordoned(name, true)) }, "Cordon"),
+    " ",
+    h("button", { type: "button", id: "drain-" + name, disabled: !(state.can.patchNodes && state.can.evict), title: why, "data-action": "drain",
+      onclick: () => act("Drain " + name, () => drain(name)) }, "Drain"),
+  ];
+}
+
+const eventTime = (e) => e.lastTimestamp || e.eventTime || e.firstTimestamp || "";
+
+function eventRows(list) {
+  return list
+    .sort((a, b) => eventTime(b).localeCompare(eventTime(a)))
+    .slice(0, 500)
+    .map((e) => h("tr", {},
+      h("td", {}, age(eventTime(e))),
+      h("td", { class: "state-" + e.type }, e.type),
+      h("td", {}, e.reason),
+      h("td", {}, (e.involvedObject.kind || "") + "/" + (e.involvedObject.name || "")),
+      h("td", {}, e.metadata.namespace || ""),
+      h("td", {}, e.count || 1),
+      h("td", {}, e.message || "")));
+}
+
+const EVENT_COLUMNS = ["Last seen", "Type", "Reason", "Object", "Namespace", "Count", "Message"];
+
+function eventsOf(kind, namespace, name) {
+  const all = [...state.kinds.events.values()].filter((e) =>
+    e.involvedObject.kind === kind && e.involvedObject.name === name && (namespace === null || e.involvedObject.namespace === namespace));
+  return table("Events of this " + kind + ", newest first", EVENT_COLUMNS, eventRows(all));
+}
+
+function conditionsTable(conditions) {
+  return table("Conditions", ["Type", "Status", "Reason", "Message", "Since"], (conditions || []).map((c) => h("tr", {},
+    h("td", {}, c.type),
+    h("td", { class: "state-" + c.status }, c.status),
+    h("td", {}, c.reason || ""),
+    h("td", {}, c.message || ""),
+    h("td", {}, h("span", { "data-since": c.lastTransitionTime || "" }, age(c.lastTransitionTime))))));
+}
+
 function overview() {
   const c = state.cluster;
   const nodes = [...state.kinds.edgenodes.values()];
@@ -365,7 +543,23 @@ function overview() {
         h("p", { class: "figure" }, workloads.length),
         pairs(["Running", "Progressing", "Pending"].map((p) => [h("span", { class: "state-" + p }, p), byPhase.get(p) || 0]))),
       h("section", { class: "card" }, h("h2", {}, "Replicas placed"),
-        h("p", { class: "figure" }, state.kinds.assignments.size))));
+        h("p", { class: "figure" }, state.kinds.assignments.size)),
+      h("section", { class: "card", id: "fleet-rates" }, h("h2", {}, "Data plane"), fleetCard())));
+}
+
+function fleetCard() {
+  if (state.figuresError) return h("p", { class: "muted" }, "Cannot read the heartbeats: " + state.figuresError);
+  const f = fleetFigures();
+  return [
+    h("p", { class: "figure", "data-field": "readings-per-second" }, perSecond(f.readingsIn)),
+    pairs([
+      ["Readings in", perSecond(f.readingsIn)],
+      ["Bytes in", bytes(f.bytesIn) + "/s"],
+      ["Bytes up", bytes(f.bytesUp) + "/s"],
+      ["Waiting in outboxes", h("span", { "data-field": "outbox-records" }, f.pendingRecords + " records, " + bytes(f.pendingBytes))],
+      ["Heartbeats from", f.nodes + " nodes" + (state.figuresFrom ? ", as member " + state.figuresFrom + " holds them" : "")],
+    ]),
+  ];
 }
 
 function nodes() {
@@ -378,9 +572,9 @@ function nodes() {
       const instances = assignments.filter((a) => a.spec.nodeName === name).length;
       const labels = Object.entries(n.metadata.labels || {}).map(([k, v]) => k + "=" + v).join(", ");
       const taints = (n.spec.taints || []).map((t) => t.key + (t.value ? "=" + t.value : "") + ":" + t.effect).join(", ");
-      const why = state.can.patchNodes ? null : "Your role may not change nodes";
+      const f = state.figures.get(name);
       return h("tr", { "data-node": name },
-        h("th", { scope: "row" }, name),
+        h("th", { scope: "row" }, h("a", { href: nodeHref(name) }, name)),
         h("td", { class: "state-" + s, "data-field": "state" }, s + (n.spec.cordoned ? ", cordoned" : "")),
         h("td", {}, n.spec.tier),
         h("td", {}, (n.spec.capabilities || []).join(", ")),
@@ -388,20 +582,78 @@ function nodes() {
         h("td", {}, taints),
         h("td", {}, n.spec.capacity.memoryMib + " MiB, " + n.spec.capacity.instanceSlots + " slots"),
         h("td", { "data-field": "instances" }, instances),
+        h("td", { "data-field": "load" }, f ? f.load.cpuMillis + " m CPU, " + f.load.memoryMib + " MiB, queue " + f.load.queueDepth : "—"),
+        h("td", { "data-field": "heartbeat" }, heartbeatAge(f)),
+        h("td", { "data-field": "in-up" }, f && f.rates ? bytes(f.rates.bytesIn) + "/s in, " + bytes(f.rates.bytesUp) + "/s up" : "—"),
+        h("td", { "data-field": "outbox" }, f ? f.data.outboxPendingRecords + " records" : "—"),
         h("td", {}, readySince(n)),
-        h("td", { class: "actions" },
-          n.spec.cordoned
-            ? h("button", { type: "button", id: "uncordon-" + name, class: "secondary", disabled: !state.can.patchNodes, title: why, "data-action": "uncordon",
-                onclick: () => act("Uncordon " + name, () => setCordoned(name, false)) }, "Uncordon")
-            : h("button", { type: "button", id: "cordon-" + name, class: "secondary", disabled: !state.can.patchNodes, title: why, "data-action": "cordon",
-                onclick: () => act("Cordon " + name, () => setCordoned(name, true)) }, "Cordon"),
-          " ",
-          h("button", { type: "button", id: "drain-" + name, disabled: !(state.can.patchNodes && state.can.evict), title: why, "data-action": "drain",
-            onclick: () => act("Drain " + name, () => drain(name)) }, "Drain")));
+        h("td", { class: "actions" }, nodeActions(n)));
     });
   return h("section", { "aria-labelledby": "nodes-title" },
     h("h1", { id: "nodes-title" }, "Nodes"),
-    table("Edge nodes, live", ["Name", "State", "Tier", "Capabilities", "Labels", "Taints", "Capacity", "Replicas", "State since", "Actions"], rows));
+    table("Edge nodes, live",
+      ["Name", "State", "Tier", "Capabilities", "Labels", "Taints", "Capacity", "Replicas", "Load", "Heartbeat", "In / up", "Outbox", "State since", "Actions"],
+      rows));
+}
+
+// One node: what it is, what its heartbeats say, what runs on it and why, and its Events.
+function nodePage(args) {
+  const name = args[0] || "";
+  const n = state.kinds.edgenodes.get(name);
+  if (!n) return h("section", {}, h("h1", {}, "Node " + name), h("p", { class: "muted" }, "No such node (yet)."));
+  const s = nodeState(n);
+  const f = state.figures.get(name);
+  const d = f && f.data;
+  const total = (key, rate) => h("span", { "data-field": key, "data-total": d ? String(d[key]) : "" },
+    d ? d[key] + (f.rates && rate !== undefined ? " (" + perSecond(f.rates[rate]) + ")" : "") : "—");
+  const replicas = [...state.kinds.assignments.values()]
+    .filter((a) => a.spec.nodeName === name)
+    .sort((a, b) => keyOf(a).localeCompare(keyOf(b)))
+    .map((a) => h("tr", {},
+      h("th", { scope: "row" }, h("a", { href: workloadHref(a.metadata.namespace, a.spec.workload) }, a.metadata.namespace + "/" + a.spec.workload)),
+      h("td", {}, "#" + a.spec.replica),
+      h("td", {}, a.spec.moduleRef),
+      h("td", {}, a.spec.generation),
+      h("td", { "data-field": "because" }, placedBecause(a))));
+  return h("section", { "aria-labelledby": "node-title", "data-node-page": name },
+    h("h1", { id: "node-title" }, "Node " + name),
+    h("p", { class: "actions" }, nodeActions(n)),
+    h("div", { class: "cards" },
+      h("section", { class: "card" }, h("h2", {}, "State"), pairs([
+        ["State", h("span", { class: "state-" + s, "data-field": "state" }, s + (n.spec.cordoned ? ", cordoned" : ""))],
+        ["Since", readySince(n)],
+        ["Tier", n.spec.tier],
+        ["Capabilities", (n.spec.capabilities || []).join(", ") || "—"],
+        ["Labels", Object.entries(n.metadata.labels || {}).map(([k, v]) => k + "=" + v).join(", ") || "—"],
+        ["Taints", (n.spec.taints || []).map((t) => t.key + (t.value ? "=" + t.value : "") + ":" + t.effect).join(", ") || "—"],
+        ["Capacity", n.spec.capacity.memoryMib + " MiB, " + n.spec.capacity.instanceSlots + " slots"],
+      ])),
+      h("section", { class: "card", id: "node-heartbeat" }, h("h2", {}, "Last heartbeat"), pairs([
+        ["Heard", heartbeatAge(f)],
+        ["CPU", f ? f.load.cpuMillis + " m" : "—"],
+        ["Memory", f ? f.load.memoryMib + " MiB" : "—"],
+        ["Instances", f ? f.load.instances : "—"],
+        ["Queued batches", d ? d.queueDepth : "—"],
+      ])),
+      h("section", { class: "card", id: "node-data" }, h("h2", {}, "Data since the runtime started"), pairs([
+        ["Readings in", total("readingsIn", "readingsIn")],
+        ["Bytes in", total("bytesIn", "bytesIn")],
+        ["Bytes up", total("bytesUp", "bytesUp")],
+        ["Refused at the door", total("readingsRefused")],
+        ["Dropped", total("readingsDropped")],
+        ["Outbox", d ? d.outboxPendingRecords + " records, " + bytes(d.outboxPendingBytes) + " waiting; " + d.outboxDroppedRecords + " dropped" : "—"],
+        ["Fenced records", total("recordsFenced")],
+      ]))),
+    h("h2", {}, "Replicas on this node"),
+    table("What runs here and why the scheduler put it here", ["Workload", "Replica", "Module", "Generation", "Placed because"], replicas),
+    h("h2", {}, "Conditions"),
+    conditionsTable(n.status && n.status.conditions),
+    h("h2", {}, "Events"),
+    eventsOf("EdgeNode", null, name));
+}
+
+function placedBecause(assignment) {
+  return ((assignment.metadata.annotations || {})["edgeplane.io/placed-because"]) || "—";
 }
 
 function workloads() {
@@ -418,7 +670,7 @@ function workloads() {
       const conditions = (status.conditions || []).map((c) => c.type + "=" + c.status + (c.reason ? " (" + c.reason + ")" : "")).join("; ");
       return h("tr", { "data-workload": keyOf(w) },
         h("td", {}, w.metadata.namespace),
-        h("th", { scope: "row" }, w.metadata.name),
+        h("th", { scope: "row" }, h("a", { href: workloadHref(w.metadata.namespace, w.metadata.name) }, w.metadata.name)),
         h("td", {}, w.spec.module),
         h("td", { class: "state-" + s }, s),
         h("td", {}, (status.readyReplicas || 0) + "/" + (w.spec.mode === "daemon" ? "daemon" : w.spec.replicas === undefined ? 1 : w.spec.replicas)),
@@ -428,6 +680,80 @@ function workloads() {
   return h("section", { "aria-labelledby": "workloads-title" },
     h("h1", { id: "workloads-title" }, "Workloads"),
     table("Workloads and where their replicas run, live", ["Namespace", "Name", "Module", "State", "Ready", "Replicas", "Conditions"], rows));
+}
+
+// What the scale field holds while the user edits it: the page is rendered again on every
+// watch event, and the number typed must survive that.
+const scaleDrafts = new Map();
+
+// One workload: its replicas and why each is where it is, its conditions, its rollout and the
+// revision before, its Events; scale and rollout undo.
+function workloadPage(args) {
+  const [namespace, name] = [args[0] || "", args[1] || ""];
+  const w = state.kinds.workloads.get(namespace + "/" + name);
+  if (!w) return h("section", {}, h("h1", {}, "Workload " + namespace + "/" + name), h("p", { class: "muted" }, "No such workload (yet)."));
+  const key = keyOf(w);
+  const status = w.status || {};
+  const daemon = w.spec.mode === "daemon";
+  const desired = daemon ? "one per matching node" : w.spec.replicas === undefined ? 1 : w.spec.replicas;
+  const mayPatch = may("patch", "workloads", namespace);
+  const why = mayPatch ? null : "Your role may not change workloads in " + namespace;
+  const replicas = [...state.kinds.assignments.values()]
+    .filter((a) => a.metadata.namespace === namespace && a.spec.workload === name)
+    .sort((a, b) => a.spec.replica - b.spec.replica)
+    .map((a) => h("tr", { "data-replica": a.spec.replica },
+      h("th", { scope: "row" }, "#" + a.spec.replica),
+      h("td", { "data-field": "node" }, h("a", { href: nodeHref(a.spec.nodeName) }, a.spec.nodeName)),
+      h("td", {}, a.spec.moduleRef),
+      h("td", {}, a.spec.generation),
+      h("td", {}, h("span", { "data-since": a.spec.placedAtMs ? new Date(a.spec.placedAtMs).toISOString() : "" }, a.spec.placedAtMs ? age(new Date(a.spec.placedAtMs).toISOString()) : "—")),
+      h("td", { "data-field": "because" }, placedBecause(a))));
+  const draft = scaleDrafts.has(key) ? scaleDrafts.get(key) : String(w.spec.replicas === undefined ? 1 : w.spec.replicas);
+  const scaling = daemon ? h("p", { class: "muted" }, "A daemon runs on every matching node; it has no replica count.") :
+    h("form", { class: "filters", onsubmit: (e) => {
+      e.preventDefault();
+      const replicas = Number(document.getElementById("scale-replicas").value);
+      act("Scale " + key + " to " + replicas, async () => {
+        await scale(namespace, name, replicas);
+        scaleDrafts.delete(key);
+      });
+    } },
+      h("label", { for: "scale-replicas" }, "Replicas "),
+      h("input", { id: "scale-replicas", type: "number", min: 0, max: 10000, value: draft, disabled: !mayPatch, title: why,
+        oninput: (e) => scaleDrafts.set(key, e.target.value) }),
+      h("button", { type: "submit", id: "scale", disabled: !mayPatch, title: why }, "Scale"));
+  const rollout = status.rollout;
+  const previous = rollout && rollout.previous;
+  const config = (c) => (c ? JSON.stringify(c) : "none");
+  return h("section", { "aria-labelledby": "workload-title", "data-workload-page": key },
+    h("h1", { id: "workload-title" }, "Workload " + key),
+    h("div", { class: "cards" },
+      h("section", { class: "card" }, h("h2", {}, "Spec"), pairs([
+        ["State", h("span", { class: "state-" + workloadState(w) }, workloadState(w))],
+        ["Module", w.spec.module],
+        ["Model", w.spec.modelRef || "—"],
+        ["Replicas", h("span", { "data-field": "ready" }, (status.readyReplicas || 0) + " ready of " + desired)],
+        ["Node selector", Object.entries((w.spec.placement && w.spec.placement.nodeSelector) || {}).map(([k, v]) => k + "=" + v).join(", ") || "any node"],
+        ["Configuration", h("code", { "data-field": "config" }, config(w.spec.config))],
+      ])),
+      h("section", { class: "card", id: "rollout" }, h("h2", {}, "Rollout"), rollout ? pairs([
+        ["Revision", rollout.revision],
+        ["Phase", h("span", { class: "state-" + rollout.phase, "data-field": "rollout-phase" }, rollout.phase)],
+        ["Updated", rollout.updated + " of " + rollout.replicas],
+        ["Message", rollout.message || "—"],
+        ["Revision before", previous ? h("span", { "data-field": "previous" }, previous.module + ", configuration " + config(previous.config)) : "none"],
+      ]) : h("p", { class: "muted" }, "No rollout yet: the first revision runs."),
+        h("p", {}, h("button", { type: "button", id: "rollout-undo", class: "secondary", disabled: !(previous && mayPatch),
+          title: !previous ? "There is no revision before this one" : why,
+          onclick: () => act("Undo the rollout of " + key, () => undoRollout(w)) }, "Undo rollout")))),
+    h("h2", {}, "Scale"),
+    scaling,
+    h("h2", {}, "Replicas"),
+    table("Where each replica runs and why the scheduler put it there", ["Replica", "Node", "Module", "Generation", "Placed", "Placed because"], replicas),
+    h("h2", {}, "Conditions"),
+    conditionsTable(status.conditions),
+    h("h2", {}, "Events"),
+    eventsOf("Workload", namespace, name));
 }
 
 // ---- data ---------------------------------------------------------------------------------
@@ -569,19 +895,7 @@ function events() {
     (!eventFilters.object || (e.involvedObject.name || "").includes(eventFilters.object)) &&
     (!eventFilters.reason || e.reason === eventFilters.reason);
   const all = [...state.kinds.events.values()];
-  const when = (e) => e.lastTimestamp || e.eventTime || e.firstTimestamp || "";
-  const rows = all
-    .filter(matches)
-    .sort((a, b) => when(b).localeCompare(when(a)))
-    .slice(0, 500)
-    .map((e) => h("tr", {},
-      h("td", {}, age(when(e))),
-      h("td", { class: "state-" + e.type }, e.type),
-      h("td", {}, e.reason),
-      h("td", {}, (e.involvedObject.kind || "") + "/" + (e.involvedObject.name || "")),
-      h("td", {}, e.metadata.namespace || ""),
-      h("td", {}, e.count || 1),
-      h("td", {}, e.message || "")));
+  const rows = eventRows(all.filter(matches));
   const reasons = [...new Set(all.map((e) => e.reason))].sort();
   const namespaces = [...new Set(all.map((e) => e.metadata.namespace || ""))].sort();
   const filter = (name, input) => h("label", {}, name + " ", input);
@@ -598,7 +912,7 @@ function events() {
       filter("Namespace", select("filter-namespace", "namespace", namespaces)),
       filter("Object", h("input", { id: "filter-object", type: "search", value: eventFilters.object, oninput: update("object") })),
       filter("Reason", select("filter-reason", "reason", reasons))),
-    table("The scheduler's and the health checks' decisions, newest first", ["Last seen", "Type", "Reason", "Object", "Namespace", "Count", "Message"], rows));
+    table("The scheduler's and the health checks' decisions, newest first", EVENT_COLUMNS, rows));
 }
 
 // ---- wiring -------------------------------------------------------------------------------
@@ -625,7 +939,7 @@ document.getElementById("sign-out").addEventListener("click", () => {
 
 window.addEventListener("hashchange", () => {
   render();
-  refreshCluster();
+  refreshLive();
   document.getElementById("main").focus();
 });
 
