@@ -17,7 +17,7 @@ fi
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 # From Debian's packages: mosquitto (the MQTT broker the data-plane tests, the demo and the
 # benchmarks start) and its clients (mosquitto_pub); curl and jq, which the demo reads the
-# nodes' JSON with; kubectl; prometheus; chromium.
+# nodes' JSON with; kubectl; prometheus; chromium; etcd.
 packages=()
 command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
@@ -31,6 +31,8 @@ command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 # Chromium and its WebDriver server: the console tests drive a real headless browser.
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+# etcd: scripts/bench.sh runs the same write load against a 3-member etcd cluster.
+command -v etcd >/dev/null 2>&1 || packages+=(etcd-server)
 if [ "${#packages[@]}" -gt 0 ]; then
     apt=(apt-get)
     if [ "$(id -u)" -ne 0 ]; then

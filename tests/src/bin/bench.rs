@@ -4,7 +4,7 @@
 //! Each figure is printed on its own line as `BENCH <name> <value> <unit>`.
 //!
 //! ```text
-//! edgeplane-bench raft [--clients N] [--seconds S] [--failover-trials T]
+//! edgeplane-bench raft [--clients N] [--seconds S] [--failover-trials T]   (then the same load on etcd)
 //! edgeplane-bench api [--clients N] [--seconds S] [--watchers W]
 //! edgeplane-bench edge [--clients N] [--seconds S] [--batch R] [--mqtt-messages M] [--drain-readings D]
 //! edgeplane-bench failover [--trials T] [--edges E]
@@ -68,9 +68,9 @@ async fn raft(args: &[String]) {
     let mut cluster = Cluster::start(spec).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
 
-    let (rate, mut lat) = write_load(&cluster, clients, Duration::from_secs(seconds)).await;
+    let (ours, mut lat) = write_load(&cluster, clients, Duration::from_secs(seconds)).await;
     lat.sort_by(f64::total_cmp);
-    bench("raft_commits_per_s", rate, "writes/s");
+    bench("raft_commits_per_s", ours, "writes/s");
     bench("raft_commit_p50_ms", percentile(&lat, 50.0), "ms");
     bench("raft_commit_p99_ms", percentile(&lat, 99.0), "ms");
     let api = cluster.api(leader);
@@ -105,39 +105,209 @@ async fn raft(args: &[String]) {
         bench("leader_failover_ms_p99", percentile(&failovers, 99.0), "ms");
         bench("leader_failover_ms_max", *failovers.last().expect("non-empty"), "ms");
     }
+    drop(cluster);
+
+    // The same load against etcd, on the same machine, right after.
+    match Etcd::start(47).await {
+        Some(etcd) => {
+            let (theirs, mut lat) = etcd.write_load(clients, Duration::from_secs(seconds)).await;
+            lat.sort_by(f64::total_cmp);
+            bench("etcd_commits_per_s", theirs, "writes/s");
+            bench("etcd_commit_p50_ms", percentile(&lat, 50.0), "ms");
+            bench("etcd_commit_p99_ms", percentile(&lat, 99.0), "ms");
+            bench("raft_vs_etcd_ratio", ours / theirs, "x");
+        }
+        None => eprintln!("etcd side by side: skipped, no etcd on PATH (Debian: apt-get install etcd-server)"),
+    }
+}
+
+/// A 3-member etcd cluster (Debian's `etcd-server`) on 127.{subnet}.0.{1,2,3}, secured as an
+/// edgeplane cluster is: TLS with client certificates on the client and the peer links, from a
+/// CA made for it by `orchestrator init`. Data on disk, fsync on, as etcd runs by default.
+struct Etcd {
+    children: Vec<std::process::Child>,
+    /// `https://ip:port` of each member's client listener.
+    endpoints: Vec<String>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    async fn start(subnet: u8) -> Option<Etcd> {
+        let etcd = edgeplane_tests::find_program("etcd")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip = |i: u8| std::net::Ipv4Addr::new(127, subnet, 0, i);
+        let pki = dir.path().join("pki");
+        let orchestrator = edgeplane_tests::bin_path("orchestrator");
+        let init = std::process::Command::new(&orchestrator)
+            .args(["init", "--dir", pki.to_str().expect("utf-8"), "--member", &format!("1={}:1,{}:2", ip(9), ip(9))])
+            .output()
+            .expect("orchestrator init");
+        assert!(init.status.success(), "orchestrator init: {}", String::from_utf8_lossy(&init.stderr));
+        // One certificate for all three members, for serving and for the peer links (both
+        // usages, as edgeplane's member certificates).
+        let certs = dir.path().join("etcd-tls");
+        let mut issue = std::process::Command::new(&orchestrator);
+        issue.args([
+            "pki",
+            "issue",
+            "--ca-dir",
+            pki.to_str().expect("utf-8"),
+            "--out-dir",
+            certs.to_str().expect("utf-8"),
+            "--member",
+            "7",
+        ]);
+        for i in 1..=3 {
+            issue.args(["--ip", &ip(i).to_string()]);
+        }
+        // etcd checks a peer's certificate against the address the peer connects from, and
+        // connections between loopback addresses come from 127.0.0.1.
+        issue.args(["--ip", "127.0.0.1"]);
+        let issued = issue.output().expect("orchestrator pki issue");
+        assert!(issued.status.success(), "pki issue: {}", String::from_utf8_lossy(&issued.stderr));
+        let (cert, key, ca) = (certs.join("member.crt"), certs.join("member.key"), pki.join("ca.crt"));
+        let ports: Vec<(u16, u16)> = (1..=3).map(|i| (edgeplane_tests::free_port(ip(i)), edgeplane_tests::free_port(ip(i)))).collect();
+        let initial: Vec<String> = (1..=3u8).map(|i| format!("m{i}=https://{}:{}", ip(i), ports[i as usize - 1].1)).collect();
+        let mut children = Vec::new();
+        let mut endpoints = Vec::new();
+        for i in 1..=3u8 {
+            let (client, peer) = ports[i as usize - 1];
+            let client_url = format!("https://{}:{client}", ip(i));
+            let peer_url = format!("https://{}:{peer}", ip(i));
+            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).expect("log");
+            let child = std::process::Command::new(&etcd)
+                .args(["--name", &format!("m{i}"), "--data-dir", dir.path().join(format!("m{i}")).to_str().expect("utf-8")])
+                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args([
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "edgeplane-bench",
+                ])
+                .arg("--client-cert-auth")
+                .args(["--cert-file", cert.to_str().expect("utf-8"), "--key-file", key.to_str().expect("utf-8")])
+                .args(["--trusted-ca-file", ca.to_str().expect("utf-8")])
+                .arg("--peer-client-cert-auth")
+                .args(["--peer-cert-file", cert.to_str().expect("utf-8"), "--peer-key-file", key.to_str().expect("utf-8")])
+                .args(["--peer-trusted-ca-file", ca.to_str().expect("utf-8")])
+                .args(["--logger", "zap", "--log-level", "warn"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn etcd");
+            children.push(child);
+            endpoints.push(client_url);
+        }
+        let admin =
+            edgeplane_tls::TlsIdentity::load(&pki.join("admin/client.crt"), &pki.join("admin/client.key")).expect("admin credential");
+        let tls = edgeplane_tls::config::client_config(&std::fs::read_to_string(&ca).expect("ca.crt"), Some(&admin)).expect("TLS");
+        let http = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(5)).build().expect("an HTTPS client");
+        let etcd = Etcd { children, endpoints, http, _dir: dir };
+        // Ready when every member takes a write.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for endpoint in &etcd.endpoints {
+            while !etcd.put(endpoint, "ready", b"1").await {
+                if Instant::now() > deadline {
+                    let logs: Vec<String> =
+                        (1..=3).map(|i| std::fs::read_to_string(etcd._dir.path().join(format!("m{i}.log"))).unwrap_or_default()).collect();
+                    panic!("etcd did not take a write at {endpoint} within 30 s; its logs:\n{}", logs.join("\n---\n"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Some(etcd)
+    }
+
+    /// One put through etcd's HTTP/JSON gateway; whether etcd acknowledged it.
+    async fn put(&self, endpoint: &str, key: &str, value: &[u8]) -> bool {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let body = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
+        match self.http.post(format!("{endpoint}/v3/kv/put")).json(&body).send().await {
+            Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// What [`write_load`] does to an edgeplane cluster: `clients` writers spread over the
+    /// members, fresh keys back to back, the same value bytes.
+    async fn write_load(self, clients: u64, duration: Duration) -> (f64, Vec<f64>) {
+        let etcd = Arc::new(self);
+        closed_loop(clients, duration, move |c, i| {
+            let etcd = Arc::clone(&etcd);
+            async move {
+                let endpoint = &etcd.endpoints[c as usize % etcd.endpoints.len()];
+                etcd.put(endpoint, &format!("/bench/c{c}-{i}"), write_value(c, i).to_string().as_bytes()).await
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// `clients` concurrent writers spread over every node, each writing fresh keys back to back.
 /// Returns committed writes per second and the latency of each in ms.
 async fn write_load(cluster: &Cluster, clients: u64, duration: Duration) -> (f64, Vec<f64>) {
     let apis: Vec<Api> = cluster.running().into_iter().map(|id| cluster.api(id)).collect();
+    // Distinct keys per run, so repeated runs against one cluster always create.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    closed_loop(clients, duration, move |c, i| {
+        let api = apis[c as usize % apis.len()].clone();
+        async move {
+            let path = format!("/v1/store/bench/c{c}-{run}-{i}");
+            api.put(&path, &write_value(c, i)).await.is_ok_and(|r| r.code == 201 || r.code == 200)
+        }
+    })
+    .await
+}
+
+/// The value every write benchmark stores, ours and etcd's alike (56 bytes as JSON).
+fn write_value(client: u64, seq: u64) -> serde_json::Value {
+    json!({ "client": client, "seq": seq, "payload": "0123456789abcdef" })
+}
+
+/// `clients` writers, each calling `write(client, seq)` back to back until stopped; counts
+/// what they got acknowledged over `duration`, after half a second to warm up connections
+/// and the leader's pipeline. Returns acknowledged writes per second and each one's latency
+/// in ms.
+async fn closed_loop<F, Fut>(clients: u64, duration: Duration, write: F) -> (f64, Vec<f64>)
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let write = Arc::new(write);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    // Distinct keys per run, so repeated runs against one cluster always create.
-    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let api = apis[c as usize % apis.len()].clone();
-        let (stop, done, latencies) = (Arc::clone(&stop), Arc::clone(&done), Arc::clone(&latencies));
+        let (write, stop, done, latencies) = (Arc::clone(&write), Arc::clone(&stop), Arc::clone(&done), Arc::clone(&latencies));
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let path = format!("/v1/store/bench/c{c}-{run}-{i}");
-                if let Ok(r) = api.put(&path, &json!({ "client": c, "seq": i, "payload": "0123456789abcdef" })).await {
-                    if r.code == 201 || r.code == 200 {
-                        mine.push(started.elapsed().as_secs_f64() * 1000.0);
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
+                if write(c, i).await {
+                    mine.push(started.elapsed().as_secs_f64() * 1000.0);
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
             }
             latencies.lock().expect("lock").extend(mine);
         }));
     }
-    // Warm up connections and the leader's pipeline before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start_count = done.load(Ordering::Relaxed);
     let started = Instant::now();
