@@ -239,7 +239,6 @@ function absorbFigures(fleet) {
       // The same heartbeat as at the last look.
       figures.heardAt = before.heardAt;
       figures.rates = before.rates;
-      figures.base = before.base;
     } else if (before) {
       const seconds = (heardAt - before.heardAt) / 1000;
       const rate = (key) => (node.data[key] >= before.data[key] && seconds > 0 ? (node.data[key] - before.data[key]) / seconds : null);
