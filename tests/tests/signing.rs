@@ -1,7 +1,8 @@
 //! Signed modules and models against real orchestrators and a real edge runtime: the registry
 //! refuses what a namespace's TrustPolicy does not trust, the scheduler stops placing what a
 //! removed key signed, and an edge with trust roots of its own refuses unsigned code whatever
-//! the orchestrators hand it.
+//! the orchestrators hand it, and bytes that do not match the Assignment's digest whoever
+//! serves them.
 
 use std::path::Path;
 use std::time::Duration;
