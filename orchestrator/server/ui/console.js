@@ -15,7 +15,6 @@ const TOKEN_KEY = "edgeplane.token";
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   who: null,
-  can: { patchNodes: false, evict: false },
   kinds: {
     edgenodes: new Map(),
     workloads: new Map(),
@@ -169,8 +168,6 @@ async function start(withCertificate) {
   document.getElementById("sign-in").hidden = true;
   document.getElementById("sign-out").hidden = state.token === null;
   document.getElementById("who").textContent = "Signed in as " + state.who.user;
-  const [patchNodes, evict] = await Promise.all([can("patch", "edgenodes"), can("delete", "assignments")]);
-  state.can = { patchNodes, evict };
   const controller = new AbortController();
   state.watches.push(controller);
   watch(API + "/edgenodes", state.kinds.edgenodes, controller.signal);
@@ -468,15 +465,16 @@ function heartbeatAge(figures) {
 
 function nodeActions(n) {
   const name = n.metadata.name;
-  const why = state.can.patchNodes ? null : "Your role may not change nodes";
+  const [patch, evict] = [may("patch", "edgenodes"), may("delete", "assignments")];
+  const why = patch ? null : "Your role may not change nodes";
   return [
     n.spec.cordoned
-      ? h("button", { type: "button", id: "uncordon-" + name, class: "secondary", disabled: !state.can.patchNodes, title: why, "data-action": "uncordon",
+      ? h("button", { type: "button", id: "uncordon-" + name, class: "secondary", disabled: !patch, title: why, "data-action": "uncordon",
           onclick: () => act("Uncordon " + name, () => setCordoned(name, false)) }, "Uncordon")
-      : h("button", { type: "button", id: "cordon-" + name, class: "secondary", disabled: !state.can.patchNodes, title: why, "data-action": "cordon",
+      : h("button", { type: "button", id: "cordon-" + name, class: "secondary", disabled: !patch, title: why, "data-action": "cordon",
           onclick: () => act("Cordon " + name, () => setCordoned(name, true)) }, "Cordon"),
     " ",
-    h("button", { type: "button", id: "drain-" + name, disabled: !(state.can.patchNodes && state.can.evict), title: why, "data-action": "drain",
+    h("button", { type: "button", id: "drain-" + name, disabled: !(patch && evict), title: why, "data-action": "drain",
       onclick: () => act("Drain " + name, () => drain(name)) }, "Drain"),
   ];
 }
