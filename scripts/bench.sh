@@ -20,7 +20,8 @@ target/release/edgeplane-bench api
 target/release/edgeplane-bench backup
 # The data plane: HTTP and MQTT ingest through filter -> detector -> outbox, and the drain.
 target/release/edgeplane-bench edge
-# Edge failover: SIGKILL the runtime running a workload, until it takes readings elsewhere.
+# Edge failover: SIGKILL (then SIGSTOP) the runtime running a workload, until it takes
+# readings elsewhere.
 target/release/edgeplane-bench failover
 # Simulated nodes: heartbeats the leader sustains, and placements over 1,000 nodes.
 target/release/edgeplane-bench scale
@@ -93,6 +94,8 @@ awk '
         goal("leader_failover_ms_p99", "<=", 250, "leader killed -> first new commit, p99 ms [etcd ~1 s]")
         goal("placements_per_s", ">=", 10000, "placements/s over 1,000 nodes [Nomad C1M ~3,750]")
         goal("edge_failover_ms_p99", "<=", 1000, "edge killed -> workload elsewhere, p99 ms [Nomad ~20 s]")
+        goal("edge_partition_failover_ms_p99", "<=", 2000, "edge cut off (SIGSTOP) -> workload elsewhere, p99 ms")
+        goal("edge_failover_healthy_nodes_reported_down", "<=", 0, "healthy nodes reported Down in failover trials")
         goal("wasm_instantiate_us_p50", "<=", 3, "wasm instantiate p50 us [wasmtime ~5 us]")
         min = ""
         for (k in v) if (k ~ /^wasm_vs_native_ratio_/ && (min == "" || v[k] + 0 < min + 0)) min = v[k]

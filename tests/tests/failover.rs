@@ -212,3 +212,60 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
     assert_eq!(sorted.len(), arrived.len(), "no reading twice");
     assert_eq!(sorted, accepted, "exactly the accepted readings");
 }
+
+/// The Ready condition of an EdgeNode: (status, reason).
+async fn readiness(api: &Api, node: &str) -> Option<(String, String)> {
+    let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/edgenodes/{node}")).await.ok()?;
+    let conditions = reply.body.pointer("/status/conditions")?.as_array()?.clone();
+    let ready = conditions.into_iter().find(|c| c["type"] == "Ready")?;
+    Some((ready["status"].as_str()?.to_owned(), ready["reason"].as_str()?.to_owned()))
+}
+
+/// A node whose process died is Down as soon as the leader sees its heartbeat connection
+/// closed, without waiting out the silence a partition needs; a node that only fell silent
+/// (frozen with SIGSTOP: its connections stay open, as across a partition) still waits that
+/// out. Silence is set to take a minute here, so only the closed connection can explain a
+/// Down within the test's patience.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_edge_is_down_when_its_connection_closes_and_a_silent_one_waits_out_its_grace() {
+    let extra_args = ["--node-suspect-ms", "60000", "--node-grace-ms", "60000"].map(str::to_owned).to_vec();
+    let cluster = Cluster::start(ClusterSpec { size: 1, subnet: 91, extra_args, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let servers = [cluster.api_addr(leader)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dead = EdgeRuntime::start("dies", &servers, dir.path().join("dies"), &[]).await;
+    let silent = EdgeRuntime::start("falls-silent", &servers, dir.path().join("falls-silent"), &[]).await;
+    for edge in [&dead, &silent] {
+        eventually(
+            &format!("{} to be Ready", edge.name),
+            Duration::from_secs(30),
+            async || readiness(&api, &edge.name).await.filter(|(status, _)| status == "True"),
+            || cluster.all_logs(),
+        )
+        .await;
+    }
+
+    silent.signal(19); // SIGSTOP
+    let killed = Instant::now();
+    dead.kill();
+    let (status, reason) = eventually(
+        "the killed node to be reported Down",
+        Duration::from_secs(20),
+        async || readiness(&api, "dies").await.filter(|(status, _)| status == "False"),
+        || cluster.all_logs(),
+    )
+    .await;
+    assert_eq!(reason, "NodeDown", "{status} {reason}");
+    eprintln!("the killed node was reported Down {} ms after SIGKILL", killed.elapsed().as_millis());
+    // The frozen node, its connection open, stays Ready through silence that would have made
+    // it Down by default (1.5 s) and many times the 250 ms a closed connection is given.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed())).await;
+    let frozen = readiness(&api, "falls-silent").await;
+    silent.signal(18); // SIGCONT
+    assert_eq!(
+        frozen,
+        Some(("True".to_owned(), "Heartbeating".to_owned())),
+        "a node that is only silent must wait out --node-suspect-ms (a minute here)"
+    );
+}

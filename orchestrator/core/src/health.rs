@@ -6,6 +6,11 @@
 //! placed elsewhere once their Workload's `failurePolicy.lostAfterSeconds` has passed too).
 //! Silence is counted from the later of the last heartbeat and the moment the leader took
 //! over, so a new leader, which has heard nobody yet, gives every node a full grace period.
+//!
+//! Silence is all a partition leaves to go by. A node that died says more: the kernel closes
+//! its connections, and the leader sees its heartbeat connection end. Such a node is
+//! `Suspect` at once and `Down` once `down_after_disconnect` has passed without it being heard
+//! from (a live node that lost a connection heartbeats again on a new one within moments).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +21,9 @@ use serde::{Deserialize, Serialize};
 pub struct HealthPolicy {
     pub suspect_after_ms: u64,
     pub down_after_ms: u64,
+    /// For a node whose heartbeat connections all closed: how long after the last closed,
+    /// unheard from since, it is `Down`.
+    pub down_after_disconnect_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -67,14 +75,22 @@ impl Liveness {
     }
 
     /// Judges each node by its silence (ms since its last heartbeat, or since the leader took
-    /// over if later).
-    pub fn assess(silence_ms: &BTreeMap<String, u64>, policy: HealthPolicy) -> Liveness {
+    /// over if later) and, for those in `disconnected_ms`, by how long ago their last
+    /// heartbeat connection closed with nothing heard since.
+    pub fn assess(silence_ms: &BTreeMap<String, u64>, disconnected_ms: &BTreeMap<String, u64>, policy: HealthPolicy) -> Liveness {
         let mut liveness = Liveness::default();
         for (node, &silent) in silence_ms {
-            let health = if silent >= policy.down_after_ms {
-                liveness.down_for_ms.insert(node.clone(), silent - policy.down_after_ms);
+            let disconnected = disconnected_ms.get(node).copied();
+            // Down by whichever verdict came first; `down_for` counts from that moment.
+            let down_for =
+                [silent.checked_sub(policy.down_after_ms), disconnected.and_then(|ms| ms.checked_sub(policy.down_after_disconnect_ms))]
+                    .into_iter()
+                    .flatten()
+                    .max();
+            let health = if let Some(down_for) = down_for {
+                liveness.down_for_ms.insert(node.clone(), down_for);
                 Health::Down
-            } else if silent >= policy.suspect_after_ms {
+            } else if silent >= policy.suspect_after_ms || disconnected.is_some() {
                 Health::Suspect
             } else {
                 Health::Ready
@@ -117,16 +133,32 @@ impl Liveness {
 mod tests {
     use super::*;
 
+    const POLICY: HealthPolicy = HealthPolicy { suspect_after_ms: 1000, down_after_ms: 1500, down_after_disconnect_ms: 250 };
+
+    fn ms(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|&(n, ms)| (n.to_owned(), ms)).collect()
+    }
+
     #[test]
     fn silence_makes_suspects_then_down_nodes() {
-        let policy = HealthPolicy { suspect_after_ms: 1000, down_after_ms: 1500 };
-        let silence: BTreeMap<String, u64> =
-            [("a", 10), ("b", 1000), ("c", 1499), ("d", 1500), ("e", 4000)].into_iter().map(|(n, s)| (n.to_owned(), s)).collect();
-        let liveness = Liveness::assess(&silence, policy);
+        let silence = ms(&[("a", 10), ("b", 1000), ("c", 1499), ("d", 1500), ("e", 4000)]);
+        let liveness = Liveness::assess(&silence, &BTreeMap::new(), POLICY);
         let health: Vec<Health> = liveness.health.values().copied().collect();
         assert_eq!(health, [Health::Ready, Health::Suspect, Health::Suspect, Health::Down, Health::Down]);
         assert_eq!(liveness.down_for_ms, [("d".to_owned(), 0), ("e".to_owned(), 2500)].into());
         assert!(liveness.is_ready("a") && !liveness.is_ready("b") && !liveness.is_ready("unknown"));
         assert!(liveness.down_at_least("e", 2500) && !liveness.down_at_least("e", 2501) && !liveness.down_at_least("a", 0));
+    }
+
+    #[test]
+    fn a_closed_connection_makes_a_suspect_at_once_and_a_down_node_soon() {
+        // a: just closed; b: closed 250 ms ago; c: closed long ago, silent longer still (down
+        // since the earlier verdict); d: silent past the grace, connection still open.
+        let silence = ms(&[("a", 300), ("b", 260), ("c", 5000), ("d", 1600), ("e", 10)]);
+        let disconnected = ms(&[("a", 0), ("b", 250), ("c", 1000)]);
+        let liveness = Liveness::assess(&silence, &disconnected, POLICY);
+        let health: Vec<Health> = liveness.health.values().copied().collect();
+        assert_eq!(health, [Health::Suspect, Health::Down, Health::Down, Health::Down, Health::Ready]);
+        assert_eq!(liveness.down_for_ms, ms(&[("b", 0), ("c", 3500), ("d", 100)]));
     }
 }

@@ -80,6 +80,12 @@ pub struct Args {
     /// 1500.
     #[arg(long)]
     pub node_grace_ms: Option<u64>,
+    /// For a node whose heartbeat connections to the leader all closed (the kernel closes a
+    /// dead process's sockets; a partition closes nothing): how long after the close, unheard
+    /// from since, it is Down. It is Suspect from the close on. Default 250; a live node that
+    /// lost its connection heartbeats again on a new one well within that.
+    #[arg(long)]
+    pub node_disconnect_grace_ms: Option<u64>,
     /// Readings the cloud sink keeps (an opaque record counts as one); the oldest records
     /// are evicted beyond this. Default 1000000.
     #[arg(long, env = "EDGEPLANE_DATA_RETENTION_READINGS")]
@@ -131,6 +137,7 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     node_suspect_ms: Option<u64>,
     node_grace_ms: Option<u64>,
+    node_disconnect_grace_ms: Option<u64>,
     data_retention_readings: Option<u64>,
     backup_dir: Option<PathBuf>,
     backup_key: Option<PathBuf>,
@@ -222,6 +229,7 @@ impl Config {
         let max_connections_per_ip = args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(256);
         let node_suspect_ms = args.node_suspect_ms.or(file.node_suspect_ms).unwrap_or(1_000);
         let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(1_500);
+        let node_disconnect_grace_ms = args.node_disconnect_grace_ms.or(file.node_disconnect_grace_ms).unwrap_or(250);
         let data_retention_readings = args.data_retention_readings.or(file.data_retention_readings).unwrap_or(1_000_000);
 
         match id {
@@ -292,6 +300,10 @@ impl Config {
             errors
                 .push(format!("node-suspect-ms and node-grace-ms: need 1 <= suspect <= grace, got {node_suspect_ms} and {node_grace_ms}"));
         }
+        if node_disconnect_grace_ms > node_grace_ms {
+            errors
+                .push(format!("node-disconnect-grace-ms: must not exceed node-grace-ms ({node_grace_ms}), got {node_disconnect_grace_ms}"));
+        }
         if data_retention_readings == 0 {
             errors.push("data-retention-readings: must be >= 1".to_owned());
         }
@@ -324,7 +336,11 @@ impl Config {
             onnxruntime_lib,
             max_connections,
             max_connections_per_ip,
-            node_health: edgeplane_core::health::HealthPolicy { suspect_after_ms: node_suspect_ms, down_after_ms: node_grace_ms },
+            node_health: edgeplane_core::health::HealthPolicy {
+                suspect_after_ms: node_suspect_ms,
+                down_after_ms: node_grace_ms,
+                down_after_disconnect_ms: node_disconnect_grace_ms,
+            },
             data_retention_readings,
             backups,
         })

@@ -29,6 +29,8 @@ const GC_INTERVAL: Duration = Duration::from_secs(10);
 /// Runs the leader's loops until the process stops.
 pub async fn run(state: AppState) {
     let mut placement = Placement::default();
+    // The term this member led in at the last look.
+    let mut led_in = None;
     let mut last_gc = Instant::now();
     let mut ticker = tokio::time::interval(PLACEMENT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -36,11 +38,13 @@ pub async fn run(state: AppState) {
         ticker.tick().await;
         let Some(status) = state.node.status().await else { return };
         let leader = status.role == StateRole::Leader;
-        if leader != state.heartbeats.leading() {
-            state.heartbeats.set_leading(leader);
+        let term = leader.then_some(status.term);
+        if term != led_in {
+            led_in = term;
             state.scheduler_metrics.observe(None);
             placement = Placement::default();
         }
+        state.heartbeats.set_leading(term);
         if !leader {
             continue;
         }

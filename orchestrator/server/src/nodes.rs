@@ -10,10 +10,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use edgeplane_api::node::{FleetHeartbeats, Heartbeat, NodeLiveness};
 use edgeplane_api::StatusReason;
 use edgeplane_core::authz::Identity;
+use edgeplane_tls::serve::Connection;
 use raft::StateRole;
 
 use crate::app::AppState;
@@ -22,18 +23,30 @@ use crate::http::{body_error, cause, leader_hint, ApiError, MAX_BODY_BYTES};
 
 /// `POST /v1/nodes/{name}/heartbeat`. The route admits only node `name` itself, whose
 /// certificate the door checked against the store (every time: a revoked node is refused at
-/// its next heartbeat).
+/// its next heartbeat). The leader watches each connection heartbeats come on, to learn at
+/// once when a node's process dies (`heartbeats` module).
 pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    connection: Option<Extension<Connection>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let heartbeat: Heartbeat = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", e.to_string())]))?;
     if !state.heartbeats.leading() {
-        ensure_leader(&state).await?;
+        let term = ensure_leader(&state).await?;
+        state.heartbeats.set_leading(Some(term));
     }
-    state.heartbeats.record(&name, heartbeat);
+    let via = connection.map(|Extension(c)| c);
+    if state.heartbeats.record(&name, heartbeat, via.as_ref().map(|c| c.id)) {
+        if let Some(connection) = via {
+            let heartbeats = state.heartbeats.clone();
+            tokio::spawn(async move {
+                connection.closed().await;
+                heartbeats.connection_closed(&name, connection.id);
+            });
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -74,9 +87,10 @@ pub(crate) async fn fleet(State(state): State<AppState>, Authenticated(caller): 
     answer.json().map(Json).map_err(|e| unavailable(format!("the leader at {leader} answered what this member cannot read: {e}")))
 }
 
-async fn ensure_leader(state: &AppState) -> Result<(), ApiError> {
+/// This node's term if it leads; otherwise a 503 naming the leader.
+async fn ensure_leader(state: &AppState) -> Result<u64, ApiError> {
     match state.node.status().await {
-        Some(s) if s.role == StateRole::Leader => Ok(()),
+        Some(s) if s.role == StateRole::Leader => Ok(s.term),
         _ => Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, "heartbeats go to the leader")
             .leader_hint(leader_hint(state).await)),
     }

@@ -5,8 +5,9 @@
 //!   holding many connections open (a slow-loris attack) cannot starve the others.
 //! - The TLS handshake must finish within [`ServeLimits::handshake_timeout`], and a request's
 //!   headers must arrive within [`ServeLimits::header_read_timeout`] of its first byte.
-//! - Every request carries a [`Connection`] extension: the client's address and the
-//!   certificate it presented (verified by rustls against the cluster CA), if any.
+//! - Every request carries a [`Connection`] extension: the client's address, the
+//!   certificate it presented (verified by rustls against the cluster CA), if any, and a way
+//!   to learn when the connection closes ([`Connection::closed`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,9 +56,25 @@ impl Default for ServeLimits {
 /// What a request knows about the connection it came on.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// Unique among this server's connections.
+    pub id: u64,
     pub remote: SocketAddr,
     /// The client's certificate, verified against the cluster CA; `None` when it sent none.
     pub certificate: Option<Arc<PeerCertificate>>,
+    /// Never sent on: its sender lives as long as the connection is served, so its dropping
+    /// is the close.
+    open: watch::Receiver<()>,
+}
+
+impl Connection {
+    /// Completes once the connection is closed: by the client, by the kernel for a client
+    /// that died (its socket closed, so the next read sees the end or a reset), or by this
+    /// server. An idle keep-alive connection is read all along, so a peer's close is seen at
+    /// once; a peer cut off without a close (a partition) is not seen here at all.
+    pub async fn closed(&self) {
+        let mut open = self.open.clone();
+        while open.changed().await.is_ok() {}
+    }
 }
 
 /// Counts of what the server turned away, for metrics.
@@ -85,6 +102,7 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut next_id = 0u64;
     loop {
         while connections.try_join_next().is_some() {}
         let (tcp, remote) = tokio::select! {
@@ -105,6 +123,8 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
         let (acceptor, app, counters, stopping) = (acceptor.clone(), app.clone(), counters.clone(), stopping.clone());
         connections.spawn(async move {
             let _slot = slot;
@@ -128,7 +148,9 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| PeerCertificate::from_der(leaf).ok())
                 .map(Arc::new);
-            let connection = Connection { remote, certificate };
+            // Dropped when this task ends, whichever way the connection ends.
+            let (_open, open) = watch::channel(());
+            let connection = Connection { id, remote, certificate, open };
             let service = app.map_request(move |mut request: axum::http::Request<Incoming>| {
                 request.extensions_mut().insert(connection.clone());
                 request.extensions_mut().insert(ConnectInfo(remote));
