@@ -222,6 +222,9 @@ pub struct Engine {
     /// The state of the last snapshot a leader sent, decoded when it arrived (by its index):
     /// one that does not decode never reaches raft-rs.
     received_snapshot: Option<(u64, ClusterState)>,
+    /// The leader's connection closed and this node is its successor: it campaigns at the
+    /// next tick ([`Engine::peer_closed`]).
+    campaign_at_tick: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -264,7 +267,16 @@ impl Engine {
         };
         raft_config.validate().map_err(EngineError::Raft)?;
         let raw = RawNode::new(&raft_config, LogStore::new(log), logger).map_err(EngineError::Raft)?;
-        Ok(Engine { raw, state, config, pending, snapshot_in_flight: false, applied_bytes: 0, received_snapshot: None })
+        Ok(Engine {
+            raw,
+            state,
+            config,
+            pending,
+            snapshot_in_flight: false,
+            applied_bytes: 0,
+            received_snapshot: None,
+            campaign_at_tick: false,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -318,6 +330,14 @@ impl Engine {
 
     /// Advances logical time by one tick (elections, heartbeats).
     pub fn tick(&mut self) {
+        if std::mem::take(&mut self.campaign_at_tick) {
+            let raft = &self.raw.raft;
+            // Unless a leader was heard from meanwhile (the close was not a death).
+            if raft.state == StateRole::Follower && raft.leader_id == INVALID_ID && raft.promotable() {
+                // Fails only for a node that is not a voter, which `promotable` excluded.
+                let _ = self.raw.campaign();
+            }
+        }
         self.raw.tick();
     }
 
@@ -370,6 +390,30 @@ impl Engine {
     }
 
     /// Tells raft-rs that sending to a peer failed, so it backs off replicating to it.
+    /// The connection `peer` sends to this node on closed. The kernel closes a dead process's
+    /// sockets, so this usually means `peer` died; a partition closes nothing and still takes
+    /// an election timeout. If `peer` is the leader this node follows, it stops counting on
+    /// it: it forgets the leader, so that it grants votes at once instead of refusing them for
+    /// the rest of the leader's lease, and the lowest-numbered of the other voters campaigns at
+    /// its next tick instead of after an election timeout (one node, so that two candidates do
+    /// not split the vote; a tick later, so that the others have seen the close too and forgot
+    /// the leader, or they would refuse it).
+    ///
+    /// A close that was not a death costs nothing: the campaign starts with a pre-vote, which
+    /// the live leader and every follower still hearing from it refuse, and the leader's next
+    /// message makes this node its follower again. Safety does not depend on any of this.
+    pub fn peer_closed(&mut self, peer: u64) {
+        let raft = &mut self.raw.raft;
+        if raft.state != StateRole::Follower || raft.leader_id != peer {
+            return;
+        }
+        let term = raft.term;
+        raft.become_follower(term, INVALID_ID);
+        // Every member is a voter (this cluster has no learners).
+        let successor = raft.prs().iter().map(|(&id, _)| id).filter(|&id| id != peer).min();
+        self.campaign_at_tick = successor == Some(raft.id);
+    }
+
     pub fn report_unreachable(&mut self, peer: u64) {
         self.raw.report_unreachable(peer);
     }

@@ -418,6 +418,7 @@ impl Actor {
             PeerEvent::Snapshot(m, state) => drop(self.engine.step_snapshot(*m, *state)),
             PeerEvent::Unreachable(peer) => self.engine.report_unreachable(peer),
             PeerEvent::SnapshotSent { peer, delivered } => self.engine.report_snapshot(peer, delivered),
+            PeerEvent::Closed(peer) => self.engine.peer_closed(peer),
         }
     }
 

@@ -3,6 +3,11 @@
 //! Each node keeps one persistent outbound connection per peer, fed by a bounded queue and
 //! re-established with exponential backoff. A full queue drops the message: Raft tolerates
 //! loss and resends, while an unbounded queue behind a dead peer would only grow. A connection
+//! is watched while idle too (the peer never writes on it, so a read ends only with the
+//! connection): one closed under it, by a peer that restarted, is replaced at once, so the
+//! first message after the restart (a vote request, say) is not lost on a dead socket. The
+//! receiving side tells its node when a peer's connection closes ([`PeerEvent::Closed`]). A
+//! connection
 //! opens with a hello naming the cluster and the sender, so that nodes configured for
 //! different clusters refuse each other instead of mixing logs.
 //!
@@ -17,7 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
@@ -69,6 +74,9 @@ pub enum PeerEvent {
     Unreachable(u64),
     /// Whether a snapshot was written to this peer's connection.
     SnapshotSent { peer: u64, delivered: bool },
+    /// The connection this peer sends on closed (it ended, or failed to read): the peer may
+    /// have died.
+    Closed(u64),
 }
 
 /// Identifies a cluster by its membership, so misconfigured nodes cannot join the wrong one.
@@ -164,12 +172,20 @@ impl PeerLink {
                     continue;
                 }
             };
-            backoff = BACKOFF_MIN;
             self.metrics.peer_connects.inc();
             tracing::debug!(peer = self.id, addr = %self.addr, "connected to peer");
+            let connected = Instant::now();
             match self.stream_messages(stream, &mut queue).await {
                 Ok(()) => return, // the node shut down
                 Err(e) => tracing::debug!(peer = self.id, error = %e, "peer connection lost"),
+            }
+            // A connection that lived is replaced at once; one closed as soon as it opened (a
+            // peer refusing us) is retried with backoff, not in a spin.
+            if connected.elapsed() >= Duration::from_secs(1) {
+                backoff = BACKOFF_MIN;
+            } else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -182,9 +198,18 @@ impl PeerLink {
         w.write_u64(self.self_id).await?;
         w.flush().await?;
         let mut batch = Vec::with_capacity(256);
+        let mut nothing = [0u8; 1];
         loop {
-            if queue.recv_many(&mut batch, 256).await == 0 {
-                return Ok(());
+            // Both are cancel-safe: whichever loses the race has taken nothing.
+            tokio::select! {
+                received = queue.recv_many(&mut batch, 256) => if received == 0 {
+                    return Ok(());
+                },
+                read = w.get_mut().read(&mut nothing) => return Err(match read {
+                    Ok(0) => io::Error::new(io::ErrorKind::ConnectionReset, "the peer closed the connection"),
+                    Ok(_) => io::Error::new(io::ErrorKind::InvalidData, "the peer wrote on a connection only we write on"),
+                    Err(e) => e,
+                }),
             }
             let result = write_frames(&mut w, &batch, self.limits).await;
             if let Err(e) = result {
@@ -308,10 +333,22 @@ async fn read_peer(incoming: Incoming, cluster: u64, events: mpsc::Sender<PeerEv
             format!("a peer with the certificate of member {} claims to be member {from}", proven.unwrap_or_default()),
         ));
     }
+    let read = read_messages(&mut r, from, &events, limits).await;
+    if read.as_ref().is_err_and(|e| !matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::PermissionDenied)) {
+        // Ended or broke, not refused by us: tell the node, which acts if `from` led it.
+        let _ = events.send(PeerEvent::Closed(from)).await;
+    }
+    read
+}
+
+/// Reads `from`'s messages off an established connection until it ends (an error) or the
+/// node stops taking them (`Ok`).
+async fn read_messages(r: &mut BufReader<Stream>, from: u64, events: &mpsc::Sender<PeerEvent>, limits: TransportLimits) -> io::Result<()> {
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let mut buf = Vec::new();
     loop {
         let kind = r.read_u8().await?;
-        read_frame(&mut r, &mut buf, limits).await?;
+        read_frame(r, &mut buf, limits).await?;
         let message = match kind {
             MESSAGE => Message::parse_from_bytes(&buf).map_err(|e| invalid(e.to_string()))?,
             SNAPSHOT_BEGIN => {
@@ -329,7 +366,7 @@ async fn read_peer(incoming: Incoming, cluster: u64, events: mpsc::Sender<PeerEv
                     if r.read_u8().await? != SNAPSHOT_CHUNK {
                         return Err(invalid("a snapshot was interrupted by another frame".to_owned()));
                     }
-                    read_frame(&mut r, &mut buf, limits).await?;
+                    read_frame(r, &mut buf, limits).await?;
                     if buf.is_empty() {
                         return Err(invalid("an empty snapshot chunk".to_owned()));
                     }
@@ -388,6 +425,45 @@ mod tests {
 
     use super::*;
 
+    /// A peer that restarts closes the connection it was sent on; the sender replaces it at
+    /// once, with nothing queued, instead of finding it dead when a message (a vote request)
+    /// must go. And the receiving side tells its node when a sender's connection closes.
+    #[tokio::test]
+    async fn a_closed_connection_is_replaced_at_once_and_reported_by_the_receiver() {
+        let limits = TransportLimits::default();
+        let network = Network::plaintext();
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = peer.local_addr().expect("addr");
+        let cluster = cluster_id(&[(1, addr)]);
+        let (events, _received) = mpsc::channel(16);
+        let metrics = RaftMetrics::new(&mut Registry::default());
+        let _transport = Transport::start(2, cluster, [(1, addr)], network.clone(), events, metrics.clone(), limits);
+        let accept = async || tokio::time::timeout(Duration::from_secs(5), peer.accept()).await;
+        let (first, _) = accept().await.expect("the transport connects").expect("accepted");
+        drop(first);
+        let again = accept().await;
+        assert!(again.is_ok_and(|a| a.is_ok()), "the closed connection was not replaced while idle");
+
+        // The receiving side: a sender that goes away is reported.
+        let listener = network.bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cluster = cluster_id(&[(1, addr)]);
+        let (events, mut received) = mpsc::channel(16);
+        tokio::spawn(serve_peers(listener, cluster, events.clone(), limits, metrics.clone()));
+        let (sender_events, _sender_received) = mpsc::channel(16);
+        let sender = Transport::start(3, cluster, [(1, addr)], network, sender_events, metrics, limits);
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgHeartbeat);
+        message.from = 3;
+        message.to = 1;
+        sender.send(vec![message]);
+        let mut next =
+            async || tokio::time::timeout(Duration::from_secs(5), received.recv()).await.expect("an event in time").expect("open");
+        assert!(matches!(next().await, PeerEvent::Message(m) if m.from == 3), "the message arrives first");
+        drop(sender);
+        assert!(matches!(next().await, PeerEvent::Closed(3)), "the closed connection of member 3 is reported");
+    }
+
     /// A snapshot several times the frame limit crosses in chunks and arrives whole. Before
     /// chunking, a snapshot above the limit could never be sent, so a follower that needed
     /// one never caught up.
@@ -431,6 +507,7 @@ mod tests {
                 PeerEvent::Message(m) => panic!("a snapshot arrived as a plain message: {m:?}"),
                 PeerEvent::SnapshotSent { delivered: d, .. } => delivered = Some(d),
                 PeerEvent::Unreachable(peer) => panic!("peer {peer} reported unreachable"),
+                PeerEvent::Closed(peer) => panic!("peer {peer}'s connection closed"),
             }
         }
         assert_eq!(delivered, Some(true), "the sender reports the snapshot delivered");

@@ -212,6 +212,7 @@ impl Sim {
             880..=939 => self.read_random(),
             940..=954 => self.repartition(),
             955..=964 => self.crash_random(),
+            965..=974 => self.close_random_connection(),
             _ => self.restart_random(),
         }
         self.finish_snapshot_jobs(false);
@@ -348,8 +349,27 @@ impl Sim {
         self.crash(node);
     }
 
+    /// A connection closes although both ends live (a reset, a restart of the proxy between
+    /// them): the receiving node is told its peer's connection closed.
+    fn close_random_connection(&mut self) {
+        let up = self.up();
+        if up.len() < 2 {
+            return;
+        }
+        let node = up[self.rng.below(up.len())];
+        let peer = (node + 1 + self.rng.below(self.nodes.len() - 1)) % self.nodes.len();
+        self.nodes[node].engine.as_mut().expect("up").peer_closed(peer as u64 + 1);
+    }
+
     fn crash(&mut self, node: usize) {
         self.nodes[node].engine = None;
+        // The kernel closes the dead process's connections; each live peer sees its close, or
+        // now and then does not (a close lost with a partition).
+        for other in self.up() {
+            if self.rng.chance(900) {
+                self.nodes[other].engine.as_mut().expect("up").peer_closed(node as u64 + 1);
+            }
+        }
         self.stats.crashes += 1;
         // A job being built dies with its process.
         self.snapshot_jobs.retain(|(n, _)| *n != node);
@@ -557,10 +577,18 @@ impl Sim {
             self.process_all_ready(false);
             self.serve_reads_now();
             self.check_leaders();
-            if final_write.is_none() {
-                if let Some(l) = self.leader() {
-                    final_write = self.propose_at(l);
+            match final_write {
+                None => final_write = self.leader().and_then(|l| self.propose_at(l)),
+                // A proposal made to a leader that is deposed (one left over from a healed
+                // partition) is lost; its node proposes it again, as a real node does.
+                Some(id) if round % 60 == 59 => {
+                    if let Some((node, _, encoded, issued_at)) = self.proposals.get(&id).cloned() {
+                        if let Some(engine) = self.nodes[node].engine.as_mut() {
+                            let _ = engine.propose(id, issued_at, encoded);
+                        }
+                    }
                 }
+                Some(_) => {}
             }
             let done = final_write.is_some_and(|id| !self.proposals.contains_key(&id));
             if done && self.all_caught_up() {
@@ -677,4 +705,67 @@ fn a_seed_replays_exactly() {
     let a = run_seed(42, 3, FAULTY);
     let b = run_seed(42, 3, FAULTY);
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
+}
+
+/// Delivers every message and handles every Ready, without a tick.
+fn settle_without_ticks(sim: &mut Sim) {
+    sim.process_all_ready(false);
+    while !sim.network.is_empty() {
+        sim.deliver_one(false);
+        sim.process_all_ready(false);
+    }
+    sim.check_leaders();
+}
+
+const NO_FAULTS: Faults = Faults { drop: 0, duplicate: 0, crash_mid_ready: 0 };
+
+/// A leader that dies closes its connections; its followers elect a new leader a tick later,
+/// without waiting out an election timeout of 10 ticks.
+#[test]
+fn a_dead_leader_is_replaced_without_waiting_for_an_election_timeout() {
+    for size in [3, 5] {
+        let mut sim = Sim::new(7, size, NO_FAULTS);
+        sim.converge();
+        let old = sim.leader().expect("a leader after converging");
+        let old_term = sim.nodes[old].engine.as_ref().expect("up").status().term;
+        sim.nodes[old].engine = None;
+        for other in sim.up() {
+            sim.nodes[other].engine.as_mut().expect("up").peer_closed(old as u64 + 1);
+        }
+        // One tick each, where an election timeout is 10.
+        for other in sim.up() {
+            sim.nodes[other].engine.as_mut().expect("up").tick();
+        }
+        settle_without_ticks(&mut sim);
+        let new = sim.leader().unwrap_or_else(|| panic!("{size} nodes: no leader a tick after node {} died", old + 1));
+        assert_ne!(new, old);
+        assert_eq!(sim.nodes[new].engine.as_ref().expect("up").status().term, old_term + 1, "{size} nodes: one election, not several");
+        // And it commits.
+        sim.restart(old);
+        sim.converge();
+    }
+}
+
+/// A connection from a leader that lives closes: the follower's pre-vote is refused and the
+/// leader keeps leading in its term.
+#[test]
+fn a_closed_connection_from_a_live_leader_costs_no_election() {
+    let mut sim = Sim::new(11, 3, NO_FAULTS);
+    sim.converge();
+    let leader = sim.leader().expect("a leader after converging");
+    let term = sim.nodes[leader].engine.as_ref().expect("up").status().term;
+    for follower in sim.up().into_iter().filter(|&i| i != leader) {
+        sim.nodes[follower].engine.as_mut().expect("up").peer_closed(leader as u64 + 1);
+        settle_without_ticks(&mut sim);
+        // The leader's heartbeats bring the follower back.
+        for _ in 0..sim.config.heartbeat_ticks {
+            sim.nodes[leader].engine.as_mut().expect("up").tick();
+        }
+        settle_without_ticks(&mut sim);
+        assert_eq!(sim.leader(), Some(leader), "node {} lost leadership to a closed connection", leader + 1);
+        for node in sim.up() {
+            let status = sim.nodes[node].engine.as_ref().expect("up").status();
+            assert_eq!((status.term, status.leader_id), (term, Some(leader as u64 + 1)), "node {}", node + 1);
+        }
+    }
 }

@@ -68,7 +68,11 @@ async fn raft(args: &[String]) {
     let mut cluster = Cluster::start(spec).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
 
+    let term_before = cluster.api(leader).cluster().await.expect("cluster status").term;
     let (ours, mut lat) = write_load(&cluster, clients, Duration::from_secs(seconds)).await;
+    let term_after = cluster.api(cluster.wait_for_leader(Duration::from_secs(10)).await).cluster().await.expect("cluster status").term;
+    // A healthy cluster under load must not hold elections (check quorum, pre-vote).
+    bench("raft_elections_during_load", (term_after - term_before) as f64, "elections");
     lat.sort_by(f64::total_cmp);
     bench("raft_commits_per_s", ours, "writes/s");
     bench("raft_commit_p50_ms", percentile(&lat, 50.0), "ms");
