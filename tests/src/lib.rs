@@ -135,6 +135,17 @@ pub fn workload_wasm(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; build the workloads first: bash scripts/build-workloads.sh", path.display()))
 }
 
+/// The `Ready` condition of an EdgeNode as the API returns it, if it has one.
+pub fn ready_condition(node: &serde_json::Value) -> Option<&serde_json::Value> {
+    node.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Ready")
+}
+
+/// Sends `signal` to process `pid`. The workspace denies unsafe code, so through kill(1),
+/// not libc::kill.
+fn send_signal(pid: u32, signal: i32) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
 /// An edge-runtime process. Killed on drop.
 #[derive(Debug)]
 pub struct EdgeRuntime {
@@ -231,8 +242,7 @@ impl EdgeRuntime {
     /// (to the orchestrators, a node cut off by a partition), SIGCONT thaws it.
     pub fn signal(&self, signal: i32) {
         if let Some(pid) = self.pid() {
-            // The workspace denies unsafe code, so signal through kill(1), not libc::kill.
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+            send_signal(pid, signal);
         }
     }
 
@@ -768,8 +778,7 @@ impl Cluster {
     /// Sends a signal to a running node (e.g. SIGTERM for a graceful stop).
     pub fn signal(&self, id: u64, signal: i32) {
         if let Some(child) = &self.node(id).child {
-            // The workspace denies unsafe code, so signal through kill(1), not libc::kill.
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            send_signal(child.id(), signal);
         }
     }
 

@@ -200,12 +200,7 @@ async fn a_node_keeps_heartbeating_while_a_large_module_downloads_slowly_and_com
     let dir = tempfile::tempdir().expect("tempdir");
     let edge = EdgeRuntime::start("slow-edge", &[proxy.addr], dir.path().join("slow-edge"), &["--heartbeat-ms", "500"]).await;
     let node_path = "/apis/edgeplane.io/v1alpha1/edgenodes/slow-edge";
-    let ready = |node: &Value| {
-        node.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-            .map(|c| c["status"].clone())
-    };
+    let ready = |node: &Value| edgeplane_tests::ready_condition(node).map(|c| c["status"].clone());
     eventually(
         "the node to be Ready",
         Duration::from_secs(30),

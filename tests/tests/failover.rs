@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use edgeplane_api::data::Reading;
 use edgeplane_tests::{
-    cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, workload_wasm, Api, Cluster, ClusterSpec, EdgeRuntime,
+    cloud_readings, cloud_records, create_resource, eventually, ingest, push_module, ready_condition, workload_wasm, Api, Cluster,
+    ClusterSpec, EdgeRuntime,
 };
 use serde_json::{json, Value};
 
@@ -108,8 +109,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
         Duration::from_secs(20),
         async || {
             let reply = cluster.api(cluster.wait_for_leader(Duration::from_secs(5)).await).get(&node_path).await.ok()?;
-            let conditions = reply.body.pointer("/status/conditions")?.as_array()?.clone();
-            conditions.into_iter().find(|c| c["type"] == "Ready" && c["reason"] == "NodeDown")
+            ready_condition(&reply.body).filter(|c| c["reason"] == "NodeDown").cloned()
         },
         || cluster.all_logs(),
     )
@@ -216,8 +216,7 @@ async fn a_killed_edge_s_workload_moves_and_nothing_is_duplicated_or_lost() {
 /// The Ready condition of an EdgeNode: (status, reason).
 async fn readiness(api: &Api, node: &str) -> Option<(String, String)> {
     let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/edgenodes/{node}")).await.ok()?;
-    let conditions = reply.body.pointer("/status/conditions")?.as_array()?.clone();
-    let ready = conditions.into_iter().find(|c| c["type"] == "Ready")?;
+    let ready = ready_condition(&reply.body)?;
     Some((ready["status"].as_str()?.to_owned(), ready["reason"].as_str()?.to_owned()))
 }
 

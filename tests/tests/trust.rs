@@ -658,8 +658,8 @@ async fn certificates_renew_across_an_orchestrator_failover_and_revocation_is_im
     assert!((1..=3).contains(&renewals), "{renewals} renewals in one {ttl_s} s lifetime:\n{}", edge.log_tail());
     let survivor = (1..=3).find(|&id| id != leader).expect("a survivor");
     let reply = cluster.api(survivor).get("/apis/edgeplane.io/v1alpha1/edgenodes/renewer").await.expect("node");
-    let ready = reply.body["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned();
-    assert_eq!(ready.map(|c| c["status"].clone()), Some(json!("True")), "the node is not Ready: {}", reply.body);
+    let ready = edgeplane_tests::ready_condition(&reply.body).map(|c| c["status"].clone());
+    assert_eq!(ready, Some(json!("True")), "the node is not Ready: {}", reply.body);
 
     // Revocation: the node's certificate stops working at once, on every orchestrator.
     // The node renews every few seconds: read its key and certificate as one pair.

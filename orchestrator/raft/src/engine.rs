@@ -389,7 +389,6 @@ impl Engine {
         self.raw.read_index(context);
     }
 
-    /// Tells raft-rs that sending to a peer failed, so it backs off replicating to it.
     /// The connection `peer` sends to this node on closed. The kernel closes a dead process's
     /// sockets, so this usually means `peer` died; a partition closes nothing and still takes
     /// an election timeout. If `peer` is the leader this node follows, it stops counting on
@@ -414,6 +413,7 @@ impl Engine {
         self.campaign_at_tick = successor == Some(raft.id);
     }
 
+    /// Tells raft-rs that sending to a peer failed, so it backs off replicating to it.
     pub fn report_unreachable(&mut self, peer: u64) {
         self.raw.report_unreachable(peer);
     }

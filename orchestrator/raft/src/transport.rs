@@ -7,9 +7,8 @@
 //! connection): one closed under it, by a peer that restarted, is replaced at once, so the
 //! first message after the restart (a vote request, say) is not lost on a dead socket. The
 //! receiving side tells its node when a peer's connection closes ([`PeerEvent::Closed`]). A
-//! connection
-//! opens with a hello naming the cluster and the sender, so that nodes configured for
-//! different clusters refuse each other instead of mixing logs.
+//! connection opens with a hello naming the cluster and the sender, so that nodes configured
+//! for different clusters refuse each other instead of mixing logs.
 //!
 //! Frames are a 1-byte kind, a 4-byte big-endian length and the payload:
 //! - `MESSAGE`: a protobuf-encoded `eraftpb::Message`;

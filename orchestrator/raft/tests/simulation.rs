@@ -296,11 +296,19 @@ impl Sim {
             return;
         }
         let pick = self.rng.below(self.proposals.len());
-        let (id, (node, _, encoded, issued_at)) = self.proposals.iter().nth(pick).map(|(i, p)| (*i, p.clone())).expect("in range");
-        if let Some(engine) = self.nodes[node].engine.as_mut() {
-            let _ = engine.propose(id, issued_at, encoded);
+        let id = *self.proposals.keys().nth(pick).expect("in range");
+        if self.repropose(id) {
             self.stats.reproposals += 1;
         }
+    }
+
+    /// Has the node that took request `id` propose it again, under the same id; false if
+    /// that node is down.
+    fn repropose(&mut self, id: RequestId) -> bool {
+        let Some((node, _, encoded, issued_at)) = self.proposals.get(&id).cloned() else { return false };
+        let Some(engine) = self.nodes[node].engine.as_mut() else { return false };
+        let _ = engine.propose(id, issued_at, encoded);
+        true
     }
 
     fn read_random(&mut self) {
@@ -582,11 +590,7 @@ impl Sim {
                 // A proposal made to a leader that is deposed (one left over from a healed
                 // partition) is lost; its node proposes it again, as a real node does.
                 Some(id) if round % 60 == 59 => {
-                    if let Some((node, _, encoded, issued_at)) = self.proposals.get(&id).cloned() {
-                        if let Some(engine) = self.nodes[node].engine.as_mut() {
-                            let _ = engine.propose(id, issued_at, encoded);
-                        }
-                    }
+                    self.repropose(id);
                 }
                 Some(_) => {}
             }

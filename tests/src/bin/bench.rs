@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use edgeplane_api::data::{encode_batch, Reading};
 use edgeplane_tests::{
-    create_resource, ingest_encoded, push_module, workload_wasm, Api, Client, ClientOptions, Cluster, ClusterSpec, EdgeRuntime, Method,
-    Mosquitto, Request,
+    create_resource, ingest_encoded, push_module, ready_condition, workload_wasm, Api, Client, ClientOptions, Cluster, ClusterSpec,
+    EdgeRuntime, Method, Mosquitto, Request,
 };
 use serde_json::json;
 
@@ -851,8 +851,7 @@ async fn failover(args: &[String]) {
         for (i, edge) in edges.iter().enumerate().filter(|&(i, _)| i != victim) {
             let path = format!("/apis/edgeplane.io/v1alpha1/edgenodes/{}", edge.name);
             let reply = api.get(&path).await.expect("reads the EdgeNode");
-            let conditions = reply.body.pointer("/status/conditions").and_then(|c| c.as_array()).cloned().unwrap_or_default();
-            if conditions.iter().any(|c| c["type"] == "Ready" && c["reason"] == "NodeDown") {
+            if ready_condition(&reply.body).is_some_and(|c| c["reason"] == "NodeDown") {
                 eprintln!("trial {trial}: healthy node {i} ({}) is reported Down", edge.name);
                 healthy_reported_down += 1;
             }
