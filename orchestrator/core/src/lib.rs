@@ -401,9 +401,12 @@ impl ClusterState {
         self.objects.get(key)
     }
 
-    /// Objects of one kind, in key order; `namespace: None` lists every namespace.
+    /// Objects of one kind, in key order; `namespace: None` lists every namespace. Keys order
+    /// by kind, then namespace: the objects listed are one contiguous range, found in
+    /// O(log n) and walked without touching any other.
     pub fn list<'a>(&'a self, kind: &'a str, namespace: Option<&'a str>) -> impl Iterator<Item = (&'a ObjectKey, &'a StoredObject)> + 'a {
-        self.objects.iter().filter(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+        let first = ObjectKey::new(kind, namespace.unwrap_or_default(), "");
+        self.objects.range(first..).take_while(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
     }
 
     pub fn len(&self) -> usize {
@@ -627,19 +630,31 @@ mod tests {
     #[test]
     fn list_filters_by_kind_and_namespace_in_key_order() {
         let mut state = ClusterState::default();
-        let cmds = [("b", "ns1"), ("a", "ns1"), ("c", "ns2")];
-        for (i, (name, ns)) in cmds.iter().enumerate() {
-            let key = ObjectKey::new("thing", *ns, *name);
+        // Neighbours in key order on every side: kinds and namespaces that share a prefix,
+        // the cluster scope (""), an empty name.
+        let keys = [
+            ("thing", "ns1", "b"),
+            ("thing", "ns1", "a"),
+            ("thing", "ns1", ""),
+            ("thing", "ns2", "c"),
+            ("thing", "ns10", "d"),
+            ("thing", "ns", "e"),
+            ("thing", "", "f"),
+            ("thin", "ns1", "x"),
+            ("things", "ns1", "y"),
+            ("other", "ns1", "z"),
+        ];
+        for (i, (kind, ns, name)) in keys.into_iter().enumerate() {
+            let key = ObjectKey::new(kind, ns, name);
             state.apply_entry(i as u64 + 1, &Command::Put { key, value: json!(i), precondition: Precondition::None }.encode(), None);
         }
-        state.apply_entry(
-            4,
-            &Command::Put { key: ObjectKey::new("other", "ns1", "z"), value: json!(0), precondition: Precondition::None }.encode(),
-            None,
-        );
-        let names: Vec<_> = state.list("thing", Some("ns1")).map(|(k, _)| k.name.as_str()).collect();
-        assert_eq!(names, ["a", "b"]);
-        assert_eq!(state.list("thing", None).count(), 3);
+        let names = |kind, ns| state.list(kind, ns).map(|(k, _)| k.name.as_str()).collect::<Vec<_>>();
+        assert_eq!(names("thing", Some("ns1")), ["", "a", "b"]);
+        assert_eq!(names("thing", Some("")), ["f"]);
+        assert_eq!(names("thing", None), ["f", "e", "", "a", "b", "d", "c"]);
+        assert_eq!(names("thin", None), ["x"]);
+        assert_eq!(names("things", Some("ns1")), ["y"]);
+        assert!(names("thing", Some("ns3")).is_empty() && names("nothing", None).is_empty());
     }
 
     #[test]

@@ -336,7 +336,7 @@ pub async fn node_caller(app: &AppState, name: &str, serial: &str) -> Result<Nod
     let valid = |state: &ClusterState| {
         state
             .get(&key)
-            .and_then(|o| serde_json::from_value::<NodeCredential>(serde_json::Value::clone(&o.value)).ok())
+            .and_then(|o| NodeCredential::deserialize(&*o.value).ok())
             .filter(|c| c.serials.iter().any(|s| s == serial))
             .filter(|_| state.get(&node).is_some())
     };
@@ -351,7 +351,7 @@ pub async fn node_caller(app: &AppState, name: &str, serial: &str) -> Result<Nod
 fn service_account(state: &ClusterState, id: &str, secret: &str) -> Result<Caller, ApiError> {
     let stored = state
         .get(&ObjectKey::new(SERVICE_ACCOUNT_TOKENS, "", id.to_owned()))
-        .and_then(|o| serde_json::from_value::<StoredServiceAccountToken>(serde_json::Value::clone(&o.value)).ok())
+        .and_then(|o| StoredServiceAccountToken::deserialize(&*o.value).ok())
         .filter(|t| constant_time_eq(t.secret_sha256.as_bytes(), sha256_hex(secret.as_bytes()).as_bytes()))
         .ok_or_else(|| unauthorized("the token is not valid (revoked, replaced, or never issued)"))?;
     let account = state.get(&ObjectKey::new("serviceaccounts", stored.namespace.clone(), stored.name.clone()));
