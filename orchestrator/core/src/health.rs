@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+/// How finely planning tells down durations apart: whole seconds, the unit of a Workload's
+/// `failurePolicy.lostAfterSeconds`.
+pub const DOWN_FOR_RESOLUTION_MS: u64 = 1000;
+
 /// When silence becomes suspicion, and suspicion a verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
@@ -24,6 +28,27 @@ pub struct HealthPolicy {
     /// For a node whose heartbeat connections all closed: how long after the last closed,
     /// unheard from since, it is `Down`.
     pub down_after_disconnect_ms: u64,
+}
+
+impl HealthPolicy {
+    /// One node's health, from its silence and, if all its heartbeat connections closed with
+    /// nothing heard since, how long ago the last one closed. A `Down` node comes with how
+    /// long it has been down: since whichever verdict came first.
+    pub fn judge(&self, silent_ms: u64, disconnected_ms: Option<u64>) -> (Health, Option<u64>) {
+        let down_for =
+            [silent_ms.checked_sub(self.down_after_ms), disconnected_ms.and_then(|ms| ms.checked_sub(self.down_after_disconnect_ms))]
+                .into_iter()
+                .flatten()
+                .max();
+        let health = if down_for.is_some() {
+            Health::Down
+        } else if silent_ms >= self.suspect_after_ms || disconnected_ms.is_some() {
+            Health::Suspect
+        } else {
+            Health::Ready
+        };
+        (health, down_for)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -80,21 +105,10 @@ impl Liveness {
     pub fn assess(silence_ms: &BTreeMap<String, u64>, disconnected_ms: &BTreeMap<String, u64>, policy: HealthPolicy) -> Liveness {
         let mut liveness = Liveness::default();
         for (node, &silent) in silence_ms {
-            let disconnected = disconnected_ms.get(node).copied();
-            // Down by whichever verdict came first; `down_for` counts from that moment.
-            let down_for =
-                [silent.checked_sub(policy.down_after_ms), disconnected.and_then(|ms| ms.checked_sub(policy.down_after_disconnect_ms))]
-                    .into_iter()
-                    .flatten()
-                    .max();
-            let health = if let Some(down_for) = down_for {
+            let (health, down_for) = policy.judge(silent, disconnected_ms.get(node).copied());
+            if let Some(down_for) = down_for {
                 liveness.down_for_ms.insert(node.clone(), down_for);
-                Health::Down
-            } else if silent >= policy.suspect_after_ms || disconnected.is_some() {
-                Health::Suspect
-            } else {
-                Health::Ready
-            };
+            }
             liveness.health.insert(node.clone(), health);
         }
         liveness
@@ -110,7 +124,7 @@ impl Liveness {
         applied_index.hash(&mut h);
         self.health.hash(&mut h);
         for (node, ms) in &self.down_for_ms {
-            (node, ms / 1000).hash(&mut h);
+            (node, ms / DOWN_FOR_RESOLUTION_MS).hash(&mut h);
         }
         self.crash_looping.hash(&mut h);
         self.running.hash(&mut h);

@@ -6,6 +6,12 @@
 //! connection has closed (the kernel closes a dead process's sockets) and that has not been
 //! heard from since is judged on that, without waiting out the silence a partition needs.
 //!
+//! The placement loop looks every 100 ms, but most looks find nothing new: each node's verdict
+//! is kept beside its heartbeat, and [`Heartbeats::look`] recomputes the verdicts in one pass
+//! that allocates nothing. Only when a verdict or an instance report changed does the loop
+//! pay for the full [`Heartbeats::observe`] (maps of every node, sorted), and otherwise once a
+//! second. That keeps the leader's cost per heartbeat flat as the fleet grows.
+//!
 //! The locks here are held for map operations only, never across an await or IO (the
 //! mini-redis pattern): a heartbeat costs one short critical section.
 
@@ -15,12 +21,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use edgeplane_api::node::{Heartbeat, InstancePhase, NodeFigures, NodeLiveness};
-use edgeplane_core::health::{HealthPolicy, Liveness};
+use edgeplane_core::health::{Health, HealthPolicy, Liveness, DOWN_FOR_RESOLUTION_MS};
 use edgeplane_core::ClusterState;
 
 #[derive(Debug)]
 pub struct Heartbeats {
-    nodes: Mutex<HashMap<String, NodeRecord>>,
+    memory: Mutex<Memory>,
     /// The term this node leads in and since when (silence is counted from then at the
     /// earliest); `None` while it does not lead.
     leadership: Mutex<(Option<u64>, Instant)>,
@@ -31,8 +37,28 @@ pub struct Heartbeats {
 
 impl Default for Heartbeats {
     fn default() -> Self {
-        Heartbeats { nodes: Mutex::default(), leadership: Mutex::new((None, Instant::now())), leading: AtomicBool::new(false) }
+        Heartbeats { memory: Mutex::default(), leadership: Mutex::new((None, Instant::now())), leading: AtomicBool::new(false) }
     }
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    nodes: HashMap<String, NodeRecord>,
+    /// Whether a node was first heard from, or reported different instances, since the last
+    /// [`Heartbeats::look`].
+    reports_changed: bool,
+    /// The verdict on registered nodes never heard from (silent since leadership began), at
+    /// the last look.
+    unheard: Option<Verdict>,
+}
+
+/// A node's health as planning tells it apart: for a `Down` node, with the whole seconds it
+/// has been down (what the [`Liveness::fingerprint`] counts).
+type Verdict = (Health, Option<u64>);
+
+fn verdict(policy: &HealthPolicy, silent_ms: u64, disconnected_ms: Option<u64>) -> Verdict {
+    let (health, down_for_ms) = policy.judge(silent_ms, disconnected_ms);
+    (health, down_for_ms.map(|ms| ms / DOWN_FOR_RESOLUTION_MS))
 }
 
 #[derive(Debug)]
@@ -45,6 +71,8 @@ struct NodeRecord {
     connections: Vec<u64>,
     /// When the last of `connections` closed, if no heartbeat came since.
     disconnected_at: Option<Instant>,
+    /// The verdict at the last look; `None` before the first.
+    verdict: Option<Verdict>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,13 +103,25 @@ impl Heartbeats {
     /// [`Heartbeats::connection_closed`] once it closes.
     pub fn record(&self, name: &str, heartbeat: Heartbeat, via: Option<u64>) -> bool {
         let now = Instant::now();
-        let mut nodes = lock(&self.nodes);
-        let record = nodes.entry(name.to_owned()).or_insert_with(|| NodeRecord {
-            at: now,
-            heartbeat: Heartbeat::default(),
-            connections: Vec::new(),
-            disconnected_at: None,
-        });
+        let mut memory = lock(&self.memory);
+        let memory = &mut *memory;
+        // A lookup by `&str` first: the name is allocated only for a node heard the first time.
+        let record = match memory.nodes.get_mut(name) {
+            Some(record) => {
+                memory.reports_changed |= record.heartbeat.instances != heartbeat.instances;
+                record
+            }
+            None => {
+                memory.reports_changed = true;
+                memory.nodes.entry(name.to_owned()).or_insert_with(|| NodeRecord {
+                    at: now,
+                    heartbeat: Heartbeat::default(),
+                    connections: Vec::new(),
+                    disconnected_at: None,
+                    verdict: None,
+                })
+            }
+        };
         record.at = now;
         record.heartbeat = heartbeat;
         record.disconnected_at = None;
@@ -97,9 +137,9 @@ impl Heartbeats {
     /// Connection `id`, which carried heartbeats of node `name`, closed. If it was the
     /// node's last, the node counts as disconnected until it is heard from again.
     pub fn connection_closed(&self, name: &str, id: u64) {
-        let mut nodes = lock(&self.nodes);
+        let mut memory = lock(&self.memory);
         // Gone if leadership changed meanwhile: that memory was cleared, this is stale.
-        let Some(record) = nodes.get_mut(name) else { return };
+        let Some(record) = memory.nodes.get_mut(name) else { return };
         let before = record.connections.len();
         record.connections.retain(|&c| c != id);
         if before > 0 && record.connections.is_empty() {
@@ -108,10 +148,32 @@ impl Heartbeats {
         }
     }
 
+    /// Whether anything planning depends on changed since the last look: a node's verdict
+    /// (its health, or the whole seconds it has been down), that of the nodes never heard
+    /// from, or what the instances report. One pass over the nodes that allocates nothing;
+    /// CPU figures alone count as no change (they only break ties).
+    pub fn look(&self, policy: &HealthPolicy) -> bool {
+        let since_leading = lock(&self.leadership).1.elapsed();
+        let mut memory = lock(&self.memory);
+        let memory = &mut *memory;
+        let mut changed = std::mem::take(&mut memory.reports_changed);
+        for record in memory.nodes.values_mut() {
+            let silent = record.at.elapsed().min(since_leading).as_millis() as u64;
+            let now = Some(verdict(policy, silent, record.disconnected_at.map(|at| at.elapsed().as_millis() as u64)));
+            changed |= record.verdict != now;
+            record.verdict = now;
+        }
+        let unheard = Some(verdict(policy, since_leading.as_millis() as u64, None));
+        changed |= memory.unheard != unheard;
+        memory.unheard = unheard;
+        changed
+    }
+
     /// What the instances report and how long each node has been silent.
     pub fn observe(&self) -> Observed {
         let since_leading = lock(&self.leadership).1.elapsed();
-        let nodes = lock(&self.nodes);
+        let memory = lock(&self.memory);
+        let nodes = &memory.nodes;
         let silence = nodes.iter().map(|(n, r)| (n.clone(), r.at.elapsed().min(since_leading).as_millis() as u64)).collect();
         let disconnected =
             nodes.iter().filter_map(|(n, r)| r.disconnected_at.map(|at| (n.clone(), at.elapsed().as_millis() as u64))).collect();
@@ -132,7 +194,7 @@ impl Heartbeats {
     }
 
     pub fn get(&self, name: &str) -> Option<NodeLiveness> {
-        lock(&self.nodes).get(name).map(|r| NodeLiveness {
+        lock(&self.memory).nodes.get(name).map(|r| NodeLiveness {
             name: name.to_owned(),
             age_ms: r.at.elapsed().as_millis() as u64,
             heartbeat: r.heartbeat.clone(),
@@ -141,8 +203,9 @@ impl Heartbeats {
 
     /// Every node's last heartbeat figures, by name.
     pub fn figures(&self) -> Vec<NodeFigures> {
-        let nodes = lock(&self.nodes);
-        let mut figures: Vec<NodeFigures> = nodes
+        let memory = lock(&self.memory);
+        let mut figures: Vec<NodeFigures> = memory
+            .nodes
             .iter()
             .map(|(name, r)| NodeFigures {
                 name: name.clone(),
@@ -151,7 +214,7 @@ impl Heartbeats {
                 data: r.heartbeat.data.clone(),
             })
             .collect();
-        drop(nodes);
+        drop(memory);
         figures.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         figures
     }
@@ -165,7 +228,7 @@ impl Heartbeats {
     pub fn set_leading(&self, term: Option<u64>) {
         let mut leadership = lock(&self.leadership);
         if leadership.0 != term {
-            lock(&self.nodes).clear();
+            *lock(&self.memory) = Memory::default();
             *leadership = (term, Instant::now());
             self.leading.store(term.is_some(), Ordering::Relaxed);
         }

@@ -1,4 +1,5 @@
-//! The leader's control loops: placement (every 100 ms), and collection of module blobs
+//! The leader's control loops: placement (every 100 ms, and at once after a plan that left
+//! replicas for the next), and collection of module blobs
 //! nothing refers to, of expired bootstrap tokens and of expired Events (every 10 s).
 //!
 //! They run on every orchestrator but act only while it leads. Each turn reads a copy of the
@@ -34,8 +35,12 @@ pub async fn run(state: AppState) {
     let mut last_gc = Instant::now();
     let mut ticker = tokio::time::interval(PLACEMENT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set when a plan left replicas for the next: that one is made at once, not a tick later.
+    let mut again = false;
     loop {
-        ticker.tick().await;
+        if !std::mem::take(&mut again) {
+            ticker.tick().await;
+        }
         let Some(status) = state.node.status().await else { return };
         let leader = status.role == StateRole::Leader;
         let term = leader.then_some(status.term);
@@ -48,7 +53,7 @@ pub async fn run(state: AppState) {
         if !leader {
             continue;
         }
-        placement.turn(&state).await;
+        again = placement.turn(&state).await;
         if last_gc.elapsed() >= GC_INTERVAL {
             last_gc = Instant::now();
             collect_blobs(&state).await;
@@ -62,26 +67,44 @@ pub async fn run(state: AppState) {
 #[derive(Default)]
 struct Placement {
     last_unplaced: Vec<Unplaced>,
-    /// The fingerprint of the last inputs that planned nothing, and when.
-    idle: Option<(u64, Instant)>,
+    /// The last plan that had nothing to do.
+    idle: Option<Idle>,
+}
+
+struct Idle {
+    /// Of the inputs it was planned from.
+    fingerprint: u64,
+    /// The applied index of the state it was planned from.
+    applied_index: u64,
+    at: Instant,
 }
 
 impl Placement {
-    async fn turn(&mut self, state: &AppState) {
-        let observed = state.heartbeats.observe();
+    /// One look and, if anything may have changed, one plan. Returns whether a plan was
+    /// applied that left replicas for the next (which may then come at once).
+    async fn turn(&mut self, state: &AppState) -> bool {
         let policy = state.config.node_health;
         let snapshot = match state.node.read(Consistency::Stale).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "placement: cannot read the state");
-                return;
+                return false;
             }
         };
         // Planning what was planned last time with nothing to do would find nothing again;
-        // at least once a second it plans anyway.
-        let skip = self.idle.filter(|(_, at)| at.elapsed() < REPLAN_AT_LEAST_EVERY).map(|(fingerprint, _)| fingerprint);
+        // at least once a second it plans anyway. When neither the state nor any verdict or
+        // report changed since, even the look at every node is spared (the cheap pass of
+        // `look` tells).
+        let recent_idle = self.idle.as_ref().filter(|idle| idle.at.elapsed() < REPLAN_AT_LEAST_EVERY);
+        let heartbeats_changed = state.heartbeats.look(&policy);
+        if !heartbeats_changed && recent_idle.is_some_and(|idle| idle.applied_index == snapshot.applied_index()) {
+            return false;
+        }
+        let skip = recent_idle.map(|idle| idle.fingerprint);
+        let observed = state.heartbeats.observe();
         let now = rfc3339_now();
         let unix_ms = unix_ms_now();
+        let applied_index = snapshot.applied_index();
         let turn = tokio::task::spawn_blocking(move || {
             let (liveness, silence) = observed.liveness(&snapshot, policy);
             let nodes = liveness.health.iter().map(|(n, &h)| (n.clone(), (h, silence.get(n).copied().unwrap_or(0)))).collect();
@@ -98,13 +121,13 @@ impl Placement {
             Ok(turn) => turn,
             Err(e) => {
                 tracing::error!(error = %e, "placement: the planner failed");
-                return;
+                return false;
             }
         };
         let metrics = &state.scheduler_metrics;
         let plan = planned.map(|(fingerprint, plan, took)| {
             metrics.plan_seconds.observe(took.as_secs_f64());
-            self.idle = plan.commands.is_empty().then(|| (fingerprint, Instant::now()));
+            self.idle = plan.commands.is_empty().then(|| Idle { fingerprint, applied_index, at: Instant::now() });
             if plan.unplaced != self.last_unplaced {
                 for u in &plan.unplaced {
                     tracing::info!(workload = %u.workload, missing = u.missing, "placement: {}", u.reason);
@@ -118,18 +141,22 @@ impl Placement {
             pending_replicas: self.last_unplaced.iter().map(|u| u64::from(u.missing)).sum(),
             unplaced_workloads: self.last_unplaced.len() as u64,
         }));
-        let Some(plan) = plan else { return };
+        let Some(plan) = plan else { return false };
         if plan.commands.is_empty() {
-            return;
+            return false;
         }
         let writes = plan.commands.len();
         match state.node.write(Command::Transaction(plan.commands)).await {
             Ok(_) => {
                 metrics.placed(&plan.placements);
-                tracing::info!(writes, "placement: applied");
+                tracing::info!(writes, deferred = plan.deferred, "placement: applied");
+                plan.deferred > 0
             }
             // A precondition failed (the state moved on) or no quorum: plan again next tick.
-            Err(e) => tracing::debug!(error = %e, "placement: not applied"),
+            Err(e) => {
+                tracing::debug!(error = %e, "placement: not applied");
+                false
+            }
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct Plan {
     pub unplaced: Vec<Unplaced>,
     /// Replicas this plan places, by why (for `edgeplane_scheduler_placements_total`).
     pub placements: BTreeMap<PlacementReason, u32>,
+    /// Replicas left for the next plan because this one spent its placement budget
+    /// ([`PLACEMENTS_PER_PLAN`]): once this plan is applied, planning again places more.
+    pub deferred: u32,
 }
 
 /// Why a replica is placed: a slot no replica fills, a replica moved off a node that is down

@@ -273,3 +273,21 @@ fn a_plan_from_a_stale_state_is_refused_whole() {
     assert!(w.apply(Command::Transaction(second.commands)).is_err(), "the duplicate plan must not place twice");
     assert_eq!(w.assignments().len(), 1);
 }
+
+#[test]
+fn a_plan_that_spends_its_placement_budget_says_how_many_replicas_wait_for_the_next() {
+    let mut w = World::new();
+    for i in 0..300 {
+        let mut n = node(&format!("n{i:03}"), &["temp"], 8);
+        n["spec"]["capacity"]["memoryMib"] = json!(1000);
+        w.create("edgenodes", "", n);
+    }
+    let replicas = PLACEMENTS_PER_PLAN + 5;
+    w.create("workloads", "f", workload("filter", i64::from(replicas), "temp"));
+    let live = Liveness::ready((0..300).map(|i| format!("n{i:03}")));
+    let first = plan(&w.state, &live, NOW);
+    assert_eq!((first.placements.values().sum::<u32>(), first.deferred), (PLACEMENTS_PER_PLAN, 5));
+    w.apply(Command::Transaction(first.commands)).expect("applies");
+    let second = plan(&w.state, &live, NOW);
+    assert_eq!((second.placements.values().sum::<u32>(), second.deferred), (5, 0));
+}

@@ -9,7 +9,7 @@ use edgeplane_api::resources::{
 };
 
 use super::assignment::{generation_of, typed, Existing};
-use super::nodes::{self, choose, explain, fits, why_not, Want};
+use super::nodes::{self, choose, explain, fits, why_not, Ranking, Want};
 use super::{rollout, status, PlacementReason, Planning, Unplaced};
 use crate::events::{EventType, Regarding};
 use crate::{trust, ClusterState, ObjectKey, StoredObject};
@@ -236,14 +236,23 @@ fn place_missing(
     let live = p.live;
     let mut placed = Placed { missing: 0, deferred: 0, placed_now: 0, reason: None };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    // Made at the first replica to place: most plans place none.
+    let mut ranking: Option<Option<Ranking>> = None;
     for slot in wanted.iter().filter(|s| !filled.contains(*s)) {
         if p.placement_budget == 0 {
             placed.deferred += 1;
+            p.plan.deferred += 1;
             continue;
         }
         let chosen = match slot {
             Slot::Node(node) => (live.is_ready(node) && fits(&p.nodes[node], template)).then(|| node.clone()),
-            Slot::Replica(_) => choose(&p.nodes, matching, want, avoid.get(slot).map(String::as_str)),
+            Slot::Replica(_) => {
+                let avoid = avoid.get(slot).map(String::as_str);
+                match ranking.get_or_insert_with(|| Ranking::new(&p.nodes, matching, want)) {
+                    Some(ranking) => ranking.choose(&p.nodes, want, avoid),
+                    None => choose(&p.nodes, matching, want, avoid),
+                }
+            }
         };
         let Some(node_name) = chosen else {
             placed.missing += 1;
