@@ -20,10 +20,13 @@ use crate::app::AppState;
 use crate::http::{rfc3339_now, unix_ms_now};
 use crate::metrics::LeaderView;
 
-/// How often the leader plans placements.
+/// How often the leader looks at the heartbeats and plans placements if anything changed.
 const PLACEMENT_INTERVAL: Duration = Duration::from_millis(100);
-/// Plans are made at least this often even when nothing they depend on changed.
-const REPLAN_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+/// The heartbeats are looked at in full (and the node metrics renewed) at least this often.
+const LOOK_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+/// Plans are made at least this often even when nothing they depend on changed and no
+/// rollout waits on the clock: a safety net, since the planner's inputs are fingerprinted.
+const REPLAN_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 /// How often the leader collects module blobs nothing refers to.
 const GC_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -67,6 +70,8 @@ pub async fn run(state: AppState) {
 #[derive(Default)]
 struct Placement {
     last_unplaced: Vec<Unplaced>,
+    /// When the heartbeats were last looked at in full, and the applied index then.
+    last_look: Option<(Instant, u64)>,
     /// The last plan that had nothing to do.
     idle: Option<Idle>,
 }
@@ -74,9 +79,9 @@ struct Placement {
 struct Idle {
     /// Of the inputs it was planned from.
     fingerprint: u64,
-    /// The applied index of the state it was planned from.
-    applied_index: u64,
     at: Instant,
+    /// When the clock alone may change what planning finds ([`placement::Plan::revisit_at_ms`]).
+    revisit_at_ms: Option<u64>,
 }
 
 impl Placement {
@@ -91,20 +96,25 @@ impl Placement {
                 return false;
             }
         };
-        // Planning what was planned last time with nothing to do would find nothing again;
-        // at least once a second it plans anyway. When neither the state nor any verdict or
-        // report changed since, even the look at every node is spared (the cheap pass of
-        // `look` tells).
-        let recent_idle = self.idle.as_ref().filter(|idle| idle.at.elapsed() < REPLAN_AT_LEAST_EVERY);
+        // When neither the state nor any node's verdict or instance report changed since the
+        // last full look (the cheap pass of `look` tells), the turn ends here.
+        let applied_index = snapshot.applied_index();
         let heartbeats_changed = state.heartbeats.look(&policy);
-        if !heartbeats_changed && recent_idle.is_some_and(|idle| idle.applied_index == snapshot.applied_index()) {
+        let looked_recently = self.last_look.is_some_and(|(at, index)| index == applied_index && at.elapsed() < LOOK_AT_LEAST_EVERY);
+        if !heartbeats_changed && looked_recently {
             return false;
         }
-        let skip = recent_idle.map(|idle| idle.fingerprint);
-        let observed = state.heartbeats.observe();
+        self.last_look = Some((Instant::now(), applied_index));
         let now = rfc3339_now();
         let unix_ms = unix_ms_now();
-        let applied_index = snapshot.applied_index();
+        // Planning what was planned last time with nothing to do would find nothing again,
+        // unless the clock moved past what a rollout waits for.
+        let skip = self
+            .idle
+            .as_ref()
+            .filter(|idle| idle.at.elapsed() < REPLAN_AT_LEAST_EVERY && idle.revisit_at_ms.is_none_or(|at| unix_ms < at))
+            .map(|idle| idle.fingerprint);
+        let observed = state.heartbeats.observe();
         let turn = tokio::task::spawn_blocking(move || {
             let (liveness, silence) = observed.liveness(&snapshot, policy);
             let nodes = liveness.health.iter().map(|(n, &h)| (n.clone(), (h, silence.get(n).copied().unwrap_or(0)))).collect();
@@ -127,7 +137,7 @@ impl Placement {
         let metrics = &state.scheduler_metrics;
         let plan = planned.map(|(fingerprint, plan, took)| {
             metrics.plan_seconds.observe(took.as_secs_f64());
-            self.idle = plan.commands.is_empty().then(|| Idle { fingerprint, applied_index, at: Instant::now() });
+            self.idle = plan.commands.is_empty().then(|| Idle { fingerprint, at: Instant::now(), revisit_at_ms: plan.revisit_at_ms });
             if plan.unplaced != self.last_unplaced {
                 for u in &plan.unplaced {
                     tracing::info!(workload = %u.workload, missing = u.missing, "placement: {}", u.reason);
@@ -145,6 +155,8 @@ impl Placement {
         if plan.commands.is_empty() {
             return false;
         }
+        // Whatever becomes of these writes, the next turn looks and plans again.
+        self.last_look = None;
         let writes = plan.commands.len();
         match state.node.write(Command::Transaction(plan.commands)).await {
             Ok(_) => {

@@ -61,6 +61,10 @@ pub struct Plan {
     /// Replicas left for the next plan because this one spent its placement budget
     /// ([`PLACEMENTS_PER_PLAN`]): once this plan is applied, planning again places more.
     pub deferred: u32,
+    /// The earliest time (Unix ms) at which planning again on the same state and liveness
+    /// may plan something else: a rollout's health gate ending. The clock is the planner's
+    /// only input besides those two; `None` when nothing waits on it.
+    pub revisit_at_ms: Option<u64>,
 }
 
 /// Why a replica is placed: a slot no replica fills, a replica moved off a node that is down

@@ -46,6 +46,9 @@ struct Progress {
     /// When the scheduler last updated replicas of this revision.
     step_started: u64,
     failure: Option<Failure>,
+    /// While a rollout waits out its health gate: when the gate ends, the moment a replica
+    /// not yet Running becomes a failure with nothing else changed.
+    gate_ends_at_ms: Option<u64>,
 }
 
 /// Rolls the template over the replicas `outdated` still lack (`settled` have it).
@@ -54,6 +57,9 @@ pub(super) fn roll_out(w: &Subject<'_>, settled: &[Existing], mut outdated: Vec<
     let healthy =
         |e: &Existing| live.running.contains(&e.instance()) && live.digests.get(&e.instance()).is_none_or(|d| *d == e.spec.module_digest);
     let progress = assess(w, settled, &outdated, &healthy, p);
+    if let Some(at) = progress.gate_ends_at_ms {
+        p.plan.revisit_at_ms = Some(p.plan.revisit_at_ms.map_or(at, |earlier| earlier.min(at)));
+    }
     if let (Some(failure), Some(previous), true, false) =
         (&progress.failure, &progress.previous, w.spec.rollout.auto_rollback, progress.after_rollback)
     {
@@ -135,6 +141,7 @@ fn assess(
         previous,
         step_started,
         failure: failure.filter(|_| in_rollout),
+        gate_ends_at_ms: (in_rollout && !late).then(|| step_started.saturating_add(gate_ms).saturating_add(1)),
     }
 }
 

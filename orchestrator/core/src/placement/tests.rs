@@ -291,3 +291,33 @@ fn a_plan_that_spends_its_placement_budget_says_how_many_replicas_wait_for_the_n
     let second = plan(&w.state, &live, NOW);
     assert_eq!((second.placements.values().sum::<u32>(), second.deferred), (5, 0));
 }
+
+#[test]
+fn a_rollout_waiting_out_its_health_gate_says_when_the_clock_alone_changes_the_plan() {
+    let mut w = World::new();
+    w.create("edgenodes", "", node("a", &["temp"], 8));
+    w.create("workloads", "f", workload("filter", 1, "temp"));
+    w.settle(&["a"]);
+    let mut running = Liveness::ready(["a"]);
+    running.running.insert(("f/filter-0".to_owned(), "a".to_owned()));
+    let settled = plan(&w.state, &running, NOW);
+    assert_eq!((settled.commands.len(), settled.revisit_at_ms), (0, None), "a settled Workload waits on no clock");
+    // A new module: the replica is rewritten, then reports nothing.
+    let mut changed = workload("filter", 1, "temp");
+    changed["spec"]["module"] = json!("sha256:01");
+    w.replace("workloads", "f", changed);
+    let live = Liveness::ready(["a"]);
+    let idle = loop {
+        let p = plan(&w.state, &live, NOW);
+        if p.commands.is_empty() {
+            break p;
+        }
+        w.apply(Command::Transaction(p.commands)).expect("applies");
+    };
+    let gate_ends = NOW.unix_ms + 30_000 + 1;
+    assert_eq!(idle.revisit_at_ms, Some(gate_ends));
+    let at = |unix_ms| Now { unix_ms, ..NOW };
+    assert!(plan(&w.state, &live, at(gate_ends - 1)).commands.is_empty(), "nothing changes before the gate ends");
+    let after = plan(&w.state, &live, at(gate_ends));
+    assert!(!after.commands.is_empty(), "once the gate ends, the replica that never ran is a failure and the module is rolled back");
+}
