@@ -11,8 +11,26 @@ use crate::config::Config;
 use crate::heartbeats::Heartbeats;
 use crate::metrics::SinkMetrics;
 
+/// Cloned for every request (axum's `State`): one reference count, however much is shared.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub node: NodeHandle,
     pub watch: Arc<WatchHub>,
     pub config: Arc<Config>,

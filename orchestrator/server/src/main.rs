@@ -197,7 +197,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let audit = audit::AuditSink::start(node.clone(), config.id);
     let archive = audit::Archive::new(&config.data_dir);
     let other_members = peer_client(&config, tls.client()?);
-    let state = app::AppState {
+    let state = app::AppState::new(app::Shared {
         other_members: other_members.clone(),
         node,
         config: Arc::clone(&config),
@@ -210,7 +210,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         audit,
         archive: archive.clone(),
         backup_metrics,
-    };
+    });
     let leader_loops = tokio::spawn(leader::run(state.clone()));
     let backups = config.backups.clone().map(|schedule| tokio::spawn(backup::run_schedule(state.clone(), schedule)));
     let archiving = tokio::spawn(audit::keep_archive(state.clone(), archive, other_members));

@@ -1009,32 +1009,45 @@ async fn scale(args: &[String]) {
     register(1_000.min(max_nodes)).await;
     let mut supported = if measure(1_000.min(max_nodes)).await { 1_000.min(max_nodes) } else { 0 };
     let api = Api::with_timeout(leader_addr, Duration::from_secs(30));
-    let workloads = 50u64;
-    let per = total_replicas / workloads;
-    let started = Instant::now();
-    let creates = (0..workloads).map(|w| {
-        let workload = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": {"name": format!("scale-{w:02}"), "namespace": NS},
-            "spec": {"module": format!("sha256:{}", "0".repeat(64)), "replicas": per, "placement": {"requiredCapabilities": ["sensor.temperature"]},
-                     "resources": {"memoryMib": 8, "batchTimeMs": 50}}});
-        let api = api.clone();
-        async move { create_resource(&api, NS, "workloads", &workload).await }
-    });
-    futures::future::join_all(creates).await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let placed = loop {
-        let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/workloads")).await.expect("list");
-        let placed: u64 = reply.body["items"]
-            .as_array()
-            .map_or(0, |items| items.iter().filter_map(|w| w.pointer("/status/replicas").and_then(serde_json::Value::as_u64)).sum());
-        if placed >= per * workloads {
-            break placed;
-        }
-        assert!(Instant::now() < deadline, "only {placed} of {} replicas placed", per * workloads);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Creates 50 Workloads of `total_replicas` replicas in all and times them until every
+    // replica is placed and committed (their statuses count them).
+    let place = async |prefix: &str, over: u64| {
+        let workloads = 50u64;
+        let per = total_replicas / workloads;
+        let started = Instant::now();
+        let creates = (0..workloads).map(|w| {
+            let workload = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Workload", "metadata": {"name": format!("{prefix}-{w:02}"), "namespace": NS},
+                "spec": {"module": format!("sha256:{}", "0".repeat(64)), "replicas": per, "placement": {"requiredCapabilities": ["sensor.temperature"]},
+                         "resources": {"memoryMib": 8, "batchTimeMs": 50}}});
+            let api = api.clone();
+            async move { create_resource(&api, NS, "workloads", &workload).await }
+        });
+        futures::future::join_all(creates).await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let placed = loop {
+            let reply = api.get(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/workloads")).await.expect("list");
+            let placed: u64 = reply.body["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|w| {
+                        w.pointer("/metadata/name")
+                            .and_then(serde_json::Value::as_str)
+                            .is_some_and(|n| n.starts_with(&format!("{prefix}-")))
+                    })
+                    .filter_map(|w| w.pointer("/status/replicas").and_then(serde_json::Value::as_u64))
+                    .sum()
+            });
+            if placed >= per * workloads {
+                break placed;
+            }
+            assert!(Instant::now() < deadline, "only {placed} of {} replicas placed over {over} nodes", per * workloads);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        println!("# {placed} replicas of {workloads} workloads placed and committed over {over} Ready nodes in {elapsed:.2} s (includes creating the workloads)");
+        placed as f64 / elapsed
     };
-    let elapsed = started.elapsed().as_secs_f64();
-    bench("placements_per_s", placed as f64 / elapsed, "replicas/s");
-    println!("# {placed} replicas of {workloads} workloads placed and committed over 1000 Ready nodes in {elapsed:.2} s (includes creating the workloads)");
+    bench("placements_per_s", place("scale", 1_000.min(max_nodes)).await, "replicas/s");
 
     // More nodes, until the leader needs more than a quarter of a core.
     for n in [2_500u64, 5_000, 10_000, 20_000].into_iter().filter(|&n| n <= max_nodes) {
@@ -1046,6 +1059,14 @@ async fn scale(args: &[String]) {
         }
     }
     bench("heartbeat_nodes_supported", supported as f64, "nodes");
+
+    // Placements again over 10,000 nodes, however much of a core their heartbeats take.
+    if max_nodes >= 10_000 {
+        register(10_000).await;
+        // Every node heartbeats within a second of enrolling; one not yet heard from is Down.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        bench("placements_per_s_10000_nodes", place("wide", 10_000).await, "replicas/s");
+    }
     for b in beaters {
         b.abort();
     }
