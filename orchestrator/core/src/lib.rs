@@ -42,6 +42,8 @@ pub mod trust;
 
 use edgeplane_api::audit::AuditEvent;
 use edgeplane_api::data::UpRecord;
+use std::sync::Arc;
+
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
@@ -228,7 +230,10 @@ pub struct RequestTag {
 /// The whole replicated state. Cloning is O(1) (persistent maps share structure).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
-    objects: OrdMap<ObjectKey, StoredObject>,
+    /// Keys behind an `Arc`: a write copies the tree nodes on its path that a reader still
+    /// shares (each holds up to 64 entries), and copying a key is then a reference count
+    /// instead of three strings.
+    objects: OrdMap<Arc<ObjectKey>, StoredObject>,
     applied_index: u64,
     /// Request ids applied within the last [`DEDUP_WINDOW`] entries, by the index that
     /// applied them, and the same ids as a set for lookup.
@@ -280,7 +285,7 @@ impl ClusterState {
                 check_precondition(&key, current, precondition)?;
                 let created_version = current.map_or(index, |o| o.created_version);
                 let object = StoredObject { value: std::sync::Arc::new(value), resource_version: index, created_version };
-                let created = self.objects.insert(key.clone(), object.clone()).is_none();
+                let created = self.objects.insert(Arc::new(key.clone()), object.clone()).is_none();
                 Ok(Applied::Put { key, object, created })
             }
             Command::Delete { key, precondition } => {
@@ -337,7 +342,7 @@ impl ClusterState {
                 value["usesLeft"] = serde_json::json!(uses - 1);
                 let object =
                     StoredObject { value: std::sync::Arc::new(value), resource_version: index, created_version: current.created_version };
-                self.objects.insert(key.clone(), object.clone());
+                self.objects.insert(Arc::new(key.clone()), object.clone());
                 Ok(Applied::Put { key, object, created: false })
             }
             Command::Audited { event, command, retried_on_conflict } => {
@@ -376,7 +381,7 @@ impl ClusterState {
                 };
                 let created_version = current.map_or(index, |o| o.created_version);
                 let object = StoredObject { value: std::sync::Arc::new(value), resource_version: index, created_version };
-                let created = self.objects.insert(key.clone(), object.clone()).is_none();
+                let created = self.objects.insert(Arc::new(key.clone()), object.clone()).is_none();
                 Ok(Applied::Put { key, object, created })
             }
         }
@@ -406,7 +411,10 @@ impl ClusterState {
     /// O(log n) and walked without touching any other.
     pub fn list<'a>(&'a self, kind: &'a str, namespace: Option<&'a str>) -> impl Iterator<Item = (&'a ObjectKey, &'a StoredObject)> + 'a {
         let first = ObjectKey::new(kind, namespace.unwrap_or_default(), "");
-        self.objects.range(first..).take_while(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+        self.objects
+            .range(first..)
+            .take_while(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(k, v)| (&**k, v))
     }
 
     pub fn len(&self) -> usize {
@@ -431,7 +439,7 @@ impl ClusterState {
     pub fn to_snapshot(&self) -> Vec<u8> {
         let image = SnapshotImage {
             applied_index: self.applied_index,
-            objects: self.objects.iter().collect(),
+            objects: self.objects.iter().map(|(k, v)| (&**k, v)).collect(),
             recent_requests: self.recent_requests.iter().map(|(i, id)| (*i, *id)).collect(),
             sink: self.sink.image(),
             audit: self.audit.image(),
@@ -444,7 +452,7 @@ impl ClusterState {
         let image: SnapshotImageOwned = serde_json::from_slice(bytes)?;
         Ok(ClusterState {
             applied_index: image.applied_index,
-            objects: image.objects.into_iter().collect(),
+            objects: image.objects.into_iter().map(|(k, v)| (Arc::new(k), v)).collect(),
             seen_requests: image.recent_requests.iter().map(|(_, id)| *id).collect(),
             recent_requests: image.recent_requests.into_iter().collect(),
             sink: Sink::from_image(image.sink),
