@@ -218,6 +218,24 @@ pub struct Outbox {
     jobs: mpsc::Sender<Job>,
     published: Arc<Published>,
     sealing: Sealing,
+    /// Where the last peek's records started and ended on disk: the next peek resumes at the
+    /// later of the two that is not past the acknowledged position, instead of reading and
+    /// opening every frame of the segment before it again (draining a segment in batches
+    /// opened a number of frames quadratic in its length).
+    resume: Mutex<[Option<Resume>; 2]>,
+    /// Frames peeks read (and opened, when sealed), for the test that draining a segment
+    /// reads each frame about once.
+    #[cfg(test)]
+    frames_read: AtomicU64,
+}
+
+/// A frame boundary a peek saw: in the segment starting at index `segment`, the frame at
+/// byte `offset` holds record `index` (or, at the segment's end so far, the next one will).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    segment: u64,
+    offset: u64,
+    index: u64,
 }
 
 impl Outbox {
@@ -230,7 +248,15 @@ impl Outbox {
     fn open_with(config: OutboxConfig, faults: writer::Faults) -> Result<Outbox, OutboxError> {
         let published = Arc::new(Published::default());
         let (jobs, sealing) = writer::start(config.clone(), Arc::clone(&published), faults)?;
-        Ok(Outbox { config, jobs, published, sealing })
+        Ok(Outbox {
+            config,
+            jobs,
+            published,
+            sealing,
+            resume: Mutex::default(),
+            #[cfg(test)]
+            frames_read: AtomicU64::new(0),
+        })
     }
 
     /// Appends records and returns once they are on disk.
@@ -274,21 +300,33 @@ impl Outbox {
     /// read early (the next one starts after it).
     pub fn peek(&self, max_records: usize, max_bytes: usize) -> Result<Peeked, OutboxError> {
         let view = Arc::clone(&self.published.view.lock().unwrap_or_else(|p| p.into_inner()));
+        let resume = *self.resume.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Peeked { upto: view.acked, ..Peeked::default() };
+        let mut seen: [Option<Resume>; 2] = [None; 2];
         let mut bytes = 0;
         for (i, (first, path)) in view.segments.iter().enumerate() {
             let end = view.segments.get(i + 1).map_or(view.next_index, |(next, _)| *next);
             if end <= view.acked {
                 continue;
             }
-            let buf = match std::fs::read(path) {
+            // Segments only grow (a failed write is cut back to what was published before),
+            // so a boundary seen in this segment is still one.
+            let from = resume
+                .iter()
+                .flatten()
+                .filter(|r| r.segment == *first && r.index <= view.acked)
+                .max_by_key(|r| r.index)
+                .map_or((0, *first), |r| (r.offset, r.index));
+            let buf = match read_from(path, from.0) {
                 Ok(buf) => buf,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.resume_at(out, seen)),
                 Err(source) => return Err(OutboxError::Io { path: path.clone(), source }),
             };
-            let mut frames = Frames::new(&buf, *first, &self.sealing);
+            let mut frames = Frames::new(&buf, from.1, &self.sealing);
             let mut last_read = None;
             for frame in frames.by_ref() {
+                #[cfg(test)]
+                self.frames_read.fetch_add(1, Ordering::Relaxed);
                 let index = frame.record.index;
                 if index >= end {
                     break;
@@ -300,10 +338,13 @@ impl Outbox {
                 // Damage between the acknowledged position and this record.
                 out.unreadable.extend(out.upto.max(view.acked)..index);
                 out.upto = index + 1;
+                let at = |offset: usize, index| Some(Resume { segment: *first, offset: from.0 + offset as u64, index });
+                seen[0] = seen[0].or(at(frame.start, index));
+                seen[1] = at(frame.end, index + 1);
                 bytes += frame.record.record.data.len();
                 out.records.push(frame.record);
                 if out.records.len() >= max_records || bytes >= max_bytes {
-                    return Ok(out);
+                    return Ok(self.resume_at(out, seen));
                 }
             }
             // Damage at the segment's end: the records up to the next one are lost too. (Every
@@ -313,8 +354,26 @@ impl Outbox {
                 out.upto = end;
             }
         }
-        Ok(out)
+        Ok(self.resume_at(out, seen))
     }
+
+    /// Keeps the boundaries this peek saw (if it saw any) for the next.
+    fn resume_at(&self, peeked: Peeked, seen: [Option<Resume>; 2]) -> Peeked {
+        if seen[0].is_some() {
+            *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        }
+        peeked
+    }
+}
+
+/// The segment file from byte `offset` on.
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 #[cfg(test)]

@@ -347,3 +347,58 @@ fn a_plain_outbox_keeps_its_records_when_sealing_begins() {
     let outbox = Outbox::open(sealed).expect("reopen");
     assert_eq!(seqs(&outbox), vec![(0, "a".to_owned(), 1), (1, "a".to_owned(), 2), (2, "a".to_owned(), 3)]);
 }
+
+/// The uplink peeks a batch, delivers it, acknowledges it and peeks again. Each peek resumes
+/// where the last one's records ended instead of reading (and opening, when sealed) every
+/// frame from the segment's start: draining a segment reads each frame about once.
+#[test]
+fn draining_a_segment_in_batches_reads_each_frame_about_once() {
+    both(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox =
+            Outbox::open(OutboxConfig { segment_bytes: 1 << 20, ..config(dir.path(), 1 << 24, OverflowPolicy::RejectNew) }).expect("open");
+        let total = 400u32;
+        rt().block_on(outbox.append((0..total).map(|n| record("a", n)).collect())).expect("append");
+        assert_eq!(segments(dir.path()).len(), 1, "one segment");
+        let mut delivered = Vec::new();
+        // Every fourth batch is not acknowledged (a failed delivery) and is peeked again.
+        for round in 0.. {
+            let peeked = outbox.peek(10, 1 << 20).expect("peek");
+            if peeked.records.is_empty() {
+                break;
+            }
+            assert!(peeked.unreadable.is_empty(), "nothing is damaged");
+            if round % 4 == 3 {
+                continue;
+            }
+            delivered.extend(peeked.records.iter().map(|r| r.index));
+            rt().block_on(outbox.ack(peeked.upto, peeked.unreadable)).expect("ack");
+        }
+        assert_eq!(delivered, (0..u64::from(total)).collect::<Vec<_>>(), "every record once, in order");
+        // 40 batches delivered and 13 peeked again: 530 frames, and a look past the last.
+        let read = outbox.frames_read.load(Ordering::Relaxed);
+        assert!(read <= 2 * u64::from(total), "draining {total} records in batches of 10 read {read} frames");
+    });
+}
+
+/// A peek that resumes past the records it read still finds damage after them.
+#[test]
+fn damage_after_a_resumed_peek_is_still_counted() {
+    both(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox =
+            Outbox::open(OutboxConfig { segment_bytes: 1 << 20, ..config(dir.path(), 1 << 24, OverflowPolicy::RejectNew) }).expect("open");
+        rt().block_on(outbox.append((0..20).map(|n| record("a", n)).collect())).expect("append");
+        let first = outbox.peek(5, 1 << 20).expect("peek");
+        rt().block_on(outbox.ack(first.upto, first.unreadable)).expect("ack");
+        // Damage a byte in the last record's frame.
+        let segment = segments(dir.path()).pop().expect("a segment");
+        let mut bytes = std::fs::read(&segment).expect("read");
+        let at = bytes.len() - 20;
+        bytes[at] ^= 0xff;
+        std::fs::write(&segment, bytes).expect("write");
+        let rest = outbox.peek(100, 1 << 20).expect("peek");
+        assert_eq!(rest.records.iter().map(|r| r.index).collect::<Vec<_>>(), (5..19).collect::<Vec<_>>());
+        assert_eq!(rest.unreadable.into_iter().collect::<Vec<_>>(), [19], "the damaged last record is counted");
+    });
+}
