@@ -231,5 +231,5 @@ impl Agent {
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     edgeplane_tls::config::provider().secure_random.fill(&mut buf).expect("the operating system's random source works");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    edgeplane_api::hex::encode(&buf)
 }

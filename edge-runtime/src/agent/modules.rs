@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use edgeplane_api::Status;
 use edgeplane_client::{Client, ClientError, Request};
-use sha2::Digest as _;
 use tokio::sync::Semaphore;
 
 use super::files::{self, Access, AtRest, FileError};
@@ -161,5 +160,5 @@ pub(super) fn digest_hex(digest: &str) -> Option<&str> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    edgeplane_api::hex::sha256(bytes)
 }

@@ -65,7 +65,7 @@ pub fn chain_hash(prev_hash: &str, seq: u64, event: &AuditEvent) -> String {
     hasher.update(prev_hash.as_bytes());
     hasher.update(format!("\n{seq}\n").as_bytes());
     hasher.update(serde_json::to_vec(event).expect("audit events serialize"));
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&hasher.finalize())
 }
 
 /// The last record of the chain, as the replicated state knows it.

@@ -7,7 +7,6 @@
 //! orchestrators' scheduled backups write the same files. `orchestrator restore` reads one back.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 /// The version of [`BackupInfo`] and of what follows it.
 pub const BACKUP_FORMAT: u32 = 1;
@@ -43,7 +42,7 @@ impl BackupInfo {
             term,
             objects,
             state_bytes: state.len() as u64,
-            state_sha256: hex(&Sha256::digest(state)),
+            state_sha256: crate::hex::sha256(state),
         }
     }
 
@@ -55,7 +54,7 @@ impl BackupInfo {
         if state.len() as u64 != self.state_bytes {
             return Err(format!("the state is {} bytes, the header says {}", state.len(), self.state_bytes));
         }
-        let sha = hex(&Sha256::digest(state));
+        let sha = crate::hex::sha256(state);
         if sha != self.state_sha256 {
             return Err(format!("the state's sha256 is {sha}, the header says {}", self.state_sha256));
         }
@@ -89,10 +88,6 @@ pub struct LastBackup {
 
 /// Store kind of [`LastBackup`] records.
 pub const LAST_BACKUP_KIND: &str = "backups";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,7 @@
 //! - [`table`]: the columns each resource is listed with (edgectl, and kubectl's server-side Tables).
 //! - [`events`]: Events in Kubernetes' two shapes (`events.k8s.io/v1` as stored, core `v1`).
 //! - [`exposition`]: the Prometheus text formats `/metrics` answers in (OpenMetrics, classic).
+//! - [`hex`]: lowercase hex, as digests, serials and tokens are written.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,7 @@ pub mod discovery;
 pub mod events;
 pub mod exposition;
 pub mod grammar;
+pub mod hex;
 #[cfg(feature = "crd")]
 pub mod manifest;
 pub mod node;

@@ -127,7 +127,7 @@ impl Events {
 /// Repeats of one (object, reason, note) share a name, so they fold into one Event.
 fn event_key(regarding: &Regarding, reason: &str, note: &str) -> ObjectKey {
     let digest = sha2::Sha256::digest(format!("{}\n{}\n{}\n{reason}\n{note}", regarding.kind, regarding.namespace, regarding.name));
-    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hash = edgeplane_api::hex::encode(&digest[..8]);
     let namespace = if regarding.namespace.is_empty() { CLUSTER_EVENTS_NAMESPACE } else { regarding.namespace.as_str() };
     ObjectKey::new(EVENTS, namespace, format!("{}.{hash}", regarding.name))
 }

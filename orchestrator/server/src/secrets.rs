@@ -1,20 +1,6 @@
 //! Digests, tokens and their comparison.
 
-use sha2::Digest as _;
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&sha2::Sha256::digest(bytes))
-}
+pub(crate) use edgeplane_api::hex::{encode as hex, sha256 as sha256_hex};
 
 /// `sha256:` and the hex digest, as modules are named.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
@@ -40,9 +26,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_is_lowercase_two_digits_a_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
+    fn digests_and_random_tokens_are_lowercase_hex() {
         assert_eq!(sha256_digest(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(random_hex(8).len(), 16);
+        let token = random_hex(8);
+        assert!(token.len() == 16 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{token}");
+        assert_ne!(random_hex(8), token, "random");
     }
 }
