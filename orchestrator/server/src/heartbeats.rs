@@ -246,3 +246,41 @@ impl Observed {
         (Liveness { health: judged.health, down_for_ms: judged.down_for_ms, ..self.reports }, self.silence)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: HealthPolicy = HealthPolicy { suspect_after_ms: 30, down_after_ms: 60_000, down_after_disconnect_ms: 60_000 };
+
+    fn running(assignment: &str) -> Heartbeat {
+        let report = serde_json::json!({"assignment": assignment, "generation": 1, "moduleDigest": "sha256:00", "phase": "Running",
+            "restarts": 0, "batchesOk": 0, "batchesFailed": 0, "reconfigurations": 0, "memoryBytes": 0, "queueDepth": 0});
+        Heartbeat { instances: vec![serde_json::from_value(report).expect("an instance report")], ..Heartbeat::default() }
+    }
+
+    /// The cheap look says "changed" exactly when planning would see something new: a node
+    /// first heard, other instances reported, a verdict moved (here: silence past
+    /// suspicion, then a closed connection). Repeated heartbeats alike say nothing.
+    #[test]
+    fn a_look_tells_whether_a_verdict_or_a_report_changed() {
+        let heartbeats = Heartbeats::default();
+        heartbeats.set_leading(Some(1));
+        assert!(heartbeats.look(&POLICY), "the first look sees the verdict on unheard nodes");
+        assert!(!heartbeats.look(&POLICY), "nothing happened since");
+        assert!(heartbeats.record("a", running("ns/w-0"), Some(7)));
+        assert!(heartbeats.look(&POLICY), "a node first heard");
+        heartbeats.record("a", running("ns/w-0"), Some(7));
+        assert!(!heartbeats.look(&POLICY), "the same report again");
+        heartbeats.record("a", running("ns/w-1"), Some(7));
+        assert!(heartbeats.look(&POLICY), "another instance reported");
+        // Past `suspect_after_ms` of silence, the node is Suspect.
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        assert!(heartbeats.look(&POLICY), "silence made the node Suspect");
+        assert!(!heartbeats.look(&POLICY), "still Suspect");
+        heartbeats.record("a", running("ns/w-1"), Some(7));
+        assert!(heartbeats.look(&POLICY), "heard again: Ready");
+        heartbeats.connection_closed("a", 7);
+        assert!(heartbeats.look(&POLICY), "its last connection closed: Suspect at once");
+    }
+}
