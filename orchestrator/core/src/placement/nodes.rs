@@ -341,7 +341,8 @@ mod tests {
 
     /// Places replicas one after another as the planner does (the chosen node takes the
     /// replica), once scoring every node each time and once with a [`Ranking`]: both must
-    /// choose the same nodes in the same order, avoided nodes and all.
+    /// choose the same nodes in the same order, avoided nodes and all. Then looks for a
+    /// better node for each placed replica in turn, as rebalancing does.
     #[test]
     fn a_ranking_chooses_what_scoring_every_node_chooses() {
         for seed in 1..=300u64 {
@@ -372,6 +373,16 @@ mod tests {
                 let node = nodes.get_mut(&chosen).expect("chosen node");
                 node.instances += 1;
                 node.memory_mib += template.resources.memory_mib;
+            }
+            // Then as rebalancing asks, replica after replica: the best target for the one
+            // on `from`, counted off `from` while the choice is made and given back after.
+            let placed: Vec<String> = want.peers.iter().filter(|(_, &n)| n > 0).map(|(node, _)| node.clone()).collect();
+            for (step, from) in placed.iter().cycle().take(2 * placed.len()).enumerate() {
+                want.remove(&nodes, from);
+                let expected = choose(&nodes, &matching, &want, Some(from));
+                let got = ranking.choose(&nodes, &want, Some(from));
+                assert_eq!(got, expected, "seed {seed}, rebalancing step {step} (from {from})");
+                want.add(&nodes, from);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! ever away at once, and each gain narrows a gap without reversing it, so nothing moves back
 //! and forth.
 
-use super::nodes::{choose, explain, tier_rank, Want};
+use super::nodes::{choose, explain, tier_rank, Ranking, Want};
 use super::workload::{replica_count, Settled};
 use super::{PlacementReason, Planning, REBALANCE_SKEW};
 
@@ -21,13 +21,21 @@ pub(super) fn move_one(s: &Settled, p: &mut Planning<'_>) {
             want.add(&p.nodes, node);
         }
     }
+    // The best target for each replica in turn, from one ranking of the nodes rather than
+    // scoring every node for every replica. Taking a replica off its origin makes only the
+    // origin's score better, and the origin is the one node the choice avoids; it is given
+    // back before the next replica, so to the ranking every score stays what it was.
+    let mut ranking = Ranking::new(&p.nodes, &s.matching, &want);
     for e in &s.replicas {
         let from = e.spec.node_name.as_str();
         let Some(origin) = p.nodes.get(from) else { continue };
         let origin_rank = tier_rank(&workload.placement, origin.spec.tier);
         want.remove(&p.nodes, from);
         let origin_domain = want.in_domain(origin);
-        let target = choose(&p.nodes, &s.matching, &want, Some(from));
+        let target = match ranking.as_mut() {
+            Some(ranking) => ranking.choose(&p.nodes, &want, Some(from)),
+            None => choose(&p.nodes, &s.matching, &want, Some(from)),
+        };
         // Counts without this replica: moving it takes one from the origin's side and adds
         // one to the target's, so a gap of 2 (domains) or REBALANCE_SKEW (instances) narrows
         // without flipping, and never calls for a move back.
