@@ -26,9 +26,10 @@ mod rollout;
 mod status;
 mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
-use edgeplane_api::resources::{AssignmentSpec, PreviousPlacement, MAX_PREVIOUS_PLACEMENTS};
+use edgeplane_api::resources::{AssignmentSpec, PreviousPlacement, WorkloadSpec, MAX_PREVIOUS_PLACEMENTS};
 
 pub use crate::health::Liveness;
 pub use assignment::PLACED_BECAUSE;
@@ -154,6 +155,9 @@ struct Planning<'a> {
     plan: Plan,
     /// What this plan records as Events.
     events: Events,
+    /// The nodes that match each placement (by its constraints, as JSON) seen in this plan:
+    /// Workloads alike share one set instead of each scanning and copying every node.
+    matching: HashMap<String, Rc<BTreeSet<String>>>,
 }
 
 impl<'a> Planning<'a> {
@@ -169,7 +173,23 @@ impl<'a> Planning<'a> {
             removed: BTreeMap::new(),
             plan: Plan::default(),
             events: Events::default(),
+            matching: HashMap::new(),
         }
+    }
+
+    /// The nodes that may run a Workload with this spec and template at all (whether they
+    /// have room is another matter). What decides it, the placement and the backends its
+    /// Model's file runs on, is the same for many Workloads, and nodes do not change within a
+    /// plan, so each such set is made once.
+    fn matching(&mut self, spec: &WorkloadSpec, template: &AssignmentSpec) -> Rc<BTreeSet<String>> {
+        let backends = template.model.as_ref().and_then(|m| m.artifact.as_ref()).map(|a| &a.backends);
+        let key = serde_json::to_string(&(&spec.placement, backends)).unwrap_or_default();
+        let nodes = &self.nodes;
+        Rc::clone(
+            self.matching
+                .entry(key)
+                .or_insert_with(|| Rc::new(nodes.values().filter(|n| nodes::matches(n, spec, template)).map(|n| n.name.clone()).collect())),
+        )
     }
 
     /// Every Assignment by (namespace, Workload), each counted against its node's room. An

@@ -2,6 +2,7 @@
 //! remove), roll a changed template out, place what is missing, record its status.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use edgeplane_api::resources::{
     ArtifactKind, AssignedModel, AssignmentSpec, ModelSpec, ModuleSpec, RolloutPhase, RolloutStatus, SignedModule, WorkloadMode,
@@ -41,7 +42,7 @@ pub(super) struct Settled {
     pub template: AssignmentSpec,
     pub replicas: Vec<Existing>,
     pub ready: u32,
-    pub matching: BTreeSet<String>,
+    pub matching: Rc<BTreeSet<String>>,
     pub peers: BTreeMap<String, u32>,
 }
 
@@ -93,7 +94,7 @@ pub(super) fn plan(
         }
     };
     let live = p.live;
-    let matching: BTreeSet<String> = p.nodes.values().filter(|n| nodes::matches(n, &spec, &template)).map(|n| n.name.clone()).collect();
+    let matching = p.matching(&spec, &template);
     let wanted = wanted_slots(&w, &matching, &existing, p);
     let mut want = Want::new(&spec, &template, live);
     for e in &existing {
