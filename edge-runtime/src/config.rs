@@ -85,6 +85,10 @@ pub struct Args {
     /// whatever the orchestrators say (docs/security.md).
     #[arg(long)]
     pub trusted_signers: Option<PathBuf>,
+    /// Compile every module on this node, never loading the native code the orchestrators
+    /// compiled for it ahead of time (a node with `--trusted-signers` never loads it either).
+    #[arg(long)]
+    pub compile_locally: bool,
     /// The key what the node keeps on disk is sealed with (its outbox): a file of 64 hex
     /// digits. Without it the node makes one on its first start, `<data-dir>/storage.key`,
     /// owner-only (keep the data directory's disk or that file elsewhere safe).
@@ -129,6 +133,9 @@ pub struct Config {
     pub mqtt_broker: Option<String>,
     /// `--trusted-signers`: when set, what the node runs must be signed by one of these.
     pub trusted_signers: Option<Vec<PublicKey>>,
+    /// Whether modules the orchestrators compiled ahead of time may be loaded: not with
+    /// `--compile-locally`, nor with trust roots (publishers sign the wasm, not native code).
+    pub precompiled_modules: bool,
     pub storage_key: StorageKeySource,
 }
 
@@ -234,6 +241,7 @@ impl Config {
             max_inflight_readings: args.max_inflight_readings,
             max_body_bytes: (args.max_body_mib << 20) as usize,
             mqtt_broker: args.mqtt_broker,
+            precompiled_modules: !args.compile_locally && trusted_signers.is_none(),
             trusted_signers,
             storage_key: match (args.storage_key, args.plaintext_storage) {
                 (Some(path), _) => StorageKeySource::File(path),

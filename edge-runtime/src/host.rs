@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 
 use edgeplane_inference::{PreparedModel, Tensor, TensorData};
 
+use edgeplane_engine::Target;
 use wasmtime::{
-    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel, PoolingAllocationConfig,
-    ResourceLimiter, Store, Trap, TypedFunc,
+    Caller, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    TypedFunc,
 };
+
+use crate::precompiled::Artifact;
 
 /// The guest ABI version this host speaks: modules return it from `ep_abi_version`. Minor
 /// versions add optional imports (1.1: inference) and do not change it.
@@ -103,6 +106,8 @@ pub enum HostError {
     HostFunction { name: &'static str, why: String },
     #[error("cannot start the epoch thread")]
     Thread(#[source] std::io::Error),
+    #[error("cannot tell what this machine compiles for: {0}")]
+    Target(String),
 }
 
 /// Why a module could not be loaded; permanent for that module (restarting will not help).
@@ -112,6 +117,8 @@ pub enum LoadError {
     Compile(String),
     #[error("module cannot be linked: {0}")]
     Link(String),
+    #[error("the precompiled module does not load here: {0}")]
+    Precompiled(String),
 }
 
 /// Why a call into an instance failed.
@@ -145,6 +152,10 @@ impl GuestError {
 /// The process-wide wasm engine and the host functions.
 pub struct WasmHost {
     engine: Engine,
+    /// What `engine` compiles for, and its fingerprint: what the orchestrators must match to
+    /// compile modules for this node ahead of time.
+    target: Target,
+    fingerprint: String,
     linker: Linker<InstanceState>,
     config: HostConfig,
     ticker_stop: Arc<AtomicBool>,
@@ -165,25 +176,40 @@ impl WasmHost {
             .max_memory_size(config.max_instance_memory.min(MAX_WASM32_MEMORY))
             // Keep a few slots' pages warm so a restart does not page in from scratch.
             .max_unused_warm_slots(config.max_instances.min(16));
-        let mut wasm = Config::new();
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
-            .max_wasm_stack(512 << 10);
+        // What shapes the code is shared with the orchestrators; the rest is this node's own.
+        let mut wasm = edgeplane_engine::code_config();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool)).max_wasm_stack(512 << 10);
         let engine = Engine::new(&wasm).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let target = Target::host().map_err(|e| HostError::Target(e.to_string()))?;
+        let fingerprint = edgeplane_engine::fingerprint(&engine);
         let linker = host_functions(&engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
-        Ok(WasmHost { engine, linker, config, ticker_stop })
+        Ok(WasmHost { engine, target, fingerprint, linker, config, ticker_stop })
     }
 
     pub fn config(&self) -> &HostConfig {
         &self.config
     }
 
+    /// What this node's engine compiles for, and the fingerprint of its settings.
+    pub fn target(&self) -> (&Target, &str) {
+        (&self.target, &self.fingerprint)
+    }
+
     /// Compiles a module and resolves its imports. Done once per module digest.
     pub fn load(&self, bytes: &[u8]) -> Result<CompiledModule, LoadError> {
         let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        self.prepare(module)
+    }
+
+    /// Loads a module an orchestrator compiled for this node's target, without compiling.
+    pub fn load_precompiled(&self, artifact: &Artifact) -> Result<CompiledModule, LoadError> {
+        let module = crate::precompiled::deserialize(&self.engine, artifact).map_err(|e| LoadError::Precompiled(format!("{e:#}")))?;
+        self.prepare(module)
+    }
+
+    fn prepare(&self, module: Module) -> Result<CompiledModule, LoadError> {
         let pre = self.linker.instantiate_pre(&module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         for (name, kind) in [("memory", "memory"), ("ep_abi_version", "function"), ("ep_alloc", "function"), ("ep_process", "function")] {
             if module.get_export(name).is_none() {

@@ -1,6 +1,7 @@
 //! The edgeplane edge runtime.
 //!
 //! - [`host`]: wasmtime running guest ABI v1 modules, with limits and deadlines.
+//! - [`precompiled`]: loading modules the orchestrators compiled ahead of time (the one `unsafe`).
 //! - [`pool`]: the threads wasm runs on, and instance supervision (restart with backoff).
 //! - [`agent`]: identity, registration, heartbeats, and reconciling instances with Assignments.
 //! - [`dataplane`]: ingest, routing through workloads and topics, sinks, backpressure, counters.
@@ -26,4 +27,5 @@ pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
 pub mod pool;
+pub mod precompiled;
 pub mod storage;

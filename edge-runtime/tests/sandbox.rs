@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use edgeplane_api::node::InstancePhase;
 use edgeplane_edge_runtime::host::{CompiledModule, GuestError, HostConfig, InstanceLimits, LoadError, WasmHost};
 use edgeplane_edge_runtime::pool::{InstanceHandle, InstanceSpec, ProcessError, RestartPolicy, WasmPool};
+use edgeplane_edge_runtime::precompiled::Artifact;
 
 mod common;
 use common::{echo, module, PRELUDE};
@@ -24,6 +25,36 @@ fn a_node_with_more_memory_than_wasm32_addresses_still_starts() {
     let module = load(&host, &echo()).expect("loads");
     let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
     assert_eq!(instance.process(b"batch").expect("processes"), vec![(0, b"batch".to_vec())]);
+}
+
+/// What the orchestrators compile for this node's target loads here without Cranelift and
+/// runs like a local compile; damaged bytes, or code made with other settings, never load.
+#[test]
+fn a_module_compiled_ahead_of_time_runs_and_damaged_or_foreign_code_is_refused() {
+    let host = host();
+    let (target, fingerprint) = host.target();
+    let engine = target.compiling_engine().expect("an engine for this node's target");
+    assert_eq!(edgeplane_engine::fingerprint(&engine), fingerprint, "what is compiled for {target} would not load here");
+    let wasm = wat::parse_str(echo()).expect("valid WAT");
+    let compiled = engine.precompile_module(&wasm).expect("compiles");
+    let sha256 = edgeplane_api::hex::sha256(&compiled);
+    let module = host.load_precompiled(&Artifact::verified(compiled.clone(), &sha256).expect("whole")).expect("loads");
+    let mut instance = host.instantiate(&module, limits(1, 100), b"{}", None).expect("starts");
+    assert_eq!(instance.process(b"batch").expect("processes"), vec![(0, b"batch".to_vec())]);
+
+    let mut damaged = compiled;
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    let refused = Artifact::verified(damaged, &sha256).expect_err("a flipped bit is caught before wasmtime sees the code");
+    assert!(refused.contains("sha256"), "{refused}");
+
+    // Without epoch interruption the code could not be stopped at its deadline.
+    let foreign = wasmtime::Engine::new(&wasmtime::Config::new()).expect("engine").precompile_module(&wasm).expect("compiles");
+    let foreign = Artifact::verified(foreign.clone(), &edgeplane_api::hex::sha256(&foreign)).expect("whole");
+    match host.load_precompiled(&foreign) {
+        Err(LoadError::Precompiled(why)) => assert!(why.contains("epoch"), "{why}"),
+        other => panic!("code compiled with other settings loaded: {other:?}"),
+    }
 }
 
 fn load(host: &WasmHost, wat: &str) -> Result<CompiledModule, LoadError> {

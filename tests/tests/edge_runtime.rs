@@ -1,6 +1,7 @@
 //! Edge runtimes against real orchestrators: registration with a bootstrap token and a
 //! persisted identity, heartbeats, and reconciling instances with the node's Assignments
-//! (apply a Workload: it starts; change it: it updates; delete it: it stops).
+//! (apply a Workload: it starts; change it: it updates; delete it: it stops), with modules
+//! the orchestrators compiled for the node ahead of time.
 
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ async fn instance(edge: &EdgeRuntime, what: &str, ready: impl Fn(&Value) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_to_it() {
-    let cluster = Cluster::start(ClusterSpec { subnet: 51, ..Default::default() }).await;
+    let mut cluster = Cluster::start(ClusterSpec { subnet: 51, ..Default::default() }).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let api = cluster.api(leader);
     let servers: Vec<_> = cluster.running().iter().map(|&id| cluster.api_addr(id)).collect();
@@ -63,7 +64,7 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
         "line-b-edge",
         &servers,
         dir.path().join("edge-b"),
-        &["--label", "line=b", "--capabilities", "sensor.temperature"],
+        &["--label", "line=b", "--capabilities", "sensor.temperature", "--compile-locally"],
     )
     .await;
 
@@ -93,6 +94,9 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     assert_eq!(running["assignment"], "factory/temperature-filter-0");
     assert_eq!(running["moduleDigest"], json!(filter_digest));
     assert_eq!(running["reconfigurations"], 0);
+    // Compiled by the orchestrator it asked, for its CPU, and loaded without Cranelift.
+    assert_eq!(running.pointer("/started/module"), Some(&json!("Precompiled")), "{running}\n{}", edge.log_tail());
+    assert!(running.pointer("/started/micros").and_then(Value::as_u64).is_some_and(|m| m > 0), "{running}");
     let generation = running["generation"].clone();
 
     // Change the configuration: applied to the running instance, no restart.
@@ -121,6 +125,99 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     let updated =
         instance(&edge, "the new module to run", |i| i["moduleDigest"] == json!(aggregator_digest) && i["phase"] == "Running").await;
     assert_eq!(updated["reconfigurations"], 0, "a new instance: {updated}");
+    assert_eq!(updated.pointer("/started/module"), Some(&json!("Precompiled")), "{updated}");
+
+    // A module pushed now that the orchestrators know the node's target is compiled for it by
+    // every orchestrator as it applies the push, before any node asks.
+    let detector_digest = push(&api, "anomaly-detector", "1.0.0", workload_wasm("anomaly-detector")).await;
+    let compiled_for_target = |id: u64| {
+        let dir = cluster.data_dir(id).join("native");
+        let prefix = format!("{}.", detector_digest.trim_start_matches("sha256:"));
+        std::fs::read_dir(&dir).into_iter().flatten().flatten().any(|f| {
+            let name = f.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".cwasm")
+        })
+    };
+    // The orchestrators the node asked learned its target; at least the one it asked first
+    // compiles every later push at once.
+    let taught = eventually(
+        "an orchestrator to compile the pushed module ahead of time",
+        Duration::from_secs(30),
+        async || cluster.running().into_iter().find(|&id| compiled_for_target(id)),
+        || cluster.all_logs(),
+    )
+    .await;
+    // It remembers the target across a restart: the next push is compiled there too.
+    cluster.restart(taught);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let compressor_digest = push(&api, "ts-compressor", "1.0.0", workload_wasm("ts-compressor")).await;
+    let has_compiled = |id: u64, digest: &str| {
+        let prefix = format!("{}.", digest.trim_start_matches("sha256:"));
+        std::fs::read_dir(cluster.data_dir(id).join("native")).into_iter().flatten().flatten().any(|f| {
+            let name = f.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".cwasm")
+        })
+    };
+    eventually(
+        "the restarted orchestrator to compile a new push for the target it learned before",
+        Duration::from_secs(30),
+        async || has_compiled(taught, &compressor_digest).then_some(()),
+        || {
+            let files: Vec<_> = std::fs::read_dir(cluster.data_dir(taught).join("native"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|f| f.file_name().to_string_lossy().into_owned())
+                .collect();
+            format!("orchestrator {taught} has {files:?}; its log:\n{}", cluster.log_tail(taught))
+        },
+    )
+    .await;
+    // A module deleted and collected takes its compiled forms with it.
+    let deleted = api.delete("/apis/edgeplane.io/v1alpha1/namespaces/factory/modules/ts-compressor.1.0.0").await.expect("delete");
+    assert_eq!(deleted.code, 200, "{}", deleted.body);
+    eventually(
+        "the collected module's compiled forms to be deleted",
+        Duration::from_secs(40),
+        async || cluster.running().into_iter().all(|id| !has_compiled(id, &compressor_digest)).then_some(()),
+        || cluster.all_logs(),
+    )
+    .await;
+
+    // A node started with --compile-locally never loads the orchestrators' native code.
+    let mut on_b = serde_json::from_slice::<Value>(&workload("threshold-filter@1.0.0", json!({"min": 15.0, "max": 80.0}))).expect("json");
+    on_b["metadata"]["name"] = json!("b-filter");
+    on_b["spec"]["placement"]["nodeSelector"] = json!({"line": "b"});
+    let created = api.request(Method::POST, WORKLOADS, Some(serde_json::to_vec(&on_b).expect("json"))).await.expect("create");
+    assert_eq!(created.code, 201, "{}", created.body);
+    let on_b = instance(&other, "line-b-edge to run its filter", |i| i["phase"] == "Running").await;
+    assert_eq!(on_b.pointer("/started/module"), Some(&json!("Compiled")), "{on_b}");
+    let deleted = api.delete(&format!("{WORKLOADS}/b-filter")).await.expect("delete");
+    assert_eq!(deleted.code, 200, "{}", deleted.body);
+    eventually(
+        "line-b-edge to stop the deleted Workload's instance",
+        Duration::from_secs(20),
+        async || other.instances().await.is_empty().then_some(()),
+        || other.log_tail(),
+    )
+    .await;
+
+    // What the route refuses: every answer says why.
+    let native = |digest: &str, query: &str| format!("/v1/blobs/{digest}/native?{query}");
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    for (query, code, why) in [
+        ("features=".to_owned(), 400, "required"),
+        (format!("triple={triple}&fingerprint=zz"), 400, "16 hex digits"),
+        (format!("triple={triple}&features=opt_level&fingerprint=0000000000000000"), 400, "not a CPU feature"),
+        ("triple=wasm32-unknown-unknown&fingerprint=0000000000000000".to_owned(), 400, "not one this build"),
+        (format!("triple={triple}&fingerprint=0000000000000000&extra=1"), 400, "extra"),
+        (format!("triple={triple}&fingerprint=0000000000000000"), 409, "fingerprint"),
+    ] {
+        let reply = api.get(&native(&filter_digest, &query)).await.expect("native");
+        assert_eq!(reply.code, code, "{query}: {}", reply.body);
+        assert!(reply.body.to_string().contains(why), "{query}: {} should say {why:?}", reply.body);
+    }
 
     // The leader hears about it in the heartbeats.
     let liveness = eventually(
@@ -136,12 +233,14 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     )
     .await;
     assert_eq!(liveness.pointer("/heartbeat/load/instances"), Some(&json!(1)), "{liveness}");
-    assert!(other.instances().await.is_empty(), "line-b-edge does not match and must run nothing");
+    let on_b = other.instances().await;
+    assert!(on_b.is_empty(), "line-b-edge does not match and must run nothing: {on_b:?}");
 
     // A restart keeps the identity (no second EdgeNode, no conflict) and resumes the work.
     edge.restart();
     let resumed = instance(&edge, "the instance to resume after a restart", |i| i["phase"] == "Running").await;
     assert_eq!(resumed["moduleDigest"], json!(aggregator_digest));
+    assert_eq!(resumed.pointer("/started/module"), Some(&json!("PrecompiledCached")), "from its own disk: {resumed}");
     let node = api.get("/apis/edgeplane.io/v1alpha1/edgenodes/line-a-edge").await.expect("get node").body;
     assert_eq!(node.pointer("/metadata/annotations/edgeplane.io~1node-uid"), Some(&uid), "the node kept its uid");
 

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use edgeplane_api::node::Heartbeat;
+use edgeplane_api::node::{Heartbeat, StartReport};
 use edgeplane_api::resources::AssignmentSpec;
 use edgeplane_api::Status;
 use edgeplane_client::{Client, ClientError, ClientOptions};
@@ -91,6 +91,7 @@ enum SlotState {
         handle: Arc<InstanceHandle>,
         /// Room in the instance's queue.
         slots: Arc<Semaphore>,
+        started: StartReport,
     },
 }
 
@@ -138,7 +139,9 @@ impl Agent {
     ) -> Result<Arc<Agent>, AgentError> {
         let identity = identity::load_or_create(config.data_dir.clone(), config.name.clone(), at_rest.clone()).await?;
         let client = Self::new_client(&config, &certificate)?;
-        let modules = modules::ModuleCache::new(config.data_dir.join("modules"), at_rest.clone(), pool.host().clone()).await?;
+        let modules =
+            modules::ModuleCache::new(config.data_dir.join("modules"), at_rest.clone(), pool.host().clone(), config.precompiled_modules)
+                .await?;
         let models =
             models::ModelCache::new(config.data_dir.join("models"), at_rest.clone(), edgeplane_inference::BackendKind::available()).await?;
         Ok(Arc::new(Agent {

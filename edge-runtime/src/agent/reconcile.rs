@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use edgeplane_api::node::{InstancePhase, InstanceReport, NODE_LABEL};
+use edgeplane_api::node::{InstancePhase, InstanceReport, StartReport, NODE_LABEL};
 use edgeplane_api::resources::{AssignedModel, AssignmentSpec, ModelArtifact};
 use edgeplane_api::watch::{WatchEvent, WatchEventType};
 use edgeplane_client::Request;
@@ -215,6 +215,7 @@ impl Agent {
     /// Fetches and compiles the module of one assignment, then starts its instance, unless
     /// another start of the slot has become current meanwhile.
     async fn start(self: Arc<Self>, key: String, spec: AssignmentSpec, attempt: u64, first: oneshot::Sender<()>) {
+        let received = Instant::now();
         // Before anything is fetched: what this node's own trust roots refuse never runs.
         let roots = self.config.trusted_signers.as_deref();
         let signed = signers::check_module(roots, &spec)
@@ -226,7 +227,7 @@ impl Agent {
         }
         let mut first = Some(first);
         let mut backoff = Duration::from_millis(500);
-        let module = loop {
+        let (module, module_source) = loop {
             let result = self.modules.get(&self.client(), &spec.module_digest).await;
             let current = lock(&self.instances).get(&key).is_some_and(|s| s.attempt == attempt);
             if !current {
@@ -298,8 +299,9 @@ impl Agent {
             },
             queue_capacity: INSTANCE_QUEUE,
         });
-        tracing::info!(assignment = %key, module = %spec.module_ref, generation = spec.generation, "started");
-        let running = SlotState::Running { handle: Arc::new(handle), slots: Arc::new(Semaphore::new(INSTANCE_QUEUE)) };
+        let started = StartReport { module: module_source, micros: received.elapsed().as_micros().try_into().unwrap_or(u64::MAX) };
+        tracing::info!(assignment = %key, module = %spec.module_ref, generation = spec.generation, from = ?started.module, micros = started.micros, "started");
+        let running = SlotState::Running { handle: Arc::new(handle), slots: Arc::new(Semaphore::new(INSTANCE_QUEUE)), started };
         self.settle(&key, attempt, running);
     }
 
@@ -366,7 +368,7 @@ impl Agent {
         let routes: Vec<Route> = instances
             .iter()
             .filter_map(|(key, slot)| match &slot.state {
-                SlotState::Running { handle, slots } => {
+                SlotState::Running { handle, slots, .. } => {
                     Some(Route::new(key, &slot.spec, handle.clone(), slots.clone(), self.dataplane.counters(key)))
                 }
                 _ => None,
@@ -400,6 +402,7 @@ impl Agent {
                     bytes_in: counters.bytes_in.get(),
                     bytes_up: counters.bytes_up.get(),
                     readings_dropped: counters.readings_dropped.get(),
+                    started: None,
                 };
                 match &slot.state {
                     SlotState::Starting(message) => {
@@ -409,7 +412,8 @@ impl Agent {
                         report.phase = InstancePhase::Failed;
                         report.message = Some(message.clone());
                     }
-                    SlotState::Running { handle, .. } => {
+                    SlotState::Running { handle, started, .. } => {
+                        report.started = Some(*started);
                         let s = handle.status();
                         report.phase = s.phase;
                         report.restarts = s.restarts;

@@ -92,7 +92,36 @@ pub struct InstanceReport {
     /// delivered to a sink.
     #[serde(default)]
     pub readings_dropped: u64,
+    /// How its module was made ready, and how long it took to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<StartReport>,
 }
+
+/// How an instance's current start went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartReport {
+    pub module: ModuleSource,
+    /// From the Assignment reaching the node to the instance running, in microseconds.
+    pub micros: u64,
+}
+
+/// Where a node had an instance's module from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleSource {
+    /// Already loaded, for an earlier instance.
+    Loaded,
+    /// Compiled ahead of time by the orchestrators for the node's target, downloaded now.
+    Precompiled,
+    /// Compiled ahead of time by the orchestrators, from the node's disk cache.
+    PrecompiledCached,
+    /// Compiled on the node.
+    Compiled,
+}
+
+/// The header the sha256 (hex) of a precompiled module is served with
+/// (`GET /v1/blobs/{digest}/native`).
+pub const ARTIFACT_SHA256_HEADER: &str = "x-edgeplane-artifact-sha256";
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

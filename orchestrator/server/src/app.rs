@@ -48,4 +48,6 @@ pub struct Shared {
     pub backup_metrics: crate::backup::BackupMetrics,
     /// The other members' APIs, as this member (`None` in a cluster of one).
     pub other_members: Option<Arc<edgeplane_client::Client>>,
+    /// Modules compiled ahead of time for the edges' targets.
+    pub precompiler: crate::native::Precompiler,
 }

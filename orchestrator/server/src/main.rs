@@ -36,6 +36,7 @@ mod leader;
 mod metrics;
 mod models;
 mod modules;
+mod native;
 mod nodes;
 mod policy;
 mod resources;
@@ -210,7 +211,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         audit,
         archive: archive.clone(),
         backup_metrics,
+        precompiler: native::Precompiler::new(&config.data_dir),
     });
+    let precompiling = tokio::spawn(native::compile_pushed(state.clone(), state.node.latest().applied_index()));
     let leader_loops = tokio::spawn(leader::run(state.clone()));
     let backups = config.backups.clone().map(|schedule| tokio::spawn(backup::run_schedule(state.clone(), schedule)));
     let archiving = tokio::spawn(audit::keep_archive(state.clone(), archive, other_members));
@@ -232,6 +235,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     peer_server.abort();
     leader_loops.abort();
     archiving.abort();
+    precompiling.abort();
     if let Some(backups) = backups {
         backups.abort();
     }

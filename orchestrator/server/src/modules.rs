@@ -7,7 +7,8 @@
 //! of them can serve them after the leader is lost. Versions are immutable: the same bytes
 //! again are accepted as unchanged, different bytes under an existing version are refused.
 //!
-//! `GET /v1/blobs/{digest}` serves the bytes of a digest (`sha256:<hex>`).
+//! `GET /v1/blobs/{digest}` serves the bytes of a digest (`sha256:<hex>`); `crate::native`
+//! serves modules compiled for an edge's target.
 
 use std::collections::BTreeMap;
 
@@ -230,10 +231,7 @@ pub(crate) async fn blob(State(state): State<AppState>, Path(digest): Path<Strin
     let Some(blob) = found else {
         return Err(ApiError::not_found(format!("no module with digest {digest}")));
     };
-    let bytes = blob["data"]
-        .as_str()
-        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-        .filter(|b| sha256_digest(b) == digest)
+    let bytes = crate::native::blob_bytes(&blob, &digest)
         .ok_or_else(|| ApiError::internal(format!("the stored bytes of {digest} do not match their digest")))?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
 }

@@ -46,7 +46,7 @@ fn rbac(verb: &'static str, resource: &'static str, namespace: Ns, name: Name) -
 
 /// Every route of the API.
 pub fn table() -> Vec<Route> {
-    use crate::{audit, auth, cluster, console, data, events, models, modules, nodes, resources, store, trust};
+    use crate::{audit, auth, cluster, console, data, events, models, modules, native, nodes, resources, store, trust};
     let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
     let mut routes = vec![
         route(get.clone(), paths::HEALTHZ, Access::Public, on(MethodFilter::GET, || async { "ok\n" })),
@@ -135,6 +135,13 @@ pub fn table() -> Vec<Route> {
             "/v1/blobs/{digest}",
             rbac("get", "blobs", Ns::None, Name::Path("digest")),
             on(MethodFilter::GET, modules::blob),
+        ),
+        // Whoever may fetch a module may fetch it compiled (a node: a module its Assignments use).
+        route(
+            get.clone(),
+            "/v1/blobs/{digest}/native",
+            rbac("get", "blobs", Ns::None, Name::Path("digest")),
+            on(MethodFilter::GET, native::native),
         ),
         route(
             post.clone(),

@@ -9,6 +9,7 @@
 //! edgeplane-bench edge [--clients N] [--seconds S] [--batch R] [--mqtt-messages M] [--drain-readings D]
 //! edgeplane-bench failover [--trials T] [--edges E]
 //! edgeplane-bench scale [--nodes N] [--replicas R]
+//! edgeplane-bench coldstart [--trials T]
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,8 +52,9 @@ async fn main() {
         Some("failover") => failover(&args).await,
         Some("scale") => scale(&args).await,
         Some("backup") => backup(&args).await,
+        Some("coldstart") => coldstart(&args).await,
         _ => {
-            eprintln!("usage: edgeplane-bench raft|api|edge|failover|scale|backup [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
+            eprintln!("usage: edgeplane-bench raft|api|edge|failover|scale|backup|coldstart [--clients N] [--seconds S] [--failover-trials T] [--watchers W]");
             std::process::exit(2);
         }
     }
@@ -556,6 +558,117 @@ async fn backup(args: &[String]) {
 }
 
 const NS: &str = "bench";
+
+/// Module cold start on an edge runtime (release build), from the Assignment reaching the
+/// node to its instance running, as the node reports it: with the code the orchestrators
+/// compiled for the node ahead of time (`aot`), and compiled on a node started with
+/// `--compile-locally` (`jit`). Every trial pushes the module anew (a custom section with a
+/// nonce makes a new digest), so neither node has it loaded or cached; the `aot` Workload is
+/// created once the orchestrator has compiled the push, as a release is pushed before it is
+/// rolled out. The first round teaches the orchestrator the node's target and is not counted.
+async fn coldstart(args: &[String]) {
+    let trials = arg(args, "--trials", 5);
+    let cluster = Cluster::start(ClusterSpec { subnet: 48, size: 1, log: "warn".to_owned(), tick_ms: None, ..Default::default() }).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let model = json!({"apiVersion": "edgeplane.io/v1alpha1", "kind": "Model", "metadata": {"name": "temperature", "namespace": NS},
+        "spec": {"version": "1.0.0", "format": "zscore-logistic/v1",
+                 "parameters": {"mean": [20.0, 0.0], "stddev": [2.0, 1.0], "weights": [1.5, 0.0], "bias": [-6.0]}}});
+    create_resource(&api, NS, "models", &model).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = [cluster.api_addr(leader)];
+    let aot = EdgeRuntime::start("aot-edge", &servers, dir.path().join("aot"), &["--log", "warn", "--label", "compile=aot"]).await;
+    let jit =
+        EdgeRuntime::start("jit-edge", &servers, dir.path().join("jit"), &["--log", "warn", "--label", "compile=jit", "--compile-locally"])
+            .await;
+    let native_dir = cluster.data_dir(leader).join("native");
+    for workload in ["threshold-filter", "window-aggregator", "anomaly-detector", "ts-compressor"] {
+        let config = match workload {
+            "threshold-filter" => json!({"min": 0.0, "max": 100.0}),
+            _ => json!({}),
+        };
+        let (mut aot_ms, mut jit_ms) = (Vec::new(), Vec::new());
+        for trial in 0..=trials {
+            let wasm = with_nonce(workload_wasm(workload), &format!("{workload}-{trial}"));
+            let digest = edgeplane_api::hex::sha256(&wasm);
+            let name = format!("{workload}-cs");
+            let version = format!("1.0.{trial}");
+            let pushed = api.request(Method::POST, &format!("/v1/modules/{NS}/{name}/{version}"), Some(wasm)).await.expect("push");
+            assert!(pushed.code == 201, "pushing {name}@{version}: {} {}", pushed.code, pushed.body);
+            if trial > 0 {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !std::fs::read_dir(&native_dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|f| f.file_name().to_string_lossy().starts_with(&digest))
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the orchestrator did not compile {name}@{version} ahead of time:\n{}",
+                        cluster.log_tail(leader)
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            for (edge, label) in [(&aot, "aot"), (&jit, "jit")] {
+                let mut w = edge_workload(
+                    &format!("cs-{label}"),
+                    &format!("{name}@{version}"),
+                    "cs/in",
+                    json!([{"name": "out", "sink": {"type": "log"}}]),
+                    config.clone(),
+                );
+                w["spec"]["placement"] = json!({"nodeSelector": {"compile": label}});
+                if workload == "anomaly-detector" {
+                    w["spec"]["modelRef"] = json!("temperature");
+                }
+                create_resource(&api, NS, "workloads", &w).await;
+                edge.wait_running(1, Duration::from_secs(60)).await;
+                let instance = edge.instances().await.pop().expect("one instance");
+                let started = &instance["started"];
+                let expected = if label == "aot" { "Precompiled" } else { "Compiled" };
+                assert_eq!(started["module"], expected, "{label}, {name}@{version}: {instance}\n{}", edge.log_tail());
+                let ms = started["micros"].as_f64().expect("micros") / 1000.0;
+                if trial > 0 {
+                    if label == "aot" {
+                        aot_ms.push(ms)
+                    } else {
+                        jit_ms.push(ms)
+                    }
+                }
+                let deleted =
+                    api.delete(&format!("/apis/edgeplane.io/v1alpha1/namespaces/{NS}/workloads/cs-{label}")).await.expect("delete");
+                assert_eq!(deleted.code, 200, "{}", deleted.body);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !edge.instances().await.is_empty() {
+                    assert!(Instant::now() < deadline, "{label} kept its instance:\n{}", edge.log_tail());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        aot_ms.sort_by(f64::total_cmp);
+        jit_ms.sort_by(f64::total_cmp);
+        let short = workload.replace('-', "_");
+        let (aot_p50, jit_p50) = (percentile(&aot_ms, 50.0), percentile(&jit_ms, 50.0));
+        bench(&format!("module_cold_start_ms_aot_{short}"), aot_p50, "ms");
+        bench(&format!("module_cold_start_ms_jit_{short}"), jit_p50, "ms");
+        bench(&format!("module_cold_start_jit_vs_aot_ratio_{short}"), jit_p50 / aot_p50, "x");
+    }
+}
+
+/// The module with a custom section appended: the same code under a new digest.
+fn with_nonce(mut wasm: Vec<u8>, nonce: &str) -> Vec<u8> {
+    let name = b"edgeplane.nonce";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(nonce.as_bytes());
+    assert!(section.len() < 128, "one byte of LEB128 length");
+    wasm.push(0);
+    wasm.push(section.len() as u8);
+    wasm.extend_from_slice(&section);
+    wasm
+}
 
 fn edge_workload(name: &str, module: &str, input: &str, outputs: serde_json::Value, config: serde_json::Value) -> serde_json::Value {
     json!({
