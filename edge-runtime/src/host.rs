@@ -19,8 +19,8 @@ use edgeplane_inference::{PreparedModel, Tensor, TensorData};
 
 use edgeplane_engine::Target;
 use wasmtime::{
-    Caller, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
-    TypedFunc,
+    Caller, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, ModuleExport, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, TypedFunc,
 };
 
 use crate::precompiled::Artifact;
@@ -211,13 +211,20 @@ impl WasmHost {
 
     fn prepare(&self, module: Module) -> Result<CompiledModule, LoadError> {
         let pre = self.linker.instantiate_pre(&module).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        for (name, kind) in [("memory", "memory"), ("ep_abi_version", "function"), ("ep_alloc", "function"), ("ep_process", "function")] {
-            if module.get_export(name).is_none() {
-                return Err(LoadError::Link(format!("the module exports no {kind} `{name}` (required by guest ABI v1)")));
-            }
-        }
-        let has_configure = module.get_export("ep_configure").is_some();
-        Ok(CompiledModule { pre, has_configure })
+        let required = |name: &str, kind: &str| {
+            module
+                .get_export_index(name)
+                .ok_or_else(|| LoadError::Link(format!("the module exports no {kind} `{name}` (required by guest ABI v1)")))
+        };
+        // Resolved once here: an instantiation then finds its exports by index, not by name.
+        let exports = AbiExports {
+            memory: required("memory", "memory")?,
+            abi_version: required("ep_abi_version", "function")?,
+            alloc: required("ep_alloc", "function")?,
+            process: required("ep_process", "function")?,
+            configure: module.get_export_index("ep_configure"),
+        };
+        Ok(CompiledModule { pre, exports: Arc::new(exports) })
     }
 
     /// Starts an instance: instantiate, check the ABI version, hand it its configuration.
@@ -254,11 +261,18 @@ impl WasmHost {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(SETUP_DEADLINE));
         let instance = module.pre.instantiate(&mut store).map_err(|e| classify(&store, e, SETUP_DEADLINE))?;
-        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| GuestError::Abi("`memory` is not a memory".into()))?;
-        let abi_version = typed(&instance, &mut store, "ep_abi_version")?;
-        let alloc = typed(&instance, &mut store, "ep_alloc")?;
-        let process = typed(&instance, &mut store, "ep_process")?;
-        let configure = if module.has_configure { Some(typed(&instance, &mut store, "ep_configure")?) } else { None };
+        let exports = &module.exports;
+        let memory = instance
+            .get_module_export(&mut store, &exports.memory)
+            .and_then(wasmtime::Extern::into_memory)
+            .ok_or_else(|| GuestError::Abi("`memory` is not a memory".into()))?;
+        let abi_version = typed(&instance, &mut store, &exports.abi_version, "ep_abi_version")?;
+        let alloc = typed(&instance, &mut store, &exports.alloc, "ep_alloc")?;
+        let process = typed(&instance, &mut store, &exports.process, "ep_process")?;
+        let configure = match &exports.configure {
+            Some(export) => Some(typed(&instance, &mut store, export, "ep_configure")?),
+            None => None,
+        };
         Ok(Instance { store, memory, abi_version, alloc, process, configure, batch_deadline: limits.batch_deadline })
     }
 }
@@ -273,12 +287,21 @@ impl Drop for WasmHost {
 #[derive(Clone)]
 pub struct CompiledModule {
     pre: InstancePre<InstanceState>,
-    has_configure: bool,
+    exports: Arc<AbiExports>,
+}
+
+/// Where the module's ABI exports are, found once per module.
+struct AbiExports {
+    memory: ModuleExport,
+    abi_version: ModuleExport,
+    alloc: ModuleExport,
+    process: ModuleExport,
+    configure: Option<ModuleExport>,
 }
 
 impl std::fmt::Debug for CompiledModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledModule").field("has_configure", &self.has_configure).finish_non_exhaustive()
+        f.debug_struct("CompiledModule").field("has_configure", &self.exports.configure.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -697,12 +720,21 @@ fn guest_range(ptr: i32, len: i32, memory_len: usize) -> Option<std::ops::Range<
     (end <= memory_len).then_some(start..end)
 }
 
-fn typed<P, R>(instance: &wasmtime::Instance, store: &mut Store<InstanceState>, name: &str) -> Result<TypedFunc<P, R>, GuestError>
+fn typed<P, R>(
+    instance: &wasmtime::Instance,
+    store: &mut Store<InstanceState>,
+    export: &ModuleExport,
+    name: &str,
+) -> Result<TypedFunc<P, R>, GuestError>
 where
     P: wasmtime::WasmParams,
     R: wasmtime::WasmResults,
 {
-    instance.get_typed_func::<P, R>(&mut *store, name).map_err(|e| GuestError::Abi(format!("`{name}` has the wrong type: {e}")))
+    let func = instance
+        .get_module_export(&mut *store, export)
+        .and_then(wasmtime::Extern::into_func)
+        .ok_or_else(|| GuestError::Abi(format!("`{name}` is not a function")))?;
+    func.typed::<P, R>(&*store).map_err(|e| GuestError::Abi(format!("`{name}` has the wrong type: {e}")))
 }
 
 /// Turns a wasmtime error from a guest call into what happened, in the guest's terms.
