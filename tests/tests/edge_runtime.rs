@@ -83,6 +83,18 @@ async fn an_edge_runtime_registers_and_runs_updates_and_stops_what_is_assigned_t
     // What it was started with, and the inference backend it has built in.
     assert_eq!(node.pointer("/spec/capabilities"), Some(&json!(["sensor.temperature", "wasm.simd", "inference.onnx.tract"])), "{node}");
     let uid = node.pointer("/metadata/annotations/edgeplane.io~1node-uid").cloned().expect("uid annotation");
+    // Each runtime sends its first heartbeat as a request, which finds the leader, and the
+    // rest as lines of one stream to it.
+    let heartbeats = async |via: &str| api.metric(&format!("edgeplane_heartbeats_total{{via=\"{via}\"}}")).await.unwrap_or(0.0);
+    eventually(
+        "heartbeats on streams",
+        Duration::from_secs(20),
+        async || (heartbeats("stream").await >= 10.0).then_some(()),
+        || edge.log_tail(),
+    )
+    .await;
+    let requested = heartbeats("request").await;
+    assert!(requested <= 4.0, "{requested} heartbeats came as requests from two runtimes that stream them\n{}", edge.log_tail());
 
     // Apply: the edge starts it.
     let created = api

@@ -192,6 +192,7 @@ const ROWS: &[Row] = &[
     row("GET", "/v1/blobs/{digest}", "/v1/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", "uttuffffh"),
     row("GET", "/v1/blobs/{digest}/native", "/v1/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000/native", "uttuffffh"),
     row("POST", "/v1/nodes/{name}/heartbeat", "/v1/nodes/mx-own/heartbeat",                            "uttufhffh"),
+    row("POST", "/v1/nodes/{name}/heartbeat/stream", "/v1/nodes/mx-own/heartbeat/stream",              "uttufhfff"),
     row("GET", "/v1/nodes/{name}/heartbeat", "/v1/nodes/mx-own/heartbeat",                             "uttuffhfh"),
     row("GET", "/v1/heartbeats", "/v1/heartbeats",                                                     "uttuffhfh"),
     row("POST", "/v1/nodes/{name}/data", "/v1/nodes/mx-own/data",                                      "uttufhfff"),
@@ -1099,4 +1100,128 @@ async fn the_door_holds_against_alias_bombs_slow_clients_early_bodies_and_unlist
         .await
         .expect("create");
     assert_eq!(reply.code, 422, "door's SinkPolicy applied in namespace elsewhere: {}", reply.body);
+}
+
+/// One end of a node's heartbeat stream, as the test drives it.
+struct HeartbeatStreamEnd {
+    lines: tokio::sync::mpsc::Sender<Vec<u8>>,
+    answers: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    pending: Vec<u8>,
+}
+
+impl HeartbeatStreamEnd {
+    /// Opens node `name`'s stream as `identity`: the live stream, or the refusal's code and Status.
+    async fn open(addr: SocketAddr, identity: &TlsIdentity, name: &str) -> Result<HeartbeatStreamEnd, (u16, String)> {
+        let client = edgeplane_client::Client::new(
+            &[addr.to_string()],
+            edgeplane_client::ClientOptions::default(),
+            edgeplane_tests::trust_for(addr).tls_as(Some(identity)),
+        )
+        .expect("client");
+        let (lines, outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let body = futures::stream::unfold(outgoing, |mut o| async move { o.recv().await.map(|l| (Ok::<_, std::io::Error>(l), o)) });
+        let path = edgeplane_api::node::heartbeat_stream_path(name);
+        let server = addr.to_string();
+        let opening =
+            client.open_stream(&server, &path, edgeplane_api::node::NDJSON, reqwest::Body::wrap_stream(body), Duration::from_secs(10));
+        // The head comes once the first bytes are on their way; an empty line takes nothing.
+        lines.send(b"\n".to_vec()).await.expect("the request body");
+        match opening.await.expect("an answer") {
+            Ok(live) => Ok(HeartbeatStreamEnd { lines, answers: Box::pin(live.bytes_stream()), pending: Vec::new() }),
+            Err(refusal) => Err((refusal.status.as_u16(), refusal.status_error().message)),
+        }
+    }
+
+    async fn send(&self, bytes: &[u8]) {
+        self.lines.send(bytes.to_vec()).await.expect("the request body");
+    }
+
+    /// The leader's next answer line.
+    async fn next(&mut self) -> edgeplane_api::node::HeartbeatStreamEvent {
+        use futures::StreamExt;
+        loop {
+            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).collect();
+                return serde_json::from_slice(&line)
+                    .unwrap_or_else(|e| panic!("{:?} is not a stream event: {e}", String::from_utf8_lossy(&line)));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.answers.next())
+                .await
+                .expect("an answer line within 10 s")
+                .expect("the answer goes on")
+                .expect("the connection holds");
+            self.pending.extend_from_slice(&chunk);
+        }
+    }
+}
+
+fn heartbeat_line(cpu_millis: u32) -> Vec<u8> {
+    let mut line = json!({"load": {"cpuMillis": cpu_millis, "memoryMib": 64, "instances": 0, "queueDepth": 0}}).to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// A heartbeat stream is the node's own: another node, even one that may send the node's
+/// heartbeats as requests, cannot open it. The leader takes each line as the node's
+/// heartbeat and says how many it took; it ends the stream, saying why, at the first line
+/// that is not a heartbeat, at a line longer than a heartbeat may be, and at the first
+/// heartbeat after the node's certificate is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_stream_is_the_nodes_own_and_ends_at_a_bad_line_or_a_revoked_certificate() {
+    let cluster = Cluster::start(ClusterSpec { subnet: 77, size: 1, ..Default::default() }).await;
+    cluster.wait_for_leader(Duration::from_secs(15)).await;
+    let (addr, admin) = (cluster.api_addr(1), cluster.api(1));
+    let token = bootstrap_token(&admin, json!({"ttlSeconds": 3600, "uses": 10})).await;
+    let (a, b) = (enroll(&cluster, &token, "hs-a").await, enroll(&cluster, &token, "hs-b").await);
+
+    let refused = HeartbeatStreamEnd::open(addr, &b, "hs-a").await.err().expect("node hs-b opened hs-a's stream");
+    assert_eq!(refused.0, 403, "another node's stream: {refused:?}");
+
+    // Each heartbeat is taken and counted; two in one write, and one split over two, too.
+    let mut stream = HeartbeatStreamEnd::open(addr, &a, "hs-a").await.expect("hs-a's own stream");
+    stream.send(&heartbeat_line(111)).await;
+    assert_eq!(stream.next().await.received, 1);
+    let last = admin.get("/v1/nodes/hs-a/heartbeat").await.expect("last heartbeat");
+    assert_eq!(last.body["heartbeat"]["load"]["cpuMillis"], 111, "the leader's view of hs-a: {}", last.body);
+    stream.send(&[heartbeat_line(112), heartbeat_line(113)].concat()).await;
+    let split = heartbeat_line(114);
+    stream.send(&split[..10]).await;
+    stream.send(&split[10..]).await;
+    let mut received = 0;
+    while received < 4 {
+        let event = stream.next().await;
+        assert!(event.end.is_none(), "the stream ended after {received}: {event:?}");
+        received = event.received;
+    }
+    assert_eq!(received, 4);
+    let last = admin.get("/v1/nodes/hs-a/heartbeat").await.expect("last heartbeat");
+    assert_eq!(last.body["heartbeat"]["load"]["cpuMillis"], 114, "the leader's view of hs-a: {}", last.body);
+
+    // A line that is not a heartbeat ends the stream, naming it.
+    stream.send(b"{\"load\": \"high\"}\n").await;
+    let end = stream.next().await;
+    let status = end.end.expect("the stream to end at a line that is not a heartbeat");
+    assert_eq!((end.received, status.code), (4, 400), "{status:?}");
+    assert!(status.message.contains("heartbeat 5"), "the refusal names the line: {}", status.message);
+
+    // A line longer than a heartbeat may be.
+    let mut stream = HeartbeatStreamEnd::open(addr, &b, "hs-b").await.expect("hs-b's own stream");
+    for _ in 0..17 {
+        stream.send(&[b'x'; 64 * 1024]).await;
+    }
+    let status = stream.next().await.end.expect("the stream to end at a line of 1.06 MiB");
+    assert_eq!(status.code, 413, "{status:?}");
+
+    // Revoked: the next heartbeat ends the stream, as it would refuse the next request.
+    let mut stream = HeartbeatStreamEnd::open(addr, &a, "hs-a").await.expect("hs-a's own stream");
+    stream.send(&heartbeat_line(120)).await;
+    assert_eq!(stream.next().await.received, 1);
+    let reply = admin.delete("/v1/nodes/hs-a/certificate").await.expect("revoke");
+    assert_eq!(reply.code, 204, "revoking hs-a: {}", reply.body);
+    stream.send(&heartbeat_line(121)).await;
+    let end = stream.next().await;
+    let status = end.end.expect("the stream to end once the certificate was revoked");
+    assert_eq!((end.received, status.code), (1, 401), "{status:?}");
+    let last = admin.get("/v1/nodes/hs-a/heartbeat").await.expect("last heartbeat");
+    assert_eq!(last.body["heartbeat"]["load"]["cpuMillis"], 120, "a heartbeat after the revocation was taken: {}", last.body);
 }

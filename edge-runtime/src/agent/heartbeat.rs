@@ -1,14 +1,40 @@
 //! Heartbeats: every `--heartbeat-ms`, the node's load and every instance's state go to the
-//! leader (a follower answers 503 naming it, and the client follows). They take nothing that
-//! downloads or compiles hold, so a node stays Ready while it fetches a large module.
+//! leader. They take nothing that downloads or compiles hold, so a node stays Ready while it
+//! fetches a large module.
+//!
+//! A heartbeat goes first as a request of its own, which finds the leader (a follower answers
+//! 503 naming it, and the client follows) and enrolls the node again if its certificate is no
+//! longer accepted. The next ones go as lines of one long-lived request to the orchestrator
+//! that took it (`edgeplane_api::node::heartbeat_stream_path`), which costs the leader a
+//! fraction of a request each. The stream is given up, and the next heartbeat is a request
+//! again, when the leader ends it (it no longer leads, the certificate changed), when the
+//! connection fails, or when a heartbeat goes unacknowledged for four intervals (a leader cut
+//! off or frozen: its kernel may take the bytes long after it stopped reading them).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use edgeplane_api::node::{self, InstanceReport};
+use edgeplane_api::node::{self, HeartbeatStreamEvent, InstanceReport, NDJSON};
 use edgeplane_api::resources::NodeLoad;
 use edgeplane_client::{Method, Request, Retry, StatusCode};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval};
 
 use super::{Agent, AgentError};
+
+/// Why a heartbeat stream was given up.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error("the orchestrator did not open it: {0}")]
+    NotOpened(String),
+    #[error("the orchestrator ended it: {0}")]
+    Ended(String),
+    #[error("the connection failed: {0}")]
+    Failed(String),
+    #[error("no acknowledgement for {0:?}")]
+    Silent(Duration),
+}
 
 impl Agent {
     pub(super) async fn heartbeat_loop(self: Arc<Self>) {
@@ -16,13 +42,18 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(e) = self.heartbeat_once().await {
-                tracing::debug!(error = %e, "heartbeat failed");
+            match self.heartbeat_once().await {
+                Ok(server) => {
+                    let end = self.heartbeat_stream(&server, &mut ticker).await;
+                    tracing::debug!(%server, "heartbeat stream given up: {end}");
+                }
+                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
             }
         }
     }
 
-    async fn heartbeat_once(&self) -> Result<(), AgentError> {
+    /// One heartbeat as a request; the orchestrator that took it.
+    async fn heartbeat_once(&self) -> Result<String, AgentError> {
         if !self.enrolled() {
             self.enroll().await?;
         }
@@ -33,16 +64,99 @@ impl Agent {
             .attempt_timeout(self.config.heartbeat * 4);
         let answer = self.client().send(request).await?;
         match answer.status {
-            s if s.is_success() => Ok(()),
+            s if s.is_success() => Ok(answer.server),
             StatusCode::UNAUTHORIZED => {
                 tracing::warn!(
                     "the orchestrators no longer accept this node's certificate ({}); enrolling again",
                     answer.status_error().message
                 );
-                self.enroll().await
+                self.enroll().await?;
+                Err(AgentError::Refused { what: "heartbeat", status: Box::new(answer.status_error()) })
             }
             _ => Err(AgentError::Refused { what: "heartbeat", status: Box::new(answer.status_error()) }),
         }
+    }
+
+    /// Heartbeats at every tick of `ticker` as lines of one request to `server`, until the
+    /// stream is given up; why it was.
+    async fn heartbeat_stream(&self, server: &str, ticker: &mut Interval) -> StreamEnd {
+        let patience = self.config.heartbeat * 4;
+        // One heartbeat waits here at most: the connection takes them as fast as they come,
+        // and one it has not taken by the next tick is dropped (the acknowledgements say when
+        // a stream stalls).
+        let (lines, outgoing) = mpsc::channel::<Vec<u8>>(1);
+        let body = futures::stream::unfold(outgoing, |mut outgoing| async move {
+            outgoing.recv().await.map(|line| (Ok::<_, std::io::Error>(line), outgoing))
+        });
+        let path = node::heartbeat_stream_path(&self.config.name);
+        let client = self.client();
+        let opened = client.open_stream(server, &path, NDJSON, reqwest::Body::wrap_stream(body), patience);
+        // The head comes once the first line is on its way.
+        ticker.tick().await;
+        if lines.try_send(self.heartbeat_line()).is_err() {
+            return StreamEnd::Failed("the request ended before its first heartbeat".to_owned());
+        }
+        let mut answers = match opened.await {
+            Ok(Ok(live)) => live.bytes_stream(),
+            Ok(Err(refusal)) => return StreamEnd::NotOpened(refusal.status_error().to_string()),
+            Err(e) => return StreamEnd::NotOpened(e.to_string()),
+        };
+        let mut sent = 1u64;
+        let mut acknowledged = 0u64;
+        // Since when the oldest heartbeat not acknowledged has waited.
+        let mut waiting_since = Some(Instant::now());
+        let mut pending = Vec::new();
+        loop {
+            let deadline = waiting_since.map(|since| since + patience);
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match lines.try_send(self.heartbeat_line()) {
+                        Ok(()) => sent += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return StreamEnd::Failed("the request's body was dropped".to_owned()),
+                    }
+                    waiting_since.get_or_insert_with(Instant::now);
+                }
+                answer = answers.next() => {
+                    let chunk = match answer {
+                        Some(Ok(chunk)) => chunk,
+                        Some(Err(e)) => return StreamEnd::Failed(e.to_string()),
+                        None => return StreamEnd::Ended("the answer ended without a reason".to_owned()),
+                    };
+                    pending.extend_from_slice(&chunk);
+                    while let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=at).collect();
+                        let event: HeartbeatStreamEvent = match serde_json::from_slice(&line) {
+                            Ok(event) => event,
+                            Err(e) => return StreamEnd::Failed(format!("an answer line that is not a stream event: {e}")),
+                        };
+                        if let Some(status) = event.end {
+                            return StreamEnd::Ended(status.to_string());
+                        }
+                        if event.received > acknowledged {
+                            acknowledged = event.received;
+                            // Acknowledgements are cumulative: all sent, or the next wait starts now.
+                            waiting_since = (acknowledged < sent).then(Instant::now);
+                        }
+                    }
+                }
+                () = sleep_until(deadline) => return StreamEnd::Silent(patience),
+            }
+        }
+    }
+
+    fn heartbeat_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&self.heartbeat()).expect("heartbeats serialize");
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! - `POST /v1/nodes/{name}/heartbeat`, authenticated by the node's certificate, with a
 //!   [`Heartbeat`]. Heartbeats are kept in the leader's memory, not written through Raft.
+//! - `POST /v1/nodes/{name}/heartbeat/stream`, by the node itself: the same heartbeats on one
+//!   long-lived request, see [`heartbeat_stream_path`].
 //! - `GET /v1/nodes/{name}/heartbeat`: the last heartbeat the leader received, as
 //!   [`NodeLiveness`].
 
@@ -14,6 +16,36 @@ use crate::resources::NodeLoad;
 /// Path of a node's heartbeats.
 pub fn heartbeat_path(node: &str) -> String {
     format!("/v1/nodes/{node}/heartbeat")
+}
+
+/// Path of a node's heartbeat stream: one request whose body is the node's heartbeats, one
+/// [`Heartbeat`] of JSON per line (`application/x-ndjson`, chunked), sent as they are made.
+/// The leader authenticates and authorizes the node once, when the stream opens, and checks
+/// at every heartbeat that it still leads and that the node's certificate is still valid. It
+/// answers `200` with a [`HeartbeatStreamEvent`] per line: one for each chunk of heartbeats it
+/// took, and a last one with `end` set when it stops taking them. A refusal before the stream
+/// opens (not the leader, not the node) is an ordinary error answer.
+///
+/// A heartbeat costs the leader a line's parse and a short write instead of a request's
+/// routing, authentication and response.
+pub fn heartbeat_stream_path(node: &str) -> String {
+    format!("/v1/nodes/{node}/heartbeat/stream")
+}
+
+/// The media type of a heartbeat stream's lines, both ways.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// A line of the leader's answer on a heartbeat stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatStreamEvent {
+    /// Heartbeats taken on this stream so far.
+    pub received: u64,
+    /// Why the leader takes no more on this stream (it no longer leads, the node's certificate
+    /// was revoked, a line was not a heartbeat); the last line. The node sends its next
+    /// heartbeat as a request of its own, which is answered and redirected as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<crate::Status>,
 }
 
 /// The label every Assignment carries with its node's name, so that a node can watch its own.

@@ -304,6 +304,38 @@ impl Client {
         }
     }
 
+    /// Opens a request to `server` whose body goes out as the caller produces it (a heartbeat
+    /// stream), once, and returns the live response as soon as its head arrives within
+    /// `head_timeout`; a failure is read whole. The body has no deadline: the caller ends it.
+    pub async fn open_stream(
+        &self,
+        server: &str,
+        path: &str,
+        content_type: &'static str,
+        body: reqwest::Body,
+        head_timeout: Duration,
+    ) -> Result<Result<reqwest::Response, Response>, ClientError> {
+        let server = normalize(server)?;
+        let mut builder = self.http.post(format!("{server}{path}")).header(CONTENT_TYPE, content_type).body(body);
+        if let Some(token) = &self.options.bearer {
+            builder = builder.bearer_auth(token);
+        }
+        let unreachable = |why: String| ClientError::Unreachable { attempts: vec![(server.clone(), why)], nothing_listens: false };
+        let live = match tokio::time::timeout(head_timeout, builder.send()).await {
+            Err(_) => return Err(unreachable(format!("no answer within {head_timeout:?}"))),
+            Ok(Err(e)) => return Err(unreachable(describe(&e))),
+            Ok(Ok(live)) => live,
+        };
+        if live.status().is_success() {
+            return Ok(Ok(live));
+        }
+        match tokio::time::timeout(head_timeout, read_whole(&server, live)).await {
+            Ok(Ok(answer)) => Ok(Err(answer)),
+            Ok(Err(e)) => Err(unreachable(describe(&e))),
+            Err(_) => Err(unreachable(format!("no whole answer within {head_timeout:?}"))),
+        }
+    }
+
     fn build(&self, server: &str, request: &Request) -> reqwest::RequestBuilder {
         let mut builder = self.http.request(request.method.clone(), format!("{server}{}", request.path));
         if let Some(timeout) = request.attempt_timeout.or(Some(self.options.attempt_timeout)) {

@@ -278,7 +278,7 @@ pub async fn guard(State(guard): State<Guard>, Path(params): Path<BTreeMap<Strin
     let code = response.status();
     let refused = code == StatusCode::UNAUTHORIZED || code == StatusCode::FORBIDDEN;
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let routine = code.is_success() && path.ends_with("/heartbeat");
+    let routine = code.is_success() && (path.ends_with("/heartbeat") || path.ends_with("/heartbeat/stream"));
     if !audit.recorded() && (refused || (mutating && !routine)) {
         let outcome = match response.extensions().get::<ErrorMessage>() {
             Some(ErrorMessage(reason, message)) => format!("{reason:?}: {message}"),
@@ -329,23 +329,28 @@ pub async fn authenticate(app: &AppState, connection: Option<&Connection>, heade
 /// node's applied state accepts; a refusal is confirmed with a linearizable read, so that a
 /// node enrolled a moment ago on another orchestrator is not sent to enroll again.
 pub async fn node_caller(app: &AppState, name: &str, serial: &str) -> Result<NodeCredential, ApiError> {
-    let key = ObjectKey::new(NODE_CREDENTIALS, "", name.to_owned());
-    let node = ObjectKey::new("edgenodes", "", name.to_owned());
-    // The EdgeNode must exist too: deleting it ends the node even if its credential, written
-    // by an enrollment racing the delete, outlived it.
-    let valid = |state: &ClusterState| {
-        state
-            .get(&key)
-            .and_then(|o| NodeCredential::deserialize(&*o.value).ok())
-            .filter(|c| c.serials.iter().any(|s| s == serial))
-            .filter(|_| state.get(&node).is_some())
-    };
-    if let Some(credential) = valid(&app.node.latest()) {
+    if let Some(credential) = node_credential(&app.node.latest(), name, serial) {
         return Ok(credential);
     }
-    valid(&read(app, Consistency::Linearizable).await?).ok_or_else(|| {
-        unauthorized(&format!("the certificate of node {name} was revoked or replaced; enroll the node again with a bootstrap token"))
-    })
+    node_credential(&read(app, Consistency::Linearizable).await?, name, serial).ok_or_else(|| node_revoked(name))
+}
+
+/// Node `name`'s credential in `state`, if the certificate with `serial` is among its valid
+/// ones. The EdgeNode must exist too: deleting it ends the node even if its credential,
+/// written by an enrollment racing the delete, outlived it.
+pub fn node_credential(state: &ClusterState, name: &str, serial: &str) -> Option<NodeCredential> {
+    let key = ObjectKey::new(NODE_CREDENTIALS, "", name.to_owned());
+    let node = ObjectKey::new("edgenodes", "", name.to_owned());
+    state
+        .get(&key)
+        .and_then(|o| NodeCredential::deserialize(&*o.value).ok())
+        .filter(|c| c.serials.iter().any(|s| s == serial))
+        .filter(|_| state.get(&node).is_some())
+}
+
+/// The refusal of a node whose certificate is no longer among its valid ones.
+pub fn node_revoked(name: &str) -> ApiError {
+    unauthorized(&format!("the certificate of node {name} was revoked or replaced; enroll the node again with a bootstrap token"))
 }
 
 fn service_account(state: &ClusterState, id: &str, secret: &str) -> Result<Caller, ApiError> {

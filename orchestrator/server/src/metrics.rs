@@ -99,7 +99,15 @@ pub struct SchedulerMetrics {
     /// Time to plan once (the pure planner, on a blocking thread).
     pub plan_seconds: Histogram,
     placements: Family<ReasonLabel, Counter>,
+    /// Heartbeats taken as requests of their own, and as lines of a node's stream.
+    pub heartbeats_via_request: Counter,
+    pub heartbeats_via_stream: Counter,
     view: Arc<Mutex<Option<LeaderView>>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViaLabel {
+    via: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,11 +130,22 @@ pub struct LeaderView {
 impl SchedulerMetrics {
     pub fn new(registry: &mut Registry) -> Self {
         // 0.5 ms to ~8 s: a plan of thousands of Workloads takes tens of milliseconds.
+        let heartbeats = Family::<ViaLabel, Counter>::default();
+        // One at a time: the family's lock is held while its guard lives.
+        let heartbeats_via_request = heartbeats.get_or_create(&ViaLabel { via: "request" }).clone();
+        let heartbeats_via_stream = heartbeats.get_or_create(&ViaLabel { via: "stream" }).clone();
         let m = SchedulerMetrics {
             plan_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             placements: Family::default(),
+            heartbeats_via_request,
+            heartbeats_via_stream,
             view: Arc::default(),
         };
+        registry.register(
+            "edgeplane_heartbeats",
+            "Heartbeats this member took as the leader, by how they came: request or stream",
+            heartbeats,
+        );
         // Every reason exists from the start, so that `increase()` sees the first placement.
         for reason in PlacementReason::ALL {
             let _created = m.placements.get_or_create(&ReasonLabel { reason: reason.as_str().to_owned() });

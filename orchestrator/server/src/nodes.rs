@@ -2,23 +2,29 @@
 //!
 //! - `POST /v1/nodes/{name}/heartbeat` (the node's certificate): kept in the leader's memory
 //!   only ([`crate::heartbeats`]). A follower answers 503 with the leader's address.
+//! - `POST /v1/nodes/{name}/heartbeat/stream` (the node itself): the same heartbeats, a line
+//!   each, on one long-lived request ([`edgeplane_api::node::heartbeat_stream_path`]).
 //! - `GET /v1/nodes/{name}/heartbeat`: the leader's view of the node's last heartbeat.
 //! - `GET /v1/heartbeats`: every node's last heartbeat figures; any member answers (a follower
 //!   asks the leader).
 
-use axum::body::Bytes;
+use std::convert::Infallible;
+
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use edgeplane_api::node::{FleetHeartbeats, Heartbeat, NodeLiveness};
+use edgeplane_api::node::{FleetHeartbeats, Heartbeat, HeartbeatStreamEvent, NodeLiveness, NDJSON};
 use edgeplane_api::StatusReason;
 use edgeplane_core::authz::Identity;
 use edgeplane_tls::serve::Connection;
+use futures::StreamExt;
 use raft::StateRole;
 
 use crate::app::AppState;
-use crate::auth::Authenticated;
+use crate::auth::{node_credential, node_revoked, Authenticated};
 use crate::http::{body_error, cause, leader_hint, ApiError, MAX_BODY_BYTES};
 
 /// `POST /v1/nodes/{name}/heartbeat`. The route admits only node `name` itself, whose
@@ -38,16 +44,158 @@ pub(crate) async fn heartbeat(
         state.heartbeats.set_leading(Some(term));
     }
     let via = connection.map(|Extension(c)| c);
+    state.scheduler_metrics.heartbeats_via_request.inc();
     if state.heartbeats.record(&name, heartbeat, via.as_ref().map(|c| c.id)) {
         if let Some(connection) = via {
-            let heartbeats = state.heartbeats.clone();
-            tokio::spawn(async move {
-                connection.closed().await;
-                heartbeats.connection_closed(&name, connection.id);
-            });
+            watch_connection(&state, name, connection);
         }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tells the heartbeats when `connection`, new among node `name`'s, closes.
+fn watch_connection(state: &AppState, name: String, connection: Connection) {
+    let heartbeats = state.heartbeats.clone();
+    tokio::spawn(async move {
+        connection.closed().await;
+        heartbeats.connection_closed(&name, connection.id);
+    });
+}
+
+/// `POST /v1/nodes/{name}/heartbeat/stream`. The route's rule admits whoever may send the
+/// node's heartbeats; a stream is the node's own, since its certificate is checked again at
+/// every heartbeat.
+pub(crate) async fn heartbeat_stream(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Authenticated(caller): Authenticated,
+    connection: Option<Extension<Connection>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let own = caller.node() == Some(name.as_str());
+    let (true, Some(Extension(connection))) = (own, connection) else {
+        return Err(ApiError::status(StatusCode::FORBIDDEN, StatusReason::Forbidden, format!("only node {name} streams its heartbeats")));
+    };
+    let Some(serial) = connection.certificate.as_ref().map(|c| c.serial.clone()) else {
+        return Err(ApiError::status(StatusCode::FORBIDDEN, StatusReason::Forbidden, "a heartbeat stream needs the node's certificate"));
+    };
+    if !state.heartbeats.leading() {
+        let term = ensure_leader(&state).await?;
+        state.heartbeats.set_leading(Some(term));
+    }
+    let stream =
+        HeartbeatStream { state, name, serial, connection, body: body.into_data_stream(), pending: Vec::new(), received: 0, over: false };
+    let answers = futures::stream::unfold(stream, HeartbeatStream::next_answer);
+    Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(answers)).into_response())
+}
+
+/// One node's open heartbeat stream. It does its work when the connection asks for the next
+/// answer line, so nothing runs for it between the node's heartbeats and nothing outlives the
+/// connection.
+struct HeartbeatStream {
+    state: AppState,
+    name: String,
+    /// The certificate the stream was opened with: it must stay one of the node's.
+    serial: String,
+    connection: Connection,
+    body: BodyDataStream,
+    /// The part of a line that has arrived.
+    pending: Vec<u8>,
+    received: u64,
+    /// The last line went out.
+    over: bool,
+}
+
+/// Why a stream takes no more heartbeats.
+enum End {
+    NotLeader,
+    Refused(ApiError),
+}
+
+impl HeartbeatStream {
+    /// Takes the heartbeats that arrive until there is something to answer: how many were
+    /// taken, or why the stream ends. `None` once the stream is over.
+    async fn next_answer(mut self) -> Option<(Result<Bytes, Infallible>, HeartbeatStream)> {
+        if self.over {
+            return None;
+        }
+        loop {
+            let taken = self.received;
+            let end = match self.body.next().await {
+                Some(Ok(chunk)) => self.take_chunk(&chunk).err(),
+                // The node ended its request: a last line may lack its newline.
+                None => {
+                    self.over = true;
+                    let last = std::mem::take(&mut self.pending);
+                    self.take_line(&last).err()
+                }
+                // The connection failed; nobody reads an answer.
+                Some(Err(_)) => return None,
+            };
+            let end = match end {
+                None if self.over && self.received == taken => return None,
+                None if self.received == taken => continue,
+                None => None,
+                Some(End::NotLeader) => Some(
+                    ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, "heartbeats go to the leader")
+                        .leader_hint(leader_hint(&self.state).await),
+                ),
+                Some(End::Refused(e)) => Some(e),
+            };
+            self.over |= end.is_some();
+            let event = HeartbeatStreamEvent { received: self.received, end: end.map(|e| *e.0) };
+            let mut line = serde_json::to_vec(&event).expect("stream events serialize");
+            line.push(b'\n');
+            return Some((Ok(Bytes::from(line)), self));
+        }
+    }
+
+    fn take_chunk(&mut self, chunk: &[u8]) -> Result<(), End> {
+        let mut rest = chunk;
+        while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = (&rest[..at], &rest[at + 1..]);
+            rest = tail;
+            if self.pending.is_empty() {
+                self.take_line(head)?;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(head);
+                self.take_line(&line)?;
+            }
+        }
+        if self.pending.len() + rest.len() > MAX_BODY_BYTES {
+            return Err(End::Refused(ApiError::status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusReason::RequestEntityTooLarge,
+                format!("heartbeat {} is longer than {MAX_BODY_BYTES} bytes", self.received + 1),
+            )));
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// One line: a heartbeat, or nothing (blank lines keep nothing alive, but cost nothing).
+    fn take_line(&mut self, line: &[u8]) -> Result<(), End> {
+        if line.trim_ascii().is_empty() {
+            return Ok(());
+        }
+        let heartbeat: Heartbeat = serde_json::from_slice(line)
+            .map_err(|e| End::Refused(ApiError::invalid(vec![cause(format!("heartbeat {}", self.received + 1), e.to_string())])))?;
+        if !self.state.heartbeats.leading() {
+            return Err(End::NotLeader);
+        }
+        // A revoked or replaced certificate ends the stream at the node's next heartbeat, as
+        // it refuses the next request.
+        if node_credential(&self.state.node.latest(), &self.name, &self.serial).is_none() {
+            return Err(End::Refused(node_revoked(&self.name)));
+        }
+        self.state.scheduler_metrics.heartbeats_via_stream.inc();
+        if self.state.heartbeats.record(&self.name, heartbeat, Some(self.connection.id)) {
+            watch_connection(&self.state, self.name.clone(), self.connection.clone());
+        }
+        self.received += 1;
+        Ok(())
+    }
 }
 
 pub(crate) async fn last_heartbeat(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<NodeLiveness>, ApiError> {

@@ -149,6 +149,13 @@ pub fn table() -> Vec<Route> {
             rbac("create", "edgenodes/heartbeat", Ns::None, Name::Path("name")),
             on(MethodFilter::POST, nodes::heartbeat),
         ),
+        // Unbounded: a stream's heartbeats are limited one line at a time.
+        route(
+            post.clone(),
+            "/v1/nodes/{name}/heartbeat/stream",
+            rbac("create", "edgenodes/heartbeat", Ns::None, Name::Path("name")),
+            on(MethodFilter::POST, nodes::heartbeat_stream),
+        ),
         route(
             get.clone(),
             "/v1/nodes/{name}/heartbeat",

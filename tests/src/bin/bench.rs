@@ -992,6 +992,85 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// What the simulated nodes' heartbeats came to.
+#[derive(Default)]
+struct BeatCounters {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl BeatCounters {
+    fn failed(&self, name: &str, why: &str) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("# first failed heartbeat ({name}): {why}");
+        }
+    }
+}
+
+/// One simulated node's heartbeats at 1 Hz, `phase` into each second, on a stream to the
+/// leader; a stream that fails or ends counts as a failure and is opened again.
+async fn stream_heartbeats(name: String, client: Arc<Client>, leader: String, body: Vec<u8>, phase: Duration, counters: Arc<BeatCounters>) {
+    use edgeplane_api::node::{heartbeat_stream_path, HeartbeatStreamEvent, NDJSON};
+    use futures::StreamExt;
+    let mut line = body;
+    line.push(b'\n');
+    let path = heartbeat_stream_path(&name);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (lines, outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let body = futures::stream::unfold(outgoing, |mut o| async move { o.recv().await.map(|l| (Ok::<_, std::io::Error>(l), o)) });
+        let opened = client.open_stream(&leader, &path, NDJSON, reqwest::Body::wrap_stream(body), Duration::from_secs(10));
+        lines.try_send(line.clone()).expect("an empty channel takes a line");
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        let mut answers = match opened.await {
+            Ok(Ok(live)) => live.bytes_stream(),
+            Ok(Err(refusal)) => {
+                counters.failed(&name, &refusal.status_error().to_string());
+                continue;
+            }
+            Err(e) => {
+                counters.failed(&name, &e.to_string());
+                continue;
+            }
+        };
+        let (mut acknowledged, mut pending) = (0u64, Vec::new());
+        let why = loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if lines.try_send(line.clone()).is_ok() {
+                        counters.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                answer = answers.next() => match answer {
+                    Some(Ok(chunk)) => {
+                        pending.extend_from_slice(&chunk);
+                        let mut ended = None;
+                        while let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                            let event: HeartbeatStreamEvent = serde_json::from_slice(&pending[..at]).expect("stream event");
+                            pending.drain(..=at);
+                            counters.answered.fetch_add(event.received - acknowledged, Ordering::Relaxed);
+                            acknowledged = event.received;
+                            if let Some(end) = event.end {
+                                ended = Some(end.to_string());
+                                break;
+                            }
+                        }
+                        if let Some(why) = ended {
+                            break why;
+                        }
+                    }
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "the stream ended".to_owned(),
+                },
+            }
+        };
+        counters.failed(&name, &why);
+    }
+}
+
 /// Enrolled simulated nodes: name, and a client presenting the node's certificate.
 type SimulatedNodes = Arc<std::sync::RwLock<Vec<(String, Arc<Client>)>>>;
 
@@ -1052,17 +1131,32 @@ async fn scale(args: &[String]) {
         }
     };
 
-    // Heartbeats at 1 Hz from every enrolled node, spread evenly over each second.
-    let failures = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let workers = 64u64;
+    // Heartbeats at 1 Hz from every enrolled node, spread evenly over each second: each on
+    // its own stream, as the edge runtime sends them, or (`--heartbeats request`) each a
+    // request of its own, as the runtime sends the first after any stream ends.
+    let counters = Arc::new(BeatCounters::default());
+    let streamed = match args.iter().position(|a| a == "--heartbeats").and_then(|i| args.get(i + 1)).map(String::as_str) {
+        None | Some("stream") => true,
+        Some("request") => false,
+        Some(other) => panic!("--heartbeats takes stream or request, not {other:?}"),
+    };
+    let body = serde_json::to_vec(&json!({"load": {"cpuMillis": 100, "memoryMib": 64, "instances": 0, "queueDepth": 0}, "instances": []}))
+        .expect("json");
     let mut beaters = Vec::new();
+    // Each node's stream is started once the node has enrolled (streamed nodes only).
+    let mut streaming = 0usize;
+    let start_streams = |beaters: &mut Vec<tokio::task::JoinHandle<()>>, streaming: &mut usize| {
+        let enrolled = nodes.read().expect("nodes").clone();
+        for (i, (name, client)) in enrolled.into_iter().enumerate().skip(*streaming) {
+            let phase = Duration::from_millis(i as u64 * 7919 % 1000);
+            beaters.push(tokio::spawn(stream_heartbeats(name, client, leader_url.clone(), body.clone(), phase, counters.clone())));
+        }
+        *streaming = nodes.read().expect("nodes").len();
+    };
+    let workers = if streamed { 0 } else { 64u64 };
     for w in 0..workers {
-        let (nodes, failures, sent, leader_url) = (nodes.clone(), failures.clone(), sent.clone(), leader_url.clone());
+        let (nodes, counters, leader_url, body) = (nodes.clone(), counters.clone(), leader_url.clone(), body.clone());
         beaters.push(tokio::spawn(async move {
-            let body =
-                serde_json::to_vec(&json!({"load": {"cpuMillis": 100, "memoryMib": 64, "instances": 0, "queueDepth": 0}, "instances": []}))
-                    .expect("json");
             let mut ticker = tokio::time::interval(Duration::from_millis(10));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut tick = 0u64;
@@ -1079,18 +1173,13 @@ async fn scale(args: &[String]) {
                 for (name, client) in mine {
                     let request = Request::new(Method::POST, format!("/v1/nodes/{name}/heartbeat")).body(body.clone(), "application/json");
                     let answer = client.send_to(&leader_url, request).await;
-                    sent.fetch_add(1, Ordering::Relaxed);
+                    counters.sent.fetch_add(1, Ordering::Relaxed);
                     match answer {
-                        Ok(r) if r.is_success() => {}
-                        other => {
-                            if failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                                let why = match other {
-                                    Ok(r) => r.status_error().to_string(),
-                                    Err(e) => e.to_string(),
-                                };
-                                eprintln!("# first failed heartbeat ({name}): {why}");
-                            }
+                        Ok(r) if r.is_success() => {
+                            counters.answered.fetch_add(1, Ordering::Relaxed);
                         }
+                        Ok(r) => counters.failed(&name, &r.status_error().to_string()),
+                        Err(e) => counters.failed(&name, &e.to_string()),
                     }
                 }
             }
@@ -1098,28 +1187,35 @@ async fn scale(args: &[String]) {
     }
     let measure = async |n: u64| -> bool {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (cpu0, sent0, failed0, t0) = (cpu_seconds(pid), sent.load(Ordering::Relaxed), failures.load(Ordering::Relaxed), Instant::now());
+        let c = &counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (cpu0, sent0, answered0, failed0, t0) = (cpu_seconds(pid), load(&c.sent), load(&c.answered), load(&c.failures), Instant::now());
         tokio::time::sleep(Duration::from_secs(5)).await;
         let elapsed = t0.elapsed().as_secs_f64();
         let cpu_used = cpu_seconds(pid) - cpu0;
         let cpu = 100.0 * cpu_used / elapsed;
-        let beats = sent.load(Ordering::Relaxed) - sent0;
-        let rate = beats as f64 / elapsed;
-        let failed = failures.load(Ordering::Relaxed) - failed0;
+        let rate = (load(&c.sent) - sent0) as f64 / elapsed;
+        let answered = load(&c.answered) - answered0;
+        let failed = load(&c.failures) - failed0;
         bench(&format!("heartbeat_leader_cpu_pct_{n}_nodes"), cpu, "%");
         // The leader's own CPU time (from /proc, whatever else the machine runs) over the
         // heartbeats it answered: everything the leader did meanwhile counts, the placement
         // loop's look at every node each 100 ms too.
-        let answered = beats.saturating_sub(failed);
         if answered > 0 {
             bench(&format!("heartbeat_leader_cpu_us_per_heartbeat_{n}_nodes"), 1e6 * cpu_used / answered as f64, "us");
         }
-        println!("# {n} nodes: {rate:.0} heartbeats/s sent, {failed} failed");
+        println!(
+            "# {n} nodes: {rate:.0} heartbeats/s sent ({}), {answered} answered in {elapsed:.1} s, {failed} failed",
+            if streamed { "streams" } else { "requests" }
+        );
         cpu <= 25.0 && failed == 0 && rate >= 0.9 * n as f64
     };
 
     // Placements over 1,000 Ready nodes.
     register(1_000.min(max_nodes)).await;
+    if streamed {
+        start_streams(&mut beaters, &mut streaming);
+    }
     let mut supported = if measure(1_000.min(max_nodes)).await { 1_000.min(max_nodes) } else { 0 };
     let api = Api::with_timeout(leader_addr, Duration::from_secs(30));
     // Creates 50 Workloads of `total_replicas` replicas in all and times them until every
@@ -1165,6 +1261,9 @@ async fn scale(args: &[String]) {
     // More nodes, until the leader needs more than a quarter of a core.
     for n in [2_500u64, 5_000, 10_000, 20_000].into_iter().filter(|&n| n <= max_nodes) {
         register(n).await;
+        if streamed {
+            start_streams(&mut beaters, &mut streaming);
+        }
         if measure(n).await {
             supported = n;
         } else {
@@ -1176,6 +1275,9 @@ async fn scale(args: &[String]) {
     // Placements again over 10,000 nodes, however much of a core their heartbeats take.
     if max_nodes >= 10_000 {
         register(10_000).await;
+        if streamed {
+            start_streams(&mut beaters, &mut streaming);
+        }
         // Every node heartbeats within a second of enrolling; one not yet heard from is Down.
         tokio::time::sleep(Duration::from_secs(4)).await;
         bench("placements_per_s_10000_nodes", place("wide", 10_000).await, "replicas/s");
