@@ -22,8 +22,9 @@ pub fn heartbeat_path(node: &str) -> String {
 /// [`Heartbeat`] of JSON per line (`application/x-ndjson`, chunked), sent as they are made.
 /// The leader authenticates and authorizes the node once, when the stream opens, and checks
 /// at every heartbeat that it still leads and that the node's certificate is still valid. It
-/// answers `200` with a [`HeartbeatStreamEvent`] per line: one for each chunk of heartbeats it
-/// took, and a last one with `end` set when it stops taking them. A refusal before the stream
+/// answers `200` with a [`HeartbeatStreamEvent`] per line: after the first heartbeat and then
+/// after every third at least (counts are cumulative), and a last one with `end` set when it
+/// stops taking them. A refusal before the stream
 /// opens (not the leader, not the node) is an ordinary error answer.
 ///
 /// A heartbeat costs the leader a line's parse and a short write instead of a request's

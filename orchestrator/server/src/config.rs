@@ -71,6 +71,10 @@ pub struct Args {
     /// Connections the API accepts at once from one client address. Default 256.
     #[arg(long)]
     pub max_connections_per_ip: Option<usize>,
+    /// TLS handshakes of the API that do their cryptography at once (the others wait their
+    /// turn, once their ClientHello arrived). Default 32.
+    #[arg(long)]
+    pub concurrent_handshakes: Option<usize>,
     /// Silence (no heartbeat) after which a node is Suspect: it keeps its replicas but gets no
     /// new ones. Default 1000 (two missed heartbeats at the edge runtime's default 500 ms).
     #[arg(long)]
@@ -135,6 +139,7 @@ struct FileConfig {
     onnxruntime_lib: Option<PathBuf>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    concurrent_handshakes: Option<usize>,
     node_suspect_ms: Option<u64>,
     node_grace_ms: Option<u64>,
     node_disconnect_grace_ms: Option<u64>,
@@ -184,6 +189,7 @@ pub struct Config {
     pub onnxruntime_lib: Option<PathBuf>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    pub concurrent_handshakes: usize,
     pub node_health: edgeplane_core::health::HealthPolicy,
     pub data_retention_readings: u64,
     pub backups: Option<BackupSchedule>,
@@ -227,6 +233,7 @@ impl Config {
         }
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(8192);
         let max_connections_per_ip = args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(256);
+        let concurrent_handshakes = args.concurrent_handshakes.or(file.concurrent_handshakes).unwrap_or(32);
         let node_suspect_ms = args.node_suspect_ms.or(file.node_suspect_ms).unwrap_or(1_000);
         let node_grace_ms = args.node_grace_ms.or(file.node_grace_ms).unwrap_or(1_500);
         let node_disconnect_grace_ms = args.node_disconnect_grace_ms.or(file.node_disconnect_grace_ms).unwrap_or(250);
@@ -296,6 +303,9 @@ impl Config {
         if max_connections == 0 || max_connections_per_ip == 0 {
             errors.push("max-connections and max-connections-per-ip: must be >= 1".to_owned());
         }
+        if concurrent_handshakes == 0 {
+            errors.push("concurrent-handshakes: must be >= 1".to_owned());
+        }
         if node_suspect_ms == 0 || node_grace_ms < node_suspect_ms {
             errors
                 .push(format!("node-suspect-ms and node-grace-ms: need 1 <= suspect <= grace, got {node_suspect_ms} and {node_grace_ms}"));
@@ -336,6 +346,7 @@ impl Config {
             onnxruntime_lib,
             max_connections,
             max_connections_per_ip,
+            concurrent_handshakes,
             node_health: edgeplane_core::health::HealthPolicy {
                 suspect_after_ms: node_suspect_ms,
                 down_after_ms: node_grace_ms,

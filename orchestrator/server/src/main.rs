@@ -220,6 +220,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let limits = edgeplane_tls::serve::ServeLimits {
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        concurrent_handshakes: config.concurrent_handshakes,
         ..Default::default()
     };
     let api_tls = Arc::new(tls.server(ClientAuth::Optional)?);

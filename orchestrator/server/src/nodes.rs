@@ -83,8 +83,18 @@ pub(crate) async fn heartbeat_stream(
         let term = ensure_leader(&state).await?;
         state.heartbeats.set_leading(Some(term));
     }
-    let stream =
-        HeartbeatStream { state, name, serial, connection, body: body.into_data_stream(), pending: Vec::new(), received: 0, over: false };
+    let stream = HeartbeatStream {
+        state,
+        name,
+        serial,
+        connection,
+        body: body.into_data_stream(),
+        pending: Vec::new(),
+        received: 0,
+        acknowledged: 0,
+        credential_checked_at: None,
+        over: false,
+    };
     let answers = futures::stream::unfold(stream, HeartbeatStream::next_answer);
     Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(answers)).into_response())
 }
@@ -102,9 +112,19 @@ struct HeartbeatStream {
     /// The part of a line that has arrived.
     pending: Vec<u8>,
     received: u64,
+    /// The count the last acknowledgement carried.
+    acknowledged: u64,
+    /// The applied index at which the node's credential was last found valid: until the
+    /// state changes, it still is.
+    credential_checked_at: Option<u64>,
     /// The last line went out.
     over: bool,
 }
+
+/// A stream's heartbeats are acknowledged at the first and then at every third: one write
+/// for three heartbeats, while the oldest one a node has not heard back about is at most two
+/// intervals old (it gives up on the stream at four).
+const ACKNOWLEDGE_EVERY: u64 = 3;
 
 /// Why a stream takes no more heartbeats.
 enum End {
@@ -132,9 +152,10 @@ impl HeartbeatStream {
                 // The connection failed; nobody reads an answer.
                 Some(Err(_)) => return None,
             };
+            let due = self.acknowledged == 0 || self.received - self.acknowledged >= ACKNOWLEDGE_EVERY;
             let end = match end {
                 None if self.over && self.received == taken => return None,
-                None if self.received == taken => continue,
+                None if self.received == taken || (!due && !self.over) => continue,
                 None => None,
                 Some(End::NotLeader) => Some(
                     ApiError::status(StatusCode::SERVICE_UNAVAILABLE, StatusReason::ServiceUnavailable, "heartbeats go to the leader")
@@ -143,6 +164,7 @@ impl HeartbeatStream {
                 Some(End::Refused(e)) => Some(e),
             };
             self.over |= end.is_some();
+            self.acknowledged = self.received;
             let event = HeartbeatStreamEvent { received: self.received, end: end.map(|e| *e.0) };
             let mut line = serde_json::to_vec(&event).expect("stream events serialize");
             line.push(b'\n');
@@ -186,8 +208,12 @@ impl HeartbeatStream {
         }
         // A revoked or replaced certificate ends the stream at the node's next heartbeat, as
         // it refuses the next request.
-        if node_credential(&self.state.node.latest(), &self.name, &self.serial).is_none() {
-            return Err(End::Refused(node_revoked(&self.name)));
+        let latest = self.state.node.latest();
+        if self.credential_checked_at != Some(latest.applied_index()) {
+            if node_credential(&latest, &self.name, &self.serial).is_none() {
+                return Err(End::Refused(node_revoked(&self.name)));
+            }
+            self.credential_checked_at = Some(latest.applied_index());
         }
         self.state.scheduler_metrics.heartbeats_via_stream.inc();
         if self.state.heartbeats.record(&self.name, heartbeat, Some(self.connection.id)) {

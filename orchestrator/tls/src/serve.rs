@@ -5,6 +5,9 @@
 //!   holding many connections open (a slow-loris attack) cannot starve the others.
 //! - The TLS handshake must finish within [`ServeLimits::handshake_timeout`], and a request's
 //!   headers must arrive within [`ServeLimits::header_read_timeout`] of its first byte.
+//! - At most [`ServeLimits::concurrent_handshakes`] handshakes do their cryptography at once;
+//!   a client waits for its turn only once its ClientHello has arrived, so connections that
+//!   send nothing never hold one.
 //! - Every request carries a [`Connection`] extension: the client's address, the
 //!   certificate it presented (verified by rustls against the cluster CA), if any, and a way
 //!   to learn when the connection closes ([`Connection::closed`]).
@@ -24,8 +27,9 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tower::ServiceExt as _;
 
 use crate::cert::PeerCertificate;
@@ -37,6 +41,11 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// TLS handshakes past their ClientHello in progress at once; the others wait their
+    /// turn. Thousands of clients reconnecting together (after a failover) would otherwise
+    /// take every core for seconds, and a request or a Raft message already under way with
+    /// them.
+    pub concurrent_handshakes: usize,
     /// How long open connections may finish their requests after shutdown begins.
     pub drain_timeout: Duration,
 }
@@ -48,6 +57,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 8192,
             max_connections_per_ip: 256,
+            concurrent_handshakes: 32,
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -97,12 +107,12 @@ pub async fn serve(
     counters: Arc<ServeCounters>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let per_ip = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next_id = 0u64;
+    let handshakes = Arc::new(Semaphore::new(limits.concurrent_handshakes));
     loop {
         while connections.try_join_next().is_some() {}
         let (tcp, remote) = tokio::select! {
@@ -125,10 +135,17 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         next_id += 1;
         let id = next_id;
-        let (acceptor, app, counters, stopping) = (acceptor.clone(), app.clone(), counters.clone(), stopping.clone());
+        let (tls, app, counters, stopping, handshakes) = (tls.clone(), app.clone(), counters.clone(), stopping.clone(), handshakes.clone());
         connections.spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            let handshake = async {
+                // The ClientHello first, which costs nothing to wait for; then a turn for the
+                // part that costs CPU (key exchange, signature, the client's certificate).
+                let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+                let _turn = handshakes.acquire().await;
+                hello.into_stream(tls).await
+            };
+            let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
