@@ -662,6 +662,12 @@ async fn certificates_renew_across_an_orchestrator_failover_and_revocation_is_im
     let reply = cluster.api(survivor).get("/apis/edgeplane.io/v1alpha1/edgenodes/renewer").await.expect("node");
     let ready = edgeplane_tests::ready_condition(&reply.body).map(|c| c["status"].clone());
     assert_eq!(ready, Some(json!("True")), "the node is not Ready: {}", reply.body);
+    // Its heartbeats went to the new leader on a stream, opened again after each renewal.
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let heartbeats =
+        async |via: &str| cluster.api(new_leader).metric(&format!("edgeplane_heartbeats_total{{via=\"{via}\"}}")).await.unwrap_or(0.0);
+    let (streamed, requested) = (heartbeats("stream").await, heartbeats("request").await);
+    assert!(streamed >= 10.0 && requested < streamed, "the new leader took {streamed} heartbeats on streams, {requested} as requests");
 
     // Revocation: the node's certificate stops working at once, on every orchestrator.
     // The node renews every few seconds: read its key and certificate as one pair.
