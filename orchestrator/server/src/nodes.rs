@@ -39,10 +39,7 @@ pub(crate) async fn heartbeat(
 ) -> Result<StatusCode, ApiError> {
     let body = body.map_err(|e| body_error(e, "body", MAX_BODY_BYTES))?;
     let heartbeat: Heartbeat = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![cause("body", e.to_string())]))?;
-    if !state.heartbeats.leading() {
-        let term = ensure_leader(&state).await?;
-        state.heartbeats.set_leading(Some(term));
-    }
+    ensure_leading(&state).await?;
     let via = connection.map(|Extension(c)| c);
     state.scheduler_metrics.heartbeats_via_request.inc();
     if state.heartbeats.record(&name, heartbeat, via.as_ref().map(|c| c.id)) {
@@ -79,10 +76,7 @@ pub(crate) async fn heartbeat_stream(
     let Some(serial) = connection.certificate.as_ref().map(|c| c.serial.clone()) else {
         return Err(ApiError::status(StatusCode::FORBIDDEN, StatusReason::Forbidden, "a heartbeat stream needs the node's certificate"));
     };
-    if !state.heartbeats.leading() {
-        let term = ensure_leader(&state).await?;
-        state.heartbeats.set_leading(Some(term));
-    }
+    ensure_leading(&state).await?;
     let stream = HeartbeatStream {
         state,
         name,
@@ -259,6 +253,16 @@ pub(crate) async fn fleet(State(state): State<AppState>, Authenticated(caller): 
         return Err(ApiError(Box::new(answer.status_error()), None));
     }
     answer.json().map(Json).map_err(|e| unavailable(format!("the leader at {leader} answered what this member cannot read: {e}")))
+}
+
+/// A heartbeat's check that this node leads: the flag the placement loop keeps, and when it
+/// says no, the Raft actor (whose answer sets the flag).
+async fn ensure_leading(state: &AppState) -> Result<(), ApiError> {
+    if !state.heartbeats.leading() {
+        let term = ensure_leader(state).await?;
+        state.heartbeats.set_leading(Some(term));
+    }
+    Ok(())
 }
 
 /// This node's term if it leads; otherwise a 503 naming the leader.
