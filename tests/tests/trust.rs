@@ -1120,7 +1120,7 @@ async fn the_door_holds_against_alias_bombs_slow_clients_early_bodies_and_unlist
 struct HeartbeatStreamEnd {
     lines: tokio::sync::mpsc::Sender<Vec<u8>>,
     answers: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    pending: Vec<u8>,
+    answer_lines: edgeplane_client::Lines,
 }
 
 impl HeartbeatStreamEnd {
@@ -1132,16 +1132,16 @@ impl HeartbeatStreamEnd {
             edgeplane_tests::trust_for(addr).tls_as(Some(identity)),
         )
         .expect("client");
-        let (lines, outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        let body = futures::stream::unfold(outgoing, |mut o| async move { o.recv().await.map(|l| (Ok::<_, std::io::Error>(l), o)) });
+        let (lines, body) = edgeplane_client::fed_body(4);
         let path = edgeplane_api::node::heartbeat_stream_path(name);
         let server = addr.to_string();
-        let opening =
-            client.open_stream(&server, &path, edgeplane_api::node::NDJSON, reqwest::Body::wrap_stream(body), Duration::from_secs(10));
+        let opening = client.open_stream(&server, &path, edgeplane_api::node::NDJSON, body, Duration::from_secs(10));
         // The head comes once the first bytes are on their way; an empty line takes nothing.
         lines.send(b"\n".to_vec()).await.expect("the request body");
         match opening.await.expect("an answer") {
-            Ok(live) => Ok(HeartbeatStreamEnd { lines, answers: Box::pin(live.bytes_stream()), pending: Vec::new() }),
+            Ok(live) => {
+                Ok(HeartbeatStreamEnd { lines, answers: Box::pin(live.bytes_stream()), answer_lines: edgeplane_client::Lines::default() })
+            }
             Err(refusal) => Err((refusal.status.as_u16(), refusal.status_error().message)),
         }
     }
@@ -1154,8 +1154,7 @@ impl HeartbeatStreamEnd {
     async fn next(&mut self) -> edgeplane_api::node::HeartbeatStreamEvent {
         use futures::StreamExt;
         loop {
-            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=at).collect();
+            if let Some(line) = self.answer_lines.next_line() {
                 return serde_json::from_slice(&line)
                     .unwrap_or_else(|e| panic!("{:?} is not a stream event: {e}", String::from_utf8_lossy(&line)));
             }
@@ -1164,7 +1163,7 @@ impl HeartbeatStreamEnd {
                 .expect("an answer line within 10 s")
                 .expect("the answer goes on")
                 .expect("the connection holds");
-            self.pending.extend_from_slice(&chunk);
+            self.answer_lines.push(&chunk);
         }
     }
 }

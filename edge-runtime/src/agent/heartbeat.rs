@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use edgeplane_api::node::{self, HeartbeatStreamEvent, InstanceReport, NDJSON};
 use edgeplane_api::resources::NodeLoad;
-use edgeplane_client::{Method, Request, Retry, StatusCode};
+use edgeplane_client::{Lines, Method, Request, Retry, StatusCode};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
@@ -84,13 +84,10 @@ impl Agent {
         // One heartbeat waits here at most: the connection takes them as fast as they come,
         // and one it has not taken by the next tick is dropped (the acknowledgements say when
         // a stream stalls).
-        let (lines, outgoing) = mpsc::channel::<Vec<u8>>(1);
-        let body = futures::stream::unfold(outgoing, |mut outgoing| async move {
-            outgoing.recv().await.map(|line| (Ok::<_, std::io::Error>(line), outgoing))
-        });
+        let (lines, body) = edgeplane_client::fed_body(1);
         let path = node::heartbeat_stream_path(&self.config.name);
         let client = self.client();
-        let opened = client.open_stream(server, &path, NDJSON, reqwest::Body::wrap_stream(body), patience);
+        let opened = client.open_stream(server, &path, NDJSON, body, patience);
         // The head comes once the first line is on its way.
         ticker.tick().await;
         if lines.try_send(self.heartbeat_line()).is_err() {
@@ -105,7 +102,7 @@ impl Agent {
         let mut acknowledged = 0u64;
         // Since when the oldest heartbeat not acknowledged has waited.
         let mut waiting_since = Some(Instant::now());
-        let mut pending = Vec::new();
+        let mut answer_lines = Lines::default();
         loop {
             let deadline = waiting_since.map(|since| since + patience);
             tokio::select! {
@@ -123,9 +120,8 @@ impl Agent {
                         Some(Err(e)) => return StreamEnd::Failed(e.to_string()),
                         None => return StreamEnd::Ended("the answer ended without a reason".to_owned()),
                     };
-                    pending.extend_from_slice(&chunk);
-                    while let Some(at) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=at).collect();
+                    answer_lines.push(&chunk);
+                    while let Some(line) = answer_lines.next_line() {
                         let event: HeartbeatStreamEvent = match serde_json::from_slice(&line) {
                             Ok(event) => event,
                             Err(e) => return StreamEnd::Failed(format!("an answer line that is not a stream event: {e}")),

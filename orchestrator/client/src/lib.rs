@@ -436,6 +436,37 @@ impl Client {
     }
 }
 
+/// A request body the caller feeds a chunk at a time (a heartbeat stream's lines), for
+/// [`Client::open_stream`]: at most `capacity` chunks wait for the connection, and the body
+/// ends when the sender is dropped.
+pub fn fed_body(capacity: usize) -> (tokio::sync::mpsc::Sender<Vec<u8>>, reqwest::Body) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(capacity);
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), receiver))
+    });
+    (sender, reqwest::Body::wrap_stream(chunks))
+}
+
+/// Lines of a body that arrives in chunks (a streamed answer), each without its `\n`.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+    }
+
+    /// The next whole line, if one has arrived.
+    pub fn next_line(&mut self) -> Option<Vec<u8>> {
+        let at = self.pending.iter().position(|&b| b == b'\n')?;
+        let mut line: Vec<u8> = self.pending.drain(..=at).collect();
+        line.pop();
+        Some(line)
+    }
+}
+
 async fn read_whole(server: &str, response: reqwest::Response) -> Result<Response, reqwest::Error> {
     let status = response.status();
     let headers = response.headers().clone();

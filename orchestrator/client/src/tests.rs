@@ -141,3 +141,15 @@ async fn a_server_the_cluster_ca_did_not_certify_is_not_trusted() {
     let err = c.send(Request::get("/v1/cluster")).await.expect_err("the server's certificate does not verify");
     assert!(err.to_string().contains("certificate"), "{err}");
 }
+
+#[test]
+fn lines_come_whole_however_the_chunks_cut_them() {
+    let mut lines = Lines::default();
+    lines.push(b"{\"a\":1}\n{\"b\"");
+    assert_eq!(lines.next_line(), Some(b"{\"a\":1}".to_vec()));
+    assert_eq!(lines.next_line(), None, "half a line is not a line");
+    lines.push(b":2}\n\n");
+    assert_eq!(lines.next_line(), Some(b"{\"b\":2}".to_vec()));
+    assert_eq!(lines.next_line(), Some(Vec::new()));
+    assert_eq!(lines.next_line(), None);
+}

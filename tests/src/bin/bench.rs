@@ -1019,9 +1019,8 @@ async fn stream_heartbeats(name: String, client: Arc<Client>, leader: String, bo
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (lines, outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
-        let body = futures::stream::unfold(outgoing, |mut o| async move { o.recv().await.map(|l| (Ok::<_, std::io::Error>(l), o)) });
-        let opened = client.open_stream(&leader, &path, NDJSON, reqwest::Body::wrap_stream(body), Duration::from_secs(10));
+        let (lines, body) = edgeplane_client::fed_body(1);
+        let opened = client.open_stream(&leader, &path, NDJSON, body, Duration::from_secs(10));
         lines.try_send(line.clone()).expect("an empty channel takes a line");
         counters.sent.fetch_add(1, Ordering::Relaxed);
         let mut answers = match opened.await {
@@ -1035,7 +1034,7 @@ async fn stream_heartbeats(name: String, client: Arc<Client>, leader: String, bo
                 continue;
             }
         };
-        let mut pending = Vec::new();
+        let mut answer_lines = edgeplane_client::Lines::default();
         let why = loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -1045,11 +1044,10 @@ async fn stream_heartbeats(name: String, client: Arc<Client>, leader: String, bo
                 }
                 answer = answers.next() => match answer {
                     Some(Ok(chunk)) => {
-                        pending.extend_from_slice(&chunk);
+                        answer_lines.push(&chunk);
                         let mut ended = None;
-                        while let Some(at) = pending.iter().position(|&b| b == b'\n') {
-                            let event: HeartbeatStreamEvent = serde_json::from_slice(&pending[..at]).expect("stream event");
-                            pending.drain(..=at);
+                        while let Some(line) = answer_lines.next_line() {
+                            let event: HeartbeatStreamEvent = serde_json::from_slice(&line).expect("stream event");
                             if let Some(end) = event.end {
                                 ended = Some(end.to_string());
                                 break;
