@@ -222,7 +222,7 @@ async fn a_cluster_restored_from_a_backup_has_every_resource_and_the_edges_carry
     std::fs::write(&damaged, bytes).expect("damaged copy");
     let refused = cluster.restore(1, &[OsStr::new("--from"), damaged.as_os_str(), OsStr::new("--backup-key"), key.as_os_str()]);
     assert!(!refused.status.success(), "a damaged backup was restored: {refused:?}");
-    assert!(!cluster.data_dir(1).join("raft.redb").exists(), "a refused restore wrote nothing");
+    assert!(!cluster.data_dir(1).join("raft-log").exists(), "a refused restore wrote nothing");
 
     // The new cluster: every member restored from the backup, then started.
     let restore_started = Instant::now();

@@ -9,7 +9,7 @@
 //!   finish_ready(Unpersisted) -> ReadyOutput                  then send these messages.
 //! ```
 //!
-//! The tokio node actor ([`crate::node`]) persists to redb on a blocking thread between the two;
+//! The tokio node actor ([`crate::node`]) persists to the segment log on a blocking thread between the two;
 //! the deterministic simulation persists to memory, or crashes in between to lose the batch.
 //! Both run this same code, so the simulation tests what production runs.
 

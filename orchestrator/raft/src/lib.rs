@@ -10,7 +10,8 @@
 //!   production runs.
 //! - [`storage`]: [`storage::LogStore`] (what raft-rs reads) and [`storage::WriteBatch`] (every
 //!   change to durable state, with its reference meaning in [`storage::LogState::apply`]).
-//! - [`disk`]: the durable copy in redb, one transaction and one fsync per batch.
+//! - [`disk`]: the durable copy, an append-only log of batches in segment files: one record
+//!   and one `fdatasync` per batch.
 //! - [`node`]: the tokio actor that owns an engine, persists on a blocking thread, matches
 //!   proposals to callers by request id, batches ReadIndex rounds, and times requests out.
 //! - [`restore`]: seeding a new member's empty data directory from a backup's state.

@@ -109,6 +109,6 @@ mod tests {
         let state = state_at(4).to_snapshot();
         assert!(matches!(seed(dir.path(), &state, 5, 3, vec![1], 10), Err(RestoreError::IndexMismatch { state: 4, header: 5 })));
         assert!(matches!(seed(dir.path(), b"{not json", 5, 3, vec![1], 10), Err(RestoreError::Undecodable(_))));
-        assert!(!dir.path().join("raft.redb").exists(), "nothing written for a refused backup");
+        assert!(!dir.path().join(crate::disk::LOG_DIR).exists(), "nothing written for a refused backup");
     }
 }
