@@ -180,7 +180,7 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, Vec<DocumentErrors>> {
             number -= 1; // an empty document (e.g. a trailing `---`) is not counted
             continue;
         }
-        match parse_document(value) {
+        match parse_document(&value) {
             Ok(r) => resources.push(r),
             Err((object, problems)) => errors.push(DocumentErrors { document: number, object, problems }),
         }
@@ -341,19 +341,20 @@ fn yaml_error(e: &serde_yaml::Error) -> FieldError {
 }
 
 /// Checks one already-parsed document (e.g. a request body): passes 2 and 3 above, with
-/// every problem found.
-pub fn parse_value(value: Value) -> Result<Resource, Vec<FieldError>> {
+/// every problem found. Borrows the document: a caller that keeps it (to store it) need not
+/// copy it first.
+pub fn parse_value(value: &Value) -> Result<Resource, Vec<FieldError>> {
     parse_document(value).map_err(|(_, problems)| problems)
 }
 
 type DocResult = Result<Resource, (Option<String>, Vec<FieldError>)>;
 
-fn parse_document(value: Value) -> DocResult {
-    let depth = depth(&value);
+fn parse_document(value: &Value) -> DocResult {
+    let depth = depth(value);
     if depth > MAX_DEPTH {
         return Err((None, vec![FieldError::new("", format!("nesting is {depth} levels deep; at most {MAX_DEPTH} are accepted"))]));
     }
-    let Value::Object(map) = &value else {
+    let Value::Object(map) = value else {
         return Err((None, vec![FieldError::new("", "a document must be a mapping with apiVersion, kind, metadata and spec")]));
     };
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -395,11 +396,11 @@ fn parse_document(value: Value) -> DocResult {
     }
     if !problems.is_empty() {
         // The meaning of what is well-formed, so that both kinds of problem come at once.
-        let mut rest = value;
+        let mut rest = value.clone();
         for p in &problems {
             remove_path(&mut rest, &p.field);
         }
-        if let Ok((semantic, _)) = meaning(&kind, rest) {
+        if let Ok((semantic, _)) = meaning(&kind, &rest) {
             let known = |field: &str| problems.iter().any(|p| p.field == field || field.starts_with(&format!("{}.", p.field)));
             let extra: Vec<FieldError> = semantic.into_iter().filter(|s| !known(&s.field)).collect();
             problems.extend(extra);
@@ -414,7 +415,7 @@ fn parse_document(value: Value) -> DocResult {
 }
 
 /// The typed resource of a well-formed document and the problems of its meaning.
-fn meaning(kind: &str, value: Value) -> Result<(Vec<FieldError>, Resource), FieldError> {
+fn meaning(kind: &str, value: &Value) -> Result<(Vec<FieldError>, Resource), FieldError> {
     match kind {
         "EdgeNode" => typed(value).map(|r: EdgeNode| (validate::edge_node(&r), Resource::EdgeNode(r))),
         "Module" => typed(value).map(|r: Module| (validate::module(&r), Resource::Module(r))),
@@ -495,10 +496,10 @@ fn schemas() -> &'static std::collections::BTreeMap<&'static str, Value> {
     })
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, FieldError> {
     // The schema pass caught structural problems; what remains is what schemas cannot say
     // (e.g. an integer too large for its field).
-    serde_json::from_value(value).map_err(|e| FieldError::new("", e.to_string()))
+    T::deserialize(value).map_err(|e| FieldError::new("", e.to_string()))
 }
 
 fn depth(v: &Value) -> usize {

@@ -524,7 +524,7 @@ fn parse_body(body: Body, scope: &Scope, name: Option<&str>) -> Result<(Resource
     if let Some(status) = status.as_ref().filter(|s| !s.is_null()) {
         check_status(scope.kind.kind, status)?;
     }
-    let resource = manifest::parse_value(value.clone())
+    let resource = manifest::parse_value(&value)
         .map_err(|problems| ApiError::unprocessable(problems.into_iter().map(|p| cause(p.field, p.message)).collect()))?;
     if let Some(status) = status {
         value["status"] = status;
