@@ -119,6 +119,15 @@ struct Checkpoint {
 }
 
 impl Checkpoint {
+    fn of(state: &LogState) -> Checkpoint {
+        Checkpoint {
+            hard_state: state.hard_state.clone(),
+            conf_state: state.conf_state.clone(),
+            snapshot: state.snapshot.get_metadata().clone(),
+            compacted: state.compacted,
+        }
+    }
+
     /// Follows a batch, as `LogState::apply` would.
     fn note(&mut self, batch: &WriteBatch) {
         if let Some(snapshot) = &batch.snapshot {
@@ -160,21 +169,24 @@ impl Checkpoint {
     }
 }
 
-impl Segments {
-    /// Follows which entries each segment still holds live.
-    fn note_entries(&mut self, batch: &WriteBatch) {
+/// Follows which entries each segment still holds live once `batch` is appended to the
+/// `active` one: what writing does and what replaying does.
+fn follow_live_marks<'a>(older: impl Iterator<Item = &'a mut u64>, active: &mut u64, batch: &WriteBatch) {
+    let first = batch.entries.first().map(|e| e.index);
+    let follow = |mark: &mut u64| {
         if batch.snapshot.is_some() {
             // A received snapshot replaces the whole log.
-            for segment in self.closed.iter_mut().chain([&mut self.active]) {
-                segment.live_through = 0;
-            }
+            *mark = 0;
         }
-        if let (Some(first), Some(last)) = (batch.entries.first(), batch.entries.last()) {
-            for segment in self.closed.iter_mut().chain([&mut self.active]) {
-                segment.live_through = segment.live_through.min(first.index - 1);
-            }
-            self.active.live_through = last.index;
+        if let Some(first) = first {
+            // Entries from `first` on are replaced.
+            *mark = (*mark).min(first - 1);
         }
+    };
+    older.for_each(follow);
+    follow(active);
+    if let Some(last) = batch.entries.last() {
+        *active = last.index;
     }
 }
 
@@ -220,23 +232,12 @@ impl DiskLog {
         for (segment, live_through) in segments.iter_mut().zip(marks) {
             segment.live_through = live_through;
         }
-        let durable = Checkpoint {
-            hard_state: state.hard_state.clone(),
-            conf_state: state.conf_state.clone(),
-            snapshot: state.snapshot.get_metadata().clone(),
-            compacted: state.compacted,
-        };
-        let disk_log = |segments: Segments| DiskLog {
-            log_dir: log_dir.clone(),
-            snapshot_dir: snapshot_dir.clone(),
-            segment_bytes,
-            segments: Mutex::new(segments),
-            _lock: lock,
-        };
+        let durable = Checkpoint::of(&state);
         let active = segments.pop().expect("at least the first segment");
         let active_path = segment_path(&log_dir, active.number);
         let file = OpenOptions::new().append(true).open(&active_path).map_err(io_at(&active_path))?;
-        let disk = disk_log(Segments { file, active, closed: segments.into(), durable, buffer: Vec::new(), failed: false });
+        let segments = Segments { file, active, closed: segments.into(), durable, buffer: Vec::new(), failed: false };
+        let disk = DiskLog { log_dir, snapshot_dir, segment_bytes, segments: Mutex::new(segments), _lock: lock };
         if state.snapshot_index() > 0 {
             let path = disk.snapshot_path(state.snapshot_index());
             let bytes = fs::read(&path).map_err(|source| DiskError::SnapshotFile { path, source })?;
@@ -291,7 +292,7 @@ impl DiskLog {
         }
         segments.active.bytes += segments.buffer.len() as u64;
         segments.durable.note(batch);
-        segments.note_entries(batch);
+        follow_live_marks(segments.closed.iter_mut().map(|s| &mut s.live_through), &mut segments.active.live_through, batch);
         if segments.active.bytes >= self.segment_bytes {
             self.roll_over(segments)?;
         }
@@ -382,14 +383,8 @@ fn segment_numbers(log_dir: &Path) -> Result<Vec<u64>, DiskError> {
 /// The first segment of a new log (or of one imported from redb): a checkpoint, then the
 /// entries. Created whole under a temporary name, so it exists complete or not at all.
 fn write_first_segment(log_dir: &Path, state: &LogState) -> Result<(), DiskError> {
-    let checkpoint = Checkpoint {
-        hard_state: state.hard_state.clone(),
-        conf_state: state.conf_state.clone(),
-        snapshot: state.snapshot.get_metadata().clone(),
-        compacted: state.compacted,
-    };
     let mut bytes = record::MAGIC.to_vec();
-    record::encode(&mut bytes, &checkpoint.to_batch());
+    record::encode(&mut bytes, &Checkpoint::of(state).to_batch());
     if !state.entries.is_empty() {
         record::encode(&mut bytes, &WriteBatch { entries: state.entries.iter().cloned().collect(), ..WriteBatch::default() });
     }
@@ -443,6 +438,8 @@ impl Replay {
     }
 
     fn apply(&mut self, batch: WriteBatch) {
+        let (active, older) = self.live_marks.split_last_mut().expect("inside a segment");
+        follow_live_marks(older.iter_mut(), active, &batch);
         let state = &mut self.state;
         if let Some(snapshot) = &batch.snapshot {
             let m = snapshot.get_metadata();
@@ -450,11 +447,8 @@ impl Replay {
             state.compacted = (m.index, m.term);
             state.conf_state = m.get_conf_state().clone();
             state.snapshot = snapshot.clone();
-            self.live_marks.iter_mut().for_each(|mark| *mark = 0);
         }
-        if let (Some(first), Some(last)) = (batch.entries.first(), batch.entries.last()) {
-            self.live_marks.iter_mut().for_each(|mark| *mark = (*mark).min(first.index - 1));
-            *self.live_marks.last_mut().expect("inside a segment") = last.index;
+        if let Some(first) = batch.entries.first() {
             match (state.entries.front().map(|e| e.index), state.entries.back().map(|e| e.index)) {
                 (Some(front), Some(back)) if front <= first.index && first.index <= back + 1 => {
                     state.entries.truncate((first.index - front) as usize);
