@@ -155,6 +155,9 @@ pub struct DataPlane {
 struct Work {
     topic: String,
     batch: Arc<Vec<u8>>,
+    /// Whether `batch` passed `validate_batch`: every ingested batch, and chained ones in the
+    /// v1 format (not the opaque outputs of workloads such as the compressor).
+    validated: bool,
     depth: usize,
     _share: Option<OwnedSemaphorePermit>,
 }
@@ -274,9 +277,9 @@ impl DataPlane {
     /// topics they emit to. Returns the records for the cloud sink.
     async fn run_chain(&self, routes: &Table, topic: &str, batch: Vec<u8>) -> Vec<OutRecord> {
         let node = &self.metrics.node;
-        let mut work = vec![Work { topic: topic.to_owned(), batch: Arc::new(batch), depth: 0, _share: None }];
+        let mut work = vec![Work { topic: topic.to_owned(), batch: Arc::new(batch), validated: true, depth: 0, _share: None }];
         let mut records = Vec::new();
-        while let Some(Work { topic, batch, depth, _share }) = work.pop() {
+        while let Some(Work { topic, batch, validated, depth, _share }) = work.pop() {
             let Some(subscribers) = routes.get(&topic) else { continue };
             let count = batch_count(&batch);
             if depth > MAX_CHAIN_DEPTH {
@@ -285,7 +288,8 @@ impl DataPlane {
                 node.readings_dropped.inc_by(count);
                 continue;
             }
-            let results = futures::future::join_all(subscribers.iter().map(|route| self.process(route, batch.clone(), count))).await;
+            let results =
+                futures::future::join_all(subscribers.iter().map(|route| self.process(route, batch.clone(), validated, count))).await;
             let mut next = Vec::new();
             for (route, processed) in subscribers.iter().zip(results) {
                 let Some(Processed { emitted, model_version }) = processed else { continue };
@@ -305,12 +309,12 @@ impl DataPlane {
     /// A batch a workload emitted to a topic, with its share of the in-flight budget; `None`
     /// (counted as dropped) when the budget has no room for it.
     fn chained(&self, route: &Route, topic: &str, data: Vec<u8>, depth: usize) -> Option<Work> {
-        let share = match validate_batch(&data) {
-            Ok(readings) => readings,
-            Err(_) => data.len().div_ceil(BYTES_PER_READING) as u32,
+        let (share, validated) = match validate_batch(&data) {
+            Ok(readings) => (readings, true),
+            Err(_) => (data.len().div_ceil(BYTES_PER_READING) as u32, false),
         };
         match self.inflight.clone().try_acquire_many_owned(share) {
-            Ok(permit) => Some(Work { topic: topic.to_owned(), batch: Arc::new(data), depth, _share: Some(permit) }),
+            Ok(permit) => Some(Work { topic: topic.to_owned(), batch: Arc::new(data), validated, depth, _share: Some(permit) }),
             Err(_) => {
                 let lost = batch_count(&data);
                 tracing::warn!(workload = %route.key, %topic, readings = lost, "chained batch dropped: the node's in-flight budget is used up");
@@ -323,11 +327,12 @@ impl DataPlane {
     }
 
     /// One batch through one instance; a failure costs that instance's readings, counted.
-    async fn process(&self, route: &Route, batch: Arc<Vec<u8>>, count: u64) -> Option<Processed> {
+    async fn process(&self, route: &Route, batch: Arc<Vec<u8>>, validated: bool, count: u64) -> Option<Processed> {
         let counters = &route.counters;
         counters.readings_in.inc_by(count);
         counters.bytes_in.inc_by(batch.len() as u64);
         let result = match route.slots.acquire().await {
+            Ok(_slot) if validated => route.handle.process_validated_wait(Arc::unwrap_or_clone(batch)).await,
             Ok(_slot) => route.handle.process_wait(Arc::unwrap_or_clone(batch)).await,
             Err(_) => Err(ProcessError::Stopped(route.key.clone())),
         };

@@ -26,7 +26,8 @@ use wasmtime::{
 use crate::precompiled::Artifact;
 
 /// The guest ABI version this host speaks: modules return it from `ep_abi_version`. Minor
-/// versions add optional imports (1.1: inference) and do not change it.
+/// versions add optional imports (1.1: inference) or exports (1.2: `ep_process_validated`)
+/// and do not change it.
 pub const ABI_VERSION: i32 = 1;
 /// How often the epoch advances: the granularity of per-call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -223,6 +224,7 @@ impl WasmHost {
             alloc: required("ep_alloc", "function")?,
             process: required("ep_process", "function")?,
             configure: module.get_export_index("ep_configure"),
+            process_validated: module.get_export_index("ep_process_validated"),
         };
         Ok(CompiledModule { pre, exports: Arc::new(exports) })
     }
@@ -273,7 +275,11 @@ impl WasmHost {
             Some(export) => Some(typed(&instance, &mut store, export, "ep_configure")?),
             None => None,
         };
-        Ok(Instance { store, memory, abi_version, alloc, process, configure, batch_deadline: limits.batch_deadline })
+        let process_validated = match &exports.process_validated {
+            Some(export) => Some(typed(&instance, &mut store, export, "ep_process_validated")?),
+            None => None,
+        };
+        Ok(Instance { store, memory, abi_version, alloc, process, process_validated, configure, batch_deadline: limits.batch_deadline })
     }
 }
 
@@ -297,11 +303,24 @@ struct AbiExports {
     alloc: ModuleExport,
     process: ModuleExport,
     configure: Option<ModuleExport>,
+    /// ABI 1.2: `ep_process` for batches the host has validated.
+    process_validated: Option<ModuleExport>,
 }
 
 impl std::fmt::Debug for CompiledModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledModule").field("has_configure", &self.exports.configure.is_some()).finish_non_exhaustive()
+        f.debug_struct("CompiledModule")
+            .field("has_configure", &self.exports.configure.is_some())
+            .field("has_process_validated", &self.exports.process_validated.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledModule {
+    /// Whether the module exports `ep_process_validated` (ABI 1.2), where
+    /// [`Instance::process_validated`] hands it batches it need not check.
+    pub fn takes_validated_batches(&self) -> bool {
+        self.exports.process_validated.is_some()
     }
 }
 
@@ -327,6 +346,7 @@ pub struct Instance {
     abi_version: TypedFunc<(), i32>,
     alloc: TypedFunc<i32, i32>,
     process: TypedFunc<(i32, i32), i32>,
+    process_validated: Option<TypedFunc<(i32, i32), i32>>,
     configure: Option<TypedFunc<(i32, i32), i32>>,
     batch_deadline: Duration,
 }
@@ -377,13 +397,31 @@ impl Instance {
     }
 
     /// Processes one batch (ABI v1 batch format) under the instance's deadline and returns
-    /// what it emitted. On error nothing it emitted during this batch is returned.
+    /// what it emitted. On error nothing it emitted during this batch is returned. The guest
+    /// checks the batch: it may be anything.
     pub fn process(&mut self, batch: &[u8]) -> Result<Emitted, GuestError> {
+        self.call_process(batch, false)
+    }
+
+    /// [`Instance::process`] for a batch that passed
+    /// [`validate_batch`](edgeplane_api::data::validate_batch): a module that exports
+    /// `ep_process_validated` (ABI 1.2) gets it there and need not check it again, which for
+    /// a simple filter is half its work. Other modules get it through `ep_process`.
+    pub fn process_validated(&mut self, batch: &[u8]) -> Result<Emitted, GuestError> {
+        debug_assert!(edgeplane_api::data::validate_batch(batch).is_ok(), "process_validated with a batch that is not valid");
+        self.call_process(batch, true)
+    }
+
+    fn call_process(&mut self, batch: &[u8], validated: bool) -> Result<Emitted, GuestError> {
         let deadline = self.batch_deadline;
         let ptr = self.write_input(batch, deadline)?;
         self.store.data_mut().begin_call(deadline);
         self.store.set_epoch_deadline(ticks(deadline));
-        let code = self.process.call(&mut self.store, (ptr, batch.len() as i32)).map_err(|e| classify(&self.store, e, deadline))?;
+        let export = match &self.process_validated {
+            Some(process_validated) if validated => process_validated,
+            _ => &self.process,
+        };
+        let code = export.call(&mut self.store, (ptr, batch.len() as i32)).map_err(|e| classify(&self.store, e, deadline))?;
         let emitted = std::mem::take(&mut self.store.data_mut().emitted);
         match code {
             0 => Ok(emitted),

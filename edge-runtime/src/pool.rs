@@ -122,7 +122,7 @@ type Reply = oneshot::Sender<Result<Processed, ProcessError>>;
 enum Job {
     Start { id: u64, spec: InstanceSpec, shared: Arc<Shared> },
     Configure { id: u64, doc: Vec<u8>, model_version: Option<Arc<str>>, model: Option<Arc<BoundModel>> },
-    Process { id: u64, batch: Vec<u8>, reply: Reply },
+    Process { id: u64, batch: Vec<u8>, validated: bool, reply: Reply },
     Stop { id: u64 },
 }
 
@@ -200,16 +200,26 @@ pub struct InstanceHandle {
 }
 
 impl InstanceHandle {
-    /// Queues a batch; the answer arrives on the returned channel once the instance has
-    /// processed it. Refused at once when the instance's queue is full.
+    /// Queues a batch, which the instance checks; the answer arrives on the returned channel
+    /// once the instance has processed it. Refused at once when the instance's queue is full.
     pub fn process(&self, batch: Vec<u8>) -> Result<oneshot::Receiver<Result<Processed, ProcessError>>, ProcessError> {
+        self.queue(batch, false)
+    }
+
+    /// [`InstanceHandle::process`] for a batch that passed `validate_batch`
+    /// ([`Instance::process_validated`](crate::host::Instance::process_validated)).
+    pub fn process_validated(&self, batch: Vec<u8>) -> Result<oneshot::Receiver<Result<Processed, ProcessError>>, ProcessError> {
+        self.queue(batch, true)
+    }
+
+    fn queue(&self, batch: Vec<u8>, validated: bool) -> Result<oneshot::Receiver<Result<Processed, ProcessError>>, ProcessError> {
         let queued = self.shared.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.capacity {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ProcessError::Busy(self.name.clone(), queued));
         }
         let (reply, answer) = oneshot::channel();
-        if self.sender.send(Job::Process { id: self.id, batch, reply }).is_err() {
+        if self.sender.send(Job::Process { id: self.id, batch, validated, reply }).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ProcessError::Stopped(self.name.clone()));
         }
@@ -218,7 +228,15 @@ impl InstanceHandle {
 
     /// Processes a batch and waits for the result.
     pub async fn process_wait(&self, batch: Vec<u8>) -> Result<Processed, ProcessError> {
-        let answer = self.process(batch)?;
+        self.answer(self.process(batch)?).await
+    }
+
+    /// Processes a batch that passed `validate_batch` and waits for the result.
+    pub async fn process_validated_wait(&self, batch: Vec<u8>) -> Result<Processed, ProcessError> {
+        self.answer(self.process_validated(batch)?).await
+    }
+
+    async fn answer(&self, answer: oneshot::Receiver<Result<Processed, ProcessError>>) -> Result<Processed, ProcessError> {
         answer.await.unwrap_or_else(|_| Err(ProcessError::Stopped(self.name.clone())))
     }
 
@@ -331,7 +349,7 @@ impl Worker {
                     }
                 }
             }
-            Job::Process { id, batch, reply } => {
+            Job::Process { id, batch, validated, reply } => {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     let _ = reply.send(Err(ProcessError::Stopped(format!("#{id}"))));
                     return;
@@ -343,7 +361,7 @@ impl Worker {
                     return;
                 };
                 let started = Instant::now();
-                let processed = instance.process(&batch);
+                let processed = if validated { instance.process_validated(&batch) } else { instance.process(&batch) };
                 let guest_nanos = started.elapsed().as_nanos() as u64;
                 match processed {
                     Ok(emitted) => {

@@ -103,6 +103,33 @@ fn a_well_behaved_module_echoes_its_batches() {
     }
 }
 
+/// ABI 1.2: a batch the host validated goes to `ep_process_validated` where the module
+/// exports it; older modules get every batch through `ep_process`, as before.
+#[test]
+fn validated_batches_go_to_ep_process_validated_where_it_is_exported() {
+    let host = host();
+    let reading = edgeplane_api::data::Reading { ts: 1, device: "press-1".into(), metric: "temperature".into(), value: 20.5 };
+    let batch = edgeplane_api::data::encode_batch(&[reading]);
+    let both = module(
+        r#"(func (export "ep_process") (param i32 i32) (result i32) i32.const 11)
+           (func (export "ep_process_validated") (param i32 i32) (result i32) i32.const 12)"#,
+    );
+    let both = load(&host, &both).expect("loads");
+    assert!(both.takes_validated_batches());
+    let mut instance = host.instantiate(&both, limits(1, 100), b"{}", None).expect("starts");
+    let code = |result: Result<_, GuestError>| match result {
+        Err(GuestError::Returned { code, .. }) => code,
+        other => panic!("expected the module's error code, got {other:?}"),
+    };
+    assert_eq!(code(instance.process(&batch)), 11, "a batch the guest must check goes to ep_process");
+    assert_eq!(code(instance.process_validated(&batch)), 12, "a validated batch goes to ep_process_validated");
+
+    let older = load(&host, &echo()).expect("loads");
+    assert!(!older.takes_validated_batches());
+    let mut instance = host.instantiate(&older, limits(1, 100), b"{}", None).expect("starts");
+    assert_eq!(instance.process_validated(&batch).expect("processes"), vec![(0, batch)], "an ABI 1.1 module gets it through ep_process");
+}
+
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline() {
     let host = host();

@@ -76,6 +76,46 @@ fn start(host: &WasmHost, name: &str, outputs: &[&str], config: &str) -> Instanc
     host.instantiate(&module, limits, config.as_bytes(), None).unwrap_or_else(|e| panic!("{name} does not start: {e}"))
 }
 
+/// The SDK's `ep_process_validated` (ABI 1.2), which skips checking the batch, emits exactly
+/// what its `ep_process` emits, batch after batch, in every workload.
+#[test]
+fn every_workload_answers_a_validated_batch_as_it_answers_one_it_checks() {
+    let host = host();
+    let model = r#""model":{"name":"vibration","version":"1.0.0","format":"zscore-logistic/v1",
+        "parameters":{"mean":[20.0,0.4],"stddev":[2.0,0.15],"weights":[1.8,2.4],"bias":[-6.0]}}"#;
+    let detector = format!(r#"{{"config":{{"threshold":0.5}},{model}}}"#);
+    let workloads: [(&str, &[&str], &str); 4] = [
+        ("threshold-filter", &["out-of-range"], r#"{"config":{"min":17.0,"max":23.5}}"#),
+        ("window-aggregator", &["summary"], r#"{"config":{"windowSeconds":1}}"#),
+        ("anomaly-detector", &["alerts"], &detector),
+        ("ts-compressor", &["compressed"], r#"{"config":{"step":0.05}}"#),
+    ];
+    // Validated batches hold finite values only (`validate_batch`).
+    let data: Vec<Reading> = sensor_data(3000).into_iter().filter(|r| r.value.is_finite()).collect();
+    for (name, outputs, config) in workloads {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/workloads").join(format!("{name}.wasm"));
+        let module = host.load(&std::fs::read(&path).expect("built")).expect("loads");
+        assert!(module.takes_validated_batches(), "{name} exports no ep_process_validated");
+        let mut checking = start(&host, name, outputs, config);
+        let mut trusting = start(&host, name, outputs, config);
+        let mut emitted = 0;
+        for (n, chunk) in data.chunks(200).enumerate() {
+            let batch = encode(chunk);
+            let checked = checking.process(&batch).expect("processes");
+            let validated = trusting.process_validated(&batch).expect("processes");
+            let sizes = |emitted: &[(usize, Vec<u8>)]| emitted.iter().map(|(output, data)| (*output, data.len())).collect::<Vec<_>>();
+            assert!(
+                checked == validated,
+                "{name}: batch {n} emitted differently: (output, bytes) {:?} through ep_process, {:?} through ep_process_validated",
+                sizes(&checked),
+                sizes(&validated)
+            );
+            emitted += checked.len();
+        }
+        assert!(emitted > 0, "{name} emitted nothing: the comparison would mean nothing");
+    }
+}
+
 /// Runs a batch and returns the readings emitted per output name.
 fn run(instance: &mut Instance, outputs: &[&str], batch: &[Reading]) -> BTreeMap<String, Vec<Reading>> {
     let mut out: BTreeMap<String, Vec<Reading>> = BTreeMap::new();

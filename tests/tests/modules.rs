@@ -21,7 +21,8 @@ const BROKEN_ABI: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
   (memory 1)
   (func (export "ep_abi_version") (result i32) i32.const 1)
-  (func (export "ep_alloc") (param i64) (result i32) i32.const 0))"#;
+  (func (export "ep_alloc") (param i64) (result i32) i32.const 0)
+  (func (export "ep_process_validated") (param i32 i32)))"#;
 
 fn wasm(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("valid WAT")
@@ -83,6 +84,7 @@ async fn modules_are_checked_stored_by_digest_immutable_and_served_by_every_node
         "exports no memory named `memory`",
         "`ep_alloc` has type (i64) -> (i32); ABI v1 requires (i32) -> (i32)",
         "exports no `ep_process` function",
+        "`ep_process_validated` has type (i32, i32) -> (); ABI v1 requires (i32, i32) -> (i32)",
     ] {
         assert!(stderr.contains(expected), "missing {expected:?}: {}", text(&broken));
     }

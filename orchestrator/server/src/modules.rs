@@ -105,6 +105,8 @@ pub fn check_module(bytes: &[u8]) -> Result<Checked, Vec<String>> {
         ("ep_alloc", sig(&[ValType::I32], &[ValType::I32]), true),
         ("ep_process", sig(&[ValType::I32, ValType::I32], &[ValType::I32]), true),
         ("ep_configure", sig(&[ValType::I32, ValType::I32], &[ValType::I32]), false),
+        // ABI 1.2.
+        ("ep_process_validated", sig(&[ValType::I32, ValType::I32], &[ValType::I32]), false),
     ];
     for (name, expected, mandatory) in required {
         match exports.get(name) {

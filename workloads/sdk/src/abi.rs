@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use crate::batch::Batch;
 use crate::guest::Guest;
 use crate::{code, Workload};
 
@@ -131,6 +132,26 @@ pub fn process<W: Workload>(guest: &'static LocalKey<RefCell<Guest<W>>>, ptr: i3
     with_input(ptr, len, |batch| {
         guest.with(|guest| match guest.try_borrow_mut() {
             Ok(mut guest) => match guest.process(batch, emit) {
+                Ok(()) => code::OK,
+                Err(code) => code,
+            },
+            Err(_) => code::REENTERED,
+        })
+    })
+}
+
+/// `ep_process_validated` (ABI 1.2): `ep_process` for a batch the host has validated.
+pub fn process_validated<W: Workload>(guest: &'static LocalKey<RefCell<Guest<W>>>, ptr: i32, len: i32) -> i32 {
+    with_input(ptr, len, |bytes| {
+        let batch = match Batch::validated_by_host(bytes) {
+            Ok(batch) => batch,
+            Err(e) => {
+                crate::log::error(&format!("malformed batch: {e}"));
+                return code::INVALID;
+            }
+        };
+        guest.with(|guest| match guest.try_borrow_mut() {
+            Ok(mut guest) => match guest.process_batch(&batch, emit) {
                 Ok(()) => code::OK,
                 Err(code) => code,
             },

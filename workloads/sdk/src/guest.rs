@@ -44,6 +44,29 @@ impl<W: Workload> Guest<W> {
     where
         F: FnMut(&str, &[u8]) -> i32,
     {
+        self.ensure_configured()?;
+        let batch = match Batch::parse(bytes) {
+            Ok(batch) => batch,
+            Err(e) => {
+                log::error(&format!("malformed batch: {e}"));
+                return Err(code::INVALID);
+            }
+        };
+        self.run(&batch, emit)
+    }
+
+    /// [`Guest::process`] for a batch that is already checked: `ep_process_validated`, whose
+    /// bytes the host validated, and [`NativeHost::process_parsed`].
+    #[inline]
+    pub fn process_batch<F>(&mut self, batch: &Batch<'_>, emit: F) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
+        self.ensure_configured()?;
+        self.run(batch, emit)
+    }
+
+    fn ensure_configured(&mut self) -> Result<(), i32> {
         if !self.configured {
             // The host skipped ep_configure (ABI v1 makes it optional): a workload whose
             // configuration is all defaults runs; one that needs configuration says why not.
@@ -53,14 +76,15 @@ impl<W: Workload> Guest<W> {
             }
             self.configured = true;
         }
-        let batch = match Batch::parse(bytes) {
-            Ok(batch) => batch,
-            Err(e) => {
-                log::error(&format!("malformed batch: {e}"));
-                return Err(code::INVALID);
-            }
-        };
-        self.workload.process(&batch, &mut self.emitter);
+        Ok(())
+    }
+
+    #[inline]
+    fn run<F>(&mut self, batch: &Batch<'_>, emit: F) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
+        self.workload.process(batch, &mut self.emitter);
         match self.emitter.flush(emit) {
             Ok(()) => Ok(()),
             Err(Refused { output, code }) => {
@@ -127,11 +151,77 @@ impl<W: Workload> NativeHost<W> {
         self.guest.process(batch, emit)
     }
 
+    /// `ep_process_validated`: [`NativeHost::process_with`] for a batch parsed beforehand, as
+    /// the edge runtime validates batches before it hands them to modules that export it.
+    pub fn process_parsed<F>(&mut self, batch: &Batch<'_>, emit: F) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
+        self.guest.process_batch(batch, emit)
+    }
+
     pub fn workload(&self) -> &W {
         self.guest.workload()
     }
 
     pub fn workload_mut(&mut self) -> &mut W {
         self.guest.workload_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{encode_batch, Reading};
+
+    /// Counts readings above a limit; needs its configuration.
+    #[derive(Debug, Default)]
+    struct Above {
+        limit: Option<f64>,
+    }
+
+    impl Workload for Above {
+        fn configure(&mut self, config: &Config) -> Result<(), String> {
+            self.limit = config.f64_opt("limit")?;
+            self.limit.map(|_| ()).ok_or_else(|| "config.limit: required".to_owned())
+        }
+
+        fn process(&mut self, batch: &Batch<'_>, out: &mut Emitter) {
+            let limit = self.limit.unwrap_or(f64::INFINITY);
+            for reading in batch.iter().filter(|r| r.value > limit) {
+                out.emit("above", reading);
+            }
+        }
+    }
+
+    fn batch(values: &[f64]) -> Vec<u8> {
+        encode_batch(values.iter().map(|&value| Reading { timestamp_ms: 1, value, device: "d", metric: "m" })).unwrap()
+    }
+
+    #[test]
+    fn a_parsed_batch_takes_the_same_path_as_its_bytes() {
+        let bytes = batch(&[1.0, 5.0, 2.0, 7.0]);
+        let parsed = Batch::parse(&bytes).unwrap();
+        let mut host = NativeHost::<Above>::new();
+        host.configure(r#"{"config":{"limit":3}}"#).unwrap();
+        let from_bytes = host.process(&bytes).unwrap();
+        let mut from_parsed = Vec::new();
+        host.process_parsed(&parsed, |output, data| {
+            from_parsed.push((output.to_owned(), data.to_vec()));
+            0
+        })
+        .unwrap();
+        assert_eq!(from_bytes, from_parsed);
+        assert_eq!(from_bytes, vec![("above".to_owned(), batch(&[5.0, 7.0]))]);
+        // The host's refusal of an output is the same error either way.
+        assert_eq!(host.process_parsed(&parsed, |_, _| -1), Err(code::EMIT_REFUSED));
+    }
+
+    #[test]
+    fn an_unconfigured_workload_that_needs_configuration_refuses_a_parsed_batch_too() {
+        let bytes = batch(&[1.0]);
+        let mut host = NativeHost::<Above>::new();
+        assert_eq!(host.process(&bytes), Err(code::NOT_CONFIGURED));
+        assert_eq!(host.process_parsed(&Batch::parse(&bytes).unwrap(), |_, _| 0), Err(code::NOT_CONFIGURED));
     }
 }

@@ -41,7 +41,8 @@
 //! - [`log`] and [`now_ms`]: the host's other two imports.
 //! - [`math`]: functions that give the same bits natively and on wasm32 (`exp`).
 //! - [`nn`]: inference (ABI v1.1): the instance's ONNX Model, run by the host.
-//! - `guest`: the shared parse/process/flush path, and [`NativeHost`].
+//! - `guest`: the shared parse/process/flush path, and [`NativeHost`]. A batch comes checked
+//!   ([`Batch::parse`]) or, through `ep_process_validated` (ABI v1.2), as the host validated it.
 //! - `bytes`: loads and short-string helpers that stay single instructions on wasm32.
 //! - `abi` (wasm32 only): the imports and the bodies of the exports.
 //!
@@ -157,6 +158,11 @@ macro_rules! export_workload {
             }
 
             #[no_mangle]
+            extern "C" fn ep_process_validated(ptr: i32, len: i32) -> i32 {
+                $crate::__private::process_validated(&GUEST, ptr, len)
+            }
+
+            #[no_mangle]
             extern "C" fn ep_configure(ptr: i32, len: i32) -> i32 {
                 $crate::__private::configure(&GUEST, ptr, len)
             }
@@ -168,7 +174,7 @@ macro_rules! export_workload {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::abi::{alloc, configure, process};
+    pub use crate::abi::{alloc, configure, process, process_validated};
     pub use crate::guest::Guest;
 
     pub fn assert_workload<W: crate::Workload>() {}
