@@ -93,9 +93,10 @@ awk '
         print ""
         print "Summary against the goals (docs/benchmarks.md):"
         goal("raft_commits_per_s", ">=", 50000, "durable Raft commits/s, 3 processes [etcd 44k on 3x8 vCPU]")
-        goal("raft_vs_etcd_ratio", ">=", 1.5, "Raft commits/s over etcd's, same load and machine")
+        goal("raft_vs_etcd_ratio", ">=", 1.5, "Raft commits/s over etcd, same load and machine")
         goal("leader_failover_ms_p99", "<=", 250, "leader killed -> first new commit, p99 ms [etcd ~1 s]")
         goal("raft_elections_during_load", "<=", 0, "elections on a healthy cluster under the write load")
+        goal("api_writes_per_s", ">=", 10000, "REST creates/s through 3 orchestrators [kube-apiserver SLO]")
         goal("placements_per_s", ">=", 10000, "placements/s over 1,000 nodes [Nomad C1M ~3,750]")
         goal("edge_failover_ms_p99", "<=", 1000, "edge killed -> workload elsewhere, p99 ms [Nomad ~20 s]")
         goal("edge_partition_failover_ms_p99", "<=", 2000, "edge cut off (SIGSTOP) -> workload elsewhere, p99 ms")

@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
 # Style first: a formatting or lint problem fails the run before the long part does.
+# Scripts too: a quote in a string once broke bench.sh's last step, which no test runs.
+for script in scripts/*.sh scripts/models/*.sh .ci/run; do
+    bash -n "$script" || { echo "test: $script does not parse" >&2; exit 1; }
+done
 for tool in rustfmt clippy; do
     if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then
         rustup component add "$tool" || { echo "test: cargo ${tool/rustfmt/fmt} is missing; install it with: rustup component add $tool" >&2; exit 1; }
