@@ -288,8 +288,14 @@ impl DataPlane {
                 node.readings_dropped.inc_by(count);
                 continue;
             }
-            let results =
-                futures::future::join_all(subscribers.iter().map(|route| self.process(route, batch.clone(), validated, count))).await;
+            // The last subscriber takes the batch itself: with one subscriber, the usual case,
+            // its bytes go to the instance without a copy (`process` copies a shared one).
+            let mut shares: Vec<_> = (1..subscribers.len()).map(|_| batch.clone()).collect();
+            shares.push(batch);
+            let results = futures::future::join_all(
+                subscribers.iter().zip(shares).map(|(route, batch)| self.process(route, batch, validated, count)),
+            )
+            .await;
             let mut next = Vec::new();
             for (route, processed) in subscribers.iter().zip(results) {
                 let Some(Processed { emitted, model_version }) = processed else { continue };
