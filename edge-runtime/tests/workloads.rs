@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgeplane_edge_runtime::host::{HostConfig, Instance, InstanceLimits, WasmHost};
+use edgeplane_edge_runtime::host::{CompiledModule, HostConfig, Instance, InstanceLimits, WasmHost};
 use edgeplane_edge_runtime::pool::{InstanceSpec, RestartPolicy, WasmPool};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,10 +63,15 @@ fn host() -> Arc<WasmHost> {
     Arc::new(WasmHost::new(HostConfig { max_instances: 16, ..HostConfig::default() }).expect("host"))
 }
 
-fn start(host: &WasmHost, name: &str, outputs: &[&str], config: &str) -> Instance {
+/// The built module `target/workloads/<name>.wasm`, loaded.
+fn load(host: &WasmHost, name: &str) -> CompiledModule {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/workloads").join(format!("{name}.wasm"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-workloads.sh", path.display()));
-    let module = host.load(&bytes).expect("the workload loads");
+    host.load(&bytes).expect("the workload loads")
+}
+
+fn start(host: &WasmHost, name: &str, outputs: &[&str], config: &str) -> Instance {
+    let module = load(host, name);
     let limits = InstanceLimits {
         memory_bytes: 16 << 20,
         batch_deadline: Duration::from_secs(2),
@@ -93,9 +98,7 @@ fn every_workload_answers_a_validated_batch_as_it_answers_one_it_checks() {
     // Validated batches hold finite values only (`validate_batch`).
     let data: Vec<Reading> = sensor_data(3000).into_iter().filter(|r| r.value.is_finite()).collect();
     for (name, outputs, config) in workloads {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/workloads").join(format!("{name}.wasm"));
-        let module = host.load(&std::fs::read(&path).expect("built")).expect("loads");
-        assert!(module.takes_validated_batches(), "{name} exports no ep_process_validated");
+        assert!(load(&host, name).takes_validated_batches(), "{name} exports no ep_process_validated");
         let mut checking = start(&host, name, outputs, config);
         let mut trusting = start(&host, name, outputs, config);
         let mut emitted = 0;
@@ -371,8 +374,7 @@ fn ts_compressor_round_trips_within_half_a_step_and_shrinks_the_data() {
 async fn a_model_update_reaches_a_pooled_instance_without_a_restart() {
     let host = host();
     let pool = WasmPool::new(host.clone(), 1).expect("pool");
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/workloads/anomaly-detector.wasm");
-    let module = Arc::new(host.load(&std::fs::read(&path).expect("run scripts/build-workloads.sh")).expect("loads"));
+    let module = Arc::new(load(&host, "anomaly-detector"));
     let handle = pool.start(InstanceSpec {
         name: "factory/vibration-anomalies-0".into(),
         module,

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::batch::Batch;
 use crate::guest::Guest;
 use crate::{code, Workload};
 
@@ -127,51 +126,36 @@ fn with_input(ptr: i32, len: i32, f: impl FnOnce(&[u8]) -> i32) -> i32 {
     })
 }
 
+/// Runs `call` on the module's one guest and turns its result into the export's code; a call
+/// made while the guest is busy (from within a host import) is refused.
+fn with_guest<W: Workload>(guest: &'static LocalKey<RefCell<Guest<W>>>, call: impl FnOnce(&mut Guest<W>) -> Result<(), i32>) -> i32 {
+    guest.with(|guest| match guest.try_borrow_mut() {
+        Ok(mut guest) => match call(&mut guest) {
+            Ok(()) => code::OK,
+            Err(code) => code,
+        },
+        Err(_) => code::REENTERED,
+    })
+}
+
 /// `ep_process`.
 pub fn process<W: Workload>(guest: &'static LocalKey<RefCell<Guest<W>>>, ptr: i32, len: i32) -> i32 {
-    with_input(ptr, len, |batch| {
-        guest.with(|guest| match guest.try_borrow_mut() {
-            Ok(mut guest) => match guest.process(batch, emit) {
-                Ok(()) => code::OK,
-                Err(code) => code,
-            },
-            Err(_) => code::REENTERED,
-        })
-    })
+    with_input(ptr, len, |batch| with_guest(guest, |guest| guest.process(batch, emit)))
 }
 
 /// `ep_process_validated` (ABI 1.2): `ep_process` for a batch the host has validated.
 pub fn process_validated<W: Workload>(guest: &'static LocalKey<RefCell<Guest<W>>>, ptr: i32, len: i32) -> i32 {
-    with_input(ptr, len, |bytes| {
-        let batch = match Batch::validated_by_host(bytes) {
-            Ok(batch) => batch,
-            Err(e) => {
-                crate::log::error(&format!("malformed batch: {e}"));
-                return code::INVALID;
-            }
-        };
-        guest.with(|guest| match guest.try_borrow_mut() {
-            Ok(mut guest) => match guest.process_batch(&batch, emit) {
-                Ok(()) => code::OK,
-                Err(code) => code,
-            },
-            Err(_) => code::REENTERED,
-        })
-    })
+    with_input(ptr, len, |batch| with_guest(guest, |guest| guest.process_validated(batch, emit)))
 }
 
 /// `ep_configure`.
 pub fn configure<W: Workload>(guest: &'static LocalKey<RefCell<Guest<W>>>, ptr: i32, len: i32) -> i32 {
     with_input(ptr, len, |document| {
-        guest.with(|guest| match guest.try_borrow_mut() {
-            Ok(mut guest) => match guest.configure(document) {
-                Ok(()) => code::OK,
-                Err(message) => {
-                    crate::log::error(&message);
-                    code::INVALID
-                }
-            },
-            Err(_) => code::REENTERED,
+        with_guest(guest, |guest| {
+            guest.configure(document).map_err(|message| {
+                crate::log::error(&message);
+                code::INVALID
+            })
         })
     })
 }

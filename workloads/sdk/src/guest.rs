@@ -1,7 +1,7 @@
 //! The code path shared by the wasm exports and [`NativeHost`]: parse, call the workload,
 //! flush its outputs. Only the way output reaches the host differs.
 
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchError};
 use crate::config::Config;
 use crate::emit::{Emitter, Refused};
 use crate::{code, log, Workload};
@@ -44,8 +44,33 @@ impl<W: Workload> Guest<W> {
     where
         F: FnMut(&str, &[u8]) -> i32,
     {
+        self.process_bytes(bytes, Batch::parse, emit)
+    }
+
+    /// `ep_process_validated`: [`Guest::process`] for bytes the host validated, of which only
+    /// the count is read.
+    #[cfg(target_arch = "wasm32")]
+    #[inline]
+    pub fn process_validated<F>(&mut self, bytes: &[u8], emit: F) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
+        self.process_bytes(bytes, Batch::validated_by_host, emit)
+    }
+
+    /// Configures the workload if it never was, reads `bytes` with `read`, and runs it.
+    #[inline]
+    fn process_bytes<'b, F>(
+        &mut self,
+        bytes: &'b [u8],
+        read: impl FnOnce(&'b [u8]) -> Result<Batch<'b>, BatchError>,
+        emit: F,
+    ) -> Result<(), i32>
+    where
+        F: FnMut(&str, &[u8]) -> i32,
+    {
         self.ensure_configured()?;
-        let batch = match Batch::parse(bytes) {
+        let batch = match read(bytes) {
             Ok(batch) => batch,
             Err(e) => {
                 log::error(&format!("malformed batch: {e}"));
@@ -55,8 +80,7 @@ impl<W: Workload> Guest<W> {
         self.run(&batch, emit)
     }
 
-    /// [`Guest::process`] for a batch that is already checked: `ep_process_validated`, whose
-    /// bytes the host validated, and [`NativeHost::process_parsed`].
+    /// [`Guest::process`] for a batch that is already parsed ([`NativeHost::process_parsed`]).
     #[inline]
     pub fn process_batch<F>(&mut self, batch: &Batch<'_>, emit: F) -> Result<(), i32>
     where
